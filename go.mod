@@ -1,0 +1,3 @@
+module github.com/calico-lb/calico-lb
+
+go 1.26
