@@ -14,6 +14,14 @@ import (
 // use, and at most 22 levels for the whole IPv6 space. Nodes exist only
 // where something is in use, so a /64 costs memory in proportion to its use.
 //
+// Each leaf also records the owner of each address it holds (an index the
+// allocator gives meaning to), so no separate address-to-owner map is needed:
+// the walk that sets or clears a bit reaches the owner slot anyway.
+//
+// Empty nodes are recycled as soon as the cursor has left them, so memory
+// stays proportional to the addresses in use while an allocate/release
+// cycle at the cursor does not build and tear down nodes each time.
+//
 // Addresses that are never handed out (outside the range at the right edge,
 // and IPv4 .0/.255 when avoiding buggy IPs) are "forbidden": they are
 // counted as full but never as used.
@@ -26,6 +34,14 @@ type trie struct {
 	spare  []*node      // recycled nodes, so steady-state churn does not allocate
 	used   uint64       // allocated addresses
 	cursor iprange.U128 // next-fit: searches start here
+	// cpath caches the nodes from the root to the leaf holding the cursor
+	// (when that leaf exists), so that the common take and clear, both at
+	// or near the cursor, touch one leaf instead of walking the tree. The
+	// nodes of the cursor's path are never recycled, so it stays valid
+	// until the cursor moves to another leaf.
+	cpath path
+	cleaf iprange.U128 // cursor>>6 when cok
+	cok   bool
 }
 
 type node struct {
@@ -33,8 +49,8 @@ type node struct {
 	// present (interior): bit i set when kids holds child i.
 	// In a leaf it holds the forbidden mask instead.
 	present uint64
-	n       uint64  // used addresses below this node
 	kids    []*node // interior: existing children, in bit order
+	owner   []int32 // leaf: owner of each used address
 }
 
 const allFull = ^uint64(0)
@@ -79,6 +95,9 @@ func (t *trie) newNode(level int, base iprange.U128) *node {
 	if level == 0 {
 		n.present = t.forbidden(base)
 		n.full = n.present
+		if n.owner == nil {
+			n.owner = make([]int32, 64)
+		}
 		return n
 	}
 	// Only nodes on the right edge of the range have children beyond span:
@@ -221,38 +240,99 @@ func (t *trie) find(n *node, level int, base, from iprange.U128) (iprange.U128, 
 	return iprange.U128{}, false
 }
 
-// take allocates the first free offset at or after the cursor.
-func (t *trie) take() (iprange.U128, bool) {
+// take allocates the first free offset at or after the cursor for owner.
+func (t *trie) take(owner int32) (iprange.U128, bool) {
+	if t.cok {
+		// Fast path: a free address in the cursor's own leaf.
+		leaf := t.cpath[0]
+		if free := ^leaf.full & (allFull << digit(t.cursor, 0)); free != 0 {
+			off := t.cleaf.Shl(6).AddSmall(uint64(bits.TrailingZeros64(free)))
+			t.mark(&t.cpath, off, owner)
+			t.advance(off)
+			return off, true
+		}
+	}
 	off, ok := t.next()
 	if !ok {
 		return off, false
 	}
-	t.set(off)
+	t.set(off, owner)
+	t.advance(off)
+	return off, true
+}
+
+// advance moves the cursor past off, recycling the leaf it leaves if that
+// is empty, and caches the path to the cursor's new leaf.
+func (t *trie) advance(off iprange.U128) {
+	old := t.cursor
 	t.cursor = off.AddSmall(1)
 	if t.cursor.Cmp(t.span) > 0 {
 		t.cursor = iprange.U128{}
 	}
-	return off, true
+	leaf := t.cursor.Shr(6)
+	if t.cok && leaf == t.cleaf {
+		return
+	}
+	if old.Shr(6) != leaf {
+		t.prune(old)
+	}
+	var p path
+	t.cok = t.walk(t.cursor, &p) == 0
+	if t.cok {
+		t.cpath, t.cleaf = p, leaf
+	}
 }
 
-// isUsed reports whether off is allocated.
-func (t *trie) isUsed(off iprange.U128) bool {
+// leaf returns the leaf holding off, or nil if none exists.
+func (t *trie) leaf(off iprange.U128) *node {
+	if t.cok && off.Shr(6) == t.cleaf {
+		return t.cpath[0]
+	}
 	n := t.root
-	for level := t.levels; level > 0; level-- {
-		if n = n.child(digit(off, level)); n == nil {
-			return false
-		}
+	for level := t.levels; level > 0 && n != nil; level-- {
+		n = n.child(digit(off, level))
+	}
+	return n
+}
+
+// owner returns the owner of off, and whether off is in use.
+func (t *trie) owner(off iprange.U128) (int32, bool) {
+	n := t.leaf(off)
+	if n == nil {
+		return 0, false
 	}
 	i := digit(off, 0)
-	return (n.full&^n.present)&(1<<i) != 0
+	if (n.full&^n.present)&(1<<i) == 0 {
+		return 0, false
+	}
+	return n.owner[i], true
+}
+
+// setOwner changes the owner of a used offset.
+func (t *trie) setOwner(off iprange.U128, owner int32) {
+	t.leaf(off).owner[digit(off, 0)] = owner
 }
 
 // path is scratch space for set and clear: the nodes from the root down.
 // A range has at most 22 levels.
 type path [22]*node
 
-// set marks off as used. off must be free and not forbidden.
-func (t *trie) set(off iprange.U128) {
+// walk fills p with the nodes from the root to the leaf of off and returns
+// how deep it got: 0 when the leaf exists, else the level of the missing child.
+func (t *trie) walk(off iprange.U128, p *path) int {
+	n := t.root
+	for level := t.levels; level > 0; level-- {
+		p[level] = n
+		if n = n.child(digit(off, level)); n == nil {
+			return level
+		}
+	}
+	p[0] = n
+	return 0
+}
+
+// set marks off as used by owner. off must be free and not forbidden.
+func (t *trie) set(off iprange.U128, owner int32) {
 	var p path
 	n := t.root
 	base := iprange.U128{}
@@ -268,37 +348,73 @@ func (t *trie) set(off iprange.U128) {
 		n, base = c, cb
 	}
 	p[0] = n
-	n.full |= 1 << digit(off, 0)
+	t.mark(&p, off, owner)
+}
+
+// mark sets off, whose leaf is p[0], as used by owner.
+func (t *trie) mark(p *path, off iprange.U128, owner int32) {
+	n := p[0]
+	i := digit(off, 0)
+	n.full |= 1 << i
+	n.owner[i] = owner
 	t.used++
-	for level := 0; level <= t.levels; level++ {
-		p[level].n++
-	}
 	// Propagate fullness upwards while nodes become full.
 	for level := 0; level < t.levels && p[level].full == allFull; level++ {
 		p[level+1].full |= 1 << digit(off, level+1)
 	}
 }
 
-// clear marks off as free and recycles nodes that no longer hold anything.
+// clear marks off as free.
 func (t *trie) clear(off iprange.U128) {
-	var p path
-	n := t.root
-	for level := t.levels; level > 0; level-- {
-		p[level] = n
-		n = n.child(digit(off, level))
+	var local path
+	p := &local
+	if t.cok && off.Shr(6) == t.cleaf {
+		p = &t.cpath
+	} else {
+		t.walk(off, p)
 	}
-	p[0] = n
-	n.full &^= 1 << digit(off, 0)
+	leaf := p[0]
+	wasFull := leaf.full == allFull
+	leaf.full &^= 1 << digit(off, 0)
 	t.used--
-	for level := 0; level <= t.levels; level++ {
-		p[level].n--
-		if level > 0 {
-			p[level].full &^= 1 << digit(off, level)
-		}
+	// A node that was full is not any more: clear its bit in the parent,
+	// and so on up while the parents were full too.
+	for level := 1; wasFull && level <= t.levels; level++ {
+		wasFull = p[level].full == allFull
+		p[level].full &^= 1 << digit(off, level)
 	}
-	for level := 0; level < t.levels && p[level].n == 0; level++ {
-		p[level+1].removeChild(digit(off, level+1))
+	if leaf.full&^leaf.present == 0 {
+		t.recycle(off, p, 0)
+	}
+}
+
+// empty reports whether nothing below n is in use. Interior nodes without
+// children are empty; an interior node keeps only children that hold
+// something or hold the cursor (see recycle).
+func (n *node) empty(level int) bool {
+	if level == 0 {
+		return n.full&^n.present == 0
+	}
+	return n.present == 0
+}
+
+// prune recycles the empty nodes on the way to off that the cursor is not in.
+func (t *trie) prune(off iprange.U128) {
+	var p path
+	t.recycle(off, &p, t.walk(off, &p))
+}
+
+// recycle detaches empty nodes of path p, from level from upwards, and keeps
+// them for reuse. It stops at the first node that holds something or holds
+// the cursor (its ancestors then do too).
+func (t *trie) recycle(off iprange.U128, p *path, from int) {
+	for level := from; level < t.levels; level++ {
 		c := p[level]
+		shift := uint(6 * (level + 1))
+		if !c.empty(level) || off.Shr(shift) == t.cursor.Shr(shift) {
+			return
+		}
+		p[level+1].removeChild(digit(off, level+1))
 		c.full, c.present, c.kids = 0, 0, c.kids[:0]
 		t.spare = append(t.spare, c)
 	}

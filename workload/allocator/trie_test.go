@@ -12,6 +12,7 @@ type model struct {
 	r      iprange.Range
 	avoid  bool
 	used   map[iprange.U128]bool
+	owners map[iprange.U128]int32
 	cursor iprange.U128
 }
 
@@ -60,7 +61,7 @@ func TestTrieAgainstModel(t *testing.T) {
 		t.Run(tc.r, func(t *testing.T) {
 			r := iprange.MustParse(tc.r)
 			tr := newTrie(r, tc.avoid)
-			m := &model{r: r, avoid: tc.avoid && r.Is4(), used: map[iprange.U128]bool{}}
+			m := &model{r: r, avoid: tc.avoid && r.Is4(), used: map[iprange.U128]bool{}, owners: map[iprange.U128]int32{}}
 			rng := rand.New(rand.NewPCG(7, uint64(len(tc.r))))
 			span := r.Span()
 			randOff := func() iprange.U128 {
@@ -86,7 +87,7 @@ func TestTrieAgainstModel(t *testing.T) {
 			for step := range 20000 {
 				switch op := rng.IntN(10); {
 				case op < 5: // take
-					got, ok := tr.take()
+					got, ok := tr.take(int32(step))
 					want, wok := m.next(scan)
 					if tc.small && (ok != wok || (ok && got != want)) {
 						t.Fatalf("step %d: take = %v %v, model %v %v", step, got, ok, want, wok)
@@ -98,6 +99,7 @@ func TestTrieAgainstModel(t *testing.T) {
 						t.Fatalf("step %d: take returned %v (used %v, allowed %v)", step, got, m.used[got], m.allowed(got))
 					}
 					m.used[got] = true
+					m.owners[got] = int32(step)
 					m.cursor = got.AddSmall(1)
 					if got == span {
 						m.cursor = iprange.U128{}
@@ -118,11 +120,12 @@ func TestTrieAgainstModel(t *testing.T) {
 						}
 						continue
 					}
-					if tr.isUsed(off) {
-						t.Fatalf("step %d: isUsed(%v) true for a free offset", step, off)
+					if _, used := tr.owner(off); used {
+						t.Fatalf("step %d: owner(%v) reports a free offset as used", step, off)
 					}
-					tr.set(off)
+					tr.set(off, -int32(step))
 					m.used[off] = true
+					m.owners[off] = -int32(step)
 					held = append(held, off)
 				}
 				if tr.used != uint64(len(m.used)) {
@@ -130,16 +133,19 @@ func TestTrieAgainstModel(t *testing.T) {
 				}
 			}
 			for off := range m.used {
-				if !tr.isUsed(off) {
-					t.Fatalf("isUsed(%v) false for a used offset", off)
+				if o, used := tr.owner(off); !used || o != m.owners[off] {
+					t.Fatalf("owner(%v) = %d, %v; want %d", off, o, used, m.owners[off])
 				}
 			}
-			// Release everything: the tree must shrink back to its root.
+			// Release everything: only the cursor's path may remain.
 			for off := range m.used {
 				tr.clear(off)
 			}
-			if tr.used != 0 || tr.root.n != 0 || len(tr.root.kids) != 0 {
-				t.Fatalf("after releasing all: used %d, root n %d, kids %d", tr.used, tr.root.n, len(tr.root.kids))
+			if tr.used != 0 {
+				t.Fatalf("after releasing all: used %d", tr.used)
+			}
+			if n := countNodes(tr.root); n > tr.levels+1 {
+				t.Fatalf("after releasing all, %d nodes remain; at most the cursor path (%d) may", n, tr.levels+1)
 			}
 		})
 	}
@@ -158,7 +164,7 @@ func TestTrieFillsExactlyCapacity(t *testing.T) {
 		}
 		seen := map[iprange.U128]bool{}
 		for {
-			off, ok := tr.take()
+			off, ok := tr.take(1)
 			if !ok {
 				break
 			}
@@ -171,4 +177,12 @@ func TestTrieFillsExactlyCapacity(t *testing.T) {
 			t.Fatalf("%s: handed out %d, capacity %d (exhausted %v)", tc.r, len(seen), want, tr.exhausted())
 		}
 	}
+}
+
+func countNodes(n *node) int {
+	c := 1
+	for _, k := range n.kids {
+		c += countNodes(k)
+	}
+	return c
 }
