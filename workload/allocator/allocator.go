@@ -409,13 +409,16 @@ func (st *state) allocate(req *Request) (int32, error) {
 		return slot, err
 	}
 	slot := st.index.slots[pos].slot
+	old := st.svcs[slot] // before keep, which may update sharing details in place
 	if st.keep(slot, req) {
 		return slot, nil
 	}
-	old := st.svcs[slot]
 	st.release(req.Service)
 	next, err := st.allocateNew(req, nil)
 	if err != nil {
+		// Keep what it had; the labels are the Service's current ones, so
+		// the restored assignment is flagged if its pool no longer admits it.
+		old.labels = req.Labels
 		return st.restore(old), err
 	}
 	st.index.put(req.Service, next, st.svcs)
@@ -465,6 +468,11 @@ func (st *state) keep(slot int32, req *Request) bool {
 		if req.Pool != "" && cur.rngs[i].pool.Name != req.Pool {
 			return false
 		}
+		// The Service's labels may have changed so that its pool no longer
+		// admits it: move it (if that fails it keeps the address, flagged).
+		if !cur.rngs[i].pool.admitsReq(req) {
+			return false
+		}
 		if !slices.Contains(req.Families, FamilyOf(ip)) {
 			return false
 		}
@@ -488,6 +496,10 @@ func (st *state) keep(slot int32, req *Request) bool {
 		}
 	}
 	st.resetSharing(slot, req)
+	// Every address is admitted again (checked above), and the primary
+	// family may have changed (spec.ipFamilies reordered).
+	cur.issues &^= IssueNotAdmitted
+	cur.orderPrimaryFirst(req.Families[0])
 	if req.Policy != SingleStack && len(req.IPs) == 0 && cur.len() < len(req.Families) {
 		return st.addMissingFamily(slot, req) || req.Policy != RequireDualStack
 	}
