@@ -974,7 +974,14 @@ func (st *state) releaseEntry(slot int32) {
 
 // releaseIP removes svc from the holders of ip and frees it when nobody is left.
 func (st *state) releaseIP(svc ServiceKey, r *prange, ip netip.Addr, off iprange.U128) {
-	owner, held := st.ownerAt(r, ip, off)
+	// The Service holds ip: its owner is in offTrie or else in the trie.
+	owner, held := int32(0), false
+	if len(st.offTrie) > 0 {
+		owner, held = st.offTrie[ip]
+	}
+	if !held {
+		owner, held = r.t.owner(off)
+	}
 	if !held {
 		return
 	}

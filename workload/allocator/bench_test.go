@@ -82,6 +82,7 @@ func BenchmarkRestore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			a.Grow(n) // as the controller does: it has listed the Services
 			for i := range reqs {
 				if _, err := a.Adopt(&reqs[i], ips[i]); err != nil {
 					b.Fatal(err)

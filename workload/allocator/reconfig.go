@@ -66,6 +66,7 @@ func (st *state) rebuild(pools []Pool) (*state, Change, error) {
 	if err != nil {
 		return nil, Change{}, err
 	}
+	(&Allocator{st: next}).Grow(st.index.len())
 	var ch Change
 	// Adopt in a fixed order so that the outcome (and any error) does not
 	// depend on map iteration.
@@ -114,6 +115,15 @@ func compareKeys(a, b ServiceKey) int {
 		return c
 	}
 	return strings.Compare(a.Name, b.Name)
+}
+
+// Grow makes room for n more Services, so that adopting a known number of
+// them (the controller lists all Services before it adopts their addresses)
+// does not reallocate over and over.
+func (a *Allocator) Grow(n int) {
+	st := a.st
+	st.svcs = slices.Grow(st.svcs, n)
+	st.index.reserve(st.index.len() + n)
 }
 
 // Get returns the Service's assignment.

@@ -77,9 +77,22 @@ func (x *svcIndex) empty(h uint64) int {
 	return int(i)
 }
 
-func (x *svcIndex) grow() {
+func (x *svcIndex) grow() { x.resize(2 * len(x.slots)) }
+
+// reserve makes room for n entries in all without further growth.
+func (x *svcIndex) reserve(n int) {
+	size := len(x.slots)
+	for size < 2*n {
+		size *= 2
+	}
+	if size != len(x.slots) {
+		x.resize(size)
+	}
+}
+
+func (x *svcIndex) resize(size int) {
 	old := x.slots
-	x.slots = make([]indexSlot, 2*len(old))
+	x.slots = make([]indexSlot, size)
 	for _, s := range old {
 		if s.hash != 0 {
 			x.slots[x.empty(s.hash)] = s
