@@ -1,0 +1,141 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Options are the charm's config options (config.yaml), as Juju passes them.
+type Options struct {
+	Pools                 string
+	AvoidBuggyIPs         bool
+	PeeringMode           string
+	SpinePeers            string
+	SubnetSpinePeers      string
+	ASNumber              int
+	SubnetASNumbers       string
+	SpeakerNodeSelector   string
+	L2Interfaces          string
+	CalicoApplication     string
+	CalicoModel           string
+	JujuCredentials       string // secret URI
+	BGPPasswords          string // secret URI
+	CalicoServiceIPOption string
+	LoadBalancerClass     string
+	LogLevel              string
+}
+
+// DefaultOptions are the defaults of config.yaml.
+func DefaultOptions() Options {
+	return Options{
+		AvoidBuggyIPs:         true,
+		PeeringMode:           "auto",
+		SpinePeers:            "[]",
+		SubnetSpinePeers:      "{}",
+		ASNumber:              DefaultASNumber,
+		SubnetASNumbers:       "{}",
+		CalicoApplication:     "calico",
+		CalicoServiceIPOption: "auto",
+		LogLevel:              DefaultLogLevel,
+	}
+}
+
+// Resolved is what FromOptions decided beyond the file itself.
+type Resolved struct {
+	// ModeReason says why auto picked the mode ("" when it was not auto),
+	// for the unit's status line.
+	ModeReason string
+}
+
+var (
+	appName   = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$`)
+	modelUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+)
+
+// FromOptions validates the charm's options and builds the workload config
+// from them. It reports every problem, each naming the option, the value and
+// the fix.
+func FromOptions(o Options) (*Config, Resolved, error) {
+	d := &decoder{options: true}
+	c := Default()
+	var res Resolved
+
+	c.Pools = d.pools("pools", o.Pools, o.AvoidBuggyIPs)
+	c.BGP.Peers = d.peers(d.parseYAML("spine-peers", o.SpinePeers), "spine-peers")
+	c.BGP.SubnetPeers = d.subnetPeers(d.parseYAML("subnet-spine-peers", o.SubnetSpinePeers), "subnet-spine-peers")
+	c.BGP.SubnetASNumbers = d.subnetAS(d.parseYAML("subnet-as-numbers", o.SubnetASNumbers), "subnet-as-numbers")
+	if msg := badAS(int64(o.ASNumber)); msg != "" {
+		d.errorf("as-number", nil, "%s", msg)
+	} else {
+		c.BGP.ASNumber = uint32(o.ASNumber)
+	}
+	c.Speakers.NodeSelector = strings.TrimSpace(o.SpeakerNodeSelector)
+	c.L2.Interfaces = splitList(o.L2Interfaces)
+	c.LoadBalancerClass = strings.TrimSpace(o.LoadBalancerClass)
+	c.LogLevel = strings.TrimSpace(o.LogLevel)
+
+	switch m := strings.TrimSpace(o.PeeringMode); m {
+	case "auto":
+		switch {
+		case len(c.BGP.Peers) > 0 || len(c.BGP.SubnetPeers) > 0:
+			c.Mode, res.ModeReason = ModeSpine, "spine peers are set"
+		case o.JujuCredentials != "":
+			c.Mode, res.ModeReason = ModeCalico, "the Calico link is configured"
+		default:
+			c.Mode, res.ModeReason = ModeL2, "no spine peers and no Calico link"
+		}
+	default:
+		c.Mode = Mode(m)
+		if c.Mode != ModeCalico && c.Mode != ModeSpine && c.Mode != ModeL2 {
+			d.errorf("peering-mode", nil, "%q is not a mode; use auto, calico, spine or l2", m)
+			c.Mode = ModeL2 // checked; keep validate from repeating it
+		}
+	}
+	switch opt := strings.TrimSpace(o.CalicoServiceIPOption); opt {
+	case "auto":
+		// The Calico link refines this when it can read calico's options.
+		c.ServiceIPOption = ServiceIPLoadBalancer
+	default:
+		c.ServiceIPOption = opt
+	}
+
+	if !appName.MatchString(o.CalicoApplication) {
+		d.errorf("calico-application", nil, "%q is not a Juju application name (lowercase letters, digits and '-', e.g. calico)", o.CalicoApplication)
+	}
+	if o.CalicoModel != "" && !modelUUID.MatchString(o.CalicoModel) {
+		d.errorf("calico-model", nil, "%q is not a model UUID; find it with `juju show-model <model> --format yaml` (model-uuid), or leave it empty", o.CalicoModel)
+	}
+	for _, s := range []struct{ name, v string }{{"juju-credentials", o.JujuCredentials}, {"bgp-passwords", o.BGPPasswords}} {
+		if s.v != "" && !strings.HasPrefix(s.v, "secret:") {
+			d.errorf(s.name, nil, "%q is not a secret URI; create one with `juju add-secret` and pass its secret:... URI", s.v)
+		}
+	}
+	d.validate(c)
+	for _, p := range append(c.BGP.Peers, subnetPeerList(c.BGP.SubnetPeers)...) {
+		if p.PasswordKey != "" && o.BGPPasswords == "" {
+			d.errorf("bgp-passwords", nil, "peer %s has password-key %q but bgp-passwords is not set; set it to a Juju secret holding that key", p.Address, p.PasswordKey)
+			break
+		}
+	}
+	if len(d.errs) > 0 {
+		return nil, res, d.errs
+	}
+	return c, res, nil
+}
+
+func subnetPeerList(sps []SubnetPeers) []Peer {
+	var out []Peer
+	for _, sp := range sps {
+		out = append(out, sp.Peers...)
+	}
+	return out
+}
+
+// String names the mode and, for auto, why it was picked.
+func (r Resolved) String() string {
+	if r.ModeReason == "" {
+		return ""
+	}
+	return fmt.Sprintf("auto: %s", r.ModeReason)
+}

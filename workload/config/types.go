@@ -1,0 +1,123 @@
+// Package config is the contract between the charm and the workload: the
+// workload config file (/etc/calico-lb/config.yaml) and the parsers of the
+// charm's options. The charm validates with this package before it writes
+// the file, and the workload validates the file with it again, so an
+// invalid config never replaces a good one.
+package config
+
+import (
+	"net/netip"
+
+	"github.com/calico-lb/calico-lb/workload/iprange"
+)
+
+// Mode is how LoadBalancer IPs are announced.
+type Mode string
+
+// Modes. The charm's peering-mode option also takes "auto", which it
+// resolves to one of these before writing the file.
+const (
+	ModeCalico Mode = "calico" // allocate only; Calico advertises the pools
+	ModeSpine  Mode = "spine"  // speakers peer by BGP with spine routers
+	ModeL2     Mode = "l2"     // speakers answer ARP/NDP
+)
+
+// Calico service-IP options that can receive the pool CIDRs.
+const (
+	ServiceIPLoadBalancer = "loadbalancer" // bgp-service-loadbalancer-ips
+	ServiceIPExternal     = "external"     // bgp-service-external-ips
+)
+
+// Defaults.
+const (
+	DefaultAPIAddress    = "127.0.0.1:9402"
+	DefaultPasswordFile  = "/etc/calico-lb/bgp-passwords.yaml"
+	DefaultASNumber      = 64512
+	DefaultHoldTime      = 90 // seconds, as GoBGP and most routers
+	DefaultBFDInterval   = 300
+	DefaultBFDMultiplier = 3
+	DefaultPoolName      = "default"
+	DefaultLogLevel      = "info"
+)
+
+// Config is the workload config file.
+type Config struct {
+	Mode Mode
+	// ServiceIPOption says which calico option holds the pools; with
+	// "external" the controller also mirrors IPs into spec.externalIPs.
+	ServiceIPOption   string
+	LoadBalancerClass string
+	LogLevel          string
+	APIAddress        string // the local HTTP API, host:port
+	Pools             []Pool
+	BGP               BGP
+	Speakers          Speakers
+	L2                L2
+}
+
+// Pool is a named set of addresses and the rules for handing them out.
+type Pool struct {
+	Name            string
+	Addresses       []iprange.Range
+	AutoAssign      bool
+	AvoidBuggyIPs   bool
+	Namespaces      []string
+	ServiceSelector string // a Kubernetes label selector; "" matches all
+	// Priority orders pools for automatic allocation: lower first, 0 (unset) last.
+	Priority int
+	// Communities and LocalPref are attached to the routes of this pool's
+	// IPs in spine mode. LocalPref 0 leaves the router's default.
+	Communities []string
+	LocalPref   uint32
+}
+
+// BGP is what the speakers need in spine mode.
+type BGP struct {
+	ASNumber        uint32
+	SubnetASNumbers []SubnetAS // AS per rack: overrides ASNumber for nodes in the subnet
+	Peers           []Peer
+	SubnetPeers     []SubnetPeers // peers for nodes in a subnet (per-rack spines)
+	PasswordFile    string        // YAML mapping password-key -> password, rendered by the charm
+}
+
+// SubnetAS maps nodes in Subnet to an AS number.
+type SubnetAS struct {
+	Subnet   netip.Prefix
+	ASNumber uint32
+}
+
+// SubnetPeers are the peers of nodes in Subnet.
+type SubnetPeers struct {
+	Subnet netip.Prefix
+	Peers  []Peer
+}
+
+// Peer is one BGP neighbour, in the calico charm's style plus timers, BFD
+// and MD5.
+type Peer struct {
+	Address  netip.Addr
+	ASNumber uint32
+	// HoldTime and Keepalive are in seconds. HoldTime 0 turns keepalives off.
+	HoldTime  int
+	Keepalive int
+	// Multihop is the eBGP TTL; 0 means directly connected.
+	Multihop int
+	BFD      bool
+	// BFDInterval (ms) and BFDMultiplier: detection takes interval x multiplier.
+	BFDInterval   int
+	BFDMultiplier int
+	// PasswordKey names the key in the bgp-passwords secret that holds the
+	// TCP MD5 password; "" for none.
+	PasswordKey   string
+	SourceAddress netip.Addr // optional: the local address to connect from
+}
+
+// Speakers selects where speakers run.
+type Speakers struct {
+	NodeSelector string // Kubernetes label selector; "" for every node
+}
+
+// L2 is what the speakers need in l2 mode.
+type L2 struct {
+	Interfaces []string // empty: the interface that holds the node IP
+}
