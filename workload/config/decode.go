@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -315,21 +314,12 @@ func splitList(s string) []string {
 	return out
 }
 
-// sortedKeys returns the keys of a mapping node in document order along
-// with their value nodes.
+// pairs returns the keys of a mapping node with their values, in document
+// order.
 func pairs(n *yaml.Node) [][2]*yaml.Node {
 	var out [][2]*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		out = append(out, [2]*yaml.Node{n.Content[i], resolveAlias(n.Content[i+1])})
 	}
-	return out
-}
-
-func sortedStrings(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -1,0 +1,68 @@
+# calico-lb. `make test` is what CI runs (.ci/run); `make bench` prints the
+# allocator's benchmark figures that README quotes.
+
+GO          ?= go
+CACHE       := $(CURDIR)/.cache
+BIN         := $(CACHE)/bin
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+# How long each fuzz target runs in `make test`; `make fuzz FUZZTIME=10m` for longer.
+FUZZTIME    ?= 5s
+BENCHCOUNT  ?= 5
+
+# package:FuzzTarget, one go test -fuzz run each (go test fuzzes one target at a time).
+FUZZ_TARGETS := \
+	./workload/iprange:FuzzParse \
+	./workload/iprange:FuzzCIDRs \
+	./workload/config:FuzzParsePools \
+	./workload/config:FuzzParsePeers \
+	./workload/config:FuzzParseFile
+
+.PHONY: all build test unit fuzz lint bench bench-summary clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+test: lint unit fuzz
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+	if [ -n "$$out" ]; then echo "gofmt -l reports unformatted files:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $@
+
+# The allocator benchmarks, BENCHCOUNT runs each, then the median per case.
+bench:
+	@mkdir -p $(CACHE)
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./workload/allocator/ | tee $(CACHE)/bench.txt
+	@$(MAKE) --no-print-directory bench-summary
+
+# The median of each case in the last `make bench` run.
+bench-summary:
+	@echo; echo "median per case ($(CACHE)/bench.txt):"
+	@awk '/^Benchmark/ { n=$$1; sub(/-[0-9]+$$/, "", n); if (!(n in c)) o[++k]=n; v[n, ++c[n]]=$$3; a[n]=$$7 } \
+		END { for (i=1; i<=k; i++) { n=o[i]; m=c[n]; \
+			for (x=2; x<=m; x++) for (y=x; y>1 && v[n,y-1]+0 > v[n,y]+0; y--) { t=v[n,y]; v[n,y]=v[n,y-1]; v[n,y-1]=t } \
+			med=v[n, int((m+1)/2)]; \
+			if (med >= 1e6) printf "  %-40s %8.1f ms/op  %s allocs/op\n", n, med/1e6, a[n]; \
+			else printf "  %-40s %8.1f ns/op  %s allocs/op\n", n, med, a[n] } }' $(CACHE)/bench.txt
+
+clean:
+	rm -rf bin $(CACHE)/bench.txt
