@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build test unit fuzz lint bench bench-summary clean
+.PHONY: all build test unit fuzz lint tools bench bench-summary clean
 
 all: build
 
@@ -27,8 +27,13 @@ build:
 
 test: lint unit fuzz
 
-unit:
-	$(GO) test -race -count=1 ./...
+unit: tools
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# etcd and kube-apiserver for the tests' real control plane, built once into
+# .cache/bin from tests/tools/* (a cold kube-apiserver build takes 6-10 minutes).
+tools:
+	$(GO) run ./tests/cluster/cmd/controlplane build
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

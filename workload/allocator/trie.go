@@ -40,8 +40,13 @@ type trie struct {
 	// nodes of the cursor's path are never recycled, so it stays valid
 	// until the cursor moves to another leaf.
 	cpath path
-	cleaf iprange.U128 // cursor>>6 when cok
+	cbase iprange.U128 // offset of the first address of that leaf, when cok
 	cok   bool
+}
+
+// inCursorLeaf reports whether off lies in the cached leaf of the cursor.
+func (t *trie) inCursorLeaf(off iprange.U128) bool {
+	return t.cok && off.Hi == t.cbase.Hi && off.Lo&^63 == t.cbase.Lo
 }
 
 type node struct {
@@ -243,12 +248,22 @@ func (t *trie) find(n *node, level int, base, from iprange.U128) (iprange.U128, 
 // take allocates the first free offset at or after the cursor for owner.
 func (t *trie) take(owner int32) (iprange.U128, bool) {
 	if t.cok {
-		// Fast path: a free address in the cursor's own leaf.
+		// Fast path, written out because it is most of every allocation: a
+		// free address in the cursor's own leaf.
 		leaf := t.cpath[0]
-		if free := ^leaf.full & (allFull << digit(t.cursor, 0)); free != 0 {
-			off := t.cleaf.Shl(6).AddSmall(uint64(bits.TrailingZeros64(free)))
-			t.mark(&t.cpath, off, owner)
-			t.advance(off)
+		if free := ^leaf.full & (allFull << (t.cursor.Lo & 63)); free != 0 {
+			i := uint64(bits.TrailingZeros64(free))
+			off := iprange.U128{Hi: t.cbase.Hi, Lo: t.cbase.Lo | i}
+			if leaf.full|1<<i == allFull || i == 63 || off == t.span {
+				// The leaf fills up, or the cursor leaves it or wraps.
+				t.mark(&t.cpath, off, owner)
+				t.advance(off)
+				return off, true
+			}
+			leaf.full |= 1 << i
+			leaf.owner[i] = owner
+			t.used++
+			t.cursor = iprange.U128{Hi: off.Hi, Lo: off.Lo + 1}
 			return off, true
 		}
 	}
@@ -270,7 +285,7 @@ func (t *trie) advance(off iprange.U128) {
 		t.cursor = iprange.U128{}
 	}
 	leaf := t.cursor.Shr(6)
-	if t.cok && leaf == t.cleaf {
+	if t.inCursorLeaf(t.cursor) {
 		return
 	}
 	if old.Shr(6) != leaf {
@@ -279,13 +294,13 @@ func (t *trie) advance(off iprange.U128) {
 	var p path
 	t.cok = t.walk(t.cursor, &p) == 0
 	if t.cok {
-		t.cpath, t.cleaf = p, leaf
+		t.cpath, t.cbase = p, leaf.Shl(6)
 	}
 }
 
 // leaf returns the leaf holding off, or nil if none exists.
 func (t *trie) leaf(off iprange.U128) *node {
-	if t.cok && off.Shr(6) == t.cleaf {
+	if t.inCursorLeaf(off) {
 		return t.cpath[0]
 	}
 	n := t.root
@@ -368,7 +383,14 @@ func (t *trie) mark(p *path, off iprange.U128, owner int32) {
 func (t *trie) clear(off iprange.U128) {
 	var local path
 	p := &local
-	if t.cok && off.Shr(6) == t.cleaf {
+	if t.inCursorLeaf(off) {
+		if leaf := t.cpath[0]; leaf.full != allFull {
+			// Fast path: no parent bit changes, and the cursor's leaf is
+			// never recycled.
+			leaf.full &^= 1 << (off.Lo & 63)
+			t.used--
+			return
+		}
 		p = &t.cpath
 	} else {
 		t.walk(off, p)
