@@ -1,0 +1,147 @@
+// Command calico-lb is the workload: `calico-lb controller` allocates
+// LoadBalancer IPs (the speaker subcommand comes with the announcement
+// modes).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/controller"
+)
+
+const usage = `usage: calico-lb controller [flags]
+
+  controller   allocate LoadBalancer IPs for Services (leader-elected)
+
+Run "calico-lb controller -h" for its flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "controller":
+		err = runController(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "calico-lb:", err)
+		os.Exit(1)
+	}
+}
+
+func runController(args []string) error {
+	fs := flag.NewFlagSet("controller", flag.ExitOnError)
+	cfgPath := fs.String("config", "/etc/calico-lb/config.yaml", "workload config file (reloaded when it changes)")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	identity := fs.String("identity", os.Getenv("POD_NAME"), "leader-election identity (default: hostname-pid)")
+	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
+	apiAddr := fs.String("api-address", "", "local HTTP API address (default: the config's api-address, else "+config.DefaultAPIAddress+")")
+	writers := fs.Int("writers", 8, "goroutines writing Service status")
+	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
+	_ = fs.Parse(args)
+
+	level := new(slog.LevelVar)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	restCfg, err := clientConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = float32(*qps), int(*qps*2)
+	restCfg.UserAgent = "calico-lb-controller"
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	// Events get their own, slower client: a burst of Events must never
+	// delay status writes.
+	evCfg := rest.CopyConfig(restCfg)
+	evCfg.QPS, evCfg.Burst = 20, 50
+	events, err := kubernetes.NewForConfig(evCfg)
+	if err != nil {
+		return err
+	}
+	addr := *apiAddr
+	if addr == "" {
+		addr = config.DefaultAPIAddress
+		if data, err := os.ReadFile(*cfgPath); err == nil {
+			if cfg, err := config.Parse(data); err == nil {
+				addr = cfg.APIAddress
+				level.Set(logLevel(cfg.LogLevel))
+			}
+		}
+	}
+	ctrl, err := controller.New(controller.Options{
+		Client: client, EventClient: events, ConfigPath: *cfgPath,
+		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
+	srv := &http.Server{Handler: ctrl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("local API stopped", "error", err)
+		}
+	}()
+	log.Info("local API listening", "address", ln.Addr().String())
+	err = ctrl.Run(ctx)
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func clientConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

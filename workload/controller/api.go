@@ -1,0 +1,244 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/calico-lb/calico-lb/workload/allocator"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Snapshot is what GET /v1/allocations returns.
+type Snapshot struct {
+	Leader         bool          `json:"leader"`
+	LeaderIdentity string        `json:"leaderIdentity"`
+	Source         string        `json:"source"` // "allocator" (the leader's) or "cache" (a standby's view)
+	Mode           config.Mode   `json:"mode"`
+	Pools          []PoolView    `json:"pools"`
+	Services       []ServiceView `json:"services"`
+	PendingChange  bool          `json:"poolChangeHeldBack"`
+	ConfigError    string        `json:"configError,omitempty"`
+}
+
+// PoolView is one pool's capacity and use. Capacities are decimal strings
+// because an IPv6 pool can hold more than 2^64 addresses.
+type PoolView struct {
+	Name       string   `json:"name"`
+	Addresses  []string `json:"addresses"`
+	AutoAssign bool     `json:"autoAssign"`
+	Capacity   string   `json:"capacity"`
+	CapacityV4 string   `json:"capacityIPv4"`
+	CapacityV6 string   `json:"capacityIPv6"`
+	InUse      int      `json:"inUse"`
+	InUseV4    int      `json:"inUseIPv4"`
+	InUseV6    int      `json:"inUseIPv6"`
+
+	sizeV4, sizeV6 float64
+}
+
+// ServiceView is one Service's addresses.
+type ServiceView struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	IPs       []string `json:"ips"`
+	Pools     []string `json:"pools"`
+	Issues    string   `json:"issues,omitempty"`
+}
+
+// PoolChange is what GET and POST /v1/pool-change return.
+type PoolChange struct {
+	Pending  bool          `json:"pending"`
+	Since    *time.Time    `json:"since,omitempty"`
+	Services []ServiceView `json:"services"` // the Services that lose their addresses
+	NewPools []string      `json:"newPools,omitempty"`
+	Applied  bool          `json:"applied,omitempty"`
+}
+
+func (c *Controller) api() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// A leader whose loop stops answering is wedged: fail so that
+		// Pebble restarts it.
+		if c.term.Load() != nil {
+			if _, err := c.call(r.Context(), func(*term) any { return nil }); err != nil && !errors.Is(err, errNotLeader) {
+				http.Error(w, "allocation loop not answering: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := c.Ready(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/allocations", func(w http.ResponseWriter, r *http.Request) {
+		snap, err := c.snapshot(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, snap)
+	})
+	mux.HandleFunc("GET /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.call(r.Context(), func(t *term) any { return t.poolChange() })
+		if err != nil {
+			c.notLeader(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("POST /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.call(r.Context(), func(t *term) any {
+			pc := t.poolChange()
+			if _, err := t.applyPending(); err != nil {
+				return err
+			}
+			pc.Applied, pc.Pending = true, false
+			return pc
+		})
+		if err == nil {
+			if e, ok := v.(error); ok {
+				err = e
+			}
+		}
+		switch {
+		case errors.Is(err, errNothingPending):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			c.notLeader(w, err)
+		default:
+			writeJSON(w, http.StatusOK, v)
+		}
+	})
+	return mux
+}
+
+func (c *Controller) notLeader(w http.ResponseWriter, err error) {
+	if errors.Is(err, errNotLeader) {
+		leader := ""
+		if l := c.leader.Load(); l != nil {
+			leader = *l
+		}
+		http.Error(w, "this instance is a standby; the leader is "+leader, http.StatusServiceUnavailable)
+		return
+	}
+	http.Error(w, err.Error(), http.StatusServiceUnavailable)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (t *term) poolChange() PoolChange {
+	if t.pending == nil {
+		return PoolChange{Services: []ServiceView{}}
+	}
+	pc := PoolChange{Pending: true, Since: &t.pending.since, Services: []ServiceView{}}
+	for _, o := range t.pending.orphans {
+		pc.Services = append(pc.Services, ServiceView{Namespace: o.Service.Namespace, Name: o.Service.Name, IPs: ipStrings(o.IPs)})
+	}
+	for _, p := range t.pending.cfg.Pools {
+		for _, r := range p.Addresses {
+			pc.NewPools = append(pc.NewPools, p.Name+" "+r.String())
+		}
+	}
+	return pc
+}
+
+// snapshot describes pools and assignments: the leader's own, or, on a
+// standby, rebuilt from the Services in the cache.
+func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
+	v, err := c.call(ctx, func(t *term) any {
+		s := buildSnapshot(t.alloc)
+		s.Leader, s.Source, s.Mode, s.PendingChange = true, "allocator", t.active.Mode, t.pending != nil
+		return s
+	})
+	var s *Snapshot
+	switch {
+	case err == nil:
+		s = v.(*Snapshot)
+	case errors.Is(err, errNotLeader):
+		cfg := c.cfg.Load()
+		if cfg == nil || !c.started.Load() {
+			ok, why := c.Ready()
+			_ = ok
+			return nil, errors.New(why)
+		}
+		pools, err := cfg.AllocatorPools()
+		if err != nil {
+			return nil, err
+		}
+		alloc, err := allocator.New(pools)
+		if err != nil {
+			return nil, err
+		}
+		all, _ := c.services.List(labels.Everything())
+		for _, svc := range all {
+			if ips := IngressOf(svc); len(ips) > 0 && Managed(svc, cfg.LoadBalancerClass) {
+				req, _ := RequestFor(svc)
+				req.Families = familiesOf(ips)
+				_, _ = alloc.Adopt(&req.Request, ips)
+			}
+		}
+		s = buildSnapshot(alloc)
+		s.Source, s.Mode = "cache", cfg.Mode
+	default:
+		return nil, err
+	}
+	if l := c.leader.Load(); l != nil {
+		s.LeaderIdentity = *l
+	}
+	if e := c.cfgErr.Load(); e != nil {
+		s.ConfigError = *e
+	}
+	return s, nil
+}
+
+func buildSnapshot(a *allocator.Allocator) *Snapshot {
+	s := &Snapshot{Pools: []PoolView{}, Services: []ServiceView{}}
+	for _, u := range a.Usage() {
+		pv := PoolView{
+			Name: u.Name, AutoAssign: u.AutoAssign,
+			Capacity: u.Capacity().String(), CapacityV4: u.CapacityV4.String(), CapacityV6: u.CapacityV6.String(),
+			InUse: u.InUse(), InUseV4: u.InUseV4, InUseV6: u.InUseV6,
+		}
+		pv.sizeV4, _ = new(big.Float).SetInt(u.CapacityV4).Float64()
+		pv.sizeV6, _ = new(big.Float).SetInt(u.CapacityV6).Float64()
+		for _, r := range u.Ranges {
+			pv.Addresses = append(pv.Addresses, r.String())
+		}
+		s.Pools = append(s.Pools, pv)
+	}
+	for _, h := range a.Assignments() {
+		sv := ServiceView{Namespace: h.Service.Namespace, Name: h.Service.Name, IPs: ipStrings(h.List())}
+		for _, p := range h.Pools() {
+			if p != "" {
+				sv.Pools = append(sv.Pools, p)
+			}
+		}
+		if h.Issues != 0 {
+			sv.Issues = h.Issues.String()
+		}
+		s.Services = append(s.Services, sv)
+	}
+	sort.Slice(s.Services, func(i, j int) bool {
+		return s.Services[i].Namespace+"/"+s.Services[i].Name < s.Services[j].Namespace+"/"+s.Services[j].Name
+	})
+	return s
+}

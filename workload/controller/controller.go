@@ -1,0 +1,249 @@
+// Package controller is calico-lb's Service reconciler: it gives Services of
+// type LoadBalancer their IPs from the allocator and writes them to
+// status.loadBalancer.ingress.
+//
+// One goroutine per leadership term, the allocation loop, owns the
+// allocator and takes every decision in order (adoption at start, Service
+// changes, config changes, API requests). A pool of writers does the slow
+// API writes; a key is marked done in the work queue only when its write
+// has finished, so no key is ever handled by two goroutines at once. A
+// standby keeps its caches warm so that it can take over within seconds.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Options configure a Controller.
+type Options struct {
+	Client kubernetes.Interface
+	// EventClient records Events; give it its own rate limit so that a
+	// burst of Events never slows status writes. Defaults to Client.
+	EventClient kubernetes.Interface
+	ConfigPath  string
+	// Identity names this instance in the Lease and as field manager.
+	Identity       string
+	LeaseNamespace string
+	LeaseName      string
+	// Writers is the number of goroutines writing Service status (default 8).
+	Writers int
+	// LeaseDuration, RenewDeadline, RetryPeriod: a standby takes over at
+	// most LeaseDuration after the leader dies (immediately if it shut
+	// down cleanly and released the Lease).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// ConfigPoll is how often the config file is checked (default 1 s).
+	ConfigPoll time.Duration
+	Log        *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.EventClient == nil {
+		o.EventClient = o.Client
+	}
+	if o.Identity == "" {
+		host, _ := os.Hostname()
+		o.Identity = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if o.LeaseName == "" {
+		o.LeaseName = "calico-lb-controller"
+	}
+	if o.LeaseNamespace == "" {
+		o.LeaseNamespace = "default"
+	}
+	if o.Writers <= 0 {
+		o.Writers = 8
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 6*time.Second, 4*time.Second, time.Second
+	}
+	if o.ConfigPoll == 0 {
+		o.ConfigPoll = time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+}
+
+// Controller reconciles LoadBalancer Services.
+type Controller struct {
+	opts     Options
+	log      *slog.Logger
+	services corelisters.ServiceLister
+	synced   cache.InformerSynced
+	recorder record.EventRecorder
+	metrics  *metrics
+
+	cfg           atomic.Pointer[config.Config] // latest valid config from the file
+	cfgErr        atomic.Pointer[string]        // why the latest file was rejected, if it was
+	configChanged chan struct{}
+
+	leading  atomic.Bool
+	leader   atomic.Pointer[string] // identity of the current leader, as seen
+	term     atomic.Pointer[term]   // the running allocation loop, when leading
+	started  atomic.Bool            // informers started and synced
+	firstSee sync.Map               // Service UID -> time first seen without an IP (latency metric)
+}
+
+// New creates a Controller; Run starts it.
+func New(opts Options) (*Controller, error) {
+	opts.defaults()
+	if opts.Client == nil || opts.ConfigPath == "" {
+		return nil, errors.New("controller: Client and ConfigPath are required")
+	}
+	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1)}
+	c.metrics = newMetrics(c)
+	return c, nil
+}
+
+// Run runs until ctx ends: it watches the config file, keeps the caches,
+// serves nothing itself (see Handler), and allocates while it leads.
+func (c *Controller) Run(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactory(c.opts.Client, 0)
+	inf := factory.Core().V1().Services()
+	c.services = inf.Lister()
+	c.synced = inf.Informer().HasSynced
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.observe(obj) },
+		UpdateFunc: func(_, obj any) { c.observe(obj) },
+		DeleteFunc: func(obj any) { c.observe(obj) },
+	}); err != nil {
+		return err
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.opts.EventClient.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	c.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "calico-lb-controller"})
+
+	c.loadConfig()
+	go c.watchConfig(ctx)
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+		return ctx.Err()
+	}
+	c.started.Store(true)
+	c.log.Info("caches synced", "identity", c.opts.Identity)
+
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metaFor(c.opts.LeaseNamespace, c.opts.LeaseName),
+		Client:     c.opts.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: c.opts.Identity},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   c.opts.LeaseDuration,
+			RenewDeadline:   c.opts.RenewDeadline,
+			RetryPeriod:     c.opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            c.opts.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: c.lead,
+				OnStoppedLeading: func() {
+					c.leading.Store(false)
+					c.metrics.leader.Set(0)
+					c.log.Info("stopped leading", "identity", c.opts.Identity)
+				},
+				OnNewLeader: func(id string) {
+					c.leader.Store(&id)
+					c.log.Info("leader", "identity", id)
+				},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		le.Run(ctx) // returns when leadership is lost or ctx ends
+	}
+	return nil
+}
+
+// lead runs one leadership term: wait for a valid config, adopt every
+// existing assignment, then serve until the term ends.
+func (c *Controller) lead(ctx context.Context) {
+	c.leading.Store(true)
+	c.metrics.leader.Set(1)
+	c.log.Info("started leading", "identity", c.opts.Identity)
+	for c.cfg.Load() == nil {
+		c.log.Warn("waiting for a valid config file before allocating", "path", c.opts.ConfigPath)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.configChanged:
+		}
+	}
+	t, err := newTerm(c, c.cfg.Load())
+	if err != nil {
+		c.log.Error("cannot start allocating", "error", err)
+		return
+	}
+	c.term.Store(t)
+	defer c.term.Store(nil)
+	t.run(ctx)
+}
+
+// observe enqueues a Service that changed, for the running term.
+func (c *Controller) observe(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return
+	}
+	if len(svc.Status.LoadBalancer.Ingress) == 0 && svc.DeletionTimestamp == nil {
+		c.firstSee.LoadOrStore(svc.UID, time.Now())
+	}
+	if t := c.term.Load(); t != nil {
+		key, err := cache.MetaNamespaceKeyFunc(svc)
+		if err != nil {
+			runtime.HandleError(err)
+			return
+		}
+		t.queue.Add(key)
+	}
+}
+
+// Ready reports whether the controller can do its job, and if not, why.
+func (c *Controller) Ready() (bool, string) {
+	switch {
+	case !c.started.Load():
+		return false, "caches not synced yet"
+	case c.cfg.Load() == nil:
+		if e := c.cfgErr.Load(); e != nil {
+			return false, "no valid config: " + *e
+		}
+		return false, "no config file yet at " + c.opts.ConfigPath
+	}
+	if c.leading.Load() && c.term.Load() == nil {
+		return false, "leading, adopting existing assignments"
+	}
+	return true, ""
+}
+
+func metaFor(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: name} }
+
+// Handler is the local HTTP API (see api.go).
+func (c *Controller) Handler() http.Handler { return c.api() }

@@ -1,0 +1,268 @@
+package controller
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/tests/cluster"
+)
+
+// One control plane serves every test of the package; each test isolates
+// itself with its own load-balancer class, namespace and Lease.
+var (
+	sharedOnce sync.Once
+	shared     *cluster.Cluster
+	sharedErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		shared.Stop()
+	}
+	os.Exit(code)
+}
+
+func controlPlane(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	_, errE := os.Stat(filepath.Join(cluster.BinDir(), "etcd"))
+	_, errA := os.Stat(filepath.Join(cluster.BinDir(), "kube-apiserver"))
+	if (errE != nil || errA != nil) && !cluster.E2E() {
+		t.Skip("kube-apiserver/etcd not built: run `make tools`, or set CALICO_LB_E2E=1")
+	}
+	sharedOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		shared, sharedErr = cluster.Start(ctx, cluster.Options{})
+	})
+	if sharedErr != nil {
+		t.Fatalf("control plane: %v", sharedErr)
+	}
+	return shared
+}
+
+type env struct {
+	t       *testing.T
+	cl      *cluster.Cluster
+	client  kubernetes.Interface
+	ns      string
+	class   string
+	lease   string
+	cfgPath string
+}
+
+func newEnv(t *testing.T) *env {
+	cl := controlPlane(t)
+	name := strings.ToLower(strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	e := &env{t: t, cl: cl, client: cl.Client(cluster.UserAdmin), ns: name, class: "test.calico-lb.io/" + name, lease: name,
+		cfgPath: filepath.Join(t.TempDir(), "config.yaml")}
+	ctx := context.Background()
+	if _, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e.client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return e
+}
+
+// config writes the controller's config file: the given YAML body plus this
+// test's load-balancer class.
+func (e *env) config(body string) {
+	e.t.Helper()
+	data := "load-balancer-class: " + e.class + "\n" + body
+	tmp := e.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.cfgPath); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+type running struct {
+	c    *Controller
+	api  *httptest.Server
+	stop func()
+}
+
+// start runs a controller until the test ends or stop is called.
+func (e *env) start(id string) *running {
+	e.t.Helper()
+	c, err := New(Options{
+		Client: e.cl.Client(cluster.UserAdmin), ConfigPath: e.cfgPath, Identity: id,
+		LeaseNamespace: e.ns, LeaseName: e.lease, ConfigPoll: 100 * time.Millisecond,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(testWriter{e.t, id}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	r := &running{c: c, api: httptest.NewServer(c.Handler())}
+	var once sync.Once
+	r.stop = func() { once.Do(func() { cancel(); <-done; r.api.Close() }) }
+	e.t.Cleanup(r.stop)
+	return r
+}
+
+type testWriter struct {
+	t  *testing.T
+	id string
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("[%s] %s", w.id, strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// service creates a LoadBalancer Service of this test's class.
+func (e *env) service(name string, mod ...func(*corev1.Service)) *corev1.Service {
+	e.t.Helper()
+	class := e.class
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name},
+		Spec: corev1.ServiceSpec{
+			Type:              corev1.ServiceTypeLoadBalancer,
+			LoadBalancerClass: &class,
+			Ports:             []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
+			Selector:          map[string]string{"app": name},
+		},
+	}
+	for _, m := range mod {
+		m(svc)
+	}
+	out, err := e.client.CoreV1().Services(e.ns).Create(context.Background(), svc, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatalf("create service %s: %v", name, err)
+	}
+	return out
+}
+
+func (e *env) get(name string) *corev1.Service {
+	e.t.Helper()
+	svc, err := e.client.CoreV1().Services(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatalf("get %s: %v", name, err)
+	}
+	return svc
+}
+
+// waitFor polls until cond holds for the Service, and returns it.
+func (e *env) waitFor(name string, what string, cond func(*corev1.Service) bool) *corev1.Service {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var svc *corev1.Service
+	for time.Now().Before(deadline) {
+		s, err := e.client.CoreV1().Services(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil {
+			svc = s
+			if cond(s) {
+				return s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("service %s never %s; last status %+v", name, what, svc.Status.LoadBalancer)
+	return nil
+}
+
+func (e *env) waitIPs(name string, want ...string) *corev1.Service {
+	e.t.Helper()
+	return e.waitFor(name, "got "+strings.Join(want, ","), func(s *corev1.Service) bool {
+		return slices.Equal(ingressStrings(s), want)
+	})
+}
+
+func (e *env) waitAnyIP(name string) string {
+	e.t.Helper()
+	s := e.waitFor(name, "got an IP", func(s *corev1.Service) bool { return len(s.Status.LoadBalancer.Ingress) > 0 })
+	return s.Status.LoadBalancer.Ingress[0].IP
+}
+
+func ingressStrings(s *corev1.Service) []string {
+	var out []string
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		out = append(out, in.IP)
+	}
+	return out
+}
+
+// waitEvent waits for an Event with reason on the Service, whose message
+// contains sub, and returns the message.
+func (e *env) waitEvent(name, reason, sub string) string {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	sel := fields.Set{"involvedObject.name": name, "reason": reason}.String()
+	var seen []string
+	for time.Now().Before(deadline) {
+		evs, err := e.client.CoreV1().Events(e.ns).List(context.Background(), metav1.ListOptions{FieldSelector: sel})
+		if err == nil {
+			for _, ev := range evs.Items {
+				if strings.Contains(ev.Message, sub) {
+					return ev.Message
+				}
+				seen = append(seen, ev.Message)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatalf("no %s event on %s containing %q; saw %q", reason, name, sub, seen)
+	return ""
+}
+
+// httpGet fetches a path of a controller's local API.
+func httpGet(t *testing.T, r *running, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(r.api.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func httpPost(t *testing.T, r *running, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(r.api.URL+path, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting until %s", what)
+}
+

@@ -1,0 +1,98 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	reg         *prometheus.Registry
+	allocations *prometheus.CounterVec
+	writes      *prometheus.CounterVec
+	reloads     *prometheus.CounterVec
+	latency     prometheus.Histogram
+	decide      prometheus.Histogram
+	heldBack    prometheus.Gauge
+	leader      prometheus.Gauge
+}
+
+func newMetrics(c *Controller) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calico_lb_allocations_total",
+			Help: "Allocation outcomes: allocated, released, or the reason a request could not be met (PoolExhausted, IPInUse, ...).",
+		}, []string{"result"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calico_lb_service_writes_total",
+			Help: "Writes of Service status and spec.externalIPs, by result (ok, conflict, gone, error).",
+		}, []string{"result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calico_lb_config_reloads_total",
+			Help: "Config file loads, by result (ok, error: the last good config stays in force).",
+		}, []string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "calico_lb_allocation_latency_seconds",
+			Help:    "From the controller first seeing a Service without an IP to its IP being written to status.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		decide: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "calico_lb_allocator_decision_seconds",
+			Help:    "Time the allocator takes to decide one Service's addresses.",
+			Buckets: prometheus.ExponentialBuckets(1e-7, 4, 10),
+		}),
+		heldBack: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calico_lb_pool_change_held_back",
+			Help: "Services whose addresses a held-back pool change would take out of every pool (0: nothing held back).",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calico_lb_leader",
+			Help: "1 while this instance is the leader that allocates.",
+		}),
+	}
+	m.reg.MustRegister(m.allocations, m.writes, m.reloads, m.latency, m.decide, m.heldBack, m.leader,
+		&poolCollector{c: c},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+var (
+	poolSizeDesc = prometheus.NewDesc("calico_lb_pool_addresses",
+		"Addresses a pool can hand out (without .0/.255 when it avoids them).", []string{"pool", "family"}, nil)
+	poolUseDesc = prometheus.NewDesc("calico_lb_pool_addresses_in_use",
+		"Addresses of a pool held by Services.", []string{"pool", "family"}, nil)
+)
+
+// poolCollector reads pool usage when scraped, from the allocation loop on
+// the leader or from the caches on a standby.
+type poolCollector struct{ c *Controller }
+
+func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolSizeDesc
+	ch <- poolUseDesc
+}
+
+func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snap, err := p.c.snapshot(ctx)
+	if err != nil {
+		return
+	}
+	for _, u := range snap.Pools {
+		for _, f := range []struct {
+			name  string
+			size  float64
+			inUse int
+		}{{"ipv4", u.sizeV4, u.InUseV4}, {"ipv6", u.sizeV6, u.InUseV6}} {
+			if f.size == 0 {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, f.size, u.Name, f.name)
+			ch <- prometheus.MustNewConstMetric(poolUseDesc, prometheus.GaugeValue, float64(f.inUse), u.Name, f.name)
+		}
+	}
+}
