@@ -32,7 +32,9 @@ func TestAllocateReleaseAndRequests(t *testing.T) {
 	// Requested by annotation, by MetalLB's annotation (with a Warning), and by pool.
 	e.service("requested", func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationIPs: "10.60.0.15"} })
 	e.waitIPs("requested", "10.60.0.15")
-	e.service("migrated", func(s *corev1.Service) { s.Annotations = map[string]string{"metallb.universe.tf/loadBalancerIPs": "10.60.0.16"} })
+	e.service("migrated", func(s *corev1.Service) {
+		s.Annotations = map[string]string{"metallb.universe.tf/loadBalancerIPs": "10.60.0.16"}
+	})
 	e.waitIPs("migrated", "10.60.0.16")
 	e.waitEvent("migrated", "DeprecatedAnnotation", "prefer calico-lb.io/loadBalancerIPs")
 	e.service("by-pool", func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationPool: "reserved"} })
@@ -161,4 +163,3 @@ func TestExternalIPsMirror(t *testing.T) {
 		t.Fatalf("externalIPs %v", s.Spec.ExternalIPs)
 	}
 }
-
