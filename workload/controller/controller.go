@@ -77,7 +77,7 @@ func (o *Options) defaults() {
 		o.Writers = 8
 	}
 	if o.LeaseDuration == 0 {
-		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 6*time.Second, 4*time.Second, time.Second
+		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 5*time.Second, 3*time.Second, 500*time.Millisecond
 	}
 	if o.ConfigPoll == 0 {
 		o.ConfigPoll = time.Second

@@ -62,6 +62,9 @@ func runController(args []string) error {
 	apiAddr := fs.String("api-address", "", "local HTTP API address (default: the config's api-address, else "+config.DefaultAPIAddress+")")
 	writers := fs.Int("writers", 8, "goroutines writing Service status")
 	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
+	lease := fs.Duration("lease-duration", 5*time.Second, "a standby takes over at most this long after the leader dies")
+	renew := fs.Duration("renew-deadline", 3*time.Second, "the leader gives up leading if it cannot renew within this")
+	retry := fs.Duration("retry-period", 500*time.Millisecond, "how often to try to acquire or renew the Lease")
 	_ = fs.Parse(args)
 
 	level := new(slog.LevelVar)
@@ -97,6 +100,7 @@ func runController(args []string) error {
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
+		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,213 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// setStatus writes a Service's status as if an earlier controller had.
+func (e *env) setStatus(name string, ips ...string) {
+	e.t.Helper()
+	svc := e.get(name)
+	vip := corev1.LoadBalancerIPModeVIP
+	svc.Status.LoadBalancer.Ingress = nil
+	for _, ip := range ips {
+		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip, IPMode: &vip})
+	}
+	if _, err := e.client.CoreV1().Services(e.ns).UpdateStatus(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestAdoptionBeforeServing(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.90.0.1-10.90.0.3]}\n")
+	// Two Services already hold .1 and .3 (a previous controller gave them);
+	// a third is pending. The pending one must get .2, the only free
+	// address, and nobody may move.
+	e.service("old-1")
+	e.setStatus("old-1", "10.90.0.1")
+	e.service("old-3")
+	e.setStatus("old-3", "10.90.0.3")
+	e.service("new")
+	r := e.start("a")
+	e.waitIPs("new", "10.90.0.2")
+	e.waitIPs("old-1", "10.90.0.1")
+	e.waitIPs("old-3", "10.90.0.3")
+	// Restart: still nothing moves, and nothing is written.
+	r.stop()
+	writesBefore := e.get("old-1").ResourceVersion
+	r2 := e.start("b")
+	waitUntil(t, "b leads and is ready", func() bool { c, _ := httpGet(t, r2, "/readyz"); return r2.c.term.Load() != nil && c == 200 })
+	time.Sleep(300 * time.Millisecond)
+	for name, ip := range map[string]string{"old-1": "10.90.0.1", "new": "10.90.0.2", "old-3": "10.90.0.3"} {
+		e.waitIPs(name, ip)
+	}
+	if rv := e.get("old-1").ResourceVersion; rv != writesBefore {
+		t.Fatalf("restart rewrote old-1 (resourceVersion %s -> %s)", writesBefore, rv)
+	}
+}
+
+func TestTwoControllersOneWriter(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.91.0.0/28], avoid-buggy-ips: false}\n")
+	a := e.start("a")
+	waitUntil(t, "a leads", func() bool { return a.c.term.Load() != nil })
+	b := e.start("b")
+	for i := range 5 {
+		e.service(fmt.Sprint("s", i))
+	}
+	ips := map[string]string{}
+	for i := range 5 {
+		ips[fmt.Sprint("s", i)] = e.waitAnyIP(fmt.Sprint("s", i))
+	}
+	// Only the leader wrote; the standby answers reads from its cache and
+	// refuses writes, naming the leader.
+	if got := counterValue(t, b, `calico_lb_service_writes_total{result="ok"}`); got != 0 {
+		t.Fatalf("standby wrote %v statuses", got)
+	}
+	var snap Snapshot
+	_, body := httpGet(t, b, "/v1/allocations")
+	if err := json.Unmarshal([]byte(body), &snap); err != nil || snap.Leader || snap.Source != "cache" || snap.LeaderIdentity != "a" || len(snap.Services) != 5 {
+		t.Fatalf("standby /v1/allocations: %s", body)
+	}
+	if code, body := httpPost(t, b, "/v1/pool-change"); code != 503 || !strings.Contains(body, "the leader is a") {
+		t.Fatalf("standby POST /v1/pool-change: %d %s", code, body)
+	}
+	// The leader stops: the standby takes over within seconds; nothing moves,
+	// and it serves new Services.
+	start := time.Now()
+	a.stop()
+	waitUntil(t, "b leads", func() bool { return b.c.term.Load() != nil })
+	t.Logf("takeover after a clean stop: %s", time.Since(start).Round(time.Millisecond))
+	e.service("after")
+	e.waitAnyIP("after")
+	for name, ip := range ips {
+		e.waitIPs(name, ip)
+	}
+}
+
+func TestConfigReload(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  small: {addresses: [10.92.0.1]}\n")
+	r := e.start("a")
+	e.service("first")
+	e.waitIPs("first", "10.92.0.1")
+	e.service("second")
+	e.waitEvent("second", "AllocationFailed", "no free IPv4 address")
+
+	// A malformed file keeps the last good config and says why.
+	if err := os.WriteFile(e.cfgPath, []byte("pools: {small: {addresses: [10.92.0.1/33]}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the error is reported", func() bool {
+		_, body := httpGet(t, r, "/v1/allocations")
+		return strings.Contains(body, "not a valid CIDR")
+	})
+	if got := counterValue(t, r, `calico_lb_config_reloads_total{result="error"}`); got < 1 {
+		t.Fatalf("reload errors = %v", got)
+	}
+	if code, _ := httpGet(t, r, "/readyz"); code != 200 {
+		t.Fatal("a rejected reload made the controller unready")
+	}
+	e.waitIPs("first", "10.92.0.1")
+
+	// Growing the pool serves the waiting Service, without a restart.
+	e.config("pools:\n  small: {addresses: [10.92.0.1-10.92.0.2]}\n")
+	e.waitIPs("second", "10.92.0.2")
+	if got := counterValue(t, r, `calico_lb_config_reloads_total{result="ok"}`); got < 2 {
+		t.Fatalf("reloads ok = %v", got)
+	}
+}
+
+func TestPoolChangeHeldBack(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  old: {addresses: [10.93.0.1-10.93.0.2]}\n  new: {addresses: [10.94.0.1-10.94.0.5], auto-assign: false}\n")
+	r := e.start("a")
+	e.service("web")
+	e.waitIPs("web", "10.93.0.1")
+
+	// Dropping "old" would orphan web: held back, web keeps its IP, and
+	// both the API and an Event say so.
+	e.config("pools:\n  new: {addresses: [10.94.0.1-10.94.0.5]}\n")
+	waitUntil(t, "the change is held back", func() bool {
+		_, body := httpGet(t, r, "/v1/pool-change")
+		return strings.Contains(body, `"pending": true`)
+	})
+	_, body := httpGet(t, r, "/v1/pool-change")
+	var pc PoolChange
+	if err := json.Unmarshal([]byte(body), &pc); err != nil || len(pc.Services) != 1 || pc.Services[0].Name != "web" || pc.Services[0].IPs[0] != "10.93.0.1" {
+		t.Fatalf("GET /v1/pool-change: %s", body)
+	}
+	e.waitEvent("web", "PoolChangeHeldBack", "10.93.0.1")
+	if got := counterValue(t, r, "calico_lb_pool_change_held_back"); got != 1 {
+		t.Fatalf("held-back gauge %v", got)
+	}
+	e.waitIPs("web", "10.93.0.1")
+
+	// Reverting drops the held-back change.
+	e.config("pools:\n  old: {addresses: [10.93.0.1-10.93.0.2]}\n  new: {addresses: [10.94.0.1-10.94.0.5], auto-assign: false}\n")
+	waitUntil(t, "the revert clears it", func() bool {
+		_, body := httpGet(t, r, "/v1/pool-change")
+		return strings.Contains(body, `"pending": false`)
+	})
+	if code, _ := httpPost(t, r, "/v1/pool-change"); code != 409 {
+		t.Fatalf("POST with nothing pending: %d, want 409", code)
+	}
+
+	// Held back again, then applied: web moves to the new pool.
+	e.config("pools:\n  new: {addresses: [10.94.0.1-10.94.0.5]}\n")
+	waitUntil(t, "held back again", func() bool {
+		_, body := httpGet(t, r, "/v1/pool-change")
+		return strings.Contains(body, `"pending": true`)
+	})
+	code, body := httpPost(t, r, "/v1/pool-change")
+	if code != 200 || !strings.Contains(body, `"applied": true`) {
+		t.Fatalf("POST /v1/pool-change: %d %s", code, body)
+	}
+	e.waitIPs("web", "10.94.0.1")
+	if got := counterValue(t, r, "calico_lb_pool_change_held_back"); got != 0 {
+		t.Fatalf("held-back gauge after apply: %v", got)
+	}
+}
+
+func TestOutsidePoolsAtStart(t *testing.T) {
+	e := newEnv(t)
+	// The pools changed while no controller ran: web holds an address that
+	// is in no pool now. It keeps it until the operator applies the change.
+	e.config("pools:\n  p: {addresses: [10.95.0.1-10.95.0.3]}\n")
+	e.service("web")
+	e.setStatus("web", "10.99.0.7")
+	r := e.start("a")
+	waitUntil(t, "the change is held back", func() bool {
+		_, body := httpGet(t, r, "/v1/pool-change")
+		return strings.Contains(body, `"pending": true`) && strings.Contains(body, "10.99.0.7")
+	})
+	e.waitIPs("web", "10.99.0.7")
+	if code, body := httpPost(t, r, "/v1/pool-change"); code != 200 {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	e.waitIPs("web", "10.95.0.1")
+}
+
+// counterValue reads one sample from a controller's /metrics.
+func counterValue(t *testing.T, r *running, series string) float64 {
+	t.Helper()
+	_, body := httpGet(t, r, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
+			return v
+		}
+	}
+	return 0
+}
