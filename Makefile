@@ -18,12 +18,18 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build test unit fuzz lint tools bench bench-summary clean
+.PHONY: all build demo test unit fuzz lint tools bench bench-summary clean
 
 all: build
 
 build:
 	$(GO) build ./...
+	$(GO) build -o bin/calico-lb ./workload/cmd/calico-lb
+
+# A real control plane on loopback, the real controller, a handful of
+# Services, and a held-back pool change applied. Builds what it needs.
+demo: build tools
+	$(GO) run ./tests/demo --binary bin/calico-lb
 
 test: lint unit fuzz
 

@@ -57,6 +57,8 @@ type Options struct {
 	// ConfigPoll is how often the config file is checked (default 1 s).
 	ConfigPoll time.Duration
 	Log        *slog.Logger
+	// LogLevel, if set, follows the config file's log-level.
+	LogLevel *slog.LevelVar
 }
 
 func (o *Options) defaults() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"reflect"
@@ -29,6 +30,12 @@ func (c *Controller) loadConfig() (changed bool) {
 				return false
 			}
 			c.cfg.Store(cfg)
+			if c.opts.LogLevel != nil {
+				var l slog.Level
+				if l.UnmarshalText([]byte(cfg.LogLevel)) == nil {
+					c.opts.LogLevel.Set(l)
+				}
+			}
 			c.metrics.reloads.WithLabelValues("ok").Inc()
 			c.log.Info("config loaded", "path", c.opts.ConfigPath, "mode", cfg.Mode, "pools", len(cfg.Pools))
 			return true

@@ -93,14 +93,13 @@ func runController(args []string) error {
 		if data, err := os.ReadFile(*cfgPath); err == nil {
 			if cfg, err := config.Parse(data); err == nil {
 				addr = cfg.APIAddress
-				level.Set(logLevel(cfg.LogLevel))
 			}
 		}
 	}
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
-		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry,
+		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level,
 	})
 	if err != nil {
 		return err
@@ -140,12 +139,4 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-func logLevel(s string) slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
-	}
-	return l
 }
