@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools bench bench-summary clean
+.PHONY: all build demo test unit fuzz lint tools bench bench-summary bench-controller clean
 
 all: build
 
@@ -74,6 +74,11 @@ bench-summary:
 			med=v[n, int((m+1)/2)]; \
 			if (med >= 1e6) printf "  %-40s %8.1f ms/op  %s allocs/op\n", n, med/1e6, a[n]; \
 			else printf "  %-40s %8.1f ns/op  %s allocs/op\n", n, med, a[n] } }' $(CACHE)/bench.txt
+
+# A burst of 5,000 Services from 8 clients against the real control plane and
+# the real controller; the last line is the summary README quotes.
+bench-controller: build tools
+	$(GO) run ./tests/bench/controller --binary bin/calico-lb --services 5000 --clients 8
 
 clean:
 	rm -rf bin $(CACHE)/bench.txt
