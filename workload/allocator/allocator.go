@@ -1029,10 +1029,11 @@ func (st *state) adopt(req *Request, ips []netip.Addr) (int32, error) {
 	if len(ips) == 0 || len(ips) > 2 || (len(ips) == 2 && FamilyOf(ips[0]) == FamilyOf(ips[1])) {
 		return -1, errorf(ReasonInvalidRequest, "%s: cannot adopt %s: a Service holds one or two addresses of different families", req.Service, joinAddrs(ips))
 	}
-	if slot, ok := st.index.get(req.Service, st.svcs); ok {
-		cur := st.svcs[slot]
+	pos, h, found := st.index.lookup(req.Service, st.svcs)
+	if found {
+		cur := st.svcs[st.index.slots[pos].slot]
 		if sameAddrs(cur.ips, ips) {
-			return slot, nil
+			return st.index.slots[pos].slot, nil
 		}
 		st.release(req.Service)
 		next, err := st.adopt(req, ips)
@@ -1068,7 +1069,8 @@ func (st *state) adopt(req *Request, ips []netip.Addr) (int32, error) {
 	if len(req.Families) > 0 {
 		e.orderPrimaryFirst(req.Families[0])
 	}
-	st.index.put(req.Service, slot, st.svcs)
+	// Nothing changed the index since the lookup: insert where it said.
+	st.index.insertAt(pos, h, slot)
 	return slot, nil
 }
 
