@@ -39,3 +39,12 @@ func (c *Config) AllocatorPools() ([]allocator.Pool, error) {
 	}
 	return out, nil
 }
+
+// NewAllocator returns an allocator serving the config's pools.
+func (c *Config) NewAllocator() (*allocator.Allocator, error) {
+	pools, err := c.AllocatorPools()
+	if err != nil {
+		return nil, err
+	}
+	return allocator.New(pools)
+}

@@ -231,22 +231,23 @@ func renderPeers(peers []Peer) *yaml.Node {
 }
 
 func renderSubnetPeers(sps []SubnetPeers) *yaml.Node {
-	n := mapNode()
-	for _, sp := range sps {
-		addPair(n, sp.Subnet.String(), renderPeers(sp.Peers))
-	}
-	if len(sps) == 0 {
-		n.Style = yaml.FlowStyle
-	}
-	return n
+	return renderSubnets(sps, func(sp SubnetPeers) (netip.Prefix, *yaml.Node) { return sp.Subnet, renderPeers(sp.Peers) })
 }
 
 func renderSubnetAS(sas []SubnetAS) *yaml.Node {
+	return renderSubnets(sas, func(sa SubnetAS) (netip.Prefix, *yaml.Node) {
+		return sa.Subnet, scalar(strconv.FormatUint(uint64(sa.ASNumber), 10))
+	})
+}
+
+// renderSubnets writes a mapping keyed by subnet ({} when empty).
+func renderSubnets[T any](items []T, entry func(T) (netip.Prefix, *yaml.Node)) *yaml.Node {
 	n := mapNode()
-	for _, sa := range sas {
-		addPair(n, sa.Subnet.String(), scalar(strconv.FormatUint(uint64(sa.ASNumber), 10)))
+	for _, it := range items {
+		pfx, v := entry(it)
+		addPair(n, pfx.String(), v)
 	}
-	if len(sas) == 0 {
+	if len(items) == 0 {
 		n.Style = yaml.FlowStyle
 	}
 	return n

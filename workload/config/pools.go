@@ -420,28 +420,10 @@ func ParseSubnetPeers(field, s string) ([]SubnetPeers, error) {
 }
 
 func (d *decoder) subnetPeers(n *yaml.Node, path string) []SubnetPeers {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		d.errorf(path, n, "must be a mapping of subnet to peers, e.g. {10.0.0.0/24: [{address: 10.0.0.1, as-number: 65100}]}, not %s", describe(n))
-		return nil
-	}
 	var out []SubnetPeers
-	seen := map[netip.Prefix]bool{}
-	for _, kv := range pairs(n) {
-		sub := fmt.Sprintf("%s[%q]", path, kv[0].Value)
-		pfx, ok := d.subnet(kv[0], sub)
-		if !ok {
-			continue
-		}
-		if seen[pfx] {
-			d.errorf(sub, kv[0], "subnet %s is listed twice", pfx)
-			continue
-		}
-		seen[pfx] = true
-		out = append(out, SubnetPeers{Subnet: pfx, Peers: d.peers(kv[1], sub)})
-	}
+	d.subnetMap(n, path, "subnet to peers, e.g. {10.0.0.0/24: [{address: 10.0.0.1, as-number: 65100}]}", func(pfx netip.Prefix, v *yaml.Node, sub string) {
+		out = append(out, SubnetPeers{Subnet: pfx, Peers: d.peers(v, sub)})
+	})
 	return out
 }
 
@@ -453,14 +435,25 @@ func ParseSubnetAS(field, s string) ([]SubnetAS, error) {
 }
 
 func (d *decoder) subnetAS(n *yaml.Node, path string) []SubnetAS {
+	var out []SubnetAS
+	d.subnetMap(n, path, "subnet to AS number, e.g. {10.0.0.0/24: 64512}", func(pfx netip.Prefix, v *yaml.Node, sub string) {
+		if as, ok := d.asNumber(v, sub); ok {
+			out = append(out, SubnetAS{Subnet: pfx, ASNumber: as})
+		}
+	})
+	return out
+}
+
+// subnetMap walks a mapping keyed by subnets (CIDRs), reporting bad and
+// repeated subnets, and calls each for every good one in document order.
+func (d *decoder) subnetMap(n *yaml.Node, path, shape string, each func(pfx netip.Prefix, v *yaml.Node, sub string)) {
 	if isNull(n) {
-		return nil
+		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(path, n, "must be a mapping of subnet to AS number, e.g. {10.0.0.0/24: 64512}, not %s", describe(n))
-		return nil
+		d.errorf(path, n, "must be a mapping of %s, not %s", shape, describe(n))
+		return
 	}
-	var out []SubnetAS
 	seen := map[netip.Prefix]bool{}
 	for _, kv := range pairs(n) {
 		sub := fmt.Sprintf("%s[%q]", path, kv[0].Value)
@@ -473,11 +466,8 @@ func (d *decoder) subnetAS(n *yaml.Node, path string) []SubnetAS {
 			continue
 		}
 		seen[pfx] = true
-		if as, ok := d.asNumber(kv[1], sub); ok {
-			out = append(out, SubnetAS{Subnet: pfx, ASNumber: as})
-		}
+		each(pfx, kv[1], sub)
 	}
-	return out
 }
 
 var ifaceName = regexp.MustCompile(`^[^/\s:]{1,15}$`)

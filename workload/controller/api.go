@@ -176,26 +176,15 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 	case errors.Is(err, errNotLeader):
 		cfg := c.cfg.Load()
 		if cfg == nil || !c.started.Load() {
-			ok, why := c.Ready()
-			_ = ok
+			_, why := c.Ready()
 			return nil, errors.New(why)
 		}
-		pools, err := cfg.AllocatorPools()
-		if err != nil {
-			return nil, err
-		}
-		alloc, err := allocator.New(pools)
+		alloc, err := cfg.NewAllocator()
 		if err != nil {
 			return nil, err
 		}
 		all, _ := c.services.List(labels.Everything())
-		for _, svc := range all {
-			if ips := IngressOf(svc); len(ips) > 0 && Managed(svc, cfg.LoadBalancerClass) {
-				req, _ := RequestFor(svc)
-				req.Families = familiesOf(ips)
-				_, _ = alloc.Adopt(&req.Request, ips)
-			}
-		}
+		adoptExisting(alloc, all, cfg.LoadBalancerClass, nil)
 		s = buildSnapshot(alloc)
 		s.Source, s.Mode = "cache", cfg.Mode
 	default:

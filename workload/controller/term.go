@@ -77,11 +77,7 @@ type apiCall struct {
 }
 
 func newTerm(c *Controller, cfg *config.Config) (*term, error) {
-	pools, err := cfg.AllocatorPools()
-	if err != nil {
-		return nil, err
-	}
-	alloc, err := allocator.New(pools)
+	alloc, err := cfg.NewAllocator()
 	if err != nil {
 		return nil, err
 	}
@@ -159,10 +155,22 @@ func (t *term) run(ctx context.Context) {
 	}
 }
 
-// adoptAll restores the allocator from the Services' status, oldest
-// Service first so that the oldest holder of a contested IP keeps it.
+// adoptAll restores the term's allocator from the Services' status.
 func (t *term) adoptAll() (adopted, outside int) {
 	all, _ := t.c.services.List(labels.Everything())
+	adopted, t.outside = adoptExisting(t.alloc, all, t.active.LoadBalancerClass, func(sk allocator.ServiceKey, ips []netip.Addr, err error) {
+		// Held by an older Service: this one is allocated afresh.
+		t.c.log.Warn("cannot adopt", "service", sk, "ips", ips, "error", err)
+	})
+	return adopted, len(t.outside)
+}
+
+// adoptExisting adopts the addresses in the status of every Service of the
+// class, oldest Service first so that the oldest holder of a contested IP
+// keeps it. It returns how many it adopted and the Services whose
+// addresses lie outside every pool; clash reports the others it refused.
+func adoptExisting(alloc *allocator.Allocator, all []*corev1.Service, class string, clash func(allocator.ServiceKey, []netip.Addr, error)) (int, map[allocator.ServiceKey][]netip.Addr) {
+	all = slices.Clone(all)
 	sort.Slice(all, func(i, j int) bool {
 		a, b := all[i].CreationTimestamp, all[j].CreationTimestamp
 		if !a.Equal(&b) {
@@ -170,10 +178,11 @@ func (t *term) adoptAll() (adopted, outside int) {
 		}
 		return all[i].Namespace+"/"+all[i].Name < all[j].Namespace+"/"+all[j].Name
 	})
-	t.alloc.Grow(len(all))
+	alloc.Grow(len(all))
+	adopted, outside := 0, map[allocator.ServiceKey][]netip.Addr{}
 	for _, svc := range all {
 		ips := IngressOf(svc)
-		if len(ips) == 0 || !Managed(svc, t.active.LoadBalancerClass) {
+		if len(ips) == 0 || !Managed(svc, class) {
 			continue
 		}
 		req, err := RequestFor(svc)
@@ -181,17 +190,15 @@ func (t *term) adoptAll() (adopted, outside int) {
 			// Keep its IPs anyway: the request is what is wrong, not the holding.
 			req.Request = allocator.Request{Service: req.Service, Labels: svc.Labels, Families: familiesOf(ips)}
 		}
-		_, err = t.alloc.Adopt(&req.Request, ips)
+		_, err = alloc.Adopt(&req.Request, ips)
 		var ae *allocator.Error
 		switch {
 		case err == nil:
 			adopted++
 		case errors.As(err, &ae) && ae.Reason == allocator.ReasonOutsidePools:
-			t.outside[req.Service] = ips
-			outside++
-		default:
-			// Held by an older Service: this one is allocated afresh.
-			t.c.log.Warn("cannot adopt", "service", req.Service, "ips", ips, "error", err)
+			outside[req.Service] = ips
+		case clash != nil:
+			clash(req.Service, ips, err)
 		}
 	}
 	return adopted, outside
