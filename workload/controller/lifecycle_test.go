@@ -62,6 +62,13 @@ func TestTwoControllersOneWriter(t *testing.T) {
 	a := e.start("a")
 	waitUntil(t, "a leads", func() bool { return a.c.term.Load() != nil })
 	b := e.start("b")
+	// The standby must be ready (caches synced, leader known) before the
+	// Services exist, for "the standby wrote nothing" to mean anything.
+	waitUntil(t, "b is a ready standby", func() bool {
+		code, _ := httpGet(t, b, "/readyz")
+		l := b.c.leader.Load()
+		return code == 200 && l != nil && *l == "a"
+	})
 	for i := range 5 {
 		e.service(fmt.Sprint("s", i))
 	}
@@ -75,8 +82,13 @@ func TestTwoControllersOneWriter(t *testing.T) {
 		t.Fatalf("standby wrote %v statuses", got)
 	}
 	var snap Snapshot
-	_, body := httpGet(t, b, "/v1/allocations")
-	if err := json.Unmarshal([]byte(body), &snap); err != nil || snap.Leader || snap.Source != "cache" || snap.LeaderIdentity != "a" || len(snap.Services) != 5 {
+	var body string
+	waitUntil(t, "the standby's cache has the 5 assignments", func() bool {
+		_, body = httpGet(t, b, "/v1/allocations")
+		snap = Snapshot{}
+		return json.Unmarshal([]byte(body), &snap) == nil && len(snap.Services) == 5
+	})
+	if snap.Leader || snap.Source != "cache" || snap.LeaderIdentity != "a" {
 		t.Fatalf("standby /v1/allocations: %s", body)
 	}
 	if code, body := httpPost(t, b, "/v1/pool-change"); code != 503 || !strings.Contains(body, "the leader is a") {
