@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/calico-lb/calico-lb/workload/allocator"
+	"github.com/calico-lb/calico-lb/workload/lbservice"
 )
 
 // Annotations a Service may carry to shape its request. The MetalLB names
@@ -37,17 +38,8 @@ func annotation(svc *corev1.Service, name string) (value, from string, ok bool) 
 	return "", "", false
 }
 
-// Managed reports whether calico-lb serves this Service: type LoadBalancer
-// and the configured load-balancer class (none when the class is empty).
-func Managed(svc *corev1.Service, class string) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if svc.Spec.LoadBalancerClass == nil {
-		return class == ""
-	}
-	return *svc.Spec.LoadBalancerClass == class
-}
+// Managed reports whether calico-lb serves this Service (see lbservice).
+func Managed(svc *corev1.Service, class string) bool { return lbservice.Managed(svc, class) }
 
 // Request is what the controller asks the allocator for a Service, plus the
 // MetalLB annotation names it used (the controller suggests ours in a
@@ -170,15 +162,7 @@ func joinIPs(ips []netip.Addr) string {
 }
 
 // IngressOf returns the IPs in a Service's status, in order.
-func IngressOf(svc *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out
-}
+func IngressOf(svc *corev1.Service) []netip.Addr { return lbservice.IngressOf(svc) }
 
 // Ingress is the status a Service should have for an assignment: each IP
 // with ipMode VIP. Setting ipMode ourselves matters: the apiserver fills it
