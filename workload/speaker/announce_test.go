@@ -69,8 +69,16 @@ func TestAnnouncements(t *testing.T) {
 		svcWith("local-unready", true, "10.1.0.10"),
 		svcWith("not-ours", false, "192.0.2.1"), // outside every pool
 		svcWith("pending", false),
-		func() *corev1.Service { s := svcWith("classed", false, "10.1.0.11"); s.Spec.LoadBalancerClass = &class; return s }(),
-		func() *corev1.Service { s := svcWith("clusterip", false, "10.1.0.12"); s.Spec.Type = corev1.ServiceTypeClusterIP; return s }(),
+		func() *corev1.Service {
+			s := svcWith("classed", false, "10.1.0.11")
+			s.Spec.LoadBalancerClass = &class
+			return s
+		}(),
+		func() *corev1.Service {
+			s := svcWith("clusterip", false, "10.1.0.12")
+			s.Spec.Type = corev1.ServiceTypeClusterIP
+			return s
+		}(),
 	}
 	got, err := Announcements(spineConfig(t), node, services, func(ns, name string) []*discoveryv1.EndpointSlice { return eps[name] })
 	if err != nil {
