@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools bench bench-summary bench-controller clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller clean
 
 all: build
 
@@ -33,8 +33,18 @@ demo: build tools
 
 test: lint unit fuzz
 
-unit: tools
+unit: tools deps
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Debian packages the network test beds use: real routers (FRR, BIRD) and
+# the tools to build and break links. Installed when missing and running as
+# root; otherwise those tests skip (or fail under CALICO_LB_E2E=1).
+DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run make deps as root)"; exit 0; fi; \
+	echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
 # etcd and kube-apiserver for the tests' real control plane, built once into
 # .cache/bin from tests/tools/* (a cold kube-apiserver build takes 6-10 minutes).

@@ -1,0 +1,279 @@
+// Package netns builds network test beds: network namespaces joined by veth
+// links, real routers (FRR) in them, and processes run inside them. Traffic
+// stays inside the namespaces it creates. Every namespace is named
+// clb<pid>x<n>-<role>, so leftovers of a crashed run are found and removed
+// by the next one (only those whose process is gone).
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var beds atomic.Int32
+
+// Bed is a set of namespaces and the processes in them.
+type Bed struct {
+	id     string
+	mu     sync.Mutex
+	spaces []string
+	procs  []*exec.Cmd
+	frrs   []*FRR
+	dirs   []string
+}
+
+// Missing returns what the test bed needs that this machine lacks.
+func Missing() []string {
+	var out []string
+	if os.Geteuid() != 0 {
+		out = append(out, "root")
+	}
+	for _, bin := range []string{"ip", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			out = append(out, bin)
+		}
+	}
+	return out
+}
+
+// Require skips the test when the machine cannot run a test bed (not root,
+// packages missing), or fails it when CALICO_LB_E2E=1.
+func Require(t testing.TB) {
+	t.Helper()
+	if m := Missing(); len(m) > 0 {
+		msg := "network test bed needs: " + strings.Join(m, ", ") + " (run as root after `make deps`)"
+		if os.Getenv("CALICO_LB_E2E") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+// New creates an empty test bed, removing leftovers of dead runs first.
+func New() (*Bed, error) {
+	sweep()
+	return &Bed{id: fmt.Sprintf("clb%dx%d", os.Getpid(), beds.Add(1))}, nil
+}
+
+// NewT is New for a test: the bed is closed when the test ends.
+func NewT(t testing.TB) *Bed {
+	t.Helper()
+	Require(t)
+	b, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close test bed: %v", err)
+		}
+	})
+	return b
+}
+
+var leftover = regexp.MustCompile(`^clb(\d+)x\d+-`)
+
+// sweep deletes namespaces of test beds whose process has exited.
+func sweep() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		m := leftover.FindStringSubmatch(f[0])
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if syscall.Kill(pid, 0) == nil {
+			continue // still running: not ours to touch
+		}
+		_ = exec.Command("ip", "netns", "del", f[0]).Run()
+	}
+}
+
+// NS creates a namespace for role (spine, node1, client...) and returns its
+// name. Loopback is up, and reverse-path filtering is pinned off (a new
+// namespace copies the host's settings otherwise).
+func (b *Bed) NS(role string) (string, error) {
+	name := b.id + "-" + role
+	if err := run("ip", "netns", "add", name); err != nil {
+		return "", err
+	}
+	b.mu.Lock()
+	b.spaces = append(b.spaces, name)
+	b.mu.Unlock()
+	for _, cmd := range [][]string{
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+		{"ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"},
+	} {
+		if err := run(cmd...); err != nil {
+			return "", err
+		}
+	}
+	return name, nil
+}
+
+// Link joins two namespaces with a veth pair and gives each end its
+// addresses (CIDR notation, any number, either family).
+func (b *Bed) Link(nsA, ifA string, addrsA []string, nsB, ifB string, addrsB []string) error {
+	if err := run("ip", "link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB); err != nil {
+		return err
+	}
+	for _, side := range []struct {
+		ns, ifc string
+		addrs   []string
+	}{{nsA, ifA, addrsA}, {nsB, ifB, addrsB}} {
+		for _, a := range side.addrs {
+			args := []string{"ip", "-n", side.ns, "addr", "add", a, "dev", side.ifc}
+			if strings.Contains(a, ":") {
+				args = append(args, "nodad") // usable at once, no duplicate address detection wait
+			}
+			if err := run(args...); err != nil {
+				return err
+			}
+		}
+		if err := run("ip", "-n", side.ns, "link", "set", side.ifc, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Exec runs a command in a namespace and returns its combined output.
+func (b *Bed) Exec(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s in %s: %w: %s", strings.Join(args, " "), ns, err, out)
+	}
+	return string(out), nil
+}
+
+// Start runs a long-lived process in a namespace, its output going to
+// logPath; Close stops it if it is still running.
+func (b *Bed) Start(ns, logPath string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	go func() { _ = cmd.Wait(); logf.Close() }()
+	b.mu.Lock()
+	b.procs = append(b.procs, cmd)
+	b.mu.Unlock()
+	return cmd, nil
+}
+
+// TempDir makes a directory that Close removes; it is world-traversable so
+// that daemons that drop privileges (FRR runs as frr) can use it.
+func (b *Bed) TempDir() (string, error) {
+	dir, err := os.MkdirTemp("", b.id+"-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	b.mu.Lock()
+	b.dirs = append(b.dirs, dir)
+	b.mu.Unlock()
+	return dir, nil
+}
+
+// Close stops every process and router and deletes every namespace.
+func (b *Bed) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, cmd := range b.procs {
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+	for _, f := range b.frrs {
+		f.kill()
+	}
+	var errs []error
+	for _, ns := range b.spaces {
+		if err := run("ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range b.dirs {
+		_ = os.RemoveAll(d)
+	}
+	b.procs, b.frrs, b.spaces, b.dirs = nil, nil, nil, nil
+	return errors.Join(errs...)
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// WaitFor polls cond every 10 ms until it holds or limit passes, and
+// returns how long it took.
+func WaitFor(ctx context.Context, limit time.Duration, cond func() bool) (time.Duration, error) {
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > limit {
+			return time.Since(start), fmt.Errorf("not within %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Blackhole drops all traffic between ns and peer, inside ns only (nft;
+// this kernel has no netem). Undo it with Unblackhole.
+func (b *Bed) Blackhole(ns, peer string) error {
+	family := "ip"
+	if strings.Contains(peer, ":") {
+		family = "ip6"
+	}
+	rules := fmt.Sprintf(`table inet clb_blackhole {
+  chain in  { type filter hook input  priority 0; %[1]s saddr %[2]s drop; }
+  chain out { type filter hook output priority 0; %[1]s daddr %[2]s drop; }
+}
+`, family, peer)
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Unblackhole removes what Blackhole added.
+func (b *Bed) Unblackhole(ns string) error {
+	return run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "clb_blackhole")
+}

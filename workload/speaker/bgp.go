@@ -1,0 +1,318 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Peer is one BGP neighbour as the speaker dials it.
+type Peer struct {
+	config.Peer
+	LocalAS  uint32
+	Password string // TCP MD5, read from the password file; never logged
+}
+
+// PeerStatus is one session, for /v1/bgp and metrics.
+type PeerStatus struct {
+	Address string    `json:"address"`
+	ASN     uint32    `json:"asNumber"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since"`
+	BFD     bool      `json:"bfd"`
+	Routes  int       `json:"routesAdvertised"`
+}
+
+// BGP keeps an embedded GoBGP speaker's peers and routes equal to what it
+// is given, changing only what changed: a reload that leaves a peer alone
+// leaves its session up.
+//
+// BFD is switched on for a peer only once its session is Established, and
+// off again whenever the session leaves Established. The first avoids the
+// flap FRR 8.4 causes when a BFD session exists before BGP comes up (it
+// re-keys the BFD session at Established and sends a Down); the second
+// avoids a GoBGP v4.8.0 bug where a BFD expiry while BGP is down queues a
+// NOTIFICATION that kills the next session the moment it comes up.
+type BGP struct {
+	s   *server.BgpServer
+	log *slog.Logger
+
+	mu     sync.Mutex
+	peers  map[netip.Addr]*peerState
+	routes map[netip.Prefix]Route
+}
+
+type peerState struct {
+	cfg   Peer
+	state bgp.FSMState
+	since time.Time
+	bfdOn bool
+}
+
+// StartBGP starts a speaker with AS asn and the router ID routerID. It
+// never listens on port 179: Calico's BIRD holds that port on the node.
+func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Logger) (*BGP, error) {
+	lvl := new(slog.LevelVar)
+	lvl.Set(slog.LevelWarn)
+	s := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), lvl))
+	go s.Serve()
+	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: asn, RouterId: routerID.String(), ListenPort: -1}}); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("start BGP (AS %d, router ID %s): %w", asn, routerID, err)
+	}
+	b := &BGP{s: s, log: log, peers: map[netip.Addr]*peerState{}, routes: map[netip.Prefix]Route{}}
+	if err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: b.onPeer}, server.WatchPeer()); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	addr := ev.Peer.State.NeighborAddress
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.peers[addr]
+	if p == nil || p.state == ev.Peer.State.SessionState {
+		return
+	}
+	p.state, p.since = ev.Peer.State.SessionState, time.Now()
+	b.log.Info("BGP session", "peer", addr, "state", stateName(p.state), "reason", ev.Peer.State.DisconnectMessage)
+	wantBFD := p.cfg.BFD && p.state == bgp.BGP_FSM_ESTABLISHED
+	if wantBFD != p.bfdOn {
+		p.bfdOn = wantBFD
+		cfg := p.cfg
+		// UpdatePeer blocks on the server loop that is calling us: do it
+		// from another goroutine. It changes BFD only; BGP stays up.
+		go func() {
+			if _, err := b.s.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: apiPeer(cfg, wantBFD)}); err != nil {
+				b.log.Warn("switch BFD", "peer", addr, "on", wantBFD, "error", err)
+			}
+		}()
+	}
+}
+
+func stateName(s bgp.FSMState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "BGP_FSM_"))
+}
+
+// apiPeer is the GoBGP form of a peer.
+func apiPeer(p Peer, bfd bool) *api.Peer {
+	hold, keep := uint64(p.HoldTime), uint64(p.Keepalive)
+	out := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASNumber, LocalAsn: p.LocalAS, AuthPassword: p.Password},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:           1, // GoBGP's default is 120 s
+			IdleHoldTimeAfterReset: 2, // GoBGP's default idles 30 s after a reset, BFD-triggered ones too
+			HoldTime:               hold,
+			KeepaliveInterval:      keep,
+		}},
+		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true}}},
+	}
+	if p.Multihop > 1 {
+		out.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
+	}
+	if p.SourceAddress.IsValid() {
+		out.Transport = &api.Transport{LocalAddress: p.SourceAddress.String()}
+	}
+	if bfd {
+		us := uint32(p.BFDInterval) * 1000 // GoBGP takes microseconds
+		out.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us, DetectionMultiplier: uint32(p.BFDMultiplier)}
+	}
+	return out
+}
+
+func familyOf(a netip.Addr) *api.Family {
+	if a.Is4() {
+		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	}
+	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+}
+
+// SetPeers makes the speaker's peers exactly peers: new ones are added,
+// gone ones deleted, changed ones re-added; the rest keep their sessions.
+func (b *BGP) SetPeers(ctx context.Context, peers []Peer) error {
+	b.mu.Lock()
+	want := map[netip.Addr]Peer{}
+	for _, p := range peers {
+		want[p.Address] = p
+	}
+	var add, del []Peer
+	for addr, st := range b.peers {
+		if p, keep := want[addr]; !keep || !reflect.DeepEqual(p, st.cfg) {
+			del = append(del, st.cfg)
+		}
+	}
+	for addr, p := range want {
+		if st, have := b.peers[addr]; !have || !reflect.DeepEqual(p, st.cfg) {
+			add = append(add, p)
+		}
+	}
+	for _, p := range del {
+		delete(b.peers, p.Address)
+	}
+	for _, p := range add {
+		b.peers[p.Address] = &peerState{cfg: p, state: bgp.BGP_FSM_IDLE, since: time.Now()}
+	}
+	b.mu.Unlock()
+	var errs []string
+	for _, p := range del {
+		if err := b.s.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Address.String()}); err != nil {
+			errs = append(errs, fmt.Sprintf("delete peer %s: %v", p.Address, err))
+		}
+	}
+	for _, p := range add {
+		b.log.Info("BGP peer", "peer", p.Address, "as", p.ASNumber, "hold", p.HoldTime, "bfd", p.BFD, "md5", p.Password != "", "multihop", p.Multihop)
+		if err := b.s.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, false)}); err != nil {
+			errs = append(errs, fmt.Sprintf("add peer %s: %v", p.Address, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// SetRoutes makes the announced routes exactly routes.
+func (b *BGP) SetRoutes(routes []Route) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want := map[netip.Prefix]Route{}
+	for _, r := range routes {
+		want[r.Prefix] = r
+	}
+	var add, del []*apiutil.Path
+	for pfx, r := range b.routes {
+		if w, keep := want[pfx]; !keep || !sameRoute(w, r) {
+			p, err := path(r)
+			if err != nil {
+				return err
+			}
+			if !keep {
+				del = append(del, p)
+			}
+		}
+	}
+	for pfx, r := range want {
+		if old, have := b.routes[pfx]; !have || !sameRoute(old, r) {
+			p, err := path(r)
+			if err != nil {
+				return err
+			}
+			add = append(add, p) // a changed route replaces the old one
+		}
+	}
+	if len(del) > 0 {
+		if err := b.s.DeletePath(apiutil.DeletePathRequest{Paths: del}); err != nil {
+			return fmt.Errorf("withdraw: %w", err)
+		}
+	}
+	if len(add) > 0 {
+		if _, err := b.s.AddPath(apiutil.AddPathRequest{Paths: add}); err != nil {
+			return fmt.Errorf("announce: %w", err)
+		}
+	}
+	b.routes = want
+	return nil
+}
+
+func sameRoute(a, b Route) bool {
+	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && a.LocalPref == b.LocalPref && slices.Equal(a.Communities, b.Communities)
+}
+
+// path is the GoBGP form of a route.
+func path(r Route) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(r.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0)}
+	family := bgp.RF_IPv4_UC
+	if r.Prefix.Addr().Is4() {
+		nh, err := bgp.NewPathAttributeNextHop(r.NextHop)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, nh)
+	} else {
+		family = bgp.RF_IPv6_UC
+		mp, err := bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, r.NextHop)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, mp)
+	}
+	var std []uint32
+	var large []*bgp.LargeCommunity
+	for _, c := range r.Communities {
+		if v, ok := bgp.WellKnownCommunityValueMap[c]; ok {
+			std = append(std, uint32(v))
+			continue
+		}
+		parts := strings.Split(c, ":")
+		switch len(parts) {
+		case 2:
+			hi, _ := strconv.ParseUint(parts[0], 10, 16)
+			lo, _ := strconv.ParseUint(parts[1], 10, 16)
+			std = append(std, uint32(hi)<<16|uint32(lo))
+		case 3:
+			l, err := bgp.ParseLargeCommunity(c)
+			if err != nil {
+				return nil, fmt.Errorf("community %q: %w", c, err)
+			}
+			large = append(large, l)
+		}
+	}
+	if len(std) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(std))
+	}
+	if len(large) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(large))
+	}
+	if r.LocalPref != 0 {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(r.LocalPref))
+	}
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}, nil
+}
+
+// Status lists the sessions.
+func (b *BGP) Status() []PeerStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []PeerStatus
+	for addr, p := range b.peers {
+		n := 0
+		for pfx := range b.routes {
+			if pfx.Addr().Is4() == addr.Is4() {
+				n++
+			}
+		}
+		out = append(out, PeerStatus{Address: addr.String(), ASN: p.cfg.ASNumber, State: stateName(p.state), Since: p.since, BFD: p.bfdOn, Routes: n})
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int { return strings.Compare(a.Address, b.Address) })
+	return out
+}
+
+// Stop withdraws every route at once (a Cease NOTIFICATION to each peer,
+// which drops the routes learnt from this speaker) and stops the speaker.
+func (b *BGP) Stop(ctx context.Context) {
+	_ = b.s.StopBgp(ctx, &api.StopBgpRequest{})
+	b.s.Stop()
+}

@@ -1,0 +1,360 @@
+package speaker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// The BGP tests run GoBGP inside a node's network namespace. A namespace
+// belongs to a thread and GoBGP uses many goroutines, so the test binary
+// re-executes itself there as a "speaker child" that takes commands as JSON
+// lines on stdin.
+const childEnv = "CALICO_LB_BGP_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		runChild()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+type command struct {
+	Op       string       `json:"op"` // start, peers, routes, status, stop
+	ASN      uint32       `json:"asn,omitempty"`
+	RouterID netip.Addr   `json:"routerID,omitempty"`
+	Peers    []Peer       `json:"peers,omitempty"`
+	Routes   []Route      `json:"routes,omitempty"`
+	Status   []PeerStatus `json:"status,omitempty"`
+	Error    string       `json:"error,omitempty"`
+}
+
+func runChild() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	in := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	var b *BGP
+	ctx := context.Background()
+	for in.Scan() {
+		var c command
+		reply := command{}
+		if err := json.Unmarshal(in.Bytes(), &c); err != nil {
+			reply.Error = err.Error()
+		} else {
+			var err error
+			switch c.Op {
+			case "start":
+				b, err = StartBGP(ctx, c.ASN, c.RouterID, log)
+			case "peers":
+				err = b.SetPeers(ctx, c.Peers)
+			case "routes":
+				err = b.SetRoutes(c.Routes)
+			case "status":
+				reply.Status = b.Status()
+			case "stop":
+				b.Stop(ctx)
+				_ = out.Encode(reply)
+				return
+			}
+			if err != nil {
+				reply.Error = err.Error()
+			}
+		}
+		_ = out.Encode(reply)
+	}
+}
+
+type child struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *json.Decoder
+	log string
+}
+
+func startChild(t *testing.T, bed *netns.Bed, ns string) *child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "speaker.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{t: t, cmd: cmd, in: in, out: json.NewDecoder(stdout), log: logPath}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("speaker log:\n%s", b)
+		}
+	})
+	return c
+}
+
+func (c *child) do(cmd command) command {
+	c.t.Helper()
+	b, _ := json.Marshal(cmd)
+	if _, err := fmt.Fprintf(c.in, "%s\n", b); err != nil {
+		c.t.Fatalf("speaker child: %v", err)
+	}
+	var reply command
+	if err := c.out.Decode(&reply); err != nil {
+		c.t.Fatalf("speaker child (%s): %v", cmd.Op, err)
+	}
+	if reply.Error != "" {
+		c.t.Fatalf("speaker child %s: %s", cmd.Op, reply.Error)
+	}
+	return reply
+}
+
+// spineBed is a spine router (FRR, AS 64500) and one node, on 10.211.1.0/24
+// and fd11::/64.
+type spineBed struct {
+	bed        *netns.Bed
+	spine      string
+	node       string
+	frr        *netns.FRR
+	nodeAddr   netip.Addr
+	spineAddr  netip.Addr
+	spineAddr6 netip.Addr
+}
+
+func newSpineBed(t *testing.T, frrExtra string, bfd bool) *spineBed {
+	t.Helper()
+	bed := netns.NewT(t)
+	s := &spineBed{bed: bed, nodeAddr: netip.MustParseAddr("10.211.1.2"), spineAddr: netip.MustParseAddr("10.211.1.1"), spineAddr6: netip.MustParseAddr("fd11::1")}
+	var err error
+	if s.spine, err = bed.NS("spine"); err != nil {
+		t.Fatal(err)
+	}
+	if s.node, err = bed.NS("node"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Link(s.spine, "to-node", []string{"10.211.1.1/24", "fd11::1/64"}, s.node, "eth0", []string{"10.211.1.2/24", "fd11::2/64"}); err != nil {
+		t.Fatal(err)
+	}
+	conf := `frr defaults traditional
+!
+bfd
+ profile fast
+  receive-interval 100
+  transmit-interval 100
+  detect-multiplier 3
+ exit
+exit
+!
+router bgp 64500
+ bgp router-id 10.211.0.1
+ bgp log-neighbor-changes
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.211.1.2 remote-as 64512
+ neighbor 10.211.1.2 passive
+ neighbor fd11::2 remote-as 64512
+ neighbor fd11::2 passive
+` + frrExtra + `
+ address-family ipv6 unicast
+  neighbor fd11::2 activate
+ exit-address-family
+exit
+`
+	if !bfd {
+		conf = strings.Replace(conf, conf[strings.Index(conf, "bfd\n profile"):strings.Index(conf, "router bgp")], "", 1)
+	}
+	if s.frr, err = bed.StartFRR(s.spine, bfd, conf); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("FRR log:\n%s", s.frr.Log())
+		}
+	})
+	return s
+}
+
+func (s *spineBed) waitRoute(t *testing.T, prefix string, present bool, limit time.Duration) time.Duration {
+	t.Helper()
+	took, err := netns.WaitFor(context.Background(), limit, func() bool { return (len(s.frr.Routes(prefix)) > 0) == present })
+	if err != nil {
+		t.Fatalf("route %s present=%v: %v; routes now %v", prefix, present, err, s.frr.Routes(prefix))
+	}
+	return took
+}
+
+// established returns how many times FRR brought the session up.
+func (s *spineBed) established(t *testing.T, peer string) int {
+	t.Helper()
+	out, err := s.frr.Vtysh("-c", "show bgp neighbors "+peer+" json")
+	if err != nil {
+		t.Fatalf("vtysh: %v %s", err, out)
+	}
+	var m map[string]json.RawMessage
+	var n struct {
+		Count int `json:"connectionsEstablished"`
+	}
+	if err := json.Unmarshal([]byte(out), &m); err != nil || json.Unmarshal(m[peer], &n) != nil {
+		t.Fatalf("show bgp neighbors %s: %v: %s", peer, err, out)
+	}
+	return n.Count
+}
+
+func peerCfg(addr string, mod ...func(*config.Peer)) Peer {
+	p := config.Peer{Address: netip.MustParseAddr(addr), ASNumber: 64500, HoldTime: 9, Keepalive: 3, BFDInterval: 100, BFDMultiplier: 3}
+	for _, m := range mod {
+		m(&p)
+	}
+	return Peer{Peer: p}
+}
+
+func TestBGPAnnounceWithdrawAndReload(t *testing.T) {
+	s := newSpineBed(t, "", false)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1"), peerCfg("fd11::1")}})
+	routes := []Route{
+		{Prefix: netip.MustParsePrefix("10.211.100.5/32"), NextHop: s.nodeAddr, Communities: []string{"65000:100", "no-export"}},
+		{Prefix: netip.MustParsePrefix("fd11:100::5/128"), NextHop: netip.MustParseAddr("fd11::2")},
+	}
+	start := time.Now()
+	sp.do(command{Op: "routes", Routes: routes})
+	s.waitRoute(t, "10.211.100.5", true, 15*time.Second)
+	t.Logf("first route at the spine %s after announcing (session set-up included)", time.Since(start).Round(time.Millisecond))
+	s.waitRoute(t, "fd11:100::5", true, 15*time.Second)
+	if hops := s.frr.Routes("10.211.100.5"); len(hops) != 1 || hops[0] != "10.211.1.2" {
+		t.Fatalf("next hops %v, want the node", hops)
+	}
+	out, _ := s.frr.Vtysh("-c", "show ip bgp 10.211.100.5/32 json")
+	if !strings.Contains(out, "65000:100") || !strings.Contains(out, "noExport") {
+		t.Fatalf("communities not received: %s", out)
+	}
+
+	// Withdraw one route; the other stays.
+	sp.do(command{Op: "routes", Routes: routes[1:]})
+	t.Logf("withdrawn at the spine after %s", s.waitRoute(t, "10.211.100.5", false, 5*time.Second))
+	s.waitRoute(t, "fd11:100::5", true, time.Second)
+
+	// Reload with an extra, unrelated peer: the existing session stays up.
+	before := s.established(t, "10.211.1.2")
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1"), peerCfg("fd11::1"), peerCfg("10.211.1.99")}})
+	sp.do(command{Op: "routes", Routes: routes})
+	s.waitRoute(t, "10.211.100.5", true, 5*time.Second)
+	time.Sleep(2 * time.Second)
+	if after := s.established(t, "10.211.1.2"); after != before {
+		t.Fatalf("an unrelated peer change reset the session: established %d -> %d times", before, after)
+	}
+
+	// A clean stop withdraws everything at once (Cease NOTIFICATION).
+	stopAt := time.Now()
+	sp.do(command{Op: "stop"})
+	s.waitRoute(t, "10.211.100.5", false, 5*time.Second)
+	t.Logf("graceful stop: route gone at the spine %s after the stop began", time.Since(stopAt).Round(time.Millisecond))
+}
+
+func TestBGPKillWithdraws(t *testing.T) {
+	s := newSpineBed(t, "", false)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1")}})
+	sp.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.7/32"), NextHop: s.nodeAddr}}})
+	s.waitRoute(t, "10.211.100.7", true, 15*time.Second)
+	_ = sp.cmd.Process.Signal(syscall.SIGKILL)
+	t.Logf("SIGKILL: route gone at the spine after %s (the kernel closes the TCP session)", s.waitRoute(t, "10.211.100.7", false, 5*time.Second))
+}
+
+func TestBGPPassword(t *testing.T) {
+	s := newSpineBed(t, " neighbor 10.211.1.2 password s3cret-Pa55\n", false)
+	good := startChild(t, s.bed, s.node)
+	good.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	p := peerCfg("10.211.1.1")
+	p.Password = "wr0ng-pass"
+	good.do(command{Op: "peers", Peers: []Peer{p}})
+	good.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.9/32"), NextHop: s.nodeAddr}}})
+	time.Sleep(6 * time.Second)
+	if s.established(t, "10.211.1.2") != 0 || len(s.frr.Routes("10.211.100.9")) != 0 {
+		t.Fatal("a wrong MD5 password established a session")
+	}
+	p.Password = "s3cret-Pa55"
+	good.do(command{Op: "peers", Peers: []Peer{p}})
+	s.waitRoute(t, "10.211.100.9", true, 15*time.Second)
+	good.do(command{Op: "stop"})
+	b, _ := os.ReadFile(good.log)
+	for _, secret := range []string{"s3cret-Pa55", "wr0ng-pass"} {
+		if strings.Contains(string(b), secret) {
+			t.Fatalf("the speaker log contains the password %q", secret)
+		}
+	}
+}
+
+func TestBGPBFD(t *testing.T) {
+	s := newSpineBed(t, " neighbor 10.211.1.2 bfd\n neighbor 10.211.1.2 bfd profile fast\n", true)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	p := peerCfg("10.211.1.1", func(p *config.Peer) { p.BFD = true; p.HoldTime, p.Keepalive = 90, 30 })
+	sp.do(command{Op: "peers", Peers: []Peer{p}})
+	sp.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.5/32"), NextHop: s.nodeAddr}}})
+	s.waitRoute(t, "10.211.100.5", true, 15*time.Second)
+	// BFD comes up after BGP without a flap: one session, still the first.
+	if _, err := netns.WaitFor(context.Background(), 10*time.Second, func() bool {
+		out, _ := s.frr.Vtysh("-c", "show bfd peers brief")
+		return strings.Contains(out, "10.211.1.2") && strings.Contains(out, "up")
+	}); err != nil {
+		out, _ := s.frr.Vtysh("-c", "show bfd peers brief")
+		t.Fatalf("BFD never came up: %s", out)
+	}
+	time.Sleep(time.Second)
+	if n := s.established(t, "10.211.1.2"); n != 1 {
+		t.Fatalf("BFD start-up flapped the session: established %d times", n)
+	}
+	// Black-hole the node: with BFD 100 ms x 3 the route goes well under a
+	// second, though the hold time is 90 s.
+	if err := s.bed.Blackhole(s.node, "10.211.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	took := s.waitRoute(t, "10.211.100.5", false, 5*time.Second)
+	t.Logf("black-holed node: route gone at the spine after %s (BFD 100 ms x 3, hold 90 s)", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Fatalf("BFD failover took %s", took)
+	}
+	// Recovery: one new session, and no stale NOTIFICATION killing it.
+	time.Sleep(time.Second)
+	if err := s.bed.Unblackhole(s.node); err != nil {
+		t.Fatal(err)
+	}
+	back := s.waitRoute(t, "10.211.100.5", true, 20*time.Second)
+	t.Logf("recovery: route back %s after the black hole was lifted", back.Round(time.Millisecond))
+	time.Sleep(3 * time.Second)
+	if n := s.established(t, "10.211.1.2"); n != 2 {
+		t.Fatalf("after one outage the session was established %d times, want 2 (an extra flap reached the router)", n)
+	}
+	if len(s.frr.Routes("10.211.100.5")) == 0 {
+		t.Fatal("route lost again after recovery")
+	}
+}
