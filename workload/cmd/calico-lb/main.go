@@ -22,13 +22,15 @@ import (
 
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
-const usage = `usage: calico-lb controller [flags]
+const usage = `usage: calico-lb controller|speaker [flags]
 
   controller   allocate LoadBalancer IPs for Services (leader-elected)
+  speaker      announce this node's LoadBalancer IPs (one per node)
 
-Run "calico-lb controller -h" for its flags.
+Run "calico-lb <command> -h" for its flags.
 `
 
 func main() {
@@ -40,6 +42,8 @@ func main() {
 	switch os.Args[1] {
 	case "controller":
 		err = runController(os.Args[2:])
+	case "speaker":
+		err = runSpeaker(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -124,6 +128,40 @@ func runController(args []string) error {
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
+	return err
+}
+
+func runSpeaker(args []string) error {
+	fs := flag.NewFlagSet("speaker", flag.ExitOnError)
+	cfgPath := fs.String("config", "/etc/calico-lb/config.yaml", "workload config file (reloaded when it changes)")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
+	apiAddr := fs.String("api-address", "127.0.0.1:9403", "local HTTP API address")
+	_ = fs.Parse(args)
+	if *nodeName == "" {
+		return errors.New("speaker: --node-name (or NODE_NAME) is required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", *nodeName)
+	restCfg, err := clientConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "calico-lb-speaker"
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", *apiAddr)
+	if err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
+	srv := &http.Server{Handler: sp.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	err = sp.Run(ctx) // withdraws every route before it returns
+	_ = srv.Close()
 	return err
 }
 
