@@ -53,6 +53,9 @@ type Options struct {
 	NodePortRange string
 	// Output receives the processes' stderr (nil: a log file in the work dir).
 	Output *os.File
+	// BindAddress is where kube-apiserver listens (default 127.0.0.1). A
+	// network test bed gives it an address its node namespaces can reach.
+	BindAddress string
 }
 
 // Cluster is a running etcd + kube-apiserver.
@@ -61,6 +64,7 @@ type Cluster struct {
 	Server string // https://127.0.0.1:port
 	CAData []byte // PEM of the CA that signed the serving certificate
 
+	bind     net.IP
 	tokens   map[string]string
 	procs    []*proc // in start order: etcd, kube-apiserver
 	stopOnce sync.Once
@@ -98,7 +102,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, tokens: map[string]string{}, logf: logf}
+	bind := opts.BindAddress
+	if bind == "" {
+		bind = "127.0.0.1"
+	}
+	c := &Cluster{Dir: dir, tokens: map[string]string{}, logf: logf, bind: net.ParseIP(bind)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -114,7 +122,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	etcdClient := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	etcdPeer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	c.Server = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
+	c.Server = "https://" + net.JoinHostPort(bind, strconv.Itoa(ports[2]))
 
 	out := opts.Output
 	if out == nil {
@@ -145,8 +153,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if err := c.spawn(out, apiBin,
 		"--etcd-servers="+etcdClient,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address="+bind,
+		"--advertise-address="+bind,
 		"--secure-port="+strconv.Itoa(ports[2]),
 		"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
 		"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
@@ -308,7 +316,7 @@ func (c *Cluster) writeCredentials() error {
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, c.bind},
 		DNSNames:     []string{"localhost"},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)

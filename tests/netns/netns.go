@@ -277,3 +277,60 @@ func (b *Bed) Blackhole(ns, peer string) error {
 func (b *Bed) Unblackhole(ns string) error {
 	return run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "clb_blackhole")
 }
+
+// Management joins the root namespace and the given namespaces on a
+// bridge in a namespace of its own, so that processes in them reach the
+// test control plane. The root namespace gets 10.250.<net>.1 on a veth that
+// disappears with the bed; each namespace gets 10.250.<net>.<10+i> on mgmt0.
+func (b *Bed) Management(net int, spaces ...string) (rootAddr string, err error) {
+	mgmt, err := b.NS("mgmt")
+	if err != nil {
+		return "", err
+	}
+	if err := run("ip", "-n", mgmt, "link", "add", "br0", "type", "bridge"); err != nil {
+		return "", err
+	}
+	if err := run("ip", "-n", mgmt, "link", "set", "br0", "up"); err != nil {
+		return "", err
+	}
+	attach := func(ifc, ns string, addr string) error {
+		port := "p-" + ifc // unique within the mgmt namespace
+		if len(port) > 15 {
+			port = port[:15]
+		}
+		args := []string{"link", "add", ifc}
+		if ns != "" {
+			args = append(args, "netns", ns)
+		}
+		args = append(args, "type", "veth", "peer", "name", port, "netns", mgmt)
+		if err := run(append([]string{"ip"}, args...)...); err != nil {
+			return err
+		}
+		if err := run("ip", "-n", mgmt, "link", "set", port, "master", "br0", "up"); err != nil {
+			return err
+		}
+		in := []string{"ip"}
+		if ns != "" {
+			in = append(in, "-n", ns)
+		}
+		if err := run(append(in, "addr", "add", addr, "dev", ifc)...); err != nil {
+			return err
+		}
+		return run(append(in, "link", "set", ifc, "up")...)
+	}
+	rootIf := strings.TrimPrefix(b.id, "clb")
+	rootIf = "clbm" + strings.ReplaceAll(rootIf, "x", "")
+	if len(rootIf) > 15 {
+		rootIf = rootIf[:15]
+	}
+	rootAddr = fmt.Sprintf("10.250.%d.1", net)
+	if err := attach(rootIf, "", rootAddr+"/24"); err != nil {
+		return "", err
+	}
+	for i, ns := range spaces {
+		if err := attach(fmt.Sprintf("mgmt%d", i), ns, fmt.Sprintf("10.250.%d.%d/24", net, 10+i)); err != nil {
+			return "", err
+		}
+	}
+	return rootAddr, nil
+}
