@@ -59,6 +59,10 @@ type Options struct {
 	Log        *slog.Logger
 	// LogLevel, if set, follows the config file's log-level.
 	LogLevel *slog.LevelVar
+	// SpeakerImage is the image of the speaker DaemonSet the leader keeps
+	// in spine and l2 mode (the controller's own image); speakers are not
+	// deployed without one.
+	SpeakerImage string
 }
 
 func (o *Options) defaults() {

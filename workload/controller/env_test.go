@@ -105,14 +105,18 @@ type running struct {
 }
 
 // start runs a controller until the test ends or stop is called.
-func (e *env) start(id string) *running {
+func (e *env) start(id string, mods ...func(*Options)) *running {
 	e.t.Helper()
-	c, err := New(Options{
+	opts := Options{
 		Client: e.cl.Client(cluster.UserAdmin), ConfigPath: e.cfgPath, Identity: id,
 		LeaseNamespace: e.ns, LeaseName: e.lease, ConfigPoll: 100 * time.Millisecond,
 		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(testWriter{e.t, id}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	c, err := New(opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

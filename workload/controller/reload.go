@@ -99,6 +99,7 @@ func (t *term) reconfigure(cfg *config.Config) {
 			t.c.metrics.heldBack.Set(0)
 		}
 		t.active = withPools(cfg, t.active.Pools)
+		t.speakersChanged()
 		t.requeueAll()
 		return
 	}
@@ -112,6 +113,7 @@ func (t *term) reconfigure(cfg *config.Config) {
 	case errors.Is(err, allocator.ErrHeldBack):
 		// Other settings apply now; the pools wait.
 		t.active = withPools(cfg, t.active.Pools)
+		t.speakersChanged()
 		t.holdBack(cfg, ch.Orphans)
 		t.requeueAll()
 		return
@@ -195,6 +197,7 @@ func (t *term) applied(cfg *config.Config, ch allocator.Change) {
 		t.holdBack(cfg, nil)
 	}
 	t.c.log.Info("pools applied", "pools", len(cfg.Pools), "moved", len(ch.Orphans))
+	t.speakersChanged()
 	t.requeueAll()
 }
 

@@ -51,6 +51,10 @@ type term struct {
 
 	mu      sync.Mutex       // guards written, shared with the writers
 	written map[string]wrote // the last status write per key
+
+	// speakerCfg hands the config in force to the goroutine that keeps
+	// the speaker DaemonSet: the pools in force, not a held-back change.
+	speakerCfg chan *config.Config
 }
 
 type pendingChange struct {
@@ -91,6 +95,8 @@ func newTerm(c *Controller, cfg *config.Config) (*term, error) {
 		outside: map[allocator.ServiceKey][]netip.Addr{},
 		warned:  map[string]string{},
 		waiting: map[string]bool{},
+
+		speakerCfg: make(chan *config.Config, 1),
 		written: map[string]wrote{},
 	}, nil
 }
@@ -107,6 +113,9 @@ func (t *term) run(ctx context.Context) {
 	}
 
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); t.keepSpeakers(ctx) }()
+	t.speakersChanged()
 	for range t.c.opts.Writers {
 		wg.Add(1)
 		go func() { defer wg.Done(); t.writer(ctx) }()
@@ -385,6 +394,51 @@ func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service
 }
 
 func (t *term) send(w write) { t.writes <- w }
+
+// speakersChanged passes the config in force to keepSpeakers (the latest
+// replaces one not yet taken).
+func (t *term) speakersChanged() {
+	select {
+	case <-t.speakerCfg:
+	default:
+	}
+	t.speakerCfg <- t.active
+}
+
+// keepSpeakers keeps the speaker DaemonSet and its objects in line with the
+// config, and repairs drift every 30 s.
+func (t *term) keepSpeakers(ctx context.Context) {
+	var cfg *config.Config
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	lastErr := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cfg = <-t.speakerCfg:
+		case <-tick.C:
+		}
+		if cfg == nil {
+			continue
+		}
+		raw, err := cfg.Render()
+		if err == nil {
+			so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, image: t.c.opts.SpeakerImage, configRaw: raw}
+			err = so.reconcile(ctx, cfg)
+		}
+		if err != nil && err.Error() != lastErr && ctx.Err() == nil {
+			t.c.log.Error("speakers", "error", err)
+		}
+		if err == nil && lastErr != "" {
+			t.c.log.Info("speakers reconciled", "mode", cfg.Mode)
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
+		}
+	}
+}
 
 // retryWaiting requeues the Services waiting for addresses.
 func (t *term) retryWaiting() {

@@ -65,6 +65,7 @@ func runController(args []string) error {
 	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
 	apiAddr := fs.String("api-address", "", "local HTTP API address (default: the config's api-address, else "+config.DefaultAPIAddress+")")
 	writers := fs.Int("writers", 8, "goroutines writing Service status")
+	speakerImage := fs.String("speaker-image", os.Getenv("CALICO_LB_IMAGE"), "image of the speaker DaemonSet (spine and l2 mode): the workload's own")
 	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
 	lease := fs.Duration("lease-duration", 5*time.Second, "a standby takes over at most this long after the leader dies")
 	renew := fs.Duration("renew-deadline", 3*time.Second, "the leader gives up leading if it cannot renew within this")
@@ -103,7 +104,7 @@ func runController(args []string) error {
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
-		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level,
+		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage,
 	})
 	if err != nil {
 		return err

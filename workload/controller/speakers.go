@@ -1,0 +1,270 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Names of what the controller creates for the speakers.
+const (
+	SpeakerName       = "calico-lb-speaker"
+	speakerConfigName = "calico-lb-speaker-config"
+	speakerSecretName = "calico-lb-bgp-passwords"
+	specHashKey       = "calico-lb.io/spec-hash"
+)
+
+// speakerObjects reconciles the speaker DaemonSet and what it needs, in
+// namespace ns, for cfg: present in spine and l2 mode, absent in calico
+// mode. It creates or updates only what differs.
+type speakerObjects struct {
+	client    kubernetes.Interface
+	ns        string
+	image     string
+	configRaw []byte // the config file, as the speakers read it
+}
+
+func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error {
+	if cfg.Mode == config.ModeCalico {
+		return s.remove(ctx)
+	}
+	if s.image == "" {
+		return errors.New("no speaker image configured (--speaker-image); speakers not deployed")
+	}
+	var passwords []byte
+	if data, err := os.ReadFile(cfg.BGP.PasswordFile); err == nil {
+		passwords = data
+	}
+	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
+	objs := []func() error{
+		func() error {
+			return apply(ctx, s.client.CoreV1().ServiceAccounts(s.ns), &corev1.ServiceAccount{ObjectMeta: meta(s.ns, SpeakerName, labelsSel)}, nil)
+		},
+		func() error {
+			role := &rbacv1.ClusterRole{
+				ObjectMeta: meta("", s.roleName(), labelsSel),
+				Rules: []rbacv1.PolicyRule{
+					{APIGroups: []string{""}, Resources: []string{"services", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+				},
+			}
+			return apply(ctx, s.client.RbacV1().ClusterRoles(), role, func(have, want *rbacv1.ClusterRole) bool {
+				have.Rules = want.Rules
+				return true
+			})
+		},
+		func() error {
+			b := &rbacv1.ClusterRoleBinding{
+				ObjectMeta: meta("", s.roleName(), labelsSel),
+				RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: s.roleName()},
+				Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: s.ns}},
+			}
+			return apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
+		},
+		func() error {
+			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, speakerConfigName, labelsSel), Data: map[string]string{"config.yaml": string(s.configRaw)}}
+			return apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) bool {
+				have.Data = want.Data
+				return true
+			})
+		},
+		func() error {
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{"bgp-passwords.yaml": passwords}}
+			return apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) bool {
+				have.Data = want.Data
+				return true
+			})
+		},
+		func() error {
+			ds, err := s.daemonSet(cfg, passwords, labelsSel)
+			if err != nil {
+				return err
+			}
+			return apply(ctx, s.client.AppsV1().DaemonSets(s.ns), ds, func(have, want *appsv1.DaemonSet) bool {
+				have.Spec = want.Spec
+				have.Annotations = want.Annotations
+				return true
+			})
+		},
+	}
+	for _, f := range objs {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s speakerObjects) roleName() string { return SpeakerName + "-" + s.ns }
+
+func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
+}
+
+// daemonSet is the speakers' DaemonSet: the controller's image, host
+// network, no capabilities in spine mode (BGP dials out; BFD uses a high
+// UDP port) and NET_RAW only in l2 mode (ARP/NDP).
+func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
+	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	if cfg.Mode == config.ModeL2 {
+		caps.Add = []corev1.Capability{"NET_RAW"}
+	}
+	no, yes := false, true
+	affinity, err := nodeAffinity(cfg.Speakers.NodeSelector)
+	if err != nil {
+		return nil, err
+	}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: meta(s.ns, SpeakerName, sel),
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: sel},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: sel},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            SpeakerName,
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+					Affinity:                      affinity,
+					TerminationGracePeriodSeconds: ptr(int64(10)),
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{
+						Name:  "speaker",
+						Image: s.image,
+						Args:  []string{"speaker", "--config", "/etc/calico-lb/config.yaml"},
+						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+						SecurityContext: &corev1.SecurityContext{
+							Capabilities:             caps,
+							AllowPrivilegeEscalation: &no,
+							ReadOnlyRootFilesystem:   &yes,
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "config", MountPath: "/etc/calico-lb/config.yaml", SubPath: "config.yaml", ReadOnly: true},
+							{Name: "passwords", MountPath: "/etc/calico-lb/bgp-passwords.yaml", SubPath: "bgp-passwords.yaml", ReadOnly: true},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: speakerConfigName}}}},
+						{Name: "passwords", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: speakerSecretName, DefaultMode: ptr(int32(0o400))}}},
+					},
+				},
+			},
+		},
+	}
+	// A hash of the config and passwords in the pod template restarts the
+	// speakers when either changes (SubPath mounts do not update in place).
+	h := sha256.Sum256(append(append([]byte{}, s.configRaw...), passwords...))
+	ds.Spec.Template.Annotations = map[string]string{specHashKey: hex.EncodeToString(h[:8])}
+	return ds, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// nodeAffinity turns a label selector into required node affinity (a plain
+// nodeSelector cannot say "in", "notin" or "exists").
+func nodeAffinity(selector string) (*corev1.Affinity, error) {
+	if selector == "" {
+		return nil, nil
+	}
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, fmt.Errorf("speaker-node-selector: %w", err)
+	}
+	reqs, _ := sel.Requirements()
+	var exprs []corev1.NodeSelectorRequirement
+	for _, r := range reqs {
+		op := map[selection.Operator]corev1.NodeSelectorOperator{
+			selection.Equals: corev1.NodeSelectorOpIn, selection.DoubleEquals: corev1.NodeSelectorOpIn, selection.In: corev1.NodeSelectorOpIn,
+			selection.NotEquals: corev1.NodeSelectorOpNotIn, selection.NotIn: corev1.NodeSelectorOpNotIn,
+			selection.Exists: corev1.NodeSelectorOpExists, selection.DoesNotExist: corev1.NodeSelectorOpDoesNotExist,
+			selection.GreaterThan: corev1.NodeSelectorOpGt, selection.LessThan: corev1.NodeSelectorOpLt,
+		}[r.Operator()]
+		exprs = append(exprs, corev1.NodeSelectorRequirement{Key: r.Key(), Operator: op, Values: r.ValuesUnsorted()})
+	}
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: exprs}},
+	}}}, nil
+}
+
+// remove deletes the speakers and what they needed.
+func (s speakerObjects) remove(ctx context.Context) error {
+	del := []func() error{
+		func() error { return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{}) },
+		func() error { return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, speakerConfigName, metav1.DeleteOptions{}) },
+		func() error { return s.client.CoreV1().Secrets(s.ns).Delete(ctx, speakerSecretName, metav1.DeleteOptions{}) },
+		func() error {
+			return s.client.RbacV1().ClusterRoleBindings().Delete(ctx, s.roleName(), metav1.DeleteOptions{})
+		},
+		func() error { return s.client.RbacV1().ClusterRoles().Delete(ctx, s.roleName(), metav1.DeleteOptions{}) },
+		func() error { return s.client.CoreV1().ServiceAccounts(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{}) },
+	}
+	for _, f := range del {
+		if err := f(); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// getCreateUpdate is the part of a typed client apply needs.
+type getCreateUpdate[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+type object interface{ GetName() string }
+
+// apply creates want, or updates the existing object when merge (copying
+// the wanted fields into it) says it differs from a hash of what was last
+// written; merge nil means the object never needs updating.
+func apply[T interface {
+	object
+	metav1.Object
+}](ctx context.Context, c getCreateUpdate[T], want T, merge func(have, want T) bool) error {
+	have, err := c.Get(ctx, want.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = c.Create(ctx, want, metav1.CreateOptions{FieldManager: "calico-lb"})
+		return err
+	}
+	if err != nil || merge == nil {
+		return err
+	}
+	wantHash := hashOf(want)
+	if have.GetAnnotations()[specHashKey] == wantHash {
+		return nil
+	}
+	merge(have, want)
+	ann := have.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[specHashKey] = wantHash
+	have.SetAnnotations(ann)
+	_, err = c.Update(ctx, have, metav1.UpdateOptions{FieldManager: "calico-lb"})
+	return err
+}
+
+// hashOf hashes an object's wanted content. JSON, not a printed form:
+// printing would include pointer addresses and change on every call.
+func hashOf(v any) string {
+	b, _ := json.Marshal(v)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}

@@ -1,0 +1,110 @@
+package controller
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const spineCfg = `mode: spine
+pools:
+  p: {addresses: [10.96.200.0/28]}
+bgp:
+  peers: [{address: 10.0.255.1, as-number: 65100}]
+`
+
+func TestSpeakerDaemonSet(t *testing.T) {
+	e := newEnv(t)
+	e.config(spineCfg)
+	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	ctx := context.Background()
+	var ds *appsv1.DaemonSet
+	waitUntil(t, "the speaker DaemonSet exists", func() bool {
+		var err error
+		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		return err == nil
+	})
+	pod := ds.Spec.Template.Spec
+	c := pod.Containers[0]
+	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || c.Args[0] != "speaker" ||
+		c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil {
+		t.Fatalf("speaker pod spec: %+v", pod)
+	}
+	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
+	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") {
+		t.Fatalf("speaker config map: %v %v", cm, err)
+	}
+
+	// Least privilege: the speaker reads Services, EndpointSlices and
+	// Nodes, and nothing else.
+	sa := "system:serviceaccount:" + e.ns + ":" + SpeakerName
+	for _, tc := range []struct {
+		group, resource, verb string
+		allowed               bool
+	}{
+		{"", "services", "list", true}, {"", "services", "watch", true}, {"", "nodes", "get", true},
+		{"discovery.k8s.io", "endpointslices", "watch", true},
+		{"", "services", "update", false}, {"", "services", "update/status", false}, {"", "secrets", "get", false},
+		{"", "pods", "create", false}, {"", "configmaps", "list", false},
+	} {
+		verb, sub, _ := strings.Cut(tc.verb, "/")
+		sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{User: sa, Groups: []string{"system:serviceaccounts"},
+			ResourceAttributes: &authv1.ResourceAttributes{Group: tc.group, Resource: tc.resource, Subresource: sub, Verb: verb, Namespace: "default"}}}
+		got, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != tc.allowed {
+			t.Errorf("speaker %s %s/%s: allowed=%v, want %v", tc.verb, tc.group, tc.resource, got.Status.Allowed, tc.allowed)
+		}
+	}
+
+	// A config change updates the DaemonSet in place: l2 mode adds NET_RAW,
+	// and the node selector becomes node affinity.
+	e.config("mode: l2\nspeakers: {node-selector: 'rack in (a,b),!excluded'}\npools:\n  p: {addresses: [10.96.200.0/28]}\n")
+	var updated *appsv1.DaemonSet
+	waitUntil(t, "the DaemonSet follows the config", func() bool {
+		updated, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		return err == nil && updated.Spec.Template.Spec.Affinity != nil
+	})
+	if updated.UID != ds.UID {
+		t.Fatal("the DaemonSet was re-created rather than updated")
+	}
+	caps := updated.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
+	terms := updated.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if !slices.Equal(caps.Add, []corev1.Capability{"NET_RAW"}) || len(terms[0].MatchExpressions) != 2 ||
+		terms[0].MatchExpressions[0].Operator != corev1.NodeSelectorOpDoesNotExist && terms[0].MatchExpressions[1].Operator != corev1.NodeSelectorOpDoesNotExist {
+		t.Fatalf("l2 DaemonSet: caps %+v, affinity %+v", caps, terms)
+	}
+	if updated.Spec.Template.Annotations[specHashKey] == ds.Spec.Template.Annotations[specHashKey] {
+		t.Fatal("the pod template's config hash did not change, so speakers would keep the old config")
+	}
+
+	// calico mode needs no speakers: everything goes.
+	e.config("mode: calico\npools:\n  p: {addresses: [10.96.200.0/28]}\n")
+	waitUntil(t, "the speakers are removed", func() bool {
+		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	for _, get := range []func() error{
+		func() error { _, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{}); return err },
+		func() error {
+			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, SpeakerName+"-"+e.ns, metav1.GetOptions{})
+			return err
+		},
+		func() error {
+			_, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
+			return err
+		},
+	} {
+		waitUntil(t, "every speaker object is removed", func() bool { return apierrors.IsNotFound(get()) })
+	}
+}
