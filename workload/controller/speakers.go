@@ -132,7 +132,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: meta(s.ns, SpeakerName, sel),
 		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: sel},
+			Selector:       &metav1.LabelSelector{MatchLabels: sel},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: sel},
@@ -205,14 +205,24 @@ func nodeAffinity(selector string) (*corev1.Affinity, error) {
 // remove deletes the speakers and what they needed.
 func (s speakerObjects) remove(ctx context.Context) error {
 	del := []func() error{
-		func() error { return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{}) },
-		func() error { return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, speakerConfigName, metav1.DeleteOptions{}) },
-		func() error { return s.client.CoreV1().Secrets(s.ns).Delete(ctx, speakerSecretName, metav1.DeleteOptions{}) },
+		func() error {
+			return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
+		},
+		func() error {
+			return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, speakerConfigName, metav1.DeleteOptions{})
+		},
+		func() error {
+			return s.client.CoreV1().Secrets(s.ns).Delete(ctx, speakerSecretName, metav1.DeleteOptions{})
+		},
 		func() error {
 			return s.client.RbacV1().ClusterRoleBindings().Delete(ctx, s.roleName(), metav1.DeleteOptions{})
 		},
-		func() error { return s.client.RbacV1().ClusterRoles().Delete(ctx, s.roleName(), metav1.DeleteOptions{}) },
-		func() error { return s.client.CoreV1().ServiceAccounts(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{}) },
+		func() error {
+			return s.client.RbacV1().ClusterRoles().Delete(ctx, s.roleName(), metav1.DeleteOptions{})
+		},
+		func() error {
+			return s.client.CoreV1().ServiceAccounts(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
+		},
 	}
 	for _, f := range del {
 		if err := f(); err != nil && !apierrors.IsNotFound(err) {

@@ -95,7 +95,10 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	})
 	for _, get := range []func() error{
-		func() error { _, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{}); return err },
+		func() error {
+			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+			return err
+		},
 		func() error {
 			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, SpeakerName+"-"+e.ns, metav1.GetOptions{})
 			return err

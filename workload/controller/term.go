@@ -97,7 +97,7 @@ func newTerm(c *Controller, cfg *config.Config) (*term, error) {
 		waiting: map[string]bool{},
 
 		speakerCfg: make(chan *config.Config, 1),
-		written: map[string]wrote{},
+		written:    map[string]wrote{},
 	}, nil
 }
 
