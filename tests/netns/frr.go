@@ -1,7 +1,6 @@
 package netns
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -86,36 +85,7 @@ func (f *FRR) Vtysh(args ...string) (string, error) {
 
 // Routes returns the next hops the router's kernel table has for prefix
 // (empty when it has no route).
-func (f *FRR) Routes(prefix string) []string {
-	family := "-4"
-	if strings.Contains(prefix, ":") {
-		family = "-6"
-	}
-	out, err := exec.Command("ip", family, "-n", f.NS, "-j", "route", "show", prefix).Output()
-	if err != nil {
-		return nil
-	}
-	var routes []struct {
-		Dst      string `json:"dst"`
-		Gateway  string `json:"gateway"`
-		Nexthops []struct {
-			Gateway string `json:"gateway"`
-		} `json:"nexthops"`
-	}
-	if json.Unmarshal(out, &routes) != nil {
-		return nil
-	}
-	var hops []string
-	for _, r := range routes {
-		if r.Gateway != "" {
-			hops = append(hops, r.Gateway)
-		}
-		for _, n := range r.Nexthops {
-			hops = append(hops, n.Gateway)
-		}
-	}
-	return hops
-}
+func (f *FRR) Routes(prefix string) []string { return Routes(f.NS, prefix) }
 
 // kill stops the daemons at once (SIGKILL: the namespace goes anyway, and
 // FRR takes about two seconds to exit on SIGTERM).

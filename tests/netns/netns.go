@@ -7,6 +7,7 @@ package netns
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -333,4 +334,51 @@ func (b *Bed) Management(net int, spaces ...string) (rootAddr string, err error)
 		}
 	}
 	return rootAddr, nil
+}
+
+// Routes returns the next hops of ns's kernel route to prefix, whoever put
+// it there (FRR's zebra, BIRD), or nothing when there is none.
+func Routes(ns, prefix string) []string {
+	family := "-4"
+	if strings.Contains(prefix, ":") {
+		family = "-6"
+	}
+	out, err := exec.Command("ip", family, "-n", ns, "-j", "route", "show", prefix).Output()
+	if err != nil {
+		return nil
+	}
+	var routes []struct {
+		Gateway  string `json:"gateway"`
+		Nexthops []struct {
+			Gateway string `json:"gateway"`
+		} `json:"nexthops"`
+	}
+	if json.Unmarshal(out, &routes) != nil {
+		return nil
+	}
+	var hops []string
+	for _, r := range routes {
+		if r.Gateway != "" {
+			hops = append(hops, r.Gateway)
+		}
+		for _, n := range r.Nexthops {
+			hops = append(hops, n.Gateway)
+		}
+	}
+	return hops
+}
+
+// StartBIRD runs BIRD 2 in ns with conf, until Close.
+func (b *Bed) StartBIRD(ns, conf string) (dir string, err error) {
+	if dir, err = b.TempDir(); err != nil {
+		return "", err
+	}
+	path := dir + "/bird.conf"
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", err
+	}
+	if _, err := b.Start(ns, dir+"/bird.log", "bird", "-f", "-c", path, "-s", dir+"/bird.ctl", "-P", dir+"/bird.pid"); err != nil {
+		return "", err
+	}
+	return dir, nil
 }

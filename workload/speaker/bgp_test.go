@@ -358,3 +358,72 @@ func TestBGPBFD(t *testing.T) {
 		t.Fatal("route lost again after recovery")
 	}
 }
+
+func TestBGPHoldTime(t *testing.T) {
+	s := newSpineBed(t, "", false)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1", func(p *config.Peer) { p.HoldTime, p.Keepalive = 3, 1 })}})
+	sp.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.5/32"), NextHop: s.nodeAddr}}})
+	s.waitRoute(t, "10.211.100.5", true, 15*time.Second)
+	// A silent node (the process alive, its network dead) is only noticed
+	// when the hold time runs out.
+	if err := s.bed.Blackhole(s.node, "10.211.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	took := s.waitRoute(t, "10.211.100.5", false, 10*time.Second)
+	t.Logf("black-holed node without BFD: route gone after %s (hold time 3 s)", took.Round(time.Millisecond))
+	if took < time.Second {
+		t.Fatalf("gone after %s: faster than a 3 s hold time can explain", took)
+	}
+}
+
+// TestBGPBIRD is the announce test with BIRD 2 as the router.
+func TestBGPBIRD(t *testing.T) {
+	bed := netns.NewT(t)
+	spine, err := bed.NS("spine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := bed.NS("node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Link(spine, "to-node", []string{"10.213.1.1/24"}, node, "eth0", []string{"10.213.1.2/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bed.StartBIRD(spine, `router id 10.213.0.1;
+protocol device {}
+protocol kernel { ipv4 { export all; }; merge paths on; }
+protocol bgp nodes {
+  local as 64500;
+  neighbor 10.213.1.2 as 64512;
+  passive on;
+  ipv4 { import all; export none; };
+}
+`); err != nil {
+		t.Fatal(err)
+	}
+	sp := startChild(t, bed, node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: netip.MustParseAddr("10.213.1.2")})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.213.1.1")}})
+	route := Route{Prefix: netip.MustParsePrefix("10.213.100.5/32"), NextHop: netip.MustParseAddr("10.213.1.2")}
+	sp.do(command{Op: "routes", Routes: []Route{route}})
+	present := func(want bool) time.Duration {
+		took, err := netns.WaitFor(context.Background(), 15*time.Second, func() bool { return (len(netns.Routes(spine, "10.213.100.5")) > 0) == want })
+		if err != nil {
+			t.Fatalf("BIRD route present=%v: %v", want, err)
+		}
+		return took
+	}
+	present(true)
+	if hops := netns.Routes(spine, "10.213.100.5"); len(hops) != 1 || hops[0] != "10.213.1.2" {
+		t.Fatalf("BIRD next hops %v", hops)
+	}
+	sp.do(command{Op: "routes"})
+	t.Logf("BIRD: withdrawn after %s", present(false).Round(time.Millisecond))
+	sp.do(command{Op: "routes", Routes: []Route{route}})
+	present(true)
+	sp.do(command{Op: "stop"})
+	t.Logf("BIRD: graceful stop, route gone after %s", present(false).Round(time.Millisecond))
+}
