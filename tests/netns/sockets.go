@@ -1,0 +1,103 @@
+package netns
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// inNS runs fn on a thread that has joined namespace ns, then moves the
+// thread back. A socket keeps the namespace it was created in, so
+// listeners and connections made by fn work from any goroutine afterwards.
+//
+// The thread must go back rather than be discarded: a child process
+// started with Pdeathsig (as the test beds start theirs) is killed when the
+// thread that forked it exits, and that may be this one.
+func inNS(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer unix.Close(home)
+		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open namespace %s: %w", ns, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		err = fn()
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // back home: safe to reuse
+		} // else stay locked: the runtime then discards the thread
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Listen opens a TCP listener on addr inside ns.
+func Listen(ns, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := inNS(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	return ln, err
+}
+
+// Serve answers every connection to addr in ns with name and a newline,
+// standing in for kube-proxy and a pod. Close the listener to stop.
+func Serve(ns, addr, name string) (net.Listener, error) {
+	ln, err := Listen(ns, addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(name + "\n"))
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
+// Ask connects to addr from ns and returns the first line it answers.
+func Ask(ns, addr string) (string, error) {
+	var c net.Conn
+	if err := inNS(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	buf := make([]byte, 128)
+	n, err := c.Read(buf)
+	if n == 0 {
+		return "", err
+	}
+	line := string(buf[:n])
+	for i, r := range line {
+		if r == '\n' {
+			return line[:i], nil
+		}
+	}
+	return line, nil
+}

@@ -1,0 +1,301 @@
+// Package spinebed is the spine-mode test bed shared by the end-to-end
+// tests, `make bench-bgp` and the demo: a spine router (FRR, AS 64500),
+// nodes on their own links to it, a client behind it, a real control plane
+// reachable from the nodes over a management bridge, and the real
+// calico-lb controller and speakers.
+//
+//	client 10.212.3.2 -- 10.212.3.1 \
+//	node1  10.212.1.2 -- 10.212.1.1  > spine (FRR, ECMP)
+//	node2  10.212.2.2 -- 10.212.2.1 /
+package spinebed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/netns"
+)
+
+// Options shape the bed.
+type Options struct {
+	Nodes  int    // default 2
+	BFD    bool   // FRR runs bfdd, peers use BFD 100 ms x 3
+	Binary string // the calico-lb binary
+	Dir    string // logs and config
+	Log    func(string)
+}
+
+// Bed is a running spine topology.
+type Bed struct {
+	Net        *netns.Bed
+	Spine      string
+	Nodes      []string // namespaces node1, node2, ...
+	Client     string
+	FRR        *netns.FRR
+	Cluster    *cluster.Cluster
+	Kube       kubernetes.Interface
+	Kubeconfig string
+	ConfigPath string
+	opts       Options
+	controller *exec.Cmd
+	speakers   []*exec.Cmd
+}
+
+// NodeIP is node i's (1-based) address on its spine link.
+func NodeIP(i int) string { return fmt.Sprintf("10.212.%d.2", i) }
+
+// Start builds the topology and the control plane; the controller and the
+// speakers start with StartController and StartSpeaker.
+func Start(ctx context.Context, opts Options) (b *Bed, err error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 2
+	}
+	if opts.Log == nil {
+		opts.Log = func(string) {}
+	}
+	nb, err := netns.New()
+	if err != nil {
+		return nil, err
+	}
+	b = &Bed{Net: nb, opts: opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	if b.Spine, err = nb.NS("spine"); err != nil {
+		return nil, err
+	}
+	if b.Client, err = nb.NS("client"); err != nil {
+		return nil, err
+	}
+	var neighbors strings.Builder
+	for i := 1; i <= opts.Nodes; i++ {
+		ns, err := nb.NS(fmt.Sprint("node", i))
+		if err != nil {
+			return nil, err
+		}
+		b.Nodes = append(b.Nodes, ns)
+		if err := nb.Link(b.Spine, fmt.Sprint("to-node", i), []string{fmt.Sprintf("10.212.%d.1/24", i)}, ns, "eth0", []string{NodeIP(i) + "/24"}); err != nil {
+			return nil, err
+		}
+		if _, err := nb.Exec(ns, "ip", "route", "add", "10.212.0.0/16", "via", fmt.Sprintf("10.212.%d.1", i)); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&neighbors, " neighbor %s peer-group NODES\n", NodeIP(i))
+		if opts.BFD {
+			fmt.Fprintf(&neighbors, " neighbor %s bfd\n neighbor %s bfd profile fast\n", NodeIP(i), NodeIP(i))
+		}
+	}
+	if err := nb.Link(b.Spine, "to-client", []string{"10.212.3.1/24"}, b.Client, "eth0", []string{"10.212.3.2/24"}); err != nil {
+		return nil, err
+	}
+	for _, cmd := range [][]string{
+		{b.Client, "ip", "route", "add", "default", "via", "10.212.3.1"},
+		// ECMP spreads one client's connections only with an L4 hash.
+		{b.Spine, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"},
+	} {
+		if _, err := nb.Exec(cmd[0], cmd[1:]...); err != nil {
+			return nil, err
+		}
+	}
+	bfd := ""
+	if opts.BFD {
+		bfd = "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n"
+	}
+	if b.FRR, err = nb.StartFRR(b.Spine, opts.BFD, "frr defaults traditional\n"+bfd+`router bgp 64500
+ bgp router-id 10.212.0.1
+ bgp log-neighbor-changes
+ no bgp ebgp-requires-policy
+ neighbor NODES peer-group
+ neighbor NODES remote-as 64512
+ neighbor NODES passive
+`+neighbors.String()+` address-family ipv4 unicast
+  maximum-paths 8
+ exit-address-family
+exit
+`); err != nil {
+		return nil, err
+	}
+	mgmt, err := nb.Management(212, b.Nodes...)
+	if err != nil {
+		return nil, err
+	}
+	opts.Log("network: spine (FRR), " + fmt.Sprint(opts.Nodes) + " nodes, client, management bridge")
+	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: mgmt, Log: opts.Log}); err != nil {
+		return nil, err
+	}
+	b.Kube = b.Cluster.Client(cluster.UserAdmin)
+	if b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= opts.Nodes; i++ {
+		if err := createNode(ctx, b.Kube, fmt.Sprint("node", i), NodeIP(i)); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func createNode(ctx context.Context, client kubernetes.Interface, name, ip string) error {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
+	n, err := client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	_, err = client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// Config is a spine-mode config for this bed: pools as given, and each node
+// peering with its own side of the spine.
+func (b *Bed) Config(pools string, peerExtra string) string {
+	var peers strings.Builder
+	for i := 1; i <= len(b.Nodes); i++ {
+		fmt.Fprintf(&peers, "    10.212.%d.0/24: [{address: 10.212.%d.1, as-number: 64500, hold-time: 9%s}]\n", i, i, peerExtra)
+	}
+	return "mode: spine\npools:\n" + pools + "bgp:\n  as-number: 64512\n  subnet-peers:\n" + peers.String()
+}
+
+// WriteConfig writes the config file the controller and the speakers read.
+func (b *Bed) WriteConfig(cfg string) error {
+	tmp := b.ConfigPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, b.ConfigPath)
+}
+
+// StartController runs the controller in the root namespace.
+func (b *Bed) StartController() error {
+	logf, err := os.Create(filepath.Join(b.opts.Dir, "controller.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(b.opts.Binary, "controller", "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig,
+		"--identity", "controller", "--lease-namespace", "default", "--api-address", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	b.controller = cmd
+	return nil
+}
+
+// StartSpeaker runs node i's (1-based) speaker in its namespace, replacing
+// one that was stopped.
+func (b *Bed) StartSpeaker(i int) error {
+	for len(b.speakers) < i {
+		b.speakers = append(b.speakers, nil)
+	}
+	name := fmt.Sprint("node", i)
+	cmd, err := b.Net.Start(b.Nodes[i-1], filepath.Join(b.opts.Dir, name+".log"), b.opts.Binary, "speaker",
+		"--node-name", name, "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	b.speakers[i-1] = cmd
+	return nil
+}
+
+// Signal sends sig to node i's speaker and, for SIGTERM or SIGKILL, waits
+// for it to exit.
+func (b *Bed) Signal(i int, sig syscall.Signal) {
+	cmd := b.speakers[i-1]
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	// ip netns exec execs the speaker, so the pid is the speaker's.
+	_ = cmd.Process.Signal(sig)
+	if sig == syscall.SIGTERM || sig == syscall.SIGKILL {
+		deadline := time.Now().Add(10 * time.Second)
+		for syscall.Kill(cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// NextHops is the spine's kernel next hops for ip, sorted.
+func (b *Bed) NextHops(ip string) []string {
+	hops := b.FRR.Routes(ip)
+	slices.Sort(hops)
+	return hops
+}
+
+// WaitNextHops waits until the spine's next hops for ip are exactly want.
+func (b *Bed) WaitNextHops(ip string, limit time.Duration, want ...string) (time.Duration, error) {
+	slices.Sort(want)
+	took, err := netns.WaitFor(context.Background(), limit, func() bool { return slices.Equal(b.NextHops(ip), want) })
+	if err != nil {
+		return took, fmt.Errorf("spine next hops for %s: %v, want %v", ip, b.NextHops(ip), want)
+	}
+	return took, nil
+}
+
+// WaitIP waits until the Service has an IP and returns it.
+func (b *Bed) WaitIP(ns, name string, limit time.Duration) (string, error) {
+	var ip string
+	_, err := netns.WaitFor(context.Background(), limit, func() bool {
+		s, err := b.Kube.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 {
+			ip = s.Status.LoadBalancer.Ingress[0].IP
+		}
+		return ip != ""
+	})
+	if err != nil {
+		return "", errors.New("service " + ns + "/" + name + " got no IP")
+	}
+	return ip, nil
+}
+
+// Logs returns the tail of every process log, for failures.
+func (b *Bed) Logs() string {
+	var out strings.Builder
+	entries, _ := os.ReadDir(b.opts.Dir)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(b.opts.Dir, e.Name()))
+		if len(data) > 3000 {
+			data = data[len(data)-3000:]
+		}
+		fmt.Fprintf(&out, "--- %s\n%s\n", e.Name(), data)
+	}
+	if b.FRR != nil {
+		fmt.Fprintf(&out, "--- FRR\n%s\n", b.FRR.Log())
+	}
+	return out.String()
+}
+
+// Close stops everything and removes the namespaces.
+func (b *Bed) Close() {
+	for _, cmd := range b.speakers {
+		if cmd != nil && cmd.Process != nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	if b.controller != nil && b.controller.Process != nil {
+		_ = b.controller.Process.Signal(syscall.SIGTERM)
+		_, _ = b.controller.Process.Wait()
+	}
+	if b.Cluster != nil {
+		b.Cluster.Stop()
+	}
+	_ = b.Net.Close()
+}
