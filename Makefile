@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp clean
 
 all: build
 
@@ -89,6 +89,11 @@ bench-summary:
 # the real controller; the last line is the summary README quotes.
 bench-controller: build tools
 	$(GO) run ./tests/bench/controller --binary bin/calico-lb --services 5000 --clients 8
+
+# Spine-mode timings with the real controller, speakers and an FRR spine in
+# network namespaces (root); the last line is the summary README quotes.
+bench-bgp: build tools deps
+	$(GO) run ./tests/bench/bgp --binary bin/calico-lb
 
 clean:
 	rm -rf bin $(CACHE)/bench.txt
