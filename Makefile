@@ -28,7 +28,7 @@ build:
 
 # A real control plane on loopback, the real controller, a handful of
 # Services, and a held-back pool change applied. Builds what it needs.
-demo: build tools
+demo: build tools deps
 	$(GO) run ./tests/demo --binary bin/calico-lb
 
 test: lint unit fuzz

@@ -219,6 +219,9 @@ func run(ctx context.Context, binary string) error {
 	if err := d.showPools(); err != nil {
 		return err
 	}
+	if err := runSpine(ctx, binary); err != nil {
+		return err
+	}
 	fmt.Println("\n    demo complete")
 	return nil
 }
