@@ -37,16 +37,8 @@ func runSpine(ctx context.Context, binary string) error {
 	}()
 	cfg := b.Config("  public: {addresses: [10.212.100.0/28]}\n", ", bfd: true, bfd-interval: 100, bfd-multiplier: 3")
 	fmt.Printf("    config:\n%s", indent(cfg))
-	if err := b.WriteConfig(cfg); err != nil {
+	if err := b.StartWorkload(cfg); err != nil {
 		return err
-	}
-	if err := b.StartController(); err != nil {
-		return err
-	}
-	for i := 1; i <= 2; i++ {
-		if err := b.StartSpeaker(i); err != nil {
-			return err
-		}
 	}
 	if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		return err

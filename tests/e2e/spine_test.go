@@ -42,16 +42,8 @@ func newSpine(t *testing.T, bfd bool) *spinebed.Bed {
 func TestSpineEndToEnd(t *testing.T) {
 	b := newSpine(t, false)
 	ctx := context.Background()
-	if err := b.WriteConfig(b.Config("  public: {addresses: [10.212.100.0/28]}\n", "")); err != nil {
+	if err := b.StartWorkload(b.Config("  public: {addresses: [10.212.100.0/28]}\n", "")); err != nil {
 		t.Fatal(err)
-	}
-	if err := b.StartController(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 2; i++ {
-		if err := b.StartSpeaker(i); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -197,6 +197,22 @@ func (b *Bed) StartController() error {
 	return nil
 }
 
+// StartWorkload writes cfg and starts the controller and every node's speaker.
+func (b *Bed) StartWorkload(cfg string) error {
+	if err := b.WriteConfig(cfg); err != nil {
+		return err
+	}
+	if err := b.StartController(); err != nil {
+		return err
+	}
+	for i := 1; i <= len(b.Nodes); i++ {
+		if err := b.StartSpeaker(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // StartSpeaker runs node i's (1-based) speaker in its namespace, replacing
 // one that was stopped.
 func (b *Bed) StartSpeaker(i int) error {

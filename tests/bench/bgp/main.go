@@ -68,16 +68,8 @@ func run(binary string, nRoutes, trials int) error {
 	defer b.Close()
 	fail := func(err error) error { return fmt.Errorf("%w\n%s", err, b.Logs()) }
 	// The bench pool is a /16 so that the announce run fits; peers use BFD.
-	if err := b.WriteConfig(b.Config("  bench: {addresses: [10.120.0.0/16]}\n", ", bfd: true, bfd-interval: 100, bfd-multiplier: 3")); err != nil {
+	if err := b.StartWorkload(b.Config("  bench: {addresses: [10.120.0.0/16]}\n", ", bfd: true, bfd-interval: 100, bfd-multiplier: 3")); err != nil {
 		return err
-	}
-	if err := b.StartController(); err != nil {
-		return err
-	}
-	for i := 1; i <= 2; i++ {
-		if err := b.StartSpeaker(i); err != nil {
-			return err
-		}
 	}
 	kube := b.Kube.CoreV1()
 	if _, err := kube.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
