@@ -1,0 +1,178 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Liveness tells which speakers are alive, for L2 ownership.
+//
+// It is a small protocol of its own rather than memberlist: every speaker
+// sends a UDP heartbeat to every other eligible speaker each Interval, and
+// a speaker not heard from for Timeout is dead. That bounds detection at
+// Timeout (350 ms by default) plus one check, with no suspicion phase
+// whose length depends on cluster size, and costs nothing on the API
+// server. The cost is n*(n-1) small packets per interval, which is fine for
+// the speakers of one L2 segment (tens of nodes; use speaker-node-selector
+// beyond that).
+//
+// Partitions: each side sees the other as dead and takes over its IPs, so
+// during a partition both sides answer for some IPs (on a single L2
+// segment there is no quorum to do better, and the alternative is nobody
+// answering). When the partition heals, heartbeats resume within one
+// Interval and both sides compute the same owners again: two owners never
+// persist beyond Timeout after the heal.
+type Liveness struct {
+	self     string
+	started  time.Time
+	conn     *net.UDPConn
+	interval time.Duration
+	timeout  time.Duration
+
+	mu    sync.Mutex
+	peers map[string]netip.AddrPort // node -> where heartbeats go
+	seen  map[string]peerSeen
+	kick  chan struct{}
+}
+
+type peerSeen struct {
+	last, since time.Time
+}
+
+// DefaultHeartbeat is the heartbeat period and DefaultTimeout the silence
+// after which a speaker is dead.
+const (
+	DefaultHeartbeat = 100 * time.Millisecond
+	DefaultTimeout   = 350 * time.Millisecond
+	DefaultL2Port    = 7947
+)
+
+// StartLiveness listens on port (all addresses) and runs until ctx ends.
+func StartLiveness(ctx context.Context, self string, port int, interval, timeout time.Duration) (*Liveness, error) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+	if err != nil {
+		return nil, fmt.Errorf("liveness: listen on UDP %d: %w", port, err)
+	}
+	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout,
+		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1)}
+	go l.receive()
+	go l.beat(ctx)
+	go func() { <-ctx.Done(); conn.Close() }()
+	return l, nil
+}
+
+// Port is the UDP port it listens on.
+func (l *Liveness) Port() int { return l.conn.LocalAddr().(*net.UDPAddr).Port }
+
+// Changed signals when the set of live speakers may have changed.
+func (l *Liveness) Changed() <-chan struct{} { return l.kick }
+
+func (l *Liveness) signal() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SetPeers sets the other speakers to send heartbeats to.
+func (l *Liveness) SetPeers(peers map[string]netip.AddrPort) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.peers = peers
+	for n := range l.seen {
+		if _, ok := peers[n]; !ok {
+			delete(l.seen, n)
+		}
+	}
+}
+
+// Members returns the speakers alive now, this one included.
+func (l *Liveness) Members(now time.Time) []Member {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := []Member{{Node: l.self, AliveSince: l.started}}
+	for n, s := range l.seen {
+		if now.Sub(s.last) <= l.timeout {
+			out = append(out, Member{Node: n, AliveSince: s.since})
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+func (l *Liveness) beat(ctx context.Context) {
+	tick := time.NewTicker(l.interval)
+	defer tick.Stop()
+	msg := []byte("CLB1 " + l.self)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		l.mu.Lock()
+		dests := make([]netip.AddrPort, 0, len(l.peers))
+		for n, a := range l.peers {
+			if n != l.self {
+				dests = append(dests, a)
+			}
+		}
+		// A speaker that just fell silent changes the members.
+		for _, s := range l.seen {
+			if d := now.Sub(s.last); d > l.timeout && d <= l.timeout+l.interval {
+				l.signal()
+			}
+		}
+		l.mu.Unlock()
+		for _, a := range dests {
+			_, _ = l.conn.WriteToUDPAddrPort(msg, a)
+		}
+	}
+}
+
+func (l *Liveness) receive() {
+	buf := make([]byte, 512)
+	for {
+		n, _, err := l.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if strings.Contains(err.Error(), "closed") {
+				return
+			}
+			continue
+		}
+		node, ok := strings.CutPrefix(string(buf[:n]), "CLB1 ")
+		if !ok || node == l.self || len(node) > 253 {
+			continue
+		}
+		now := time.Now()
+		l.mu.Lock()
+		if _, known := l.peers[node]; known {
+			s, seen := l.seen[node]
+			if !seen || now.Sub(s.last) > l.timeout {
+				s.since = now // back from the dead, or new
+				l.signal()
+			}
+			s.last = now
+			l.seen[node] = s
+		}
+		l.mu.Unlock()
+	}
+}
+
+// String describes the live members, for logs and /v1/l2.
+func (l *Liveness) String() string {
+	ms := l.Members(time.Now())
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = m.Node + " (alive " + strconv.FormatInt(int64(time.Since(m.AliveSince)/time.Millisecond), 10) + " ms)"
+	}
+	return strings.Join(s, ", ")
+}
