@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -20,8 +21,6 @@ import (
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -37,6 +36,11 @@ type Options struct {
 	ConfigPath string
 	ConfigPoll time.Duration // default 1 s
 	Log        *slog.Logger
+	// L2Port is the UDP port of the L2 liveness heartbeats (default 7947).
+	L2Port int
+	// HoldDown is how long a returning speaker must be alive before it
+	// takes IPs back (default 3 s).
+	HoldDown time.Duration
 }
 
 // Speaker announces the LoadBalancer IPs its node serves.
@@ -57,6 +61,10 @@ type Speaker struct {
 
 	reg     *prometheus.Registry
 	updates prometheus.Counter
+
+	live *Liveness
+	resp *Responder
+	l2err string
 }
 
 // NewSpeaker returns a Speaker; Run starts it.
@@ -66,6 +74,12 @@ func NewSpeaker(opts Options) *Speaker {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if opts.L2Port == 0 {
+		opts.L2Port = DefaultL2Port
+	}
+	if opts.HoldDown == 0 {
+		opts.HoldDown = 3 * time.Second
 	}
 	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry()}
 	s.updates = prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
@@ -85,10 +99,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 	all := informers.NewSharedInformerFactory(s.opts.Client, 0)
 	svcs := all.Core().V1().Services()
 	eps := all.Discovery().V1().EndpointSlices()
-	mine := informers.NewSharedInformerFactoryWithOptions(s.opts.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.opts.NodeName).String()
-	}))
-	nodes := mine.Core().V1().Nodes()
+	// All Nodes: L2 mode needs the other speakers' addresses and labels.
+	nodes := all.Core().V1().Nodes()
 	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { s.kick() }, UpdateFunc: func(_, _ any) { s.kick() }, DeleteFunc: func(any) { s.kick() }}
 	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), eps.Informer(), nodes.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
@@ -102,7 +114,6 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return err
 	}
 	all.Start(ctx.Done())
-	mine.Start(ctx.Done())
 	go s.watchFiles(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced) {
 		return ctx.Err()
@@ -120,12 +131,23 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return out
 	}
 	s.kick()
+	tick := time.NewTicker(250 * time.Millisecond) // hold-downs expire with time
+	defer tick.Stop()
 	for {
+		var liveChanged <-chan struct{}
+		if s.live != nil {
+			liveChanged = s.live.Changed()
+		}
 		select {
 		case <-ctx.Done():
 			s.shutdown()
 			return nil
 		case <-s.trigger:
+		case <-liveChanged:
+		case <-tick.C:
+			if s.live == nil {
+				continue
+			}
 		}
 		n, err := nodes.Lister().Get(s.opts.NodeName)
 		if err != nil {
@@ -135,7 +157,99 @@ func (s *Speaker) Run(ctx context.Context) error {
 		node := NodeFrom(n)
 		list, _ := svcs.Lister().List(labels.Everything())
 		s.reconcile(ctx, node, list, endpoints)
+		allNodes, _ := nodes.Lister().List(labels.Everything())
+		s.reconcileL2(ctx, node, allNodes, list, endpoints)
 	}
+}
+
+// reconcileL2 answers ARP/NDP for the IPs this node owns in l2 mode.
+func (s *Speaker) reconcileL2(ctx context.Context, node Node, allNodes []*corev1.Node, services []*corev1.Service, endpoints EndpointsOf) {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
+	if cfg == nil {
+		return
+	}
+	selected, _ := Selected(cfg, node)
+	if cfg.Mode != config.ModeL2 || !selected {
+		if s.resp != nil {
+			s.resp.SetOwned(ctx, nil)
+		}
+		return
+	}
+	if s.live == nil {
+		live, err := StartLiveness(ctx, s.opts.NodeName, s.opts.L2Port, DefaultHeartbeat, DefaultTimeout)
+		if err != nil {
+			s.setL2Err(err)
+			return
+		}
+		s.mu.Lock()
+		s.live = live
+		s.mu.Unlock()
+	}
+	if s.resp == nil {
+		ifaces := cfg.L2.Interfaces
+		if len(ifaces) == 0 {
+			ifaces = interfacesOf(node)
+		}
+		resp, err := StartResponder(ctx, ifaces, s.log)
+		if err != nil {
+			s.setL2Err(err)
+			return
+		}
+		s.mu.Lock()
+		s.resp = resp
+		s.mu.Unlock()
+		s.log.Info("L2 responder started", "interfaces", ifaces)
+	}
+	nodes := map[string]Node{}
+	peers := map[string]netip.AddrPort{}
+	for _, n := range allNodes {
+		nd := NodeFrom(n)
+		nodes[nd.Name] = nd
+		if ok, _ := Selected(cfg, nd); ok {
+			if a := routerID(nd); a.IsValid() {
+				peers[nd.Name] = netip.AddrPortFrom(a, uint16(s.opts.L2Port))
+			}
+		}
+	}
+	s.live.SetPeers(peers)
+	owned, err := L2Owners(cfg, s.opts.NodeName, s.live.Members(time.Now()), nodes, services, endpoints, time.Now(), s.opts.HoldDown)
+	if err != nil {
+		s.setL2Err(err)
+		return
+	}
+	s.setL2Err(nil)
+	s.resp.SetOwned(ctx, owned)
+}
+
+func (s *Speaker) setL2Err(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.l2err = ""
+		return
+	}
+	if s.l2err != err.Error() {
+		s.log.Error("L2", "error", err)
+	}
+	s.l2err = err.Error()
+}
+
+// interfacesOf returns the interfaces that hold one of the node's addresses.
+func interfacesOf(node Node) []string {
+	ifs, _ := net.Interfaces()
+	var out []string
+	for _, ifi := range ifs {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && slices.Contains(node.Addresses, p.Addr()) {
+				out = append(out, ifi.Name)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // reconcile brings the BGP speaker in line with the config, the node and
@@ -342,6 +456,23 @@ func (s *Speaker) watchFiles(ctx context.Context) {
 	}
 }
 
+func (s *Speaker) l2Status() L2Status {
+	s.mu.Lock()
+	resp, live := s.resp, s.live
+	s.mu.Unlock()
+	st := L2Status{Owned: []string{}, Alive: []string{}}
+	if resp != nil {
+		st = resp.status()
+		st.Alive = []string{}
+	}
+	if live != nil {
+		for _, m := range live.Members(time.Now()) {
+			st.Alive = append(st.Alive, m.Node)
+		}
+	}
+	return st
+}
+
 // Status is what GET /v1/bgp returns.
 type Status struct {
 	Node      string       `json:"node"`
@@ -397,6 +528,10 @@ func (s *Speaker) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/l2", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.l2Status())
+	})
 	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -409,11 +544,18 @@ func (s *Speaker) Handler() http.Handler {
 var (
 	sessionDesc = prometheus.NewDesc("calico_lb_bgp_session_up", "1 while the BGP session to the peer is Established.", []string{"peer"}, nil)
 	routesDesc  = prometheus.NewDesc("calico_lb_bgp_routes_advertised", "Routes this speaker announces.", nil, nil)
+	ownedDesc   = prometheus.NewDesc("calico_lb_l2_owned_ips", "IPs this node answers ARP/NDP for.", nil, nil)
+	changesDesc = prometheus.NewDesc("calico_lb_l2_ownership_changes_total", "IPs this node took over or released.", nil, nil)
+	garpsDesc   = prometheus.NewDesc("calico_lb_l2_announcements_total", "Gratuitous ARPs and unsolicited neighbour advertisements sent.", nil, nil)
 )
 
 type bgpCollector struct{ s *Speaker }
 
-func (c *bgpCollector) Describe(ch chan<- *prometheus.Desc) { ch <- sessionDesc; ch <- routesDesc }
+func (c *bgpCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sessionDesc, routesDesc, ownedDesc, changesDesc, garpsDesc} {
+		ch <- d
+	}
+}
 
 func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.s.status()
@@ -425,4 +567,8 @@ func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sessionDesc, prometheus.GaugeValue, v, p.Address)
 	}
 	ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(len(st.Routes)))
+	l2 := c.s.l2Status()
+	ch <- prometheus.MustNewConstMetric(ownedDesc, prometheus.GaugeValue, float64(len(l2.Owned)))
+	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(l2.Changes))
+	ch <- prometheus.MustNewConstMetric(garpsDesc, prometheus.CounterValue, float64(l2.GARPs))
 }
