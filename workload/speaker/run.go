@@ -62,8 +62,8 @@ type Speaker struct {
 	reg     *prometheus.Registry
 	updates prometheus.Counter
 
-	live *Liveness
-	resp *Responder
+	live  *Liveness
+	resp  *Responder
 	l2err string
 }
 
