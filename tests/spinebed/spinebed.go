@@ -49,6 +49,8 @@ type Bed struct {
 	Kube       kubernetes.Interface
 	Kubeconfig string
 	ConfigPath string
+	// NodeIPs are the nodes' addresses (InternalIPs), in node order.
+	NodeIPs    []string
 	opts       Options
 	controller *exec.Cmd
 	speakers   []*exec.Cmd
@@ -135,19 +137,111 @@ exit
 		return nil, err
 	}
 	opts.Log("network: spine (FRR), " + fmt.Sprint(opts.Nodes) + " nodes, client, management bridge")
-	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: mgmt, Log: opts.Log}); err != nil {
-		return nil, err
+	for i := 1; i <= opts.Nodes; i++ {
+		b.NodeIPs = append(b.NodeIPs, NodeIP(i))
+	}
+	return b, b.startControlPlane(ctx, mgmt)
+}
+
+// startControlPlane starts etcd and kube-apiserver on the management
+// address and creates a Node object per node.
+func (b *Bed) startControlPlane(ctx context.Context, mgmt string) error {
+	var err error
+	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: mgmt, Log: b.opts.Log}); err != nil {
+		return err
 	}
 	b.Kube = b.Cluster.Client(cluster.UserAdmin)
 	if b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin); err != nil {
+		return err
+	}
+	for i, ip := range b.NodeIPs {
+		if err := createNode(ctx, b.Kube, fmt.Sprint("node", i+1), ip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// L2NodeIP is node i's (1-based) address on the L2 segment, and
+// L2NodeIP6 its IPv6 one.
+func L2NodeIP(i int) string  { return fmt.Sprintf("10.214.0.%d", 10+i) }
+func L2NodeIP6(i int) string { return fmt.Sprintf("fd14::%d", 10+i) }
+
+// StartL2 builds the L2 topology: one segment (a bridge in a switch
+// namespace) joining a client (10.214.0.2, fd14::2) and the nodes, and the
+// control plane. The nodes accept traffic for VIPs put on their loopback,
+// but their kernels never answer ARP for them: that is the speakers' job.
+func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Log == nil {
+		opts.Log = func(string) {}
+	}
+	nb, err := netns.New()
+	if err != nil {
+		return nil, err
+	}
+	b = &Bed{Net: nb, opts: opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	sw, err := nb.NS("switch")
+	if err != nil {
+		return nil, err
+	}
+	b.Spine = sw
+	if _, err := nb.Exec(sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"); err != nil {
+		return nil, err
+	}
+	if _, err := nb.Exec(sw, "ip", "link", "set", "br0", "up"); err != nil {
+		return nil, err
+	}
+	attach := func(ns, port string, addrs ...string) error {
+		if err := nb.Link(sw, port, nil, ns, "eth0", addrs); err != nil {
+			return err
+		}
+		_, err := nb.Exec(sw, "ip", "link", "set", port, "master", "br0")
+		return err
+	}
+	if b.Client, err = nb.NS("client"); err != nil {
+		return nil, err
+	}
+	if err := attach(b.Client, "p-client", "10.214.0.2/24", "fd14::2/64"); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= opts.Nodes; i++ {
-		if err := createNode(ctx, b.Kube, fmt.Sprint("node", i), NodeIP(i)); err != nil {
+		ns, err := nb.NS(fmt.Sprint("node", i))
+		if err != nil {
+			return nil, err
+		}
+		b.Nodes = append(b.Nodes, ns)
+		b.NodeIPs = append(b.NodeIPs, L2NodeIP(i))
+		if err := attach(ns, fmt.Sprint("p-node", i), L2NodeIP(i)+"/24", L2NodeIP6(i)+"/64"); err != nil {
+			return nil, err
+		}
+		if _, err := nb.Exec(ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.eth0.arp_ignore=1",
+			"net.ipv4.conf.all.arp_announce=2", "net.ipv4.conf.eth0.arp_announce=2"); err != nil {
 			return nil, err
 		}
 	}
-	return b, nil
+	mgmt, err := nb.Management(214, b.Nodes...)
+	if err != nil {
+		return nil, err
+	}
+	opts.Log(fmt.Sprintf("network: one L2 segment with a client and %d nodes, management bridge", opts.Nodes))
+	return b, b.startControlPlane(ctx, mgmt)
+}
+
+// MAC returns the MAC address of eth0 in ns.
+func (b *Bed) MAC(ns string) string {
+	out, err := b.Net.Exec(ns, "cat", "/sys/class/net/eth0/address")
+	if err != nil {
+		return ""
+	}
+	return strings.ToUpper(strings.TrimSpace(out))
 }
 
 func createNode(ctx context.Context, client kubernetes.Interface, name, ip string) error {

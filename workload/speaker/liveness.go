@@ -43,7 +43,8 @@ type Liveness struct {
 }
 
 type peerSeen struct {
-	last, since time.Time
+	last    time.Time // last heartbeat
+	started time.Time // the peer's own start time, from its heartbeats
 }
 
 // DefaultHeartbeat is the heartbeat period and DefaultTimeout the silence
@@ -100,7 +101,7 @@ func (l *Liveness) Members(now time.Time) []Member {
 	out := []Member{{Node: l.self, AliveSince: l.started}}
 	for n, s := range l.seen {
 		if now.Sub(s.last) <= l.timeout {
-			out = append(out, Member{Node: n, AliveSince: s.since})
+			out = append(out, Member{Node: n, AliveSince: s.started})
 		}
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
@@ -110,7 +111,9 @@ func (l *Liveness) Members(now time.Time) []Member {
 func (l *Liveness) beat(ctx context.Context) {
 	tick := time.NewTicker(l.interval)
 	defer tick.Stop()
-	msg := []byte("CLB1 " + l.self)
+	// The start time travels with every heartbeat, so that every speaker
+	// sees the same "alive since" for a peer and so decides the same owners.
+	msg := []byte("CLB1 " + l.self + " " + strconv.FormatInt(l.started.UnixNano(), 10))
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,19 +151,21 @@ func (l *Liveness) receive() {
 			}
 			continue
 		}
-		node, ok := strings.CutPrefix(string(buf[:n]), "CLB1 ")
-		if !ok || node == l.self || len(node) > 253 {
+		rest, ok := strings.CutPrefix(string(buf[:n]), "CLB1 ")
+		node, startS, ok2 := strings.Cut(rest, " ")
+		startNs, err := strconv.ParseInt(startS, 10, 64)
+		if !ok || !ok2 || err != nil || node == l.self || len(node) > 253 {
 			continue
 		}
 		now := time.Now()
 		l.mu.Lock()
 		if _, known := l.peers[node]; known {
 			s, seen := l.seen[node]
-			if !seen || now.Sub(s.last) > l.timeout {
-				s.since = now // back from the dead, or new
-				l.signal()
+			started := time.Unix(0, startNs)
+			if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
+				l.signal() // new, back from the dead, or restarted
 			}
-			s.last = now
+			s.last, s.started = now, started
 			l.seen[node] = s
 		}
 		l.mu.Unlock()

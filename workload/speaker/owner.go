@@ -29,10 +29,13 @@ type Member struct {
 //     evenly, and when a node goes only its IPs move.
 //   - Eligible: the node is selected (speaker-node-selector), and for
 //     externalTrafficPolicy Local it has a ready endpoint of the Service.
-//   - No needless flapping: a node that (re)appears takes IPs from another
-//     live node only once it has been alive for holdDown, so a node that
-//     flaps cannot drag ownership along; an IP with no other candidate is
-//     taken at once.
+//   - No needless flapping: a speaker that started more than holdDown after
+//     the oldest live one (it restarted, or its node came back) takes IPs
+//     only once it has been up for holdDown, so a crash-looping speaker
+//     cannot drag ownership along; speakers that start together (a new
+//     cluster) are all eligible at once, and an IP with no other candidate
+//     is taken at once. Start times come from the speakers themselves, so
+//     every speaker sees the same ones and decides the same owners.
 //
 // It returns the IPs self owns, sorted.
 func L2Owners(cfg *config.Config, self string, members []Member, nodes map[string]Node, services []*corev1.Service, endpoints EndpointsOf, now time.Time, holdDown time.Duration) ([]netip.Addr, error) {
@@ -85,20 +88,52 @@ func L2Owners(cfg *config.Config, self string, members []Member, nodes map[strin
 	return out, nil
 }
 
+// Eligible reports whether member m may own IPs, given the oldest start
+// among the live members: it started within holdDown of the oldest, or it
+// has been up for holdDown.
+func Eligible(m Member, oldest, now time.Time, holdDown time.Duration) bool {
+	return m.AliveSince.Sub(oldest) <= holdDown || now.Sub(m.AliveSince) >= holdDown
+}
+
+// NextEligible is when the next member that is not eligible yet becomes
+// so (zero if none is waiting), so the speaker can decide again right then.
+func NextEligible(members []Member, now time.Time, holdDown time.Duration) time.Time {
+	oldest := oldestStart(members)
+	var next time.Time
+	for _, m := range members {
+		if !Eligible(m, oldest, now, holdDown) {
+			if at := m.AliveSince.Add(holdDown); next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+	}
+	return next
+}
+
+func oldestStart(members []Member) time.Time {
+	var oldest time.Time
+	for _, m := range members {
+		if oldest.IsZero() || m.AliveSince.Before(oldest) {
+			oldest = m.AliveSince
+		}
+	}
+	return oldest
+}
+
 // Owner is the owner of ip among candidates: the highest rendezvous hash
-// among the settled ones (alive for holdDown), or among all of them when
-// none is settled.
+// among the eligible ones (see Eligible), or among all of them when none is.
 func Owner(ip netip.Addr, candidates []Member, now time.Time, holdDown time.Duration) string {
 	best, bestScore := "", uint64(0)
-	settledOnly := false
+	oldest := oldestStart(candidates)
+	anyEligible := false
 	for _, m := range candidates {
-		if now.Sub(m.AliveSince) >= holdDown {
-			settledOnly = true
+		if Eligible(m, oldest, now, holdDown) {
+			anyEligible = true
 			break
 		}
 	}
 	for _, m := range candidates {
-		if settledOnly && now.Sub(m.AliveSince) < holdDown {
+		if anyEligible && !Eligible(m, oldest, now, holdDown) {
 			continue
 		}
 		if s := score(m.Node, ip); best == "" || s > bestScore || (s == bestScore && m.Node < best) {

@@ -131,8 +131,10 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return out
 	}
 	s.kick()
-	tick := time.NewTicker(250 * time.Millisecond) // hold-downs expire with time
-	defer tick.Stop()
+	// Decide again exactly when a waiting speaker becomes eligible, so that
+	// every speaker switches at the same instant.
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	for {
 		var liveChanged <-chan struct{}
 		if s.live != nil {
@@ -144,10 +146,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 			return nil
 		case <-s.trigger:
 		case <-liveChanged:
-		case <-tick.C:
-			if s.live == nil {
-				continue
-			}
+		case <-wake.C:
 		}
 		n, err := nodes.Lister().Get(s.opts.NodeName)
 		if err != nil {
@@ -159,6 +158,13 @@ func (s *Speaker) Run(ctx context.Context) error {
 		s.reconcile(ctx, node, list, endpoints)
 		allNodes, _ := nodes.Lister().List(labels.Everything())
 		s.reconcileL2(ctx, node, allNodes, list, endpoints)
+		next := time.Hour
+		if s.live != nil {
+			if at := NextEligible(s.live.Members(time.Now()), time.Now(), s.opts.HoldDown); !at.IsZero() {
+				next = max(time.Until(at), time.Millisecond)
+			}
+		}
+		wake.Reset(next)
 	}
 }
 
