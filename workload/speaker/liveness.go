@@ -40,6 +40,8 @@ type Liveness struct {
 	peers map[string]netip.AddrPort // node -> where heartbeats go
 	seen  map[string]peerSeen
 	kick  chan struct{}
+
+	peersSet chan struct{}
 }
 
 type peerSeen struct {
@@ -62,7 +64,7 @@ func StartLiveness(ctx context.Context, self string, port int, interval, timeout
 		return nil, fmt.Errorf("liveness: listen on UDP %d: %w", port, err)
 	}
 	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout,
-		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1)}
+		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1)}
 	go l.receive()
 	go l.beat(ctx)
 	go func() { <-ctx.Done(); conn.Close() }()
@@ -86,6 +88,12 @@ func (l *Liveness) signal() {
 func (l *Liveness) SetPeers(peers map[string]netip.AddrPort) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.peers) == 0 && len(peers) > 0 {
+		select {
+		case l.peersSet <- struct{}{}:
+		default:
+		}
+	}
 	l.peers = peers
 	for n := range l.seen {
 		if _, ok := peers[n]; !ok {
@@ -108,6 +116,25 @@ func (l *Liveness) Members(now time.Time) []Member {
 	return out
 }
 
+// Settled reports whether this speaker knows who is alive: it has heard
+// from every peer, or has listened for a whole Timeout. Until then it must
+// claim nothing, or a restarted speaker would answer alongside the owners
+// it has not heard from yet. If not settled, until is when it will be.
+func (l *Liveness) Settled(now time.Time) (ok bool, until time.Time) {
+	until = l.started.Add(l.timeout)
+	if !now.Before(until) {
+		return true, time.Time{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for n := range l.peers {
+		if _, heard := l.seen[n]; !heard && n != l.self {
+			return false, until
+		}
+	}
+	return true, time.Time{}
+}
+
 func (l *Liveness) beat(ctx context.Context) {
 	tick := time.NewTicker(l.interval)
 	defer tick.Stop()
@@ -119,6 +146,9 @@ func (l *Liveness) beat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-l.peersSet:
+			// First beat as soon as there is someone to tell, not one
+			// Interval later: peers settle sooner.
 		}
 		now := time.Now()
 		l.mu.Lock()

@@ -75,3 +75,43 @@ func TestLiveness(t *testing.T) {
 		t.Fatal("empty description")
 	}
 }
+
+// A speaker claims nothing until it has heard every peer, or listened for
+// a whole timeout when some peer is silent.
+func TestLivenessSettled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := func(l *Liveness) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l.Port()))
+	}
+	if ok, _ := a.Settled(time.Now()); !ok {
+		t.Fatal("a speaker without peers is not settled")
+	}
+	// c is never started: a waits the whole timeout.
+	a.SetPeers(map[string]netip.AddrPort{"a": lo(a), "b": lo(b), "c": netip.MustParseAddrPort("127.0.0.1:9")})
+	b.SetPeers(map[string]netip.AddrPort{"a": lo(a), "b": lo(b)})
+	ok, until := a.Settled(time.Now())
+	if ok || until.Sub(a.started) != DefaultTimeout {
+		t.Fatalf("settled %v until %v, want not settled until start+%s", ok, until, DefaultTimeout)
+	}
+	if ok, _ := a.Settled(until); !ok {
+		t.Fatal("not settled after a whole timeout")
+	}
+	// b hears a within one round trip, long before the timeout.
+	start := time.Now()
+	for ok, _ := b.Settled(time.Now()); !ok; ok, _ = b.Settled(time.Now()) {
+		if time.Since(start) > DefaultTimeout {
+			t.Fatal("b did not hear a before the timeout")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("b settled after %s", time.Since(start).Round(time.Millisecond))
+}

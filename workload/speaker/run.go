@@ -160,7 +160,12 @@ func (s *Speaker) Run(ctx context.Context) error {
 		s.reconcileL2(ctx, node, allNodes, list, endpoints)
 		next := time.Hour
 		if s.live != nil {
-			if at := NextEligible(s.live.Members(time.Now()), time.Now(), s.opts.HoldDown); !at.IsZero() {
+			now := time.Now()
+			at := NextEligible(s.live.Members(now), now, s.opts.HoldDown)
+			if ok, until := s.live.Settled(now); !ok {
+				at = until
+			}
+			if !at.IsZero() {
 				next = max(time.Until(at), time.Millisecond)
 			}
 		}
@@ -220,6 +225,10 @@ func (s *Speaker) reconcileL2(ctx context.Context, node Node, allNodes []*corev1
 		}
 	}
 	s.live.SetPeers(peers)
+	if ok, _ := s.live.Settled(time.Now()); !ok {
+		s.resp.SetOwned(ctx, nil)
+		return
+	}
 	owned, err := L2Owners(cfg, s.opts.NodeName, s.live.Members(time.Now()), nodes, services, endpoints, time.Now(), s.opts.HoldDown)
 	if err != nil {
 		s.setL2Err(err)
