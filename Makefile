@@ -21,7 +21,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 clean
 
 all: build
 
@@ -97,6 +97,12 @@ bench-controller: build tools
 # network namespaces (root); the last line is the summary README quotes.
 bench-bgp: build tools deps
 	$(GO) run ./tests/bench/bgp --binary bin/calico-lb
+
+# L2-mode failover as a client sees it: 20 speaker SIGKILLs and 20 owner
+# link-downs on one segment in network namespaces (root); the last line is
+# the summary README quotes.
+bench-l2: build tools deps
+	$(GO) run ./tests/bench/l2 --binary bin/calico-lb --trials 20
 
 clean:
 	rm -rf bin $(CACHE)/bench.txt

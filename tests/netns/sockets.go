@@ -79,15 +79,20 @@ func Serve(ns, addr, name string) (net.Listener, error) {
 }
 
 // Ask connects to addr from ns and returns the first line it answers.
-func Ask(ns, addr string) (string, error) {
+func Ask(ns, addr string) (string, error) { return AskWithin(ns, addr, 2*time.Second) }
+
+// AskWithin is Ask with a limit on connecting and reading, for probes
+// that must notice recovery quickly.
+func AskWithin(ns, addr string, limit time.Duration) (string, error) {
 	var c net.Conn
 	if err := inNS(ns, func() (err error) {
-		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		c, err = net.DialTimeout("tcp", addr, limit)
 		return err
 	}); err != nil {
 		return "", err
 	}
 	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(limit))
 	buf := make([]byte, 128)
 	n, err := c.Read(buf)
 	if n == 0 {

@@ -121,7 +121,9 @@ func (r *Responder) SetOwned(ctx context.Context, ips []netip.Addr) {
 	for _, ip := range gained {
 		r.log.Info("L2: took over", "ip", ip)
 		r.group(ip, true)
-		go r.announce(ctx, ip)
+	}
+	if len(gained) > 0 {
+		go r.announce(ctx, gained)
 	}
 }
 
@@ -146,9 +148,9 @@ func (r *Responder) group(ip netip.Addr, join bool) {
 	}
 }
 
-// announce sends gratuitous ARP or unsolicited NA on the garp schedule,
-// while the IP is still ours.
-func (r *Responder) announce(ctx context.Context, ip netip.Addr) {
+// announce sends gratuitous ARP or unsolicited NA for ips on the garp
+// schedule, for those still ours.
+func (r *Responder) announce(ctx context.Context, ips []netip.Addr) {
 	start := time.Now()
 	for _, at := range garpSchedule {
 		select {
@@ -156,16 +158,34 @@ func (r *Responder) announce(ctx context.Context, ip netip.Addr) {
 			return
 		case <-time.After(time.Until(start.Add(at))):
 		}
-		if !r.isOwned(ip) {
-			return
-		}
-		for _, li := range r.ifaces {
-			if err := li.advertise(ip); err == nil {
-				r.mu.Lock()
-				r.garps++
-				r.mu.Unlock()
+		for _, ip := range ips {
+			if !r.isOwned(ip) {
+				continue
+			}
+			for _, li := range r.ifaces {
+				if err := li.advertise(ip); err == nil {
+					r.mu.Lock()
+					r.garps++
+					r.mu.Unlock()
+				}
 			}
 		}
+	}
+}
+
+// Reannounce announces every owned IP again. A speaker cut off from the
+// others (its link down) keeps its IPs while the others take them over;
+// when it comes back it is the owner again, but the neighbours learned
+// another node's MAC meanwhile and only an announcement corrects them.
+func (r *Responder) Reannounce(ctx context.Context) {
+	r.mu.Lock()
+	ips := make([]netip.Addr, 0, len(r.owned))
+	for ip := range r.owned {
+		ips = append(ips, ip)
+	}
+	r.mu.Unlock()
+	if len(ips) > 0 {
+		go r.announce(ctx, ips)
 	}
 }
 

@@ -65,6 +65,8 @@ type Speaker struct {
 	live  *Liveness
 	resp  *Responder
 	l2err string
+
+	l2Members map[string]bool // live speakers at the last L2 decision; Run's goroutine only
 }
 
 // NewSpeaker returns a Speaker; Run starts it.
@@ -227,15 +229,32 @@ func (s *Speaker) reconcileL2(ctx context.Context, node Node, allNodes []*corev1
 	s.live.SetPeers(peers)
 	if ok, _ := s.live.Settled(time.Now()); !ok {
 		s.resp.SetOwned(ctx, nil)
+		s.l2Members = nil
 		return
 	}
-	owned, err := L2Owners(cfg, s.opts.NodeName, s.live.Members(time.Now()), nodes, services, endpoints, time.Now(), s.opts.HoldDown)
+	members := s.live.Members(time.Now())
+	owned, err := L2Owners(cfg, s.opts.NodeName, members, nodes, services, endpoints, time.Now(), s.opts.HoldDown)
 	if err != nil {
 		s.setL2Err(err)
 		return
 	}
 	s.setL2Err(nil)
 	s.resp.SetOwned(ctx, owned)
+	// A speaker that (re)appears may be coming back from a partition, in
+	// which case neighbours learned the MACs of our stand-ins: say again
+	// which IPs are ours.
+	joined := false
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		seen[m.Node] = true
+		if s.l2Members != nil && !s.l2Members[m.Node] {
+			joined = true
+		}
+	}
+	if joined {
+		s.resp.Reannounce(ctx)
+	}
+	s.l2Members = seen
 }
 
 func (s *Speaker) setL2Err(err error) {
