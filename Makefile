@@ -11,6 +11,8 @@ STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 # deadline as a failure with no crasher (golang/go#75804, fixed in Go 1.27).
 # `make fuzz FUZZTIME=2000000x` for a longer run.
 FUZZTIME    ?= 50000x
+# `make demo MODE=l2` runs the L2-mode demo instead of the default one.
+MODE        ?=
 BENCHCOUNT  ?= 5
 
 # package:FuzzTarget, one go test -fuzz run each (go test fuzzes one target at a time).
@@ -32,7 +34,7 @@ build:
 # A real control plane on loopback, the real controller, a handful of
 # Services, and a held-back pool change applied. Builds what it needs.
 demo: build tools deps
-	$(GO) run ./tests/demo --binary bin/calico-lb
+	$(GO) run ./tests/demo --binary bin/calico-lb --mode "$(MODE)"
 
 test: lint unit fuzz
 

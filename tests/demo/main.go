@@ -36,10 +36,20 @@ var demoConfig string
 
 func main() {
 	binary := flag.String("binary", filepath.Join(cluster.Root(), "bin", "calico-lb"), "the calico-lb binary")
+	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), or l2")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *binary); err != nil {
+	var err error
+	switch *mode {
+	case "", "calico", "spine":
+		err = run(ctx, *binary)
+	case "l2":
+		err = runL2(ctx, *binary)
+	default:
+		err = fmt.Errorf("MODE=%q: want l2, or nothing for the default demo", *mode)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}

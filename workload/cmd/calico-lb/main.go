@@ -138,9 +138,17 @@ func runSpeaker(args []string) error {
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
 	apiAddr := fs.String("api-address", "127.0.0.1:9403", "local HTTP API address")
+	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
+	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	_ = fs.Parse(args)
 	if *nodeName == "" {
 		return errors.New("speaker: --node-name (or NODE_NAME) is required")
+	}
+	if *l2Port <= 0 || *l2Port > 65535 {
+		return fmt.Errorf("speaker: --l2-port %d: want a UDP port, 1-65535", *l2Port)
+	}
+	if *holdDown <= 0 {
+		return fmt.Errorf("speaker: --l2-hold-down %s: want a positive duration such as 3s", *holdDown)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", *nodeName)
 	restCfg, err := clientConfig(*kubeconfig)
@@ -152,7 +160,8 @@ func runSpeaker(args []string) error {
 	if err != nil {
 		return err
 	}
-	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log})
+	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log,
+		L2Port: *l2Port, HoldDown: *holdDown})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", *apiAddr)
