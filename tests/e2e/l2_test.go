@@ -15,7 +15,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
@@ -35,26 +34,7 @@ func arpingMACs(b *spinebed.Bed, ip string, count int) []string {
 	return macs
 }
 
-func newL2(t *testing.T) *spinebed.Bed {
-	t.Helper()
-	netns.Require(t)
-	if _, _, err := cluster.Binaries(context.Background(), nil); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	b, err := spinebed.StartL2(ctx, spinebed.Options{Binary: binary, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(b.Logs())
-		}
-		b.Close()
-	})
-	return b
-}
+func newL2(t *testing.T) *spinebed.Bed { return newBed(t, spinebed.StartL2, spinebed.Options{}) }
 
 func TestL2EndToEnd(t *testing.T) {
 	b := newL2(t)

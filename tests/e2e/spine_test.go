@@ -19,6 +19,12 @@ import (
 // newSpine starts the shared spine topology with the controller and a
 // speaker per node, for one test.
 func newSpine(t *testing.T, bfd bool) *spinebed.Bed {
+	return newBed(t, spinebed.Start, spinebed.Options{BFD: bfd})
+}
+
+// newBed starts a test bed with start for one test, and removes it (after
+// logging what the processes said, if the test failed) when the test ends.
+func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spinebed.Bed, error), opts spinebed.Options) *spinebed.Bed {
 	t.Helper()
 	netns.Require(t)
 	if _, _, err := cluster.Binaries(context.Background(), nil); err != nil {
@@ -26,7 +32,8 @@ func newSpine(t *testing.T, bfd bool) *spinebed.Bed {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	b, err := spinebed.Start(ctx, spinebed.Options{BFD: bfd, Binary: binary, Dir: t.TempDir()})
+	opts.Binary, opts.Dir = binary, t.TempDir()
+	b, err := start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

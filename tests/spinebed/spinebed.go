@@ -59,11 +59,11 @@ type Bed struct {
 // NodeIP is node i's (1-based) address on its spine link.
 func NodeIP(i int) string { return fmt.Sprintf("10.212.%d.2", i) }
 
-// Start builds the topology and the control plane; the controller and the
-// speakers start with StartController and StartSpeaker.
-func Start(ctx context.Context, opts Options) (b *Bed, err error) {
+// newBed fills in opts' defaults (nodes when opts.Nodes is 0) and creates
+// the bed's namespace set.
+func newBed(opts *Options, nodes int) (*Bed, error) {
 	if opts.Nodes == 0 {
-		opts.Nodes = 2
+		opts.Nodes = nodes
 	}
 	if opts.Log == nil {
 		opts.Log = func(string) {}
@@ -72,7 +72,16 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b = &Bed{Net: nb, opts: opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}
+	return &Bed{Net: nb, opts: *opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}, nil
+}
+
+// Start builds the topology and the control plane; the controller and the
+// speakers start with StartController and StartSpeaker.
+func Start(ctx context.Context, opts Options) (b *Bed, err error) {
+	if b, err = newBed(&opts, 2); err != nil {
+		return nil, err
+	}
+	nb := b.Net
 	defer func() {
 		if err != nil {
 			b.Close()
@@ -172,17 +181,10 @@ func L2NodeIP6(i int) string { return fmt.Sprintf("fd14::%d", 10+i) }
 // control plane. The nodes accept traffic for VIPs put on their loopback,
 // but their kernels never answer ARP for them: that is the speakers' job.
 func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
-	if opts.Nodes == 0 {
-		opts.Nodes = 3
-	}
-	if opts.Log == nil {
-		opts.Log = func(string) {}
-	}
-	nb, err := netns.New()
-	if err != nil {
+	if b, err = newBed(&opts, 3); err != nil {
 		return nil, err
 	}
-	b = &Bed{Net: nb, opts: opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}
+	nb := b.Net
 	defer func() {
 		if err != nil {
 			b.Close()
