@@ -21,10 +21,12 @@ import (
 
 var macRe = regexp.MustCompile(`\[([0-9A-F:]{17})\]`)
 
-// arpingMACs asks for ip from the client with count probes and returns the
-// MACs that answered (each once, in order of first answer).
+// arpingMACs asks for ip from the client with count broadcast probes and
+// returns the MACs that answered (each once, in order of first answer).
+// Broadcast every time (-b): after a first answer arping would otherwise
+// ask that MAC alone and never see a second node answering.
 func arpingMACs(b *spinebed.Bed, ip string, count int) []string {
-	out, _ := b.Net.Exec(b.Client, "arping", "-c", fmt.Sprint(count), "-w", fmt.Sprint(count+1), "-I", "eth0", ip)
+	out, _ := b.Net.Exec(b.Client, "arping", "-b", "-c", fmt.Sprint(count), "-w", fmt.Sprint(count+1), "-I", "eth0", ip)
 	var macs []string
 	for _, m := range macRe.FindAllStringSubmatch(out, -1) {
 		if !slices.Contains(macs, m[1]) {
@@ -127,6 +129,17 @@ func TestL2EndToEnd(t *testing.T) {
 	}
 	t.Logf("link down: client connected to %s %s after the fault", who, time.Since(start).Round(time.Millisecond))
 
+	// The link comes back: the node that was cut off kept answering for
+	// everything on its side; once it hears the others again, within the
+	// liveness timeout, one node answers.
+	if _, err := b.Net.Exec(b.Nodes[second-1], "ip", "link", "set", "eth0", "up"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
+		t.Fatalf("after the partition healed, 5 broadcast ARP probes were answered by %v, want one node", macs)
+	}
+
 	// The killed speaker comes back: ownership moves at most once (after
 	// the hold-down), never back and forth.
 	if err := b.StartSpeaker(first); err != nil {
@@ -147,7 +160,7 @@ func TestL2EndToEnd(t *testing.T) {
 	local := create("local", func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal })
 	node, ready := "node3", true
 	if second == 3 {
-		node = "node1" // node3's link is down
+		node = "node1" // keep the endpoint off the node that was cut off
 	}
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "local-1", Namespace: "web", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},

@@ -39,8 +39,13 @@ type l2iface struct {
 	ndp *ndp.Conn   // nil without IPv6
 }
 
-// garpSchedule is when announcements go out after a takeover.
-var garpSchedule = []time.Duration{0, 250 * time.Millisecond, time.Second}
+// garpSchedule is when announcements go out after a takeover. Linux
+// ignores a change to a neighbour entry within locktime (1 s) of the last
+// one, so when two nodes announced in quick succession (a partition
+// healing) only an announcement more than 1 s after the other's last is
+// sure to stick: hence the one at 2 s. The early ones make the usual
+// failover fast.
+var garpSchedule = []time.Duration{0, 250 * time.Millisecond, time.Second, 2 * time.Second}
 
 // StartResponder opens ARP and NDP sockets on the named interfaces (it
 // needs CAP_NET_RAW) and answers until ctx ends.

@@ -42,11 +42,21 @@ type Liveness struct {
 	kick  chan struct{}
 
 	peersSet chan struct{}
+	given    bool // a peer gave us up and saw us back since the last TakeGivenUp
 }
 
 type peerSeen struct {
 	last    time.Time // last heartbeat
 	started time.Time // the peer's own start time, from its heartbeats
+	// revived counts how often this speaker saw the peer come back from
+	// the dead; it travels to the peer in our heartbeats.
+	revived int64
+	// revivedUs is the peer's count of our revivals, from its heartbeats:
+	// when it grows, the peer had given us up, may have taken our IPs over
+	// and had its MAC learned for them, and we must announce them again.
+	// A short link flap can be one-sided (we never saw the peer die), so
+	// this is the only way to know.
+	revivedUs int64
 }
 
 // DefaultHeartbeat is the heartbeat period and DefaultTimeout the silence
@@ -140,7 +150,11 @@ func (l *Liveness) beat(ctx context.Context) {
 	defer tick.Stop()
 	// The start time travels with every heartbeat, so that every speaker
 	// sees the same "alive since" for a peer and so decides the same owners.
-	msg := []byte("CLB1 " + l.self + " " + strconv.FormatInt(l.started.UnixNano(), 10))
+	prefix := "CLB1 " + l.self + " " + strconv.FormatInt(l.started.UnixNano(), 10) + " "
+	type dest struct {
+		addr netip.AddrPort
+		msg  []byte
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -152,10 +166,10 @@ func (l *Liveness) beat(ctx context.Context) {
 		}
 		now := time.Now()
 		l.mu.Lock()
-		dests := make([]netip.AddrPort, 0, len(l.peers))
+		dests := make([]dest, 0, len(l.peers))
 		for n, a := range l.peers {
 			if n != l.self {
-				dests = append(dests, a)
+				dests = append(dests, dest{a, []byte(prefix + strconv.FormatInt(l.seen[n].revived, 10))})
 			}
 		}
 		// A speaker that just fell silent changes the members.
@@ -165,10 +179,20 @@ func (l *Liveness) beat(ctx context.Context) {
 			}
 		}
 		l.mu.Unlock()
-		for _, a := range dests {
-			_, _ = l.conn.WriteToUDPAddrPort(msg, a)
+		for _, d := range dests {
+			_, _ = l.conn.WriteToUDPAddrPort(d.msg, d.addr)
 		}
 	}
+}
+
+// TakeGivenUp reports whether a peer gave this speaker up for dead and has
+// heard it again since the last call.
+func (l *Liveness) TakeGivenUp() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.given
+	l.given = false
+	return g
 }
 
 func (l *Liveness) receive() {
@@ -182,9 +206,14 @@ func (l *Liveness) receive() {
 			continue
 		}
 		rest, ok := strings.CutPrefix(string(buf[:n]), "CLB1 ")
-		node, startS, ok2 := strings.Cut(rest, " ")
-		startNs, err := strconv.ParseInt(startS, 10, 64)
-		if !ok || !ok2 || err != nil || node == l.self || len(node) > 253 {
+		fields := strings.Fields(rest)
+		if !ok || len(fields) != 3 {
+			continue
+		}
+		node := fields[0]
+		startNs, err1 := strconv.ParseInt(fields[1], 10, 64)
+		revivedUs, err2 := strconv.ParseInt(fields[2], 10, 64)
+		if err1 != nil || err2 != nil || node == l.self || len(node) > 253 {
 			continue
 		}
 		now := time.Now()
@@ -195,7 +224,14 @@ func (l *Liveness) receive() {
 			if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
 				l.signal() // new, back from the dead, or restarted
 			}
-			s.last, s.started = now, started
+			if seen && now.Sub(s.last) > l.timeout && s.started.Equal(started) {
+				s.revived++
+			}
+			if seen && s.started.Equal(started) && revivedUs > s.revivedUs {
+				l.given = true
+				l.signal()
+			}
+			s.last, s.started, s.revivedUs = now, started, revivedUs
 			l.seen[node] = s
 		}
 		l.mu.Unlock()

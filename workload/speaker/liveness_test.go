@@ -115,3 +115,50 @@ func TestLivenessSettled(t *testing.T) {
 	}
 	t.Logf("b settled after %s", time.Since(start).Round(time.Millisecond))
 }
+
+// A one-sided flap: a stops hearing b (b's heartbeats to a are lost) and
+// gives b up, while b keeps hearing a and never notices. When a hears b
+// again, b learns that it was given up, so that it can announce its IPs
+// again.
+func TestLivenessGivenUp(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := func(l *Liveness) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l.Port()))
+	}
+	both := map[string]netip.AddrPort{"a": lo(a), "b": lo(b)}
+	a.SetPeers(both)
+	b.SetPeers(both)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for start := time.Now(); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Since(start) > 2*time.Second {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitFor("a never saw b", func() bool { return names(a.Members(time.Now())) == "a b " })
+	waitFor("b never saw a", func() bool { return names(b.Members(time.Now())) == "a b " })
+	if b.TakeGivenUp() {
+		t.Fatal("b given up before anything happened")
+	}
+	// b's heartbeats to a go nowhere (port 9 on loopback: discard).
+	b.SetPeers(map[string]netip.AddrPort{"a": netip.MustParseAddrPort("127.0.0.1:9"), "b": lo(b)})
+	waitFor("a did not give b up", func() bool { return names(a.Members(time.Now())) == "a " })
+	if names(b.Members(time.Now())) != "a b " {
+		t.Fatal("b lost a, but a's heartbeats were never cut")
+	}
+	b.SetPeers(both)
+	waitFor("b was not told it had been given up", b.TakeGivenUp)
+	if b.TakeGivenUp() {
+		t.Fatal("TakeGivenUp did not clear")
+	}
+}

@@ -240,9 +240,10 @@ func (s *Speaker) reconcileL2(ctx context.Context, node Node, allNodes []*corev1
 	}
 	s.setL2Err(nil)
 	s.resp.SetOwned(ctx, owned)
-	// A speaker that (re)appears may be coming back from a partition, in
-	// which case neighbours learned the MACs of our stand-ins: say again
-	// which IPs are ours.
+	// After a partition neighbours may have learned our stand-ins' MACs:
+	// say again which IPs are ours when a speaker (re)appears, or when a
+	// peer tells us it had given us up (after a short flap only one side
+	// may have noticed).
 	joined := false
 	seen := make(map[string]bool, len(members))
 	for _, m := range members {
@@ -251,7 +252,7 @@ func (s *Speaker) reconcileL2(ctx context.Context, node Node, allNodes []*corev1
 			joined = true
 		}
 	}
-	if joined {
+	if given := s.live.TakeGivenUp(); joined || given {
 		s.resp.Reannounce(ctx)
 	}
 	s.l2Members = seen

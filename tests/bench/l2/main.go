@@ -120,7 +120,9 @@ func run(binary string, trials int) error {
 		var took time.Duration
 		for {
 			if time.Since(start) > 10*time.Second {
-				return fail(fmt.Errorf("trial %d: no other node answered within 10 s after %s broke", i+1, owner))
+				neigh, _ := b.Net.Exec(b.Client, "ip", "neigh", "show", vip)
+				arp, _ := b.Net.Exec(b.Client, "arping", "-b", "-c", "3", "-w", "4", "-I", "eth0", vip)
+				return fail(fmt.Errorf("trial %d: no other node answered within 10 s after %s broke; client's neighbour entry: %s; ARP now: %s", i+1, owner, neigh, arp))
 			}
 			attempt := time.Now()
 			if who, err := netns.AskWithin(b.Client, target, 100*time.Millisecond); err == nil && who != owner {
