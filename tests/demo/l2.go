@@ -86,13 +86,16 @@ func runL2(ctx context.Context, binary string) error {
 	time.Sleep(time.Second)
 	out, _ := b.Net.Exec(b.Client, "arping", "-c", "2", "-I", "eth0", vip)
 	fmt.Printf("    client: arping %s\n%s", vip, indent(out))
+	for i, ns := range b.Nodes {
+		fmt.Printf("    node%d's MAC is %s\n", i+1, strings.ToUpper(b.MAC(ns)))
+	}
 	owner := ""
 	for _, v := range vips {
 		who, err := netns.Ask(b.Client, netip.AddrPortFrom(netip.MustParseAddr(v), 8080).String())
 		if err != nil {
 			who = "error: " + err.Error()
 		}
-		fmt.Printf("    client connects to %s:8080 -> answered by %s\n", v, who)
+		fmt.Printf("    client connects to %s -> answered by %s\n", netip.AddrPortFrom(netip.MustParseAddr(v), 8080), who)
 		if !strings.Contains(v, ":") {
 			owner = who
 		}
@@ -115,6 +118,7 @@ func runL2(ctx context.Context, binary string) error {
 		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
 	}
 	step("%s's speaker restarts: it waits out the 3 s hold-down before taking its IPs back, so ownership moves once, not back and forth", owner)
+	restarted := time.Now()
 	if err := b.StartSpeaker(n); err != nil {
 		return err
 	}
@@ -126,7 +130,7 @@ func runL2(ctx context.Context, binary string) error {
 		}
 		if last != "" {
 			moves++
-			fmt.Printf("    %s now answers (%s after the restart)\n", who, time.Since(start).Round(100*time.Millisecond))
+			fmt.Printf("    %s now answers (%s after the restart)\n", who, time.Since(restarted).Round(100*time.Millisecond))
 		}
 		last = who
 	}

@@ -111,7 +111,7 @@ func TestL2EndToEnd(t *testing.T) {
 	start := time.Now()
 	b.Signal(first, syscall.SIGKILL)
 	second := owner(vip, first)
-	t.Logf("speaker SIGKILL: node%d answers ARP after %s", second, time.Since(start).Round(time.Millisecond))
+	t.Logf("speaker SIGKILL: node%d answers ARP after %s (1 s arping probes; make bench-l2 times it finely)", second, time.Since(start).Round(time.Millisecond))
 
 	// The new owner's link goes down: the third node takes over and the
 	// client reconnects.
@@ -127,7 +127,7 @@ func TestL2EndToEnd(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("after node%d's link went down the client reached %q", second, who)
 	}
-	t.Logf("link down: client connected to %s %s after the fault", who, time.Since(start).Round(time.Millisecond))
+	t.Logf("link down: client connected to %s %s after the fault (2 s connect timeout per attempt)", who, time.Since(start).Round(time.Millisecond))
 
 	// The link comes back: the node that was cut off kept answering for
 	// everything on its side; once it hears the others again, within the
