@@ -30,7 +30,9 @@ const (
 
 // Defaults.
 const (
-	DefaultAPIAddress    = "127.0.0.1:9402"
+	DefaultAPIAddress = "127.0.0.1:9402"
+	// DefaultPath is where the charm puts the workload config file.
+	DefaultPath          = "/etc/calico-lb/config.yaml"
 	DefaultPasswordFile  = "/etc/calico-lb/bgp-passwords.yaml"
 	DefaultASNumber      = 64512
 	DefaultHoldTime      = 90 // seconds, as GoBGP and most routers

@@ -59,7 +59,7 @@ func main() {
 
 func runController(args []string) error {
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
-	cfgPath := fs.String("config", "/etc/calico-lb/config.yaml", "workload config file (reloaded when it changes)")
+	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	identity := fs.String("identity", os.Getenv("POD_NAME"), "leader-election identity (default: hostname-pid)")
 	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
@@ -134,7 +134,7 @@ func runController(args []string) error {
 
 func runSpeaker(args []string) error {
 	fs := flag.NewFlagSet("speaker", flag.ExitOnError)
-	cfgPath := fs.String("config", "/etc/calico-lb/config.yaml", "workload config file (reloaded when it changes)")
+	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
 	apiAddr := fs.String("api-address", "127.0.0.1:9403", "local HTTP API address")

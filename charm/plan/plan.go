@@ -1,0 +1,154 @@
+// Package plan is what the charm puts into the workload container: the
+// config file, the BGP password file and the Pebble layer. It is pure, so
+// the charm can compare the plan with what it pushed last and touch Pebble
+// only when something changed (the workload reloads its config file
+// itself; a config change never restarts it).
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Service is the Pebble service that runs the controller.
+const Service = "calico-lb"
+
+// Check is the Pebble check on the controller's /readyz.
+const Check = "calico-lb-ready"
+
+// File is one file to push.
+type File struct {
+	Path    string
+	Content []byte
+	Mode    uint32 // permission bits
+}
+
+// Plan is everything the container needs.
+type Plan struct {
+	Files []File
+	Layer []byte // Pebble layer YAML
+}
+
+// Inputs are what the plan depends on besides the config.
+type Inputs struct {
+	Passwords map[string]string // bgp-passwords secret content; never logged
+	Image     string            // the workload image, for the speaker DaemonSet
+	Namespace string            // the model's namespace, for the Lease
+	PodName   string            // leader-election identity
+}
+
+// Make builds the plan for a validated config.
+func Make(cfg *config.Config, in Inputs) (*Plan, error) {
+	data, err := cfg.Render()
+	if err != nil {
+		return nil, fmt.Errorf("render workload config: %w", err)
+	}
+	pw, err := yaml.Marshal(passwordMap(in.Passwords))
+	if err != nil {
+		return nil, fmt.Errorf("render BGP passwords: %w", err)
+	}
+	layer, err := yaml.Marshal(layerFor(cfg, in))
+	if err != nil {
+		return nil, fmt.Errorf("render Pebble layer: %w", err)
+	}
+	return &Plan{
+		Files: []File{
+			{Path: config.DefaultPath, Content: data, Mode: 0o644},
+			{Path: cfg.BGP.PasswordFile, Content: pw, Mode: 0o600},
+		},
+		Layer: layer,
+	}, nil
+}
+
+// Digest identifies the plan; equal digests need no push and no replan.
+func (p *Plan) Digest() string {
+	h := sha256.New()
+	for _, f := range p.Files {
+		fmt.Fprintf(h, "%s\x00%o\x00%d\x00", f.Path, f.Mode, len(f.Content))
+		h.Write(f.Content)
+	}
+	h.Write(p.Layer)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// LayerDigest identifies the layer alone: only a layer change needs a
+// replan.
+func (p *Plan) LayerDigest() string {
+	s := sha256.Sum256(p.Layer)
+	return hex.EncodeToString(s[:])
+}
+
+type layer struct {
+	Summary  string             `yaml:"summary"`
+	Services map[string]service `yaml:"services"`
+	Checks   map[string]check   `yaml:"checks"`
+}
+
+type service struct {
+	Override       string            `yaml:"override"`
+	Summary        string            `yaml:"summary"`
+	Command        string            `yaml:"command"`
+	Startup        string            `yaml:"startup"`
+	Environment    map[string]string `yaml:"environment,omitempty"`
+	OnCheckFailure map[string]string `yaml:"on-check-failure"`
+	BackoffLimit   string            `yaml:"backoff-limit"`
+}
+
+type check struct {
+	Override  string    `yaml:"override"`
+	Level     string    `yaml:"level"`
+	Period    string    `yaml:"period"`
+	Timeout   string    `yaml:"timeout"`
+	Threshold int       `yaml:"threshold"`
+	HTTP      httpCheck `yaml:"http"`
+}
+
+type httpCheck struct {
+	URL string `yaml:"url"`
+}
+
+func layerFor(cfg *config.Config, in Inputs) layer {
+	env := map[string]string{}
+	if in.Image != "" {
+		env["CALICO_LB_IMAGE"] = in.Image
+	}
+	if in.Namespace != "" {
+		env["POD_NAMESPACE"] = in.Namespace
+	}
+	if in.PodName != "" {
+		env["POD_NAME"] = in.PodName
+	}
+	return layer{
+		Summary: "calico-lb workload",
+		Services: map[string]service{Service: {
+			Override: "replace",
+			Summary:  "calico-lb controller: allocates LoadBalancer IPs and keeps the speakers",
+			Command:  "/usr/bin/calico-lb controller --config " + config.DefaultPath,
+			Startup:  "enabled",
+			// In-cluster config comes from the pod's ServiceAccount; the
+			// rest from the environment so the command line stays stable.
+			Environment:    env,
+			OnCheckFailure: map[string]string{Check: "restart"},
+			BackoffLimit:   "10s",
+		}},
+		Checks: map[string]check{Check: {
+			Override: "replace", Level: "ready", Period: "5s", Timeout: "3s", Threshold: 3,
+			HTTP: httpCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/readyz"}).String()},
+		}},
+	}
+}
+
+// passwordMap renders as a YAML mapping even when there are no passwords
+// (yaml.v3 sorts the keys, so the file is stable).
+func passwordMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

@@ -1,0 +1,90 @@
+package plan
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+func testConfig(t *testing.T, api string) *config.Config {
+	t.Helper()
+	o := config.DefaultOptions()
+	o.Pools = "10.0.0.0/24"
+	o.PeeringMode = "spine"
+	o.SpinePeers = "[{address: 10.0.255.1, as-number: 65100, password-key: spine1}]"
+	o.BGPPasswords = "secret:abc"
+	cfg, _, err := config.FromOptions(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api != "" {
+		cfg.APIAddress = api
+	}
+	return cfg
+}
+
+func TestMake(t *testing.T) {
+	cfg := testConfig(t, "")
+	in := Inputs{Passwords: map[string]string{"spine1": "s3cret"}, Image: "img:1", Namespace: "lb", PodName: "calico-lb-0"}
+	p, err := Make(cfg, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Files) != 2 || p.Files[0].Path != config.DefaultPath || p.Files[0].Mode != 0o644 || p.Files[1].Mode != 0o600 {
+		t.Fatalf("files %+v", p.Files)
+	}
+	back, err := config.Parse(p.Files[0].Content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, cfg) {
+		t.Fatalf("the pushed config parses to\n%+v\nnot\n%+v", back, cfg)
+	}
+	var pw map[string]string
+	if err := yaml.Unmarshal(p.Files[1].Content, &pw); err != nil || pw["spine1"] != "s3cret" {
+		t.Fatalf("password file %q: %v", p.Files[1].Content, err)
+	}
+	if bytes.Contains(p.Layer, []byte("s3cret")) || bytes.Contains(p.Files[0].Content, []byte("s3cret")) {
+		t.Fatal("a password leaked out of the password file")
+	}
+	var l layer
+	if err := yaml.Unmarshal(p.Layer, &l); err != nil {
+		t.Fatal(err)
+	}
+	svc, chk := l.Services[Service], l.Checks[Check]
+	if svc.Startup != "enabled" || svc.OnCheckFailure[Check] != "restart" || svc.Environment["CALICO_LB_IMAGE"] != "img:1" || svc.Environment["POD_NAME"] != "calico-lb-0" {
+		t.Fatalf("service %+v", svc)
+	}
+	if chk.HTTP.URL != "http://"+config.DefaultAPIAddress+"/readyz" || chk.Level != "ready" {
+		t.Fatalf("check %+v", chk)
+	}
+	// No passwords: still a mapping.
+	p2, err := Make(cfg, Inputs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(p2.Files[1].Content) != "{}\n" {
+		t.Fatalf("empty password file %q", p2.Files[1].Content)
+	}
+}
+
+func TestDigests(t *testing.T) {
+	in := Inputs{Passwords: map[string]string{"spine1": "a", "spine2": "b"}}
+	a, _ := Make(testConfig(t, ""), in)
+	b, _ := Make(testConfig(t, ""), Inputs{Passwords: map[string]string{"spine2": "b", "spine1": "a"}})
+	if a.Digest() != b.Digest() {
+		t.Fatal("the same inputs give different digests")
+	}
+	c, _ := Make(testConfig(t, ""), Inputs{Passwords: map[string]string{"spine1": "changed", "spine2": "b"}})
+	if c.Digest() == a.Digest() || c.LayerDigest() != a.LayerDigest() {
+		t.Fatal("a password change must change the files but not the layer (no replan)")
+	}
+	d, _ := Make(testConfig(t, "127.0.0.1:9500"), in)
+	if d.LayerDigest() == a.LayerDigest() {
+		t.Fatal("a new API address must change the layer (the check's URL)")
+	}
+}
