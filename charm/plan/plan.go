@@ -41,6 +41,12 @@ type Inputs struct {
 	Image     string            // the workload image, for the speaker DaemonSet
 	Namespace string            // the model's namespace, for the Lease
 	PodName   string            // leader-election identity
+
+	// Where things are in the container; empty means the defaults
+	// (/usr/bin/calico-lb, config.DefaultPath). Tests that run a real
+	// Pebble on the host point them at a temporary directory.
+	Binary     string
+	ConfigPath string
 }
 
 // Make builds the plan for a validated config.
@@ -53,13 +59,19 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render BGP passwords: %w", err)
 	}
+	if in.Binary == "" {
+		in.Binary = "/usr/bin/calico-lb"
+	}
+	if in.ConfigPath == "" {
+		in.ConfigPath = config.DefaultPath
+	}
 	layer, err := yaml.Marshal(layerFor(cfg, in))
 	if err != nil {
 		return nil, fmt.Errorf("render Pebble layer: %w", err)
 	}
 	return &Plan{
 		Files: []File{
-			{Path: config.DefaultPath, Content: data, Mode: 0o644},
+			{Path: in.ConfigPath, Content: data, Mode: 0o644},
 			{Path: cfg.BGP.PasswordFile, Content: pw, Mode: 0o600},
 		},
 		Layer: layer,
@@ -129,7 +141,7 @@ func layerFor(cfg *config.Config, in Inputs) layer {
 		Services: map[string]service{Service: {
 			Override: "replace",
 			Summary:  "calico-lb controller: allocates LoadBalancer IPs and keeps the speakers",
-			Command:  "/usr/bin/calico-lb controller --config " + config.DefaultPath,
+			Command:  in.Binary + " controller --config " + in.ConfigPath,
 			Startup:  "enabled",
 			// In-cluster config comes from the pod's ServiceAccount; the
 			// rest from the environment so the command line stays stable.

@@ -33,6 +33,7 @@ type tool struct {
 var (
 	toolEtcd      = tool{"etcd", "tests/tools/etcd", "go.etcd.io/etcd/server/v3"}
 	toolAPIServer = tool{"kube-apiserver", "tests/tools/kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"}
+	toolPebble    = tool{"pebble", "tests/tools/pebble", "github.com/canonical/pebble/cmd/pebble"}
 )
 
 // Binaries returns the paths of etcd and kube-apiserver, building them into
@@ -40,27 +41,47 @@ var (
 // 6-10 minutes on 2 cores; afterwards the binaries are reused. A file lock
 // keeps concurrent test processes from building twice.
 func Binaries(ctx context.Context, log func(string)) (etcd, apiserver string, err error) {
-	if err := os.MkdirAll(BinDir(), 0o755); err != nil {
-		return "", "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(BinDir(), ".build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	paths, err := buildLocked(ctx, log, toolEtcd, toolAPIServer)
 	if err != nil {
 		return "", "", err
 	}
+	return paths[0], paths[1], nil
+}
+
+// PebbleBinary returns the path of the Pebble daemon (v1.26.0, pinned in
+// tests/tools/pebble), building it into BinDir first if it is missing.
+func PebbleBinary(ctx context.Context, log func(string)) (string, error) {
+	paths, err := buildLocked(ctx, log, toolPebble)
+	if err != nil {
+		return "", err
+	}
+	return paths[0], nil
+}
+
+// buildLocked builds the missing tools under a file lock, so that
+// concurrent test processes do not build twice.
+func buildLocked(ctx context.Context, log func(string), tools ...tool) ([]string, error) {
+	if err := os.MkdirAll(BinDir(), 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(BinDir(), ".build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // released on close anyway
 	var paths []string
-	for _, t := range []tool{toolEtcd, toolAPIServer} {
+	for _, t := range tools {
 		p, err := build(ctx, t, log)
 		if err != nil {
-			return "", "", err
+			return nil, err
 		}
 		paths = append(paths, p)
 	}
-	return paths[0], paths[1], nil
+	return paths, nil
 }
 
 func build(ctx context.Context, t tool, log func(string)) (string, error) {
