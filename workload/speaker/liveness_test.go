@@ -79,19 +79,7 @@ func TestLiveness(t *testing.T) {
 // A speaker claims nothing until it has heard every peer, or listened for
 // a whole timeout when some peer is silent.
 func TestLivenessSettled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := func(l *Liveness) netip.AddrPort {
-		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l.Port()))
-	}
+	a, b := startPair(t)
 	if ok, _ := a.Settled(time.Now()); !ok {
 		t.Fatal("a speaker without peers is not settled")
 	}
@@ -121,19 +109,7 @@ func TestLivenessSettled(t *testing.T) {
 // again, b learns that it was given up, so that it can announce its IPs
 // again.
 func TestLivenessGivenUp(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := func(l *Liveness) netip.AddrPort {
-		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l.Port()))
-	}
+	a, b := startPair(t)
 	both := map[string]netip.AddrPort{"a": lo(a), "b": lo(b)}
 	a.SetPeers(both)
 	b.SetPeers(both)
@@ -161,4 +137,24 @@ func TestLivenessGivenUp(t *testing.T) {
 	if b.TakeGivenUp() {
 		t.Fatal("TakeGivenUp did not clear")
 	}
+}
+
+// startPair starts speakers a and b on loopback for one test.
+func startPair(t *testing.T) (a, b *Liveness) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var err error
+	if a, err = StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// lo is where l listens, on loopback.
+func lo(l *Liveness) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l.Port()))
 }
