@@ -4,6 +4,7 @@ go 1.26
 
 require (
 	github.com/canonical/pebble v1.26.0
+	github.com/gruyaume/goops v0.0.23
 	github.com/mdlayher/arp v0.0.0-20260528070854-93566ba168e9
 	github.com/mdlayher/ethernet v0.0.0-20220221185849-529eae5b6118
 	github.com/mdlayher/ndp v1.1.0

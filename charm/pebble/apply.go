@@ -76,7 +76,7 @@ func Apply(c Client, p *plan.Plan, wait time.Duration) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("wait for replan: %w", err)
 		}
-		if ch.Err != "" {
+		if ch != nil && ch.Err != "" {
 			return res, fmt.Errorf("replan: %w", errors.New(ch.Err))
 		}
 	}

@@ -1,0 +1,222 @@
+// Package charm is the calico-lb charm: the hook's handlers, run by the
+// reactive runner, over goops' hook tools and the workload container's
+// Pebble. Which handler runs when is in Handlers, in one place.
+package charm
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/canonical/pebble/client"
+	"github.com/gruyaume/goops"
+
+	"github.com/calico-lb/calico-lb/charm/pebble"
+	"github.com/calico-lb/calico-lb/charm/plan"
+	"github.com/calico-lb/calico-lb/charm/reactive"
+	"github.com/calico-lb/calico-lb/charm/status"
+	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/controller"
+)
+
+// Container is the workload container's name in metadata.yaml.
+const Container = "calico-lb"
+
+// SocketEnv, when set, is the Pebble socket to use instead of Juju's
+// /charm/containers/calico-lb/pebble.socket. Juju never sets it; the
+// integration tests do, to point the real dispatch at a real Pebble.
+const SocketEnv = "CALICO_LB_PEBBLE_SOCKET"
+
+// Flags.
+const (
+	PebbleReady     reactive.Flag = "pebble-ready"
+	Leader          reactive.Flag = "leader"
+	ConfigValid     reactive.Flag = "config-valid"
+	ConfigInvalid   reactive.Flag = "config-invalid"
+	PasswordsMissed reactive.Flag = "passwords-unreadable"
+	Planned         reactive.Flag = "workload-planned"
+)
+
+// Charm is one hook's run.
+type Charm struct {
+	// APIBase is the workload's local API, reached over the pod's shared
+	// network namespace.
+	APIBase string
+	// Wait bounds how long a replan may take.
+	Wait time.Duration
+
+	cfg       *config.Config
+	cfgErr    error
+	passwords map[string]string
+	pwErr     error
+	applied   pebble.Result
+}
+
+// New returns the charm with its defaults.
+func New() *Charm {
+	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second}
+}
+
+// Facts describe the world at the start of every hook.
+func (c *Charm) Facts() []reactive.Fact {
+	return []reactive.Fact{
+		{Flag: PebbleReady, Eval: func() (bool, error) {
+			_, err := pebbleClient().SysInfo()
+			return err == nil, nil
+		}},
+		{Flag: Leader, Eval: goops.IsLeader},
+	}
+}
+
+// Handlers is the charm's logic, in the order it runs.
+func (c *Charm) Handlers() []reactive.Handler {
+	return []reactive.Handler{
+		{Name: "read-config", Run: c.readConfig},
+		{Name: "read-bgp-passwords", When: []reactive.Flag{ConfigValid}, Run: c.readPasswords},
+		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed}, Run: c.push},
+	}
+}
+
+func (c *Charm) readConfig(s *reactive.State) error {
+	var raw map[string]any
+	if err := goops.GetConfig(&raw); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	o, err := config.OptionsFromMap(raw)
+	if err == nil {
+		c.cfg, _, err = config.FromOptions(o)
+	}
+	c.cfgErr = err
+	s.Toggle(ConfigValid, err == nil)
+	s.Toggle(ConfigInvalid, err != nil)
+	return nil
+}
+
+func (c *Charm) readPasswords(s *reactive.State) error {
+	c.passwords, c.pwErr = nil, nil
+	var raw map[string]any
+	if err := goops.GetConfig(&raw); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if id, _ := raw["bgp-passwords"].(string); id != "" {
+		c.passwords, c.pwErr = goops.GetSecretByID(id, false, true)
+		if c.pwErr != nil {
+			c.pwErr = fmt.Errorf("bgp-passwords: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %w", id, c.pwErr)
+		}
+	}
+	s.Toggle(PasswordsMissed, c.pwErr != nil)
+	return nil
+}
+
+func (c *Charm) push(s *reactive.State) error {
+	env := goops.ReadEnv()
+	p, err := plan.Make(c.cfg, plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
+		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")})
+	if err != nil {
+		return err
+	}
+	if c.applied, err = pebble.Apply(pebbleClient(), p, c.Wait); err != nil {
+		return err
+	}
+	s.Set(Planned)
+	return nil
+}
+
+// podName is the sidecar pod of a unit: app/0 runs in pod app-0.
+func podName(unit string) string {
+	for i := len(unit) - 1; i >= 0; i-- {
+		if unit[i] == '/' {
+			return unit[:i] + "-" + unit[i+1:]
+		}
+	}
+	return unit
+}
+
+// Status is the unit status after the handlers ran.
+func (c *Charm) Status(s *reactive.State) status.Status {
+	switch {
+	case s.Has(ConfigInvalid):
+		return status.InvalidConfig(c.cfgErr)
+	case s.Has(PasswordsMissed):
+		return status.Status{Name: "blocked", Message: c.pwErr.Error()}
+	case !s.Has(PebbleReady):
+		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}
+	case !s.Has(Planned):
+		return status.Status{Name: "maintenance", Message: "configuring the workload"}
+	}
+	var snap controller.Snapshot
+	var change controller.PoolChange
+	if err := c.get("/v1/allocations", &snap); err != nil {
+		return status.Status{Name: "waiting", Message: "waiting for the workload's API: " + err.Error()}
+	}
+	if snap.PendingChange {
+		_ = c.get("/v1/pool-change", &change) // the status still says a change is held back without the names
+	}
+	return status.FromWorkload(snap, change)
+}
+
+func (c *Charm) get(path string, v any) error {
+	hc := http.Client{Timeout: 3 * time.Second}
+	resp, err := hc.Get(c.APIBase + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Hook runs the handlers for the current hook and sets the unit status.
+func (c *Charm) Hook() error {
+	s := reactive.NewState()
+	steps, err := reactive.Run(s, c.Facts(), c.Handlers())
+	for _, st := range steps {
+		goops.LogDebugf("handler %s", st)
+	}
+	if err != nil {
+		_ = goops.SetUnitStatus(goops.StatusBlocked, oneLine(err.Error()))
+		return err
+	}
+	st := c.Status(s)
+	return goops.SetUnitStatus(goops.StatusName(st.Name), st.Message)
+}
+
+func oneLine(s string) string {
+	for i := range len(s) {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// pebbleClient is the container's Pebble: goops' (Juju's socket, or the
+// test fake), or the socket SocketEnv names.
+func pebbleClient() pebble.Client {
+	if sock := os.Getenv(SocketEnv); sock != "" {
+		cl, err := client.New(&client.Config{Socket: sock})
+		if err != nil {
+			return failing{err}
+		}
+		return cl
+	}
+	return goops.Pebble(Container)
+}
+
+// failing is a Pebble client that could not be made.
+type failing struct{ err error }
+
+func (f failing) SysInfo() (*client.SysInfo, error)             { return nil, f.err }
+func (f failing) Push(*client.PushOptions) error                { return f.err }
+func (f failing) Pull(*client.PullOptions) error                { return f.err }
+func (f failing) AddLayer(*client.AddLayerOptions) error        { return f.err }
+func (f failing) PlanBytes(*client.PlanOptions) ([]byte, error) { return nil, f.err }
+func (f failing) Replan(*client.ServiceOptions) (string, error) { return "", f.err }
+func (f failing) WaitChange(string, *client.WaitChangeOptions) (*client.Change, error) {
+	return nil, f.err
+}
+

@@ -1,0 +1,135 @@
+package charm
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gruyaume/goops/goopstest"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calico-lb/calico-lb/charm/plan"
+	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/controller"
+)
+
+// withDefaults is what Juju passes: config.yaml's defaults, overridden by
+// set (goopstest's config-get applies no defaults).
+func withDefaults(t *testing.T, set map[string]any) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cy struct {
+		Options map[string]struct{ Default any } `yaml:"options"`
+	}
+	if err := yaml.Unmarshal(data, &cy); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]any{}
+	for k, o := range cy.Options {
+		out[k] = o.Default
+	}
+	for k, v := range set {
+		out[k] = v
+	}
+	return out
+}
+
+// workloadAPI stands in for the workload's local API with snap.
+func workloadAPI(t *testing.T, snap controller.Snapshot, change controller.PoolChange) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/allocations":
+			_ = json.NewEncoder(w).Encode(snap)
+		case "/v1/pool-change":
+			_ = json.NewEncoder(w).Encode(change)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func run(t *testing.T, apiBase string, st goopstest.State) (goopstest.State, *goopstest.Context) {
+	t.Helper()
+	c := New()
+	c.APIBase = apiBase
+	c.Wait = 0
+	ctx := goopstest.NewContext(c.Hook, goopstest.WithUnitID("calico-lb/0"))
+	return ctx.Run("config-changed", st), ctx
+}
+
+func container(t *testing.T, connect bool) (goopstest.Container, string) {
+	src := t.TempDir()
+	return goopstest.Container{Name: Container, CanConnect: connect,
+		Mounts: map[string]goopstest.Mount{"etc": {Location: "/etc/calico-lb", Source: src}}}, src
+}
+
+func TestConfigChangedActive(t *testing.T) {
+	api := workloadAPI(t, controller.Snapshot{Mode: config.ModeCalico, Pools: []controller.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, controller.PoolChange{})
+	ctr, src := container(t, true)
+	out, ctx := run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != "calico mode; 1 pool, 2/254 in use" {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	layer, ok := out.Containers[0].Layers["calico-lb"]
+	if !ok || !strings.Contains(layer.Services[plan.Service].Command, "calico-lb controller --config "+config.DefaultPath) {
+		t.Fatalf("layers %+v", out.Containers[0].Layers)
+	}
+	data, err := os.ReadFile(filepath.Join(src, config.DefaultPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(data)
+	if err != nil || cfg.Mode != config.ModeCalico || len(cfg.Pools) != 1 {
+		t.Fatalf("pushed config %+v, %v", cfg, err)
+	}
+}
+
+func TestConfigChangedBlockedAndWaiting(t *testing.T) {
+	api := workloadAPI(t, controller.Snapshot{}, controller.PoolChange{})
+	ctr, _ := container(t, true)
+	out, _ := run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "blocked" || !strings.HasPrefix(out.UnitStatus.Message, "invalid config: ") || !strings.Contains(out.UnitStatus.Message, "(and 1 more)") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	if len(out.Containers[0].Layers) != 0 {
+		t.Fatal("an invalid config reached the workload")
+	}
+
+	ctr, _ = container(t, false)
+	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "waiting" || !strings.Contains(out.UnitStatus.Message, "Pebble") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+
+	ctr, _ = container(t, true)
+	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "bgp-passwords": "secret:nothere"}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "juju grant-secret") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+
+	held := controller.PoolChange{Pending: true, Services: []controller.ServiceView{{Namespace: "web", Name: "shop"}}}
+	api = workloadAPI(t, controller.Snapshot{Mode: config.ModeL2, PendingChange: true}, held)
+	ctr, _ = container(t, true)
+	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "web/shop") || !strings.Contains(out.UnitStatus.Message, "apply-pool-change") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+}
+
+func TestPodName(t *testing.T) {
+	if got := podName("calico-lb/12"); got != "calico-lb-12" {
+		t.Fatal(got)
+	}
+}
