@@ -18,7 +18,7 @@ import (
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // Container is the workload container's name in metadata.yaml.
@@ -146,8 +146,8 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 	case !s.Has(Planned):
 		return status.Status{Name: "maintenance", Message: "configuring the workload"}
 	}
-	var snap controller.Snapshot
-	var change controller.PoolChange
+	var snap api.Snapshot
+	var change api.PoolChange
 	if err := c.get("/v1/allocations", &snap); err != nil {
 		return status.Status{Name: "waiting", Message: "waiting for the workload's API: " + err.Error()}
 	}

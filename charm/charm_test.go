@@ -14,7 +14,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // withDefaults is what Juju passes: config.yaml's defaults, overridden by
@@ -42,7 +42,7 @@ func withDefaults(t *testing.T, set map[string]any) map[string]any {
 }
 
 // workloadAPI stands in for the workload's local API with snap.
-func workloadAPI(t *testing.T, snap controller.Snapshot, change controller.PoolChange) string {
+func workloadAPI(t *testing.T, snap api.Snapshot, change api.PoolChange) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/allocations":
@@ -73,9 +73,9 @@ func container(t *testing.T, connect bool) (goopstest.Container, string) {
 }
 
 func TestConfigChangedActive(t *testing.T) {
-	api := workloadAPI(t, controller.Snapshot{Mode: config.ModeCalico, Pools: []controller.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, controller.PoolChange{})
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, api.PoolChange{})
 	ctr, src := container(t, true)
-	out, ctx := run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
+	out, ctx := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)
 	}
@@ -97,9 +97,9 @@ func TestConfigChangedActive(t *testing.T) {
 }
 
 func TestConfigChangedBlockedAndWaiting(t *testing.T) {
-	api := workloadAPI(t, controller.Snapshot{}, controller.PoolChange{})
+	base := workloadAPI(t, api.Snapshot{}, api.PoolChange{})
 	ctr, _ := container(t, true)
-	out, _ := run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0}), Containers: []goopstest.Container{ctr}})
+	out, _ := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.HasPrefix(out.UnitStatus.Message, "invalid config: ") || !strings.Contains(out.UnitStatus.Message, "(and 1 more)") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
@@ -108,21 +108,21 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 	}
 
 	ctr, _ = container(t, false)
-	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "waiting" || !strings.Contains(out.UnitStatus.Message, "Pebble") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 
 	ctr, _ = container(t, true)
-	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "bgp-passwords": "secret:nothere"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "bgp-passwords": "secret:nothere"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "juju grant-secret") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 
-	held := controller.PoolChange{Pending: true, Services: []controller.ServiceView{{Namespace: "web", Name: "shop"}}}
-	api = workloadAPI(t, controller.Snapshot{Mode: config.ModeL2, PendingChange: true}, held)
+	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
+	base = workloadAPI(t, api.Snapshot{Mode: config.ModeL2, PendingChange: true}, held)
 	ctr, _ = container(t, true)
-	out, _ = run(t, api, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "web/shop") || !strings.Contains(out.UnitStatus.Message, "apply-pool-change") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // Status is a Juju workload status.
@@ -40,7 +40,7 @@ const shownServices = 3
 // blocked when it reports a config error or holds back a pool change
 // (naming the Services that would lose their IPs and the action that
 // applies it), else active with the mode, pools and usage.
-func FromWorkload(snap controller.Snapshot, change controller.PoolChange) Status {
+func FromWorkload(snap api.Snapshot, change api.PoolChange) Status {
 	if snap.ConfigError != "" {
 		return Status{"blocked", "workload rejected its config: " + oneLine(snap.ConfigError)}
 	}

@@ -7,19 +7,19 @@ import (
 	"testing"
 
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 func TestActiveSummary(t *testing.T) {
-	snap := controller.Snapshot{Mode: config.ModeCalico, Pools: []controller.PoolView{{Name: "default", Capacity: "252", InUse: 3}},
-		Services: []controller.ServiceView{{Name: "a", IPs: []string{"10.0.0.1"}}}}
-	if got := FromWorkload(snap, controller.PoolChange{}); got != (Status{"active", "calico mode; 1 pool, 3/252 in use"}) {
+	snap := api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "252", InUse: 3}},
+		Services: []api.ServiceView{{Name: "a", IPs: []string{"10.0.0.1"}}}}
+	if got := FromWorkload(snap, api.PoolChange{}); got != (Status{"active", "calico mode; 1 pool, 3/252 in use"}) {
 		t.Fatalf("got %v", got)
 	}
-	snap.Pools = append(snap.Pools, controller.PoolView{Name: "v6", Capacity: "18446744073709551616", InUse: 1})
-	snap.Services = append(snap.Services, controller.ServiceView{Name: "b", Issues: "no free IP in pool default"})
+	snap.Pools = append(snap.Pools, api.PoolView{Name: "v6", Capacity: "18446744073709551616", InUse: 1})
+	snap.Services = append(snap.Services, api.ServiceView{Name: "b", Issues: "no free IP in pool default"})
 	want := "calico mode; 2 pools, 4/~2^64 in use, 1 Service(s) waiting for an IP (list-allocations says why)"
-	if got := FromWorkload(snap, controller.PoolChange{}); got.Message != want {
+	if got := FromWorkload(snap, api.PoolChange{}); got.Message != want {
 		t.Fatalf("got %q\nwant %q", got.Message, want)
 	}
 	if c := count(new(big.Int).Lsh(big.NewInt(1), 64)); c != "2^64" {
@@ -28,15 +28,15 @@ func TestActiveSummary(t *testing.T) {
 }
 
 func TestBlocked(t *testing.T) {
-	var svcs []controller.ServiceView
+	var svcs []api.ServiceView
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
-		svcs = append(svcs, controller.ServiceView{Namespace: "web", Name: n})
+		svcs = append(svcs, api.ServiceView{Namespace: "web", Name: n})
 	}
-	got := FromWorkload(controller.Snapshot{PendingChange: true}, controller.PoolChange{Pending: true, Services: svcs})
+	got := FromWorkload(api.Snapshot{PendingChange: true}, api.PoolChange{Pending: true, Services: svcs})
 	if got.Name != "blocked" || !strings.Contains(got.Message, "web/a, web/b, web/c, and 2 more") || !strings.Contains(got.Message, "apply-pool-change") {
 		t.Fatalf("got %v", got)
 	}
-	got = FromWorkload(controller.Snapshot{ConfigError: "pools: bad\nsecond line"}, controller.PoolChange{})
+	got = FromWorkload(api.Snapshot{ConfigError: "pools: bad\nsecond line"}, api.PoolChange{})
 	if got.Name != "blocked" || strings.Contains(got.Message, "second line") {
 		t.Fatalf("got %v", got)
 	}

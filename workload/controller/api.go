@@ -4,63 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net/http"
 	"sort"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/calico-lb/calico-lb/workload/allocator"
-	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// Snapshot is what GET /v1/allocations returns.
-type Snapshot struct {
-	Leader         bool          `json:"leader"`
-	LeaderIdentity string        `json:"leaderIdentity"`
-	Source         string        `json:"source"` // "allocator" (the leader's) or "cache" (a standby's view)
-	Mode           config.Mode   `json:"mode"`
-	Pools          []PoolView    `json:"pools"`
-	Services       []ServiceView `json:"services"`
-	PendingChange  bool          `json:"poolChangeHeldBack"`
-	ConfigError    string        `json:"configError,omitempty"`
-}
-
-// PoolView is one pool's capacity and use. Capacities are decimal strings
-// because an IPv6 pool can hold more than 2^64 addresses.
-type PoolView struct {
-	Name       string   `json:"name"`
-	Addresses  []string `json:"addresses"`
-	AutoAssign bool     `json:"autoAssign"`
-	Capacity   string   `json:"capacity"`
-	CapacityV4 string   `json:"capacityIPv4"`
-	CapacityV6 string   `json:"capacityIPv6"`
-	InUse      int      `json:"inUse"`
-	InUseV4    int      `json:"inUseIPv4"`
-	InUseV6    int      `json:"inUseIPv6"`
-
-	sizeV4, sizeV6 float64
-}
-
-// ServiceView is one Service's addresses.
-type ServiceView struct {
-	Namespace string   `json:"namespace"`
-	Name      string   `json:"name"`
-	IPs       []string `json:"ips"`
-	Pools     []string `json:"pools"`
-	Issues    string   `json:"issues,omitempty"`
-}
-
-// PoolChange is what GET and POST /v1/pool-change return.
-type PoolChange struct {
-	Pending  bool          `json:"pending"`
-	Since    *time.Time    `json:"since,omitempty"`
-	Services []ServiceView `json:"services"` // the Services that lose their addresses
-	NewPools []string      `json:"newPools,omitempty"`
-	Applied  bool          `json:"applied,omitempty"`
-}
+// The local API's types live in workload/api, which the charm imports
+// without pulling in the controller and client-go.
+type (
+	Snapshot    = api.Snapshot
+	PoolView    = api.PoolView
+	ServiceView = api.ServiceView
+	PoolChange  = api.PoolChange
+)
 
 func (c *Controller) api() http.Handler {
 	mux := http.NewServeMux()
@@ -207,8 +168,6 @@ func buildSnapshot(a *allocator.Allocator) *Snapshot {
 			Capacity: u.Capacity().String(), CapacityV4: u.CapacityV4.String(), CapacityV6: u.CapacityV6.String(),
 			InUse: u.InUse(), InUseV4: u.InUseV4, InUseV6: u.InUseV6,
 		}
-		pv.sizeV4, _ = new(big.Float).SetInt(u.CapacityV4).Float64()
-		pv.sizeV6, _ = new(big.Float).SetInt(u.CapacityV6).Float64()
 		for _, r := range u.Ranges {
 			pv.Addresses = append(pv.Addresses, r.String())
 		}

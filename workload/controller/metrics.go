@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,11 +84,14 @@ func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, u := range snap.Pools {
+		// Capacities are exact decimal strings; a gauge is a float anyway.
+		sizeV4, _ := strconv.ParseFloat(u.CapacityV4, 64)
+		sizeV6, _ := strconv.ParseFloat(u.CapacityV6, 64)
 		for _, f := range []struct {
 			name  string
 			size  float64
 			inUse int
-		}{{"ipv4", u.sizeV4, u.InUseV4}, {"ipv6", u.sizeV6, u.InUseV6}} {
+		}{{"ipv4", sizeV4, u.InUseV4}, {"ipv6", sizeV6, u.InUseV6}} {
 			if f.size == 0 {
 				continue
 			}
