@@ -17,8 +17,8 @@ import (
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
-	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // Container is the workload container's name in metadata.yaml.
@@ -219,4 +219,3 @@ func (f failing) Replan(*client.ServiceOptions) (string, error) { return "", f.e
 func (f failing) WaitChange(string, *client.WaitChangeOptions) (*client.Change, error) {
 	return nil, f.err
 }
-

@@ -13,8 +13,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calico-lb/calico-lb/charm/plan"
-	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // withDefaults is what Juju passes: config.yaml's defaults, overridden by

@@ -8,8 +8,8 @@ import (
 	"math/big"
 	"strings"
 
-	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // Status is a Juju workload status.

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 func TestActiveSummary(t *testing.T) {

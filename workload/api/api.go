@@ -52,4 +52,3 @@ type PoolChange struct {
 	NewPools []string      `json:"newPools,omitempty"`
 	Applied  bool          `json:"applied,omitempty"`
 }
-
