@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 charm clean
 
 all: build
 
@@ -106,5 +106,13 @@ bench-bgp: build tools deps
 bench-l2: build tools deps
 	$(GO) run ./tests/bench/l2 --binary bin/calico-lb --trials 20
 
+# calico-lb.charm without charmcraft: dispatch built as charmcraft.yaml
+# builds it, zipped reproducibly with the charm's files.
+charm:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/dispatch ./charm/cmd/dispatch
+	$(GO) run ./charm/cmd/pack -o calico-lb.charm -dispatch bin/dispatch
+	@unzip -l calico-lb.charm 2>/dev/null || true
+
 clean:
-	rm -rf bin $(CACHE)/bench.txt
+	rm -rf bin calico-lb.charm $(CACHE)/bench.txt
