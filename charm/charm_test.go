@@ -133,3 +133,56 @@ func TestPodName(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func runAction(t *testing.T, apiBase, name string) *goopstest.Context {
+	t.Helper()
+	c := New()
+	c.APIBase = apiBase
+	ctx := goopstest.NewContext(func() error { return c.Action(name) }, goopstest.WithUnitID("calico-lb/0"))
+	if _, err := ctx.RunAction(name, goopstest.State{Leader: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+func TestListAllocations(t *testing.T) {
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Source: "allocator",
+		Pools:    []api.PoolView{{Name: "default", Addresses: []string{"10.0.0.0/24"}, Capacity: "254", InUse: 1}},
+		Services: []api.ServiceView{{Namespace: "web", Name: "shop", IPs: []string{"10.0.0.1"}, Pools: []string{"default"}}, {Namespace: "web", Name: "db", Issues: "no free IP"}}},
+		api.PoolChange{})
+	ctx := runAction(t, base, "list-allocations")
+	r := ctx.ActionResults
+	if ctx.ActionError != nil || r["pools.0.name"] != "default" || r["pools.0.capacity"] != "254" || r["services.0.name"] != "web/shop" ||
+		r["services.0.ips"] != "10.0.0.1" || r["services.1.issues"] != "no free IP" || !strings.Contains(r["table"], "web/shop") {
+		t.Fatalf("results %v, error %v", r, ctx.ActionError)
+	}
+}
+
+func TestApplyPoolChange(t *testing.T) {
+	var posted int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/pool-change" {
+			http.NotFound(w, r)
+			return
+		}
+		posted++
+		if posted > 1 {
+			http.Error(w, "nothing held back", http.StatusConflict)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(api.PoolChange{Applied: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}})
+	}))
+	defer srv.Close()
+	ctx := runAction(t, srv.URL, "apply-pool-change")
+	if ctx.ActionError != nil || ctx.ActionResults["services.0"] != "web/shop" || ctx.ActionResults["applied"] != "true" {
+		t.Fatalf("results %v, error %v", ctx.ActionResults, ctx.ActionError)
+	}
+	ctx = runAction(t, srv.URL, "apply-pool-change")
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "no pool change is held back") {
+		t.Fatalf("second apply: %v", ctx.ActionError)
+	}
+	ctx = runAction(t, srv.URL, "failover-test")
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "not available yet") {
+		t.Fatalf("failover-test: %v", ctx.ActionError)
+	}
+}

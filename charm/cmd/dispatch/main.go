@@ -12,9 +12,10 @@ import (
 func main() {
 	env := goops.ReadEnv()
 	if env.ActionName != "" {
-		// The actions land with their handlers; until then they say so
-		// rather than pretend.
-		goops.FailActionf("action %s is not available yet in this charm revision", env.ActionName)
+		if err := charm.New().Action(env.ActionName); err != nil {
+			goops.LogErrorf("action %s: %v", env.ActionName, err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err := charm.New().Hook(); err != nil {

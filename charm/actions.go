@@ -1,0 +1,100 @@
+package charm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gruyaume/goops"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+)
+
+// Action runs action name and reports its result to Juju. Actions that
+// come with later work fail saying so.
+func (c *Charm) Action(name string) error {
+	var res map[string]string
+	var err error
+	switch name {
+	case "list-allocations":
+		res, err = c.listAllocations()
+	case "apply-pool-change":
+		res, err = c.applyPoolChange()
+	default:
+		return goops.FailActionf("action %s is not available yet in this charm revision", name)
+	}
+	if err != nil {
+		return goops.FailActionf("%s: %v", name, err)
+	}
+	return goops.SetActionResults(res)
+}
+
+// listAllocations returns the pools and Services as structured keys
+// (pools.N.*, services.N.*: indexes, because names may hold characters
+// Juju's keys cannot) and the same as a table.
+func (c *Charm) listAllocations() (map[string]string, error) {
+	var snap api.Snapshot
+	if err := c.get("/v1/allocations", &snap); err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	res := map[string]string{"mode": string(snap.Mode), "source": snap.Source}
+	var t bytes.Buffer
+	tw := tabwriter.NewWriter(&t, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tADDRESSES\tIN USE\tCAPACITY")
+	for i, p := range snap.Pools {
+		k := "pools." + strconv.Itoa(i) + "."
+		res[k+"name"], res[k+"addresses"] = p.Name, strings.Join(p.Addresses, ",")
+		res[k+"in-use"], res[k+"capacity"] = strconv.Itoa(p.InUse), p.Capacity
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.Name, strings.Join(p.Addresses, ","), p.InUse, p.Capacity)
+	}
+	fmt.Fprintln(tw, "\nSERVICE\tIPS\tPOOLS\tISSUES")
+	for i, s := range snap.Services {
+		k := "services." + strconv.Itoa(i) + "."
+		res[k+"name"], res[k+"ips"] = s.Namespace+"/"+s.Name, strings.Join(s.IPs, ",")
+		res[k+"pools"] = strings.Join(s.Pools, ",")
+		if s.Issues != "" {
+			res[k+"issues"] = s.Issues
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.IPs, ","), strings.Join(s.Pools, ","), s.Issues)
+	}
+	_ = tw.Flush()
+	res["table"] = t.String()
+	return res, nil
+}
+
+// applyPoolChange confirms a held-back pool change on the leading
+// workload and says which Services got new IPs.
+func (c *Charm) applyPoolChange() (map[string]string, error) {
+	hc := http.Client{Timeout: 30 * time.Second}
+	resp, err := hc.Post(c.APIBase+"/v1/pool-change", "application/json", nil)
+	if err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusConflict:
+		return nil, fmt.Errorf("no pool change is held back")
+	default:
+		return nil, fmt.Errorf("workload API: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var pc api.PoolChange
+	if err := json.Unmarshal(body, &pc); err != nil {
+		return nil, fmt.Errorf("workload API answer: %w", err)
+	}
+	res := map[string]string{"applied": "true", "services-moved": strconv.Itoa(len(pc.Services))}
+	var names []string
+	for i, s := range pc.Services {
+		res["services."+strconv.Itoa(i)] = s.Namespace + "/" + s.Name
+		names = append(names, s.Namespace+"/"+s.Name)
+	}
+	res["summary"] = fmt.Sprintf("pool change applied; %d Service(s) get new IPs: %s", len(names), strings.Join(names, ", "))
+	return res, nil
+}
