@@ -29,6 +29,12 @@ const Container = "calico-lb"
 // integration tests do, to point the real dispatch at a real Pebble.
 const SocketEnv = "CALICO_LB_PEBBLE_SOCKET"
 
+// RootEnv, when set, is where the workload container's file system
+// starts: the integration tests run the workload on the host under a real
+// Pebble and must not write /etc. Juju never sets it. KUBECONFIG is then
+// passed on to the workload, which in a pod uses its ServiceAccount.
+const RootEnv = "CALICO_LB_CONTAINER_ROOT"
+
 // Flags.
 const (
 	PebbleReady     reactive.Flag = "pebble-ready"
@@ -112,8 +118,17 @@ func (c *Charm) readPasswords(s *reactive.State) error {
 
 func (c *Charm) push(s *reactive.State) error {
 	env := goops.ReadEnv()
-	p, err := plan.Make(c.cfg, plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
-		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")})
+	cfg := c.cfg
+	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
+		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")}
+	if root := os.Getenv(RootEnv); root != "" {
+		moved := *cfg
+		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
+		cfg = &moved
+		in.Binary, in.ConfigPath = root+"/usr/bin/calico-lb", root+config.DefaultPath
+		in.Env = map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG")}
+	}
+	p, err := plan.Make(cfg, in)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package charm
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/gruyaume/goops/goopstest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -25,19 +25,11 @@ func withDefaults(t *testing.T, set map[string]any) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cy struct {
-		Options map[string]struct{ Default any } `yaml:"options"`
-	}
-	if err := yaml.Unmarshal(data, &cy); err != nil {
+	out, err := config.CharmDefaults(data)
+	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]any{}
-	for k, o := range cy.Options {
-		out[k] = o.Default
-	}
-	for k, v := range set {
-		out[k] = v
-	}
+	maps.Copy(out, set)
 	return out
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
 
 	"go.yaml.in/yaml/v3"
@@ -47,6 +48,8 @@ type Inputs struct {
 	// Pebble on the host point them at a temporary directory.
 	Binary     string
 	ConfigPath string
+	// Env is added to the service's environment.
+	Env map[string]string
 }
 
 // Make builds the plan for a validated config.
@@ -136,6 +139,7 @@ func layerFor(cfg *config.Config, in Inputs) layer {
 	if in.PodName != "" {
 		env["POD_NAME"] = in.PodName
 	}
+	maps.Copy(env, in.Env)
 	return layer{
 		Summary: "calico-lb workload",
 		Services: map[string]service{Service: {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // optionFields names each charm option (config.yaml) and where its value
@@ -105,4 +107,22 @@ func toInt(v any) (int, bool) {
 		return int(n), true
 	}
 	return 0, false
+}
+
+// CharmDefaults reads the defaults from the charm's config.yaml, as Juju
+// would pass them to config-get (tests use it: fakes apply no defaults).
+func CharmDefaults(configYAML []byte) (map[string]any, error) {
+	var cy struct {
+		Options map[string]struct {
+			Default any `yaml:"default"`
+		} `yaml:"options"`
+	}
+	if err := yaml.Unmarshal(configYAML, &cy); err != nil {
+		return nil, fmt.Errorf("config.yaml: %w", err)
+	}
+	out := make(map[string]any, len(cy.Options))
+	for k, o := range cy.Options {
+		out[k] = o.Default
+	}
+	return out, nil
 }

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/pebbled"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// The charm with real parts: the real dispatch binary run as Juju runs it
+// (hook environment, hook tools on PATH that follow the real ones' formats),
+// a real Pebble whose socket stands in for the container's, and the real
+// workload under that Pebble against the test kube-apiserver.
+func TestCharmRealParts(t *testing.T) {
+	c := cluster.StartT(t)
+	kc, err := c.WriteKubeconfig(cluster.UserAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := c.Client(cluster.UserAdmin)
+	// The model's namespace, where Juju runs the charm (the workload's Lease lives there).
+	if _, err := kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lb"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pb := pebbled.StartT(t)
+	root := t.TempDir() // the container's file system
+	if err := os.MkdirAll(filepath.Join(root, "usr", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(binary, filepath.Join(root, "usr", "bin", "calico-lb")); err != nil {
+		t.Fatal(err)
+	}
+	dispatch := filepath.Join(t.TempDir(), "dispatch")
+	build := exec.Command("go", "build", "-o", dispatch, "./charm/cmd/dispatch")
+	build.Dir = cluster.Root()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dispatch: %v\n%s", err, out)
+	}
+	cfg := configDefaults(t)
+	cfg["pools"] = "10.0.0.0/24"
+	cfg["peering-mode"] = "calico"
+	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}}})
+	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, "KUBECONFIG=" + kc}
+	hook := func(name string) {
+		t.Helper()
+		start := time.Now()
+		if out, err := j.Hook(dispatch, name); err != nil {
+			t.Fatalf("hook %s: %v\n%s\nlogs: %v", name, err, out, j.State(t).Logs)
+		}
+		t.Logf("hook %s took %s: %+v", name, time.Since(start).Round(time.Millisecond), j.State(t).UnitStatus)
+	}
+
+	hook("install")
+	hook("calico-lb-pebble-ready")
+	hook("config-changed")
+	svc, err := pb.Service("calico-lb")
+	if err != nil || svc.Current != "active" {
+		t.Fatalf("workload service %+v, %v", svc, err)
+	}
+	// The workload comes up; update-status then reports active with the summary.
+	waitHTTP(t, "http://"+config.DefaultAPIAddress+"/readyz")
+	hook("update-status")
+	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use" {
+		t.Fatalf("status %+v", st)
+	}
+
+	// Services get IPs from the workload the charm configured.
+	ctx := context.Background()
+	if _, err := kube.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "shop"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s, err := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 && strings.HasPrefix(s.Status.LoadBalancer.Ingress[0].IP, "10.0.0.") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Service got no IP: %+v", s.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	hook("update-status")
+	if st := j.State(t).UnitStatus; st.Message != "calico mode; 1 pool, 1/254 in use" {
+		t.Fatalf("status %+v", st)
+	}
+
+	// Invalid config: blocked, and the workload keeps its config file.
+	before, _ := os.ReadFile(filepath.Join(root, config.DefaultPath))
+	j.Update(t, func(s *fakejuju.State) { s.Config["pools"] = "10.0.0.0/33" })
+	hook("config-changed")
+	if st := j.State(t).UnitStatus; st.Name != "blocked" || !strings.Contains(st.Message, "pools") {
+		t.Fatalf("status %+v", st)
+	}
+	if after, _ := os.ReadFile(filepath.Join(root, config.DefaultPath)); string(after) != string(before) {
+		t.Fatal("an invalid config reached the workload's file")
+	}
+
+	// BGP passwords from a user secret: a 0600 file, never logged.
+	j.Update(t, func(s *fakejuju.State) { s.Config["pools"] = "10.0.0.0/24"; s.Config["bgp-passwords"] = "secret:pw" })
+	hook("config-changed")
+	pw := filepath.Join(root, config.DefaultPasswordFile)
+	fi, err := os.Stat(pw)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", fi, err)
+	}
+	if b, _ := os.ReadFile(pw); !strings.Contains(string(b), "s3cret") {
+		t.Fatalf("password file %q", b)
+	}
+	for _, l := range j.State(t).Logs {
+		if strings.Contains(l, "s3cret") {
+			t.Fatalf("a password in the log: %s", l)
+		}
+	}
+
+	// An action through the real dispatch and the real workload.
+	if out, err := j.Action(t, dispatch, "list-allocations", nil); err != nil {
+		t.Fatalf("list-allocations: %v\n%s\nlogs %v\ncalls %v", err, out, j.State(t).Logs, j.State(t).Calls[len(j.State(t).Calls)-3:])
+	}
+	if r := j.State(t).ActionResults; r["services.0.name"] != "default/shop" {
+		t.Fatalf("list-allocations results %v (failed: %v)", r, j.State(t).ActionFailed)
+	}
+}
+
+// configDefaults is what Juju passes before the operator sets anything.
+func configDefaults(t *testing.T) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, err := config.CharmDefaults(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return defaults
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

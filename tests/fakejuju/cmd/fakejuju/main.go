@@ -1,0 +1,201 @@
+// Command fakejuju is every faked hook tool: it acts as the tool it is
+// invoked as (argv[0]), on the state file FAKEJUJU_STATE.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+)
+
+// usage errors exit 2, run errors 1, as Juju's cmd package does.
+type exitErr struct {
+	code int
+	msg  string
+}
+
+func main() {
+	tool := filepath.Base(os.Args[0])
+	path := os.Getenv("FAKEJUJU_STATE")
+	st, err := fakejuju.Load(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ERROR fakejuju state %s: %v\n", path, err)
+		os.Exit(1)
+	}
+	st.Calls = append(st.Calls, append([]string{tool}, os.Args[1:]...))
+	out, e := run(st, tool, os.Args[1:])
+	if err := st.Save(path); err != nil {
+		fmt.Fprintf(os.Stderr, "ERROR fakejuju state: %v\n", err)
+		os.Exit(1)
+	}
+	if e != nil {
+		fmt.Fprintf(os.Stderr, "ERROR %s\n", e.msg)
+		os.Exit(e.code)
+	}
+	os.Stdout.Write(out)
+}
+
+// flags splits args into flags (--x, --x=v, -x) and positionals.
+func flags(args []string) (map[string]string, []string) {
+	fl := map[string]string{}
+	var pos []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			k, v, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			fl[k] = v
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return fl, pos
+}
+
+func format(fl map[string]string, v any, def string) []byte {
+	f := fl["format"]
+	if f == "" {
+		f = def
+	}
+	switch f {
+	case "json":
+		b, _ := json.Marshal(v)
+		return append(b, '\n')
+	case "yaml":
+		b, _ := yaml.Marshal(v)
+		return append([]byte(strings.TrimRight(string(b), "\n")), '\n')
+	}
+	switch x := v.(type) { // smart
+	case nil:
+		return nil
+	case string:
+		if x == "" {
+			return nil
+		}
+		return []byte(x + "\n")
+	case bool:
+		if x {
+			return []byte("True\n")
+		}
+		return []byte("False\n")
+	}
+	b, _ := yaml.Marshal(v)
+	return append([]byte(strings.TrimRight(string(b), "\n")), '\n')
+}
+
+var (
+	statuses = []string{"maintenance", "blocked", "waiting", "active"}
+	keyRe    = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
+)
+
+func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
+	fl, pos := flags(args)
+	switch tool {
+	case "config-get":
+		if _, all := fl["all"]; all && len(pos) > 0 {
+			return nil, &exitErr{2, "cannot use argument --all together with key " + pos[0]}
+		}
+		if len(pos) == 1 {
+			return format(fl, st.Config[pos[0]], "smart"), nil
+		}
+		return format(fl, st.Config, "smart"), nil
+	case "is-leader":
+		return format(fl, st.Leader, "smart"), nil
+	case "status-set":
+		if len(pos) == 0 || len(pos) > 2 {
+			return nil, &exitErr{2, "invalid args, require <status> [message]"}
+		}
+		if !slices.Contains(statuses, pos[0]) {
+			return nil, &exitErr{2, fmt.Sprintf("invalid status %q, expected one of %v", pos[0], statuses)}
+		}
+		s := fakejuju.Status{Name: pos[0]}
+		if len(pos) == 2 {
+			s.Message = pos[1]
+		}
+		if _, app := fl["application"]; app {
+			if !st.Leader {
+				return nil, &exitErr{1, "this unit is not the leader"}
+			}
+			st.AppStatus = s
+		} else {
+			st.UnitStatus = s
+		}
+		return nil, nil
+	case "status-get":
+		return format(fl, map[string]any{"status": st.UnitStatus.Name, "message": st.UnitStatus.Message, "status-data": map[string]any{}}, "smart"), nil
+	case "juju-log":
+		st.Logs = append(st.Logs, fl["log-level"]+" "+strings.Join(pos, " "))
+		return nil, nil
+	case "secret-get":
+		if len(pos) == 0 {
+			return nil, &exitErr{2, "require either a secret URI or label"}
+		}
+		_, peek := fl["peek"]
+		_, refresh := fl["refresh"]
+		if peek && refresh {
+			return nil, &exitErr{2, "specify one of --peek or --refresh but not both"}
+		}
+		content, ok := st.Secrets[pos[0]]
+		if !ok {
+			return nil, &exitErr{1, fmt.Sprintf("secret %q not found", strings.TrimPrefix(pos[0], "secret:"))}
+		}
+		if len(pos) == 2 {
+			return format(fl, content[pos[1]], "yaml"), nil
+		}
+		return format(fl, content, "yaml"), nil
+	case "action-get":
+		if st.ActionParams == nil {
+			return nil, &exitErr{1, "not running an action"}
+		}
+		return format(fl, st.ActionParams, "smart"), nil
+	case "action-set":
+		if st.ActionParams == nil {
+			return nil, &exitErr{1, "not running an action"}
+		}
+		if st.ActionResults == nil {
+			st.ActionResults = map[string]string{}
+		}
+		for _, kv := range pos {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, &exitErr{2, fmt.Sprintf("argument %q must be of the form key...=value", kv)}
+			}
+			for _, part := range strings.Split(k, ".") {
+				if !keyRe.MatchString(part) {
+					return nil, &exitErr{2, fmt.Sprintf("key %q must start and end with lowercase alphanumeric, and contain only lowercase alphanumeric, hyphens and periods", k)}
+				}
+			}
+			if slices.Contains([]string{"stdout", "stdout-encoding", "stderr", "stderr-encoding"}, k) {
+				return nil, &exitErr{2, fmt.Sprintf("cannot set reserved action key %q", k)}
+			}
+			st.ActionResults[k] = v
+		}
+		return nil, nil
+	case "action-fail":
+		if len(pos) > 1 {
+			return nil, &exitErr{2, "unrecognized args"}
+		}
+		msg := "action failed without reason given, check action for errors"
+		if len(pos) == 1 {
+			msg = pos[0]
+		}
+		st.ActionFailed = &msg
+		return nil, nil
+	case "action-log":
+		st.Logs = append(st.Logs, "ACTION "+strings.Join(pos, " "))
+		return nil, nil
+	case "application-version-set":
+		if len(pos) != 1 {
+			return nil, &exitErr{2, "no version specified"}
+		}
+		st.AppVersion = pos[0]
+		return nil, nil
+	}
+	return nil, &exitErr{1, "fakejuju does not fake " + tool}
+}

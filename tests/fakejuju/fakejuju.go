@@ -1,0 +1,105 @@
+package fakejuju
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-lb/calico-lb/tests/cluster"
+)
+
+// Tools are the hook tools faked.
+var Tools = []string{"config-get", "is-leader", "status-set", "status-get", "juju-log", "secret-get",
+	"action-get", "action-set", "action-fail", "action-log", "application-version-set"}
+
+// Juju is one unit's faked hook environment.
+type Juju struct {
+	Dir       string // the tools directory, first on PATH
+	StatePath string
+	Unit      string
+	Model     string
+	Env       []string // extra environment for dispatch
+}
+
+// New builds the fake tools and writes the initial state.
+func New(t testing.TB, st *State) *Juju {
+	t.Helper()
+	j := &Juju{Dir: t.TempDir(), Unit: "calico-lb/0", Model: "lb"}
+	j.StatePath = filepath.Join(j.Dir, "state.json")
+	bin := filepath.Join(j.Dir, "fakejuju")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./tests/fakejuju/cmd/fakejuju")
+	cmd.Dir = cluster.Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build fakejuju: %v\n%s", err, out)
+	}
+	for _, tool := range Tools {
+		if err := os.Symlink(bin, filepath.Join(j.Dir, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Save(j.StatePath); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// State reads the state back.
+func (j *Juju) State(t testing.TB) *State {
+	t.Helper()
+	s, err := Load(j.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Update changes the state between hooks.
+func (j *Juju) Update(t testing.TB, f func(*State)) {
+	t.Helper()
+	s := j.State(t)
+	f(s)
+	if err := s.Save(j.StatePath); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Hook runs dispatch for hook as Juju would, and returns its output.
+func (j *Juju) Hook(dispatch, hook string) (string, error) {
+	return j.run(dispatch, "hooks/"+hook, "JUJU_HOOK_NAME="+hook)
+}
+
+// Action runs dispatch for action name with params.
+func (j *Juju) Action(t testing.TB, dispatch, name string, params map[string]any) (string, error) {
+	if params == nil {
+		params = map[string]any{}
+	}
+	j.Update(t, func(s *State) { s.ActionParams, s.ActionResults, s.ActionFailed = params, nil, nil })
+	defer j.Update(t, func(s *State) { s.ActionParams = nil })
+	return j.run(dispatch, "actions/"+name, "JUJU_HOOK_NAME=", "JUJU_ACTION_NAME="+name, "JUJU_ACTION_UUID=1")
+}
+
+func (j *Juju) run(dispatch, path string, extra ...string) (string, error) {
+	cmd := exec.Command(dispatch)
+	charmDir := filepath.Dir(dispatch)
+	cmd.Dir = charmDir
+	cmd.Env = append(os.Environ(),
+		"PATH="+j.Dir+":"+os.Getenv("PATH"),
+		"FAKEJUJU_STATE="+j.StatePath,
+		"JUJU_DISPATCH_PATH="+path,
+		"JUJU_UNIT_NAME="+j.Unit,
+		"JUJU_MODEL_NAME="+j.Model,
+		"JUJU_MODEL_UUID=12345678-1234-5678-1234-567812345678",
+		"JUJU_CHARM_DIR="+charmDir, "CHARM_DIR="+charmDir,
+		"JUJU_CONTEXT_ID="+j.Unit+"-"+strings.ReplaceAll(path, "/", "-"),
+		"JUJU_VERSION=3.6.4",
+	)
+	cmd.Env = append(append(cmd.Env, j.Env...), extra...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

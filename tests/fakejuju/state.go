@@ -1,0 +1,51 @@
+// Package fakejuju fakes Juju's hook tools out of process, for tests that
+// run the real dispatch binary: one executable (cmd/fakejuju) linked under
+// each tool's name on PATH, following the real tools' arguments, output
+// formats and exit codes (../shared/reference/juju-go-charm.md §3), with
+// the unit's state in a JSON file that tests set up and read back.
+package fakejuju
+
+import (
+	"encoding/json"
+	"os"
+)
+
+// State is what the tools read and write.
+type State struct {
+	Config        map[string]any               `json:"config"`
+	Leader        bool                         `json:"leader"`
+	Secrets       map[string]map[string]string `json:"secrets"` // URI -> content (granted ones only)
+	ActionParams  map[string]any               `json:"actionParams"` // nil outside an action
+	UnitStatus    Status                       `json:"unitStatus"`
+	AppStatus     Status                       `json:"appStatus"`
+	AppVersion    string                       `json:"appVersion,omitempty"`
+	ActionResults map[string]string            `json:"actionResults,omitempty"`
+	ActionFailed  *string                      `json:"actionFailed,omitempty"`
+	Logs          []string                     `json:"logs,omitempty"`
+	Calls         [][]string                   `json:"calls,omitempty"` // every tool call, argv
+}
+
+// Status is a workload status.
+type Status struct {
+	Name    string `json:"status"`
+	Message string `json:"message"`
+}
+
+// Load reads the state file.
+func Load(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	return &s, json.Unmarshal(b, &s)
+}
+
+// Save writes the state file.
+func (s *State) Save(path string) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
