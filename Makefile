@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 charm clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm clean
 
 all: build
 
@@ -105,6 +105,12 @@ bench-bgp: build tools deps
 # the summary README quotes.
 bench-l2: build tools deps
 	$(GO) run ./tests/bench/l2 --binary bin/calico-lb --trials 20
+
+# The real dispatch binary's wall time for config-changed with the fake hook
+# tools and a live Pebble, median of 20; the last line is the summary.
+bench-charm: tools
+	$(GO) test -run '^$$' -bench DispatchConfigChanged -benchtime 20x -count 1 ./tests/bench/charm/ | tee $(CACHE)/bench-charm.txt
+	@grep '^charm-dispatch' $(CACHE)/bench-charm.txt | tail -1
 
 # calico-lb.charm without charmcraft: dispatch built as charmcraft.yaml
 # builds it, zipped reproducibly with the charm's files.

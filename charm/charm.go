@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/canonical/pebble/client"
@@ -53,6 +54,7 @@ type Charm struct {
 	// Wait bounds how long a replan may take.
 	Wait time.Duration
 
+	raw       map[string]any // config-get's answer
 	cfg       *config.Config
 	cfgErr    error
 	passwords map[string]string
@@ -86,11 +88,12 @@ func (c *Charm) Handlers() []reactive.Handler {
 }
 
 func (c *Charm) readConfig(s *reactive.State) error {
-	var raw map[string]any
-	if err := goops.GetConfig(&raw); err != nil {
+	// Each hook tool call is a process: read the config once per hook.
+	c.raw = nil
+	if err := goops.GetConfig(&c.raw); err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	o, err := config.OptionsFromMap(raw)
+	o, err := config.OptionsFromMap(c.raw)
 	if err == nil {
 		c.cfg, _, err = config.FromOptions(o)
 	}
@@ -102,11 +105,7 @@ func (c *Charm) readConfig(s *reactive.State) error {
 
 func (c *Charm) readPasswords(s *reactive.State) error {
 	c.passwords, c.pwErr = nil, nil
-	var raw map[string]any
-	if err := goops.GetConfig(&raw); err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	if id, _ := raw["bgp-passwords"].(string); id != "" {
+	if id, _ := c.raw["bgp-passwords"].(string); id != "" {
 		c.passwords, c.pwErr = goops.GetSecretByID(id, false, true)
 		if c.pwErr != nil {
 			c.pwErr = fmt.Errorf("bgp-passwords: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %w", id, c.pwErr)
@@ -189,8 +188,12 @@ func (c *Charm) get(path string, v any) error {
 func (c *Charm) Hook() error {
 	s := reactive.NewState()
 	steps, err := reactive.Run(s, c.Facts(), c.Handlers())
-	for _, st := range steps {
-		goops.LogDebugf("handler %s", st)
+	if len(steps) > 0 {
+		lines := make([]string, len(steps))
+		for i, st := range steps {
+			lines[i] = st.String()
+		}
+		goops.LogDebugf("handlers: %s", strings.Join(lines, "; "))
 	}
 	if err != nil {
 		_ = goops.SetUnitStatus(goops.StatusBlocked, oneLine(err.Error()))

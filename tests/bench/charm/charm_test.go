@@ -1,0 +1,83 @@
+// Package charm is `make bench-charm`: the wall time of the real dispatch
+// binary for config-changed, with the fake hook tools and a live Pebble.
+// Each run alternates the pools, so every run pushes the workload config
+// file; the layer does not change, so no run waits for a Pebble change.
+// The last line is the summary:
+//
+//	charm-dispatch hook=config-changed runs=20 ms=… (median)
+package charm
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/pebbled"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+func BenchmarkDispatchConfigChanged(b *testing.B) {
+	pb := pebbled.StartT(b)
+	root := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "usr", "bin"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	// The workload stands in as a process that stays up: the hook's time
+	// is the charm's, not the workload's.
+	if err := os.WriteFile(filepath.Join(root, "usr", "bin", "calico-lb"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	dispatch := filepath.Join(b.TempDir(), "dispatch")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", dispatch, "./charm/cmd/dispatch")
+	build.Dir = cluster.Root()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build dispatch: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.CharmDefaults(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg["pools"], cfg["peering-mode"] = "10.0.0.0/24", "calico"
+	j := fakejuju.New(b, &fakejuju.State{Config: cfg, Leader: true})
+	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root}
+	// The first hook adds the layer and starts the service (a replan).
+	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	var times []time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		pools := "10.0.0.0/24"
+		if i%2 == 0 {
+			pools = "10.0.1.0/24"
+		}
+		b.StopTimer()
+		j.Update(b, func(s *fakejuju.State) { s.Config["pools"] = pools })
+		b.StartTimer()
+		start := time.Now()
+		if out, err := j.Hook(dispatch, "config-changed"); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+		times = append(times, time.Since(start))
+	}
+	b.StopTimer()
+	if got, _ := os.ReadFile(filepath.Join(root, config.DefaultPath)); len(got) == 0 {
+		b.Fatal("the config file was never pushed")
+	}
+	slices.Sort(times)
+	med := times[len(times)/2]
+	b.ReportMetric(float64(med.Microseconds())/1000, "ms/hook-median")
+	fmt.Printf("charm-dispatch hook=config-changed runs=%d ms=%.1f\n", len(times), float64(med.Microseconds())/1000)
+}
