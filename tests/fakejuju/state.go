@@ -14,7 +14,7 @@ import (
 type State struct {
 	Config        map[string]any               `json:"config"`
 	Leader        bool                         `json:"leader"`
-	Secrets       map[string]map[string]string `json:"secrets"` // URI -> content (granted ones only)
+	Secrets       map[string]map[string]string `json:"secrets"`      // URI -> content (granted ones only)
 	ActionParams  map[string]any               `json:"actionParams"` // nil outside an action
 	UnitStatus    Status                       `json:"unitStatus"`
 	AppStatus     Status                       `json:"appStatus"`
