@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,14 +42,8 @@ func TestCharmRealParts(t *testing.T) {
 	if err := os.Symlink(binary, filepath.Join(root, "usr", "bin", "calico-lb")); err != nil {
 		t.Fatal(err)
 	}
-	dispatch := filepath.Join(t.TempDir(), "dispatch")
-	build := exec.Command("go", "build", "-o", dispatch, "./charm/cmd/dispatch")
-	build.Dir = cluster.Root()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build dispatch: %v\n%s", err, out)
-	}
-	cfg := configDefaults(t)
+	dispatch := fakejuju.BuildDispatch(t)
+	cfg := fakejuju.Defaults(t)
 	cfg["pools"] = "10.0.0.0/24"
 	cfg["peering-mode"] = "calico"
 	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}}})
@@ -135,20 +128,6 @@ func TestCharmRealParts(t *testing.T) {
 	if r := j.State(t).ActionResults; r["services.0.name"] != "default/shop" {
 		t.Fatalf("list-allocations results %v (failed: %v)", r, j.State(t).ActionFailed)
 	}
-}
-
-// configDefaults is what Juju passes before the operator sets anything.
-func configDefaults(t *testing.T) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defaults, err := config.CharmDefaults(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return defaults
 }
 
 func waitHTTP(t *testing.T, url string) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // Tools are the hook tools faked.
@@ -102,4 +103,32 @@ func (j *Juju) run(dispatch, path string, extra ...string) (string, error) {
 	cmd.Env = append(append(cmd.Env, j.Env...), extra...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// BuildDispatch builds the charm's dispatch binary as `make charm` does.
+func BuildDispatch(t testing.TB) string {
+	t.Helper()
+	dispatch := filepath.Join(t.TempDir(), "dispatch")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", dispatch, "./charm/cmd/dispatch")
+	build.Dir = cluster.Root()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dispatch: %v\n%s", err, out)
+	}
+	return dispatch
+}
+
+// Defaults is the charm's config as Juju passes it before the operator
+// sets anything: config.yaml's defaults.
+func Defaults(t testing.TB) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := config.CharmDefaults(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

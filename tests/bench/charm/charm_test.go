@@ -10,14 +10,12 @@ package charm
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/calico-lb/calico-lb/charm"
-	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -34,21 +32,8 @@ func BenchmarkDispatchConfigChanged(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(root, "usr", "bin", "calico-lb"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	dispatch := filepath.Join(b.TempDir(), "dispatch")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", dispatch, "./charm/cmd/dispatch")
-	build.Dir = cluster.Root()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build dispatch: %v\n%s", err, out)
-	}
-	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.CharmDefaults(data)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dispatch := fakejuju.BuildDispatch(b)
+	cfg := fakejuju.Defaults(b)
 	cfg["pools"], cfg["peering-mode"] = "10.0.0.0/24", "calico"
 	j := fakejuju.New(b, &fakejuju.State{Config: cfg, Leader: true})
 	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root}
