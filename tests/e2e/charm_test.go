@@ -128,6 +128,40 @@ func TestCharmRealParts(t *testing.T) {
 	if r := j.State(t).ActionResults; r["services.0.name"] != "default/shop" {
 		t.Fatalf("list-allocations results %v (failed: %v)", r, j.State(t).ActionFailed)
 	}
+
+	// A pool change that would take shop's IP: held back, blocked naming
+	// the Service and the action; apply-pool-change applies it.
+	j.Update(t, func(s *fakejuju.State) { s.Config["pools"] = "10.0.1.0/24" })
+	hook("config-changed")
+	for deadline := time.Now().Add(15 * time.Second); ; hook("update-status") {
+		st := j.State(t).UnitStatus
+		if st.Name == "blocked" && strings.Contains(st.Message, "default/shop") && strings.Contains(st.Message, "apply-pool-change") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status %+v, want blocked on the held-back pool change", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, err := j.Action(t, dispatch, "apply-pool-change", nil); err != nil {
+		t.Fatalf("apply-pool-change: %v\n%s", err, out)
+	}
+	if r := j.State(t).ActionResults; r["applied"] != "true" || r["services.0"] != "default/shop" {
+		t.Fatalf("apply-pool-change results %v (failed: %v)", r, j.State(t).ActionFailed)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s, err := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 && strings.HasPrefix(s.Status.LoadBalancer.Ingress[0].IP, "10.0.1.") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shop did not move to the new pool: %+v", s.Status)
+		}
+	}
+	hook("update-status")
+	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 1/254 in use" {
+		t.Fatalf("status after apply-pool-change %+v", st)
+	}
 }
 
 func waitHTTP(t *testing.T, url string) {
