@@ -278,3 +278,21 @@ func hashOf(v any) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
 }
+
+// Cleanup deletes what the controller created in namespace: the speaker
+// DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, and the
+// leader-election Lease. The charm runs it (`calico-lb cleanup`) when the
+// application is removed, so nothing is left behind. Objects already gone
+// are not errors.
+func Cleanup(ctx context.Context, client kubernetes.Interface, namespace, leaseName string) error {
+	if err := (speakerObjects{client: client, ns: namespace}).remove(ctx); err != nil {
+		return fmt.Errorf("remove speakers: %w", err)
+	}
+	if leaseName == "" {
+		leaseName = "calico-lb-controller"
+	}
+	if err := client.CoordinationV1().Leases(namespace).Delete(ctx, leaseName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove Lease %s/%s: %w", namespace, leaseName, err)
+	}
+	return nil
+}

@@ -111,3 +111,44 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		waitUntil(t, "every speaker object is removed", func() bool { return apierrors.IsNotFound(get()) })
 	}
 }
+
+// Cleanup leaves nothing behind: speakers, their RBAC and config, and the
+// Lease; and a second run (nothing left) is not an error.
+func TestCleanup(t *testing.T) {
+	e := newEnv(t)
+	e.config(spineCfg)
+	r := e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	ctx := context.Background()
+	waitUntil(t, "the speaker DaemonSet exists", func() bool {
+		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		return err == nil
+	})
+	r.stop()
+	for range 2 {
+		if err := Cleanup(ctx, e.client, e.ns, e.lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for what, get := range map[string]func() error{
+		"DaemonSet": func() error {
+			_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+			return err
+		},
+		"ClusterRole": func() error {
+			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, SpeakerName+"-"+e.ns, metav1.GetOptions{})
+			return err
+		},
+		"ServiceAccount": func() error {
+			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+			return err
+		},
+		"Lease": func() error {
+			_, err := e.client.CoordinationV1().Leases(e.ns).Get(ctx, e.lease, metav1.GetOptions{})
+			return err
+		},
+	} {
+		if err := get(); !apierrors.IsNotFound(err) {
+			t.Errorf("%s still there after Cleanup (%v)", what, err)
+		}
+	}
+}

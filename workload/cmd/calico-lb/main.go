@@ -25,10 +25,11 @@ import (
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
-const usage = `usage: calico-lb controller|speaker [flags]
+const usage = `usage: calico-lb controller|speaker|cleanup [flags]
 
   controller   allocate LoadBalancer IPs for Services (leader-elected)
   speaker      announce this node's LoadBalancer IPs (one per node)
+  cleanup      delete what the controller created (speakers, their RBAC, the Lease)
 
 Run "calico-lb <command> -h" for its flags.
 `
@@ -44,6 +45,8 @@ func main() {
 		err = runController(os.Args[2:])
 	case "speaker":
 		err = runSpeaker(os.Args[2:])
+	case "cleanup":
+		err = runCleanup(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -173,6 +176,30 @@ func runSpeaker(args []string) error {
 	err = sp.Run(ctx) // withdraws every route before it returns
 	_ = srv.Close()
 	return err
+}
+
+// runCleanup is what the charm runs when the application is removed.
+func runCleanup(args []string) error {
+	fs := flag.NewFlagSet("cleanup", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	ns := fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
+	lease := fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	_ = fs.Parse(args)
+	restCfg, err := clientConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := controller.Cleanup(ctx, client, *ns, *lease); err != nil {
+		return err
+	}
+	fmt.Printf("removed the speakers, their RBAC and config, and the Lease in %s\n", *ns)
+	return nil
 }
 
 func clientConfig(kubeconfig string) (*rest.Config, error) {
