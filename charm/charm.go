@@ -5,6 +5,7 @@ package charm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -184,8 +185,66 @@ func (c *Charm) get(path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
+// Remove deletes what the workload created in the cluster (speakers,
+// their RBAC and config, the Lease), by running `calico-lb cleanup` in the
+// workload container, which has the client and the credentials. Only the
+// leader does it; the others have nothing to do.
+func (c *Charm) Remove() error {
+	leader, err := goops.IsLeader()
+	if err != nil || !leader {
+		return err
+	}
+	env := goops.ReadEnv()
+	bin := "/usr/bin/calico-lb"
+	cmdEnv := map[string]string{}
+	if root := os.Getenv(RootEnv); root != "" {
+		bin = root + bin
+		cmdEnv["KUBECONFIG"] = os.Getenv("KUBECONFIG")
+	}
+	// Stop the controller first, or as leader it would recreate its Lease.
+	pc := pebbleClient()
+	if id, err := pc.Stop(&client.ServiceOptions{Names: []string{plan.Service}}); err == nil {
+		if _, err := pc.WaitChange(id, &client.WaitChangeOptions{Timeout: 30 * time.Second}); err != nil {
+			return fmt.Errorf("stop the workload: %w", err)
+		}
+	}
+	opts := &client.ExecOptions{Command: []string{bin, "cleanup", "--namespace", env.ModelName}, Environment: cmdEnv, Timeout: time.Minute}
+	var wait func() error
+	switch p := pc.(type) {
+	case interface {
+		Exec(*client.ExecOptions) (*client.ExecProcess, error)
+	}:
+		proc, err := p.Exec(opts)
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		wait = proc.Wait
+	case interface {
+		Exec(*client.ExecOptions) (goops.PebbleExecProcess, error)
+	}:
+		proc, err := p.Exec(opts)
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		if proc == nil {
+			return errors.New("cleanup: Pebble started no process")
+		}
+		wait = proc.Wait
+	default:
+		return errors.New("cleanup: this Pebble client cannot exec")
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("cleanup in the workload container: %w", err)
+	}
+	goops.LogInfof("removed the speakers, their RBAC and the Lease in %s", env.ModelName)
+	return nil
+}
+
 // Hook runs the handlers for the current hook and sets the unit status.
 func (c *Charm) Hook() error {
+	if goops.ReadEnv().HookName == "remove" {
+		return c.Remove()
+	}
 	s := reactive.NewState()
 	steps, err := reactive.Run(s, c.Facts(), c.Handlers())
 	if len(steps) > 0 {
@@ -234,6 +293,7 @@ func (f failing) Pull(*client.PullOptions) error                { return f.err }
 func (f failing) AddLayer(*client.AddLayerOptions) error        { return f.err }
 func (f failing) PlanBytes(*client.PlanOptions) ([]byte, error) { return nil, f.err }
 func (f failing) Replan(*client.ServiceOptions) (string, error) { return "", f.err }
+func (f failing) Stop(*client.ServiceOptions) (string, error)   { return "", f.err }
 func (f failing) WaitChange(string, *client.WaitChangeOptions) (*client.Change, error) {
 	return nil, f.err
 }

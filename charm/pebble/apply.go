@@ -25,6 +25,7 @@ type Client interface {
 	AddLayer(*client.AddLayerOptions) error
 	PlanBytes(*client.PlanOptions) ([]byte, error)
 	Replan(*client.ServiceOptions) (string, error)
+	Stop(*client.ServiceOptions) (string, error)
 	WaitChange(string, *client.WaitChangeOptions) (*client.Change, error)
 }
 

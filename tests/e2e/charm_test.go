@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/charm"
@@ -161,6 +162,16 @@ func TestCharmRealParts(t *testing.T) {
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 1/254 in use" {
 		t.Fatalf("status after apply-pool-change %+v", st)
+	}
+
+	// remove: the leader has the workload delete what it created; here the
+	// Lease (calico mode runs no speakers).
+	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the workload's Lease: %v", err)
+	}
+	hook("remove")
+	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
 }
 
