@@ -259,7 +259,14 @@ func (c *Charm) Hook() error {
 		return err
 	}
 	st := c.Status(s)
-	return goops.SetUnitStatus(goops.StatusName(st.Name), st.Message)
+	if err := goops.SetUnitStatus(goops.StatusName(st.Name), st.Message); err != nil {
+		return err
+	}
+	if s.Has(Leader) {
+		// One message argument: status-set takes at most one.
+		return goops.SetAppStatus(goops.StatusName(st.Name), st.Message)
+	}
+	return nil
 }
 
 func oneLine(s string) string {

@@ -67,12 +67,15 @@ func container(t *testing.T, connect bool) (goopstest.Container, string) {
 func TestConfigChangedActive(t *testing.T) {
 	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, api.PoolChange{})
 	ctr, src := container(t, true)
-	out, ctx := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
+	out, ctx := run(t, base, goopstest.State{Leader: true, Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)
 	}
 	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != "calico mode; 1 pool, 2/254 in use" {
 		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	if out.AppStatus != out.UnitStatus {
+		t.Fatalf("the leader's application status %+v, unit %+v", out.AppStatus, out.UnitStatus)
 	}
 	layer, ok := out.Containers[0].Layers["calico-lb"]
 	if !ok || !strings.Contains(layer.Services[plan.Service].Command, "calico-lb controller --config "+config.DefaultPath) {
