@@ -67,21 +67,12 @@ func runL2(ctx context.Context, binary string) error {
 	fmt.Printf("    shop got %s\n", strings.Join(vips, ", "))
 	// Every node serves the VIPs (kube-proxy's part); only the owner is
 	// reachable because only it answers ARP/NDP.
-	for i, ns := range b.Nodes {
-		for _, v := range vips {
-			bits := "/32"
-			if strings.Contains(v, ":") {
-				bits = "/128"
-			}
-			if _, err := b.Net.Exec(ns, "ip", "addr", "add", v+bits, "dev", "lo"); err != nil {
-				return err
-			}
-			ln, err := netns.Serve(ns, netip.AddrPortFrom(netip.MustParseAddr(v), 8080).String(), fmt.Sprint("node", i+1))
-			if err != nil {
-				return err
-			}
-			defer ln.Close()
+	for _, v := range vips {
+		stop, err := b.ServeVIP(v, 8080)
+		if err != nil {
+			return err
 		}
+		defer stop()
 	}
 	time.Sleep(time.Second)
 	out, _ := b.Net.Exec(b.Client, "arping", "-c", "2", "-I", "eth0", vip)
@@ -109,13 +100,10 @@ func runL2(ctx context.Context, binary string) error {
 	target := vip + ":8080"
 	start := time.Now()
 	b.Signal(n, syscall.SIGKILL)
-	for time.Since(start) < 10*time.Second {
-		attempt := time.Now()
-		if who, err := netns.AskWithin(b.Client, target, 100*time.Millisecond); err == nil && who != owner {
-			fmt.Printf("    %s answers after %s (liveness timeout 350 ms, then gratuitous ARP)\n", who, time.Since(start).Round(time.Millisecond))
-			break
-		}
-		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
+	if who, took, err := b.WaitOtherAnswer(target, owner, start, 10*time.Second); err == nil {
+		fmt.Printf("    %s answers after %s (liveness timeout 350 ms, then gratuitous ARP)\n", who, took.Round(time.Millisecond))
+	} else {
+		fmt.Printf("    %v\n", err)
 	}
 	step("%s's speaker restarts: it waits out the 3 s hold-down before taking its IPs back, so ownership moves once, not back and forth", owner)
 	restarted := time.Now()

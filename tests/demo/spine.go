@@ -62,16 +62,11 @@ func runSpine(ctx context.Context, binary string) error {
 	fmt.Printf("    FRR (vtysh -c 'show ip route %s'):\n%s", vip, indent(out))
 
 	step("A client behind the spine connects to %s:8080 (a listener on each node stands in for kube-proxy)", vip)
-	for i, ns := range b.Nodes {
-		if _, err := b.Net.Exec(ns, "ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
-			return err
-		}
-		ln, err := netns.Serve(ns, vip+":8080", fmt.Sprint("node", i+1))
-		if err != nil {
-			return err
-		}
-		defer ln.Close()
+	stop, err := b.ServeVIP(vip, 8080)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	var answers []string
 	for range 8 {
 		who, err := netns.Ask(b.Client, vip+":8080")

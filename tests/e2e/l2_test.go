@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,20 +51,11 @@ func TestL2EndToEnd(t *testing.T) {
 		macOf[b.MAC(ns)] = i + 1
 	}
 	serve := func(vip string) {
-		for i, ns := range b.Nodes {
-			bits := "/32"
-			if strings.Contains(vip, ":") {
-				bits = "/128"
-			}
-			if _, err := b.Net.Exec(ns, "ip", "addr", "add", vip+bits, "dev", "lo"); err != nil {
-				t.Fatal(err)
-			}
-			ln, err := netns.Serve(ns, netip.AddrPortFrom(netip.MustParseAddr(vip), 8080).String(), fmt.Sprint("node", i+1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
+		stop, err := b.ServeVIP(vip, 8080)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(stop)
 	}
 	create := func(name string, mod func(*corev1.Service)) string {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "web"},

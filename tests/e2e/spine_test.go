@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -74,16 +73,12 @@ func TestSpineEndToEnd(t *testing.T) {
 	t.Logf("web got %s; create -> route at the spine from both nodes: %s", vip, time.Since(created).Round(time.Millisecond))
 
 	// Traffic: the client reaches both nodes through the spine.
-	for i, ns := range b.Nodes {
-		if _, err := b.Net.Exec(ns, "ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
-			t.Fatal(err)
-		}
-		ln, err := netns.Serve(ns, vip+":8080", fmt.Sprint("node", i+1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
+	stop, err := b.ServeVIP(vip, 8080)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(stop)
+
 	seen := map[string]bool{}
 	if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool {
 		for range 8 {

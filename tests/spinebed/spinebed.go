@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -410,4 +412,45 @@ func (b *Bed) Close() {
 		b.Cluster.Stop()
 	}
 	_ = b.Net.Close()
+}
+
+// ServeVIP puts vip on every node's loopback and answers TCP on port with
+// the node's name ("node1", ...), standing in for kube-proxy and a pod.
+// Stop the listeners with the returned function.
+func (b *Bed) ServeVIP(vip string, port uint16) (stop func(), err error) {
+	addr := netip.MustParseAddr(vip)
+	var lns []net.Listener
+	stop = func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for i, ns := range b.Nodes {
+		if _, err := b.Net.Exec(ns, "ip", "addr", "add", netip.PrefixFrom(addr, addr.BitLen()).String(), "dev", "lo"); err != nil {
+			stop()
+			return nil, err
+		}
+		ln, err := netns.Serve(ns, netip.AddrPortFrom(addr, port).String(), fmt.Sprint("node", i+1))
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return stop, nil
+}
+
+// WaitOtherAnswer probes target from the client every 10 ms (each attempt
+// limited to 100 ms, through the client's own ARP cache) until a node
+// other than not answers, and returns who answered and how long after
+// since. It gives up after limit.
+func (b *Bed) WaitOtherAnswer(target, not string, since time.Time, limit time.Duration) (string, time.Duration, error) {
+	for time.Since(since) <= limit {
+		attempt := time.Now()
+		if who, err := netns.AskWithin(b.Client, target, 100*time.Millisecond); err == nil && who != not {
+			return who, time.Since(since), nil
+		}
+		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
+	}
+	return "", 0, fmt.Errorf("no node other than %s answered %s within %s", not, target, limit)
 }

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
@@ -46,13 +46,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-func median(d []time.Duration) time.Duration {
-	slices.Sort(d)
-	return d[len(d)/2]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Microseconds())/1000) }
 
 func run(binary string, nRoutes, trials int) error {
 	ctx := context.Background()
@@ -195,11 +188,11 @@ func run(binary string, nRoutes, trials int) error {
 	}
 	announce := time.Since(start)
 
-	fmt.Printf("bgp-local-move ms=%s\n", ms(median(moves)))
-	fmt.Printf("bgp-withdraw-graceful ms=%s\n", ms(median(withdraws)))
-	fmt.Printf("bgp-bfd-failover ms=%s\n", ms(median(bfds)))
+	fmt.Printf("bgp-local-move ms=%s\n", stats.MS(stats.Median(moves)))
+	fmt.Printf("bgp-withdraw-graceful ms=%s\n", stats.MS(stats.Median(withdraws)))
+	fmt.Printf("bgp-bfd-failover ms=%s\n", stats.MS(stats.Median(bfds)))
 	fmt.Printf("bgp-announce routes=%d s=%.2f\n", nRoutes, announce.Seconds())
-	fmt.Printf("bgp-summary announce_s=%.2f withdraw_ms=%s bfd_ms=%s move_ms=%s\n", announce.Seconds(), ms(median(withdraws)), ms(median(bfds)), ms(median(moves)))
+	fmt.Printf("bgp-summary announce_s=%.2f withdraw_ms=%s bfd_ms=%s move_ms=%s\n", announce.Seconds(), stats.MS(stats.Median(withdraws)), stats.MS(stats.Median(bfds)), stats.MS(stats.Median(moves)))
 	return nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
@@ -46,13 +46,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-// pct is the nearest-rank percentile of sorted d.
-func pct(d []time.Duration, p float64) time.Duration {
-	return d[max(0, int(math.Ceil(p/100*float64(len(d))))-1)]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Microseconds())/1000) }
 
 const settle = 5 * time.Second // hold-down (3 s) and the move back, with margin
 
@@ -88,16 +81,11 @@ func run(binary string, trials int) error {
 	// Every node serves the VIP (kube-proxy's part); only the owner is
 	// reachable, because only it answers ARP.
 	target := netip.AddrPortFrom(netip.MustParseAddr(vip), 8080).String()
-	for i, ns := range b.Nodes {
-		if _, err := b.Net.Exec(ns, "ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
-			return err
-		}
-		ln, err := netns.Serve(ns, target, fmt.Sprint("node", i+1))
-		if err != nil {
-			return err
-		}
-		defer ln.Close()
+	stop, err := b.ServeVIP(vip, 8080)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	time.Sleep(settle)
 
 	var all []time.Duration
@@ -117,25 +105,17 @@ func run(binary string, trials int) error {
 		} else if _, err := b.Net.Exec(b.Nodes[n-1], "ip", "link", "set", "eth0", "down"); err != nil {
 			return err
 		}
-		var took time.Duration
-		for {
-			if time.Since(start) > 10*time.Second {
-				neigh, _ := b.Net.Exec(b.Client, "ip", "neigh", "show", vip)
-				arp, _ := b.Net.Exec(b.Client, "arping", "-b", "-c", "3", "-w", "4", "-I", "eth0", vip)
-				return fail(fmt.Errorf("trial %d: no other node answered within 10 s after %s broke; client's neighbour entry: %s; ARP now: %s", i+1, owner, neigh, arp))
-			}
-			attempt := time.Now()
-			if who, err := netns.AskWithin(b.Client, target, 100*time.Millisecond); err == nil && who != owner {
-				took = time.Since(start)
-				break
-			}
-			time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
+		_, took, err := b.WaitOtherAnswer(target, owner, start, 10*time.Second)
+		if err != nil {
+			neigh, _ := b.Net.Exec(b.Client, "ip", "neigh", "show", vip)
+			arp, _ := b.Net.Exec(b.Client, "arping", "-b", "-c", "3", "-w", "4", "-I", "eth0", vip)
+			return fail(fmt.Errorf("trial %d, after %s broke: %w; client's neighbour entry: %s; ARP now: %s", i+1, owner, err, neigh, arp))
 		}
 		fault := "link-down"
 		if kill {
 			fault = "sigkill"
 		}
-		fmt.Printf("trial %d %s %s: client reconnected after %s ms\n", i+1, fault, owner, ms(took))
+		fmt.Printf("trial %d %s %s: client reconnected after %s ms\n", i+1, fault, owner, stats.MS(took))
 		all = append(all, took)
 		if kill {
 			if err := b.StartSpeaker(n); err != nil {
@@ -146,12 +126,14 @@ func run(binary string, trials int) error {
 		}
 		time.Sleep(settle)
 	}
-	kills, downs := slices.Clone(all[:trials]), slices.Clone(all[trials:])
-	for _, d := range [][]time.Duration{kills, downs, all} {
-		slices.Sort(d)
+	// The sorts copy, so all keeps the trial order for the split.
+	for _, r := range []struct {
+		name string
+		d    []time.Duration
+	}{{"l2-sigkill", all[:trials]}, {"l2-link-down", all[trials:]}, {"l2-failover", all}} {
+		d := slices.Sorted(slices.Values(r.d))
+		fmt.Printf("%s trials=%d p50_ms=%s p99_ms=%s max_ms=%s\n", r.name, len(d),
+			stats.MS(stats.Percentile(d, 50)), stats.MS(stats.Percentile(d, 99)), stats.MS(d[len(d)-1]))
 	}
-	fmt.Printf("l2-sigkill trials=%d p50_ms=%s p99_ms=%s max_ms=%s\n", len(kills), ms(pct(kills, 50)), ms(pct(kills, 99)), ms(kills[len(kills)-1]))
-	fmt.Printf("l2-link-down trials=%d p50_ms=%s p99_ms=%s max_ms=%s\n", len(downs), ms(pct(downs, 50)), ms(pct(downs, 99)), ms(downs[len(downs)-1]))
-	fmt.Printf("l2-failover trials=%d p50_ms=%s p99_ms=%s max_ms=%s\n", len(all), ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]))
 	return nil
 }
