@@ -121,12 +121,11 @@ func (c *Charm) push(s *reactive.State) error {
 	cfg := c.cfg
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
 		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")}
-	if root := os.Getenv(RootEnv); root != "" {
+	if root, bin, extra := containerLayout(); root != "" {
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
 		cfg = &moved
-		in.Binary, in.ConfigPath = root+"/usr/bin/calico-lb", root+config.DefaultPath
-		in.Env = map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG")}
+		in.Binary, in.ConfigPath, in.Env = bin, root+config.DefaultPath, extra
 	}
 	p, err := plan.Make(cfg, in)
 	if err != nil {
@@ -139,12 +138,22 @@ func (c *Charm) push(s *reactive.State) error {
 	return nil
 }
 
+// containerLayout is where things are in the workload container: the
+// root of its file system ("" in production), the calico-lb binary, and
+// environment the workload needs besides its pod's (KUBECONFIG when tests
+// run it on the host under RootEnv).
+func containerLayout() (root, binary string, env map[string]string) {
+	root = os.Getenv(RootEnv)
+	if root == "" {
+		return "", plan.DefaultBinary, nil
+	}
+	return root, root + plan.DefaultBinary, map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG")}
+}
+
 // podName is the sidecar pod of a unit: app/0 runs in pod app-0.
 func podName(unit string) string {
-	for i := len(unit) - 1; i >= 0; i-- {
-		if unit[i] == '/' {
-			return unit[:i] + "-" + unit[i+1:]
-		}
+	if i := strings.LastIndexByte(unit, '/'); i >= 0 {
+		return unit[:i] + "-" + unit[i+1:]
 	}
 	return unit
 }
@@ -195,12 +204,7 @@ func (c *Charm) Remove() error {
 		return err
 	}
 	env := goops.ReadEnv()
-	bin := "/usr/bin/calico-lb"
-	cmdEnv := map[string]string{}
-	if root := os.Getenv(RootEnv); root != "" {
-		bin = root + bin
-		cmdEnv["KUBECONFIG"] = os.Getenv("KUBECONFIG")
-	}
+	_, bin, cmdEnv := containerLayout()
 	// Stop the controller first, or as leader it would recreate its Lease.
 	pc := pebbleClient()
 	if id, err := pc.Stop(&client.ServiceOptions{Names: []string{plan.Service}}); err == nil {
@@ -255,7 +259,8 @@ func (c *Charm) Hook() error {
 		goops.LogDebugf("handlers: %s", strings.Join(lines, "; "))
 	}
 	if err != nil {
-		_ = goops.SetUnitStatus(goops.StatusBlocked, oneLine(err.Error()))
+		st := status.Failed(err)
+		_ = goops.SetUnitStatus(goops.StatusName(st.Name), st.Message)
 		return err
 	}
 	st := c.Status(s)
@@ -267,15 +272,6 @@ func (c *Charm) Hook() error {
 		return goops.SetAppStatus(goops.StatusName(st.Name), st.Message)
 	}
 	return nil
-}
-
-func oneLine(s string) string {
-	for i := range len(s) {
-		if s[i] == '\n' {
-			return s[:i]
-		}
-	}
-	return s
 }
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the

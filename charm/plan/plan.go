@@ -20,6 +20,9 @@ import (
 // Service is the Pebble service that runs the controller.
 const Service = "calico-lb"
 
+// DefaultBinary is where the workload image has calico-lb.
+const DefaultBinary = "/usr/bin/calico-lb"
+
 // Check is the Pebble check on the controller's /readyz.
 const Check = "calico-lb-ready"
 
@@ -63,7 +66,7 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 		return nil, fmt.Errorf("render BGP passwords: %w", err)
 	}
 	if in.Binary == "" {
-		in.Binary = "/usr/bin/calico-lb"
+		in.Binary = DefaultBinary
 	}
 	if in.ConfigPath == "" {
 		in.ConfigPath = config.DefaultPath

@@ -32,6 +32,10 @@ func InvalidConfig(err error) Status {
 	return Status{"blocked", "invalid config: " + oneLine(msg)}
 }
 
+// Failed is the status for a hook whose handler failed: its error, on one
+// line (Juju shows one); the hook itself fails, so Juju retries it.
+func Failed(err error) Status { return Status{"blocked", oneLine(err.Error())} }
+
 // shownServices is how many Services a held-back pool change names before
 // it says "and N more".
 const shownServices = 3

@@ -16,6 +16,7 @@ import (
 	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -74,21 +75,25 @@ func TestCharmRealParts(t *testing.T) {
 
 	// Services get IPs from the workload the charm configured.
 	ctx := context.Background()
+	// waitShop waits until shop's IP is in the pool with prefix.
+	waitShop := func(prefix string, limit time.Duration) {
+		t.Helper()
+		var ip string
+		if _, err := netns.WaitFor(ctx, limit, func() bool {
+			s, err := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
+			if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 {
+				ip = s.Status.LoadBalancer.Ingress[0].IP
+			}
+			return strings.HasPrefix(ip, prefix)
+		}); err != nil {
+			t.Fatalf("shop has IP %q, want one from %s*", ip, prefix)
+		}
+	}
 	if _, err := kube.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "shop"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s, err := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
-		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 && strings.HasPrefix(s.Status.LoadBalancer.Ingress[0].IP, "10.0.0.") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Service got no IP: %+v", s.Status)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitShop("10.0.0.", 20*time.Second)
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Message != "calico mode; 1 pool, 1/254 in use" {
 		t.Fatalf("status %+v", st)
@@ -150,15 +155,7 @@ func TestCharmRealParts(t *testing.T) {
 	if r := j.State(t).ActionResults; r["applied"] != "true" || r["services.0"] != "default/shop" {
 		t.Fatalf("apply-pool-change results %v (failed: %v)", r, j.State(t).ActionFailed)
 	}
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		s, err := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
-		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 && strings.HasPrefix(s.Status.LoadBalancer.Ingress[0].IP, "10.0.1.") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shop did not move to the new pool: %+v", s.Status)
-		}
-	}
+	waitShop("10.0.1.", 15*time.Second)
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 1/254 in use" {
 		t.Fatalf("status after apply-pool-change %+v", st)
@@ -177,18 +174,15 @@ func TestCharmRealParts(t *testing.T) {
 
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var last error
+	if _, err := netns.WaitFor(context.Background(), 30*time.Second, func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if last = err; err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}); err != nil {
+		t.Fatalf("%s not ready: %v (last error %v)", url, err, last)
 	}
 }
