@@ -2,10 +2,10 @@ package charm
 
 import (
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -26,6 +26,8 @@ func (c *Charm) Action(name string) error {
 		res, err = c.listAllocations()
 	case "apply-pool-change":
 		res, err = c.applyPoolChange()
+	case "reallocate":
+		res, err = c.reallocate()
 	default:
 		return goops.FailActionf("action %s is not available yet in this charm revision", name)
 	}
@@ -71,23 +73,14 @@ func (c *Charm) listAllocations() (map[string]string, error) {
 // applyPoolChange confirms a held-back pool change on the leading
 // workload and says which Services got new IPs.
 func (c *Charm) applyPoolChange() (map[string]string, error) {
-	hc := http.Client{Timeout: 30 * time.Second}
-	resp, err := hc.Post(c.APIBase+"/v1/pool-change", "application/json", nil)
+	var pc api.PoolChange
+	err := c.request(http.MethodPost, "/v1/pool-change", 30*time.Second, &pc)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.code == http.StatusConflict {
+		return nil, errors.New("no pool change is held back")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusConflict:
-		return nil, fmt.Errorf("no pool change is held back")
-	default:
-		return nil, fmt.Errorf("workload API: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var pc api.PoolChange
-	if err := json.Unmarshal(body, &pc); err != nil {
-		return nil, fmt.Errorf("workload API answer: %w", err)
 	}
 	res := map[string]string{"applied": "true", "services-moved": strconv.Itoa(len(pc.Services))}
 	var names []string
@@ -96,5 +89,30 @@ func (c *Charm) applyPoolChange() (map[string]string, error) {
 		names = append(names, s.Namespace+"/"+s.Name)
 	}
 	res["summary"] = fmt.Sprintf("pool change applied; %d Service(s) get new IPs: %s", len(names), strings.Join(names, ", "))
+	return res, nil
+}
+
+// reallocate moves one Service to new addresses and waits (up to 10 s, in
+// the workload) until its status shows them.
+func (c *Charm) reallocate() (map[string]string, error) {
+	var p struct {
+		Service string `json:"service"`
+	}
+	if err := goops.GetActionParams(&p); err != nil || p.Service == "" {
+		return nil, errors.New("give the Service as service=namespace/name")
+	}
+	svc := p.Service
+	var r api.Reallocation
+	if err := c.request(http.MethodPost, "/v1/reallocate?service="+url.QueryEscape(svc), 30*time.Second, &r); err != nil {
+		return nil, err
+	}
+	res := map[string]string{
+		"service": r.Service, "old-ips": strings.Join(r.OldIPs, ","), "new-ips": strings.Join(r.NewIPs, ","),
+		"pools": strings.Join(r.Pools, ","), "status-written": strconv.FormatBool(r.Written),
+	}
+	res["summary"] = fmt.Sprintf("%s moved from %s to %s", r.Service, res["old-ips"], res["new-ips"])
+	if !r.Written {
+		res["summary"] += " (the Service's status is not updated yet; check it with kubectl)"
+	}
 	return res, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -182,16 +183,44 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 }
 
 func (c *Charm) get(path string, v any) error {
-	hc := http.Client{Timeout: 3 * time.Second}
-	resp, err := hc.Get(c.APIBase + path)
+	return c.request(http.MethodGet, path, 3*time.Second, v)
+}
+
+// apiError is a workload API answer other than 200 OK; its message is the
+// workload's own, written for operators.
+type apiError struct {
+	code int
+	msg  string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// request calls the workload's local API and decodes a 200 answer into v.
+func (c *Charm) request(method, path string, timeout time.Duration, v any) error {
+	req, err := http.NewRequest(method, c.APIBase+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	if resp.StatusCode != http.StatusOK {
+		msg := strings.TrimSpace(string(body))
+		if msg == "" {
+			msg = resp.Status
+		}
+		return &apiError{code: resp.StatusCode, msg: msg}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s %s: the answer is not what this charm expects: %w", method, path, err)
+	}
+	return nil
 }
 
 // Remove deletes what the workload created in the cluster (speakers,

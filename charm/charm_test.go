@@ -129,12 +129,12 @@ func TestPodName(t *testing.T) {
 	}
 }
 
-func runAction(t *testing.T, apiBase, name string) *goopstest.Context {
+func runAction(t *testing.T, apiBase, name string, params map[string]any) *goopstest.Context {
 	t.Helper()
 	c := New()
 	c.APIBase = apiBase
 	ctx := goopstest.NewContext(func() error { return c.Action(name) }, goopstest.WithUnitID("calico-lb/0"))
-	if _, err := ctx.RunAction(name, goopstest.State{Leader: true}, nil); err != nil {
+	if _, err := ctx.RunAction(name, goopstest.State{Leader: true}, params); err != nil {
 		t.Fatal(err)
 	}
 	return ctx
@@ -145,7 +145,7 @@ func TestListAllocations(t *testing.T) {
 		Pools:    []api.PoolView{{Name: "default", Addresses: []string{"10.0.0.0/24"}, Capacity: "254", InUse: 1}},
 		Services: []api.ServiceView{{Namespace: "web", Name: "shop", IPs: []string{"10.0.0.1"}, Pools: []string{"default"}}, {Namespace: "web", Name: "db", Issues: "no free IP"}}},
 		api.PoolChange{})
-	ctx := runAction(t, base, "list-allocations")
+	ctx := runAction(t, base, "list-allocations", nil)
 	r := ctx.ActionResults
 	if ctx.ActionError != nil || r["pools.0.name"] != "default" || r["pools.0.capacity"] != "254" || r["services.0.name"] != "web/shop" ||
 		r["services.0.ips"] != "10.0.0.1" || r["services.1.issues"] != "no free IP" || !strings.Contains(r["table"], "web/shop") {
@@ -168,16 +168,47 @@ func TestApplyPoolChange(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(api.PoolChange{Applied: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}})
 	}))
 	defer srv.Close()
-	ctx := runAction(t, srv.URL, "apply-pool-change")
+	ctx := runAction(t, srv.URL, "apply-pool-change", nil)
 	if ctx.ActionError != nil || ctx.ActionResults["services.0"] != "web/shop" || ctx.ActionResults["applied"] != "true" {
 		t.Fatalf("results %v, error %v", ctx.ActionResults, ctx.ActionError)
 	}
-	ctx = runAction(t, srv.URL, "apply-pool-change")
+	ctx = runAction(t, srv.URL, "apply-pool-change", nil)
 	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "no pool change is held back") {
 		t.Fatalf("second apply: %v", ctx.ActionError)
 	}
-	ctx = runAction(t, srv.URL, "failover-test")
+	ctx = runAction(t, srv.URL, "failover-test", nil)
 	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "not available yet") {
 		t.Fatalf("failover-test: %v", ctx.ActionError)
+	}
+}
+
+func TestReallocate(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/reallocate" {
+			http.NotFound(w, r)
+			return
+		}
+		switch svc := r.URL.Query().Get("service"); svc {
+		case "web/shop":
+			_ = json.NewEncoder(w).Encode(api.Reallocation{Service: svc, OldIPs: []string{"10.0.0.0"}, NewIPs: []string{"10.0.0.7"}, Pools: []string{"default"}, Written: true})
+		default:
+			http.Error(w, "service "+svc+": no such Service", http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	ctx := runAction(t, srv.URL, "reallocate", map[string]any{"service": "web/shop"})
+	r := ctx.ActionResults
+	if ctx.ActionError != nil || r["old-ips"] != "10.0.0.0" || r["new-ips"] != "10.0.0.7" || r["status-written"] != "true" ||
+		r["summary"] != "web/shop moved from 10.0.0.0 to 10.0.0.7" {
+		t.Fatalf("results %v, error %v", r, ctx.ActionError)
+	}
+	// The workload's refusal reaches the operator word for word.
+	ctx = runAction(t, srv.URL, "reallocate", map[string]any{"service": "web/gone"})
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "web/gone: no such Service") {
+		t.Fatalf("missing Service: %v", ctx.ActionError)
+	}
+	ctx = runAction(t, srv.URL, "reallocate", nil)
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "service=namespace/name") {
+		t.Fatalf("no parameter: %v", ctx.ActionError)
 	}
 }

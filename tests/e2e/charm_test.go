@@ -161,6 +161,25 @@ func TestCharmRealParts(t *testing.T) {
 		t.Fatalf("status after apply-pool-change %+v", st)
 	}
 
+	// reallocate: shop gets the next address, and its status shows it
+	// before the action returns.
+	s, _ := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
+	was := s.Status.LoadBalancer.Ingress[0].IP
+	if out, err := j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/shop"}); err != nil {
+		t.Fatalf("reallocate: %v\n%s", err, out)
+	}
+	r := j.State(t).ActionResults
+	s, _ = kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
+	if r["old-ips"] != was || r["new-ips"] == was || r["status-written"] != "true" || s.Status.LoadBalancer.Ingress[0].IP != r["new-ips"] {
+		t.Fatalf("reallocate results %v (failed: %v); shop now %v", r, j.State(t).ActionFailed, s.Status.LoadBalancer.Ingress)
+	}
+	if _, err := j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/nope"}); err != nil {
+		t.Fatal(err)
+	}
+	if f := j.State(t).ActionFailed; f == nil || !strings.Contains(*f, "no such Service") {
+		t.Fatalf("reallocate of a missing Service: failed %v", f)
+	}
+
 	// remove: the leader has the workload delete what it created; here the
 	// Lease (calico mode runs no speakers).
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); err != nil {

@@ -52,3 +52,14 @@ type PoolChange struct {
 	NewPools []string      `json:"newPools,omitempty"`
 	Applied  bool          `json:"applied,omitempty"`
 }
+
+// Reallocation is what POST /v1/reallocate?service=ns/name returns.
+type Reallocation struct {
+	Service string   `json:"service"`
+	OldIPs  []string `json:"oldIPs"`
+	NewIPs  []string `json:"newIPs"`
+	Pools   []string `json:"pools"`
+	// Written says whether the Service's status showed the new IPs
+	// before the call returned; if not, the write is still on its way.
+	Written bool `json:"statusWritten"`
+}

@@ -83,6 +83,7 @@ func (c *Controller) api() http.Handler {
 			writeJSON(w, http.StatusOK, v)
 		}
 	})
+	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
 	return mux
 }
 

@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // setStatus writes a Service's status as if an earlier controller had.
@@ -222,4 +224,64 @@ func counterValue(t *testing.T, r *running, series string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestReallocate(t *testing.T) {
+	e := newEnv(t)
+	// .0 is handed out here (avoid-buggy-ips off): the case the action is for.
+	e.config("pools:\n  p: {addresses: [10.96.0.0-10.96.0.3], avoid-buggy-ips: false}\n")
+	r := e.start("a")
+	e.service("web")
+	e.waitIPs("web", "10.96.0.0")
+	e.service("db")
+	e.waitIPs("db", "10.96.0.1")
+
+	code, body := httpPost(t, r, "/v1/reallocate?service="+e.ns+"/web")
+	var res api.Reallocation
+	if err := json.Unmarshal([]byte(body), &res); code != 200 || err != nil {
+		t.Fatalf("POST /v1/reallocate: %d %s", code, body)
+	}
+	// Next-fit: the new address is the next free one, not the one just freed.
+	if !res.Written || res.OldIPs[0] != "10.96.0.0" || res.NewIPs[0] != "10.96.0.2" || res.Pools[0] != "p" {
+		t.Fatalf("reallocation %+v", res)
+	}
+	e.waitIPs("web", "10.96.0.2")
+	e.waitEvent("web", "IPReallocated", "Moved from 10.96.0.0 to 10.96.0.2")
+	e.waitIPs("db", "10.96.0.1")
+	if got := counterValue(t, r, `calico_lb_allocations_total{result="reallocated"}`); got != 1 {
+		t.Fatalf("reallocated counter %v", got)
+	}
+
+	// Refusals say why, and move nothing.
+	e.service("pinned", func(s *corev1.Service) { s.Annotations = map[string]string{AnnotationIPs: "10.96.0.3"} })
+	e.waitIPs("pinned", "10.96.0.3")
+	for _, c := range []struct {
+		query string
+		code  int
+		want  string
+	}{
+		{e.ns + "/nope", 404, "no such Service"},
+		{"web", 409, "namespace/name"},
+		{e.ns + "/pinned", 409, "explicitly"},
+	} {
+		code, body := httpPost(t, r, "/v1/reallocate?service="+c.query)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("reallocate %s: %d %q, want %d containing %q", c.query, code, body, c.code, c.want)
+		}
+	}
+	// Only .0 is free: db moves there.
+	code, body = httpPost(t, r, "/v1/reallocate?service="+e.ns+"/db")
+	if code != 200 || !strings.Contains(body, `"10.96.0.0"`) {
+		t.Fatalf("reallocate db: %d %s", code, body)
+	}
+	e.waitIPs("db", "10.96.0.0")
+	// A new Service takes the .1 db left; with the pool full, web cannot
+	// move and keeps its address.
+	e.service("filler")
+	e.waitIPs("filler", "10.96.0.1")
+	code, body = httpPost(t, r, "/v1/reallocate?service="+e.ns+"/web")
+	if code != 409 || !strings.Contains(body, "no free") {
+		t.Fatalf("reallocate in a full pool: %d %s", code, body)
+	}
+	e.waitIPs("web", "10.96.0.2")
 }

@@ -1,0 +1,134 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/calico-lb/calico-lb/workload/allocator"
+	"github.com/calico-lb/calico-lb/workload/api"
+)
+
+// errRefused is a reallocation the Service's state does not allow; the
+// message says why and what to do instead.
+type errRefused struct{ msg string }
+
+func (e errRefused) Error() string { return e.msg }
+
+var errNoService = errors.New("no such Service")
+
+// reallocate gives the Service key (namespace/name) new addresses from its
+// pools and queues the status write. The old addresses are free at once,
+// but next-fit allocation hands them out again only after the pools wrap.
+func (t *term) reallocate(key string) (api.Reallocation, error) {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return api.Reallocation{}, errRefused{fmt.Sprintf("service %q: write it as namespace/name", key)}
+	}
+	svc, err := t.c.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return api.Reallocation{}, fmt.Errorf("service %s: %w", key, errNoService)
+	}
+	if err != nil {
+		return api.Reallocation{}, err
+	}
+	if !Managed(svc, t.active.LoadBalancerClass) {
+		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", key, svc.Spec.Type, classOf(svc))}
+	}
+	sk := allocator.ServiceKey{Namespace: ns, Name: name}
+	if _, outside := t.outside[sk]; outside {
+		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s holds addresses outside every pool while a pool change is held back; run apply-pool-change, which moves it", key)}
+	}
+	before, held := t.alloc.Get(sk)
+	if !held {
+		why := "it has no address yet"
+		if w := t.warned[key]; w != "" {
+			why += ": " + w
+		}
+		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s: %s", key, why)}
+	}
+	req, err := RequestFor(svc)
+	if err != nil {
+		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s: %v", key, err)}
+	}
+	asg, err := t.alloc.Reallocate(&req.Request)
+	if err != nil {
+		return api.Reallocation{}, errRefused{err.Error()}
+	}
+	old, now := before.List(), asg.List()
+	t.c.metrics.allocations.WithLabelValues("reallocated").Inc()
+	t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPReallocated", "Moved from %s to %s (reallocate action)", joinIPs(old), joinIPs(now))
+	t.c.log.Info("reallocated", "service", key, "from", joinIPs(old), "to", joinIPs(now))
+	t.retryWaiting()
+	// The Service's own pass writes the status: it alone may hand the
+	// key to a writer.
+	t.queue.Add(key)
+	return api.Reallocation{Service: key, OldIPs: ipStrings(old), NewIPs: ipStrings(now), Pools: uniq(asg.Pools())}, nil
+}
+
+func classOf(svc *corev1.Service) string {
+	if svc.Spec.LoadBalancerClass == nil {
+		return "none"
+	}
+	return *svc.Spec.LoadBalancerClass
+}
+
+// serveReallocate is POST /v1/reallocate?service=ns/name. It answers once
+// the Service's status shows the new addresses, or after 10 s saying the
+// write is still on its way.
+func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("service")
+	v, err := c.call(r.Context(), func(t *term) any {
+		res, err := t.reallocate(key)
+		if err != nil {
+			return err
+		}
+		return res
+	})
+	if err == nil {
+		if e, ok := v.(error); ok {
+			err = e
+		}
+	}
+	var refused errRefused
+	switch {
+	case errors.As(err, &refused):
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	case errors.Is(err, errNoService):
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	case err != nil:
+		c.notLeader(w, err)
+		return
+	}
+	res := v.(api.Reallocation)
+	res.Written = c.waitIngress(r.Context(), key, res.NewIPs, 10*time.Second)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// waitIngress waits until the cached Service's status lists ips.
+func (c *Controller) waitIngress(ctx context.Context, key string, ips []string, limit time.Duration) bool {
+	ns, name, _ := strings.Cut(key, "/")
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if svc, err := c.services.Services(ns).Get(name); err == nil && slices.Equal(ipStrings(IngressOf(svc)), ips) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
