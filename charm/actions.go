@@ -14,6 +14,7 @@ import (
 	"github.com/gruyaume/goops"
 
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // Action runs action name and reports its result to Juju. Actions that
@@ -28,6 +29,8 @@ func (c *Charm) Action(name string) error {
 		res, err = c.applyPoolChange()
 	case "reallocate":
 		res, err = c.reallocate()
+	case "bgp-status":
+		res, err = c.bgpStatus()
 	default:
 		return goops.FailActionf("action %s is not available yet in this charm revision", name)
 	}
@@ -115,4 +118,83 @@ func (c *Charm) reallocate() (map[string]string, error) {
 		res["summary"] += " (the Service's status is not updated yet; check it with kubectl)"
 	}
 	return res, nil
+}
+
+// bgpStatus reports each speaker's sessions (and, in l2 mode, the IPs it
+// answers for), as gathered by the controller from the speakers themselves.
+func (c *Charm) bgpStatus() (map[string]string, error) {
+	var st api.Speakers
+	if err := c.request(http.MethodGet, "/v1/speakers", 20*time.Second, &st); err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	return speakersResult(st, time.Now()), nil
+}
+
+// speakersResult lays out st as action results: structured keys
+// (speakers.N.*, speakers.N.peers.M.*) and a table.
+func speakersResult(st api.Speakers, now time.Time) map[string]string {
+	res := map[string]string{"mode": string(st.Mode), "speakers": strconv.Itoa(len(st.Speakers))}
+	if len(st.Speakers) == 0 {
+		if st.Mode == config.ModeCalico {
+			res["summary"] = "calico mode: calico-lb runs no speakers; Calico's BIRD announces the pools (check its sessions with `calicoctl node status` on a node)"
+		} else {
+			res["summary"] = fmt.Sprintf("%s mode, but no speaker pods are running: check the %s DaemonSet in the model's namespace and speaker-node-selector", st.Mode, "calico-lb-speaker")
+		}
+		return res
+	}
+	var t bytes.Buffer
+	tw := tabwriter.NewWriter(&t, 0, 4, 2, ' ', 0)
+	if st.Mode == config.ModeL2 {
+		fmt.Fprintln(tw, "NODE\tOWNS\tSPEAKERS ALIVE\tANNOUNCEMENTS\tERROR")
+	} else {
+		fmt.Fprintln(tw, "NODE\tPEER\tAS\tSTATE\tUPTIME\tBFD\tROUTES\tERROR")
+	}
+	established, sessions, failing := 0, 0, 0
+	for i, sp := range st.Speakers {
+		k := "speakers." + strconv.Itoa(i) + "."
+		res[k+"node"], res[k+"pod"], res[k+"address"] = sp.Node, sp.Pod, sp.Address
+		errMsg := sp.Error
+		if errMsg == "" && sp.BGP != nil {
+			errMsg = sp.BGP.Error
+		}
+		if errMsg != "" {
+			res[k+"error"] = errMsg
+			failing++
+		}
+		if sp.L2 != nil {
+			res[k+"owned"] = strconv.Itoa(len(sp.L2.Owned))
+			res[k+"owned-ips"] = strings.Join(sp.L2.Owned, ",")
+			res[k+"speakers-alive"] = strings.Join(sp.L2.Alive, ",")
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", sp.Node, len(sp.L2.Owned), len(sp.L2.Alive), sp.L2.GARPs, errMsg)
+			continue
+		}
+		if st.Mode == config.ModeL2 || sp.BGP == nil || len(sp.BGP.Peers) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t\t\t\t\t\t%s\n", sp.Node, errMsg)
+			continue
+		}
+		res[k+"routes"] = strconv.Itoa(len(sp.BGP.Routes))
+		for j, p := range sp.BGP.Peers {
+			pk := k + "peers." + strconv.Itoa(j) + "."
+			sessions++
+			uptime := "-"
+			if p.State == "established" {
+				established++
+				if !p.Since.IsZero() {
+					uptime = now.Sub(p.Since).Round(time.Second).String()
+				}
+			}
+			res[pk+"address"], res[pk+"as"], res[pk+"state"] = p.Address, strconv.FormatUint(uint64(p.ASN), 10), p.State
+			res[pk+"uptime"], res[pk+"bfd"], res[pk+"routes"] = uptime, strconv.FormatBool(p.BFD), strconv.Itoa(p.Routes)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%t\t%d\t%s\n", sp.Node, p.Address, p.ASN, p.State, uptime, p.BFD, p.Routes, errMsg)
+			errMsg = ""
+		}
+	}
+	_ = tw.Flush()
+	res["table"] = t.String()
+	if st.Mode == config.ModeL2 {
+		res["summary"] = fmt.Sprintf("l2 mode: %d speakers, %d with errors", len(st.Speakers), failing)
+	} else {
+		res["summary"] = fmt.Sprintf("%s mode: %d speakers, %d/%d sessions established, %d with errors", st.Mode, len(st.Speakers), established, sessions, failing)
+	}
+	return res
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gruyaume/goops/goopstest"
 
@@ -210,5 +211,37 @@ func TestReallocate(t *testing.T) {
 	ctx = runAction(t, srv.URL, "reallocate", nil)
 	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "service=namespace/name") {
 		t.Fatalf("no parameter: %v", ctx.ActionError)
+	}
+}
+
+func TestSpeakersResult(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	st := api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{
+		{Node: "n1", Pod: "s-1", Address: "10.0.0.1", BGP: &api.BGPStatus{Routes: []string{"10.9.0.1/32"}, Peers: []api.PeerStatus{
+			{Address: "10.0.255.1", ASN: 64500, State: "established", Since: now.Add(-90 * time.Second), BFD: true, Routes: 1},
+			{Address: "10.0.255.2", ASN: 64500, State: "active"},
+		}}},
+		{Node: "n2", Pod: "s-2", Address: "10.0.0.2", Error: "speaker API unreachable: connection refused"},
+	}}
+	r := speakersResult(st, now)
+	for k, want := range map[string]string{
+		"speakers.0.peers.0.state": "established", "speakers.0.peers.0.uptime": "1m30s", "speakers.0.peers.0.bfd": "true",
+		"speakers.0.peers.1.uptime": "-", "speakers.0.routes": "1", "speakers.1.error": "speaker API unreachable: connection refused",
+		"summary": "spine mode: 2 speakers, 1/2 sessions established, 1 with errors",
+	} {
+		if r[k] != want {
+			t.Errorf("%s = %q, want %q", k, r[k], want)
+		}
+	}
+	if !strings.Contains(r["table"], "10.0.255.1") || !strings.Contains(r["table"], "connection refused") {
+		t.Errorf("table:\n%s", r["table"])
+	}
+	if r := speakersResult(api.Speakers{Mode: config.ModeCalico}, now); !strings.Contains(r["summary"], "calicoctl node status") {
+		t.Errorf("calico mode: %v", r)
+	}
+	l2 := speakersResult(api.Speakers{Mode: config.ModeL2, Speakers: []api.SpeakerView{{Node: "n1", BGP: &api.BGPStatus{},
+		L2: &api.L2Status{Owned: []string{"10.9.0.1", "10.9.0.2"}, Alive: []string{"n1", "n2"}}}}}, now)
+	if l2["speakers.0.owned"] != "2" || l2["speakers.0.speakers-alive"] != "n1,n2" || !strings.Contains(l2["table"], "OWNS") {
+		t.Errorf("l2 mode: %v", l2)
 	}
 }

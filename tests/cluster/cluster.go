@@ -116,7 +116,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.writeCredentials(); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -371,10 +371,10 @@ func randomToken() (string, error) {
 	return fmt.Sprintf("%x", b), nil
 }
 
-// freePorts reserves n distinct free loopback ports. They are released
+// FreePorts reserves n distinct free loopback ports. They are released
 // before the processes bind them, so another process could take one in
 // between; on this single-user test box that race has not been seen.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

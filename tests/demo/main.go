@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -79,10 +78,11 @@ func run(ctx context.Context, binary string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	port, err := freePort()
+	ports, err := cluster.FreePorts(1)
 	if err != nil {
 		return err
 	}
+	port := ports[0]
 	d := &demo{client: cl.Client(cluster.UserAdmin), api: fmt.Sprintf("http://127.0.0.1:%d", port),
 		cfgPath: filepath.Join(dir, "config.yaml"), created: map[string]time.Time{}}
 	cfg := fmt.Sprintf("api-address: \"127.0.0.1:%d\"\n%s", port, demoConfig)
@@ -101,7 +101,8 @@ func run(ctx context.Context, binary string) error {
 	if err != nil {
 		return err
 	}
-	ctrl := exec.Command(binary, "controller", "--config", d.cfgPath, "--kubeconfig", kc, "--identity", "demo", "--lease-namespace", "default")
+	ctrl := exec.Command(binary, "controller", "--config", d.cfgPath, "--kubeconfig", kc, "--identity", "demo", "--lease-namespace", "default",
+		"--metrics-address", "127.0.0.1:0")
 	ctrl.Stdout, ctrl.Stderr = logf, logf
 	ctrl.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := ctrl.Start(); err != nil {
@@ -359,13 +360,4 @@ func indent(s string) string {
 		b.WriteString("      " + line + "\n")
 	}
 	return b.String()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

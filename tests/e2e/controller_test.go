@@ -58,7 +58,7 @@ func startController(t *testing.T, cl *cluster.Cluster, cfgPath, ns, id string) 
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "controller", "--config", cfgPath, "--kubeconfig", kc,
-		"--identity", id, "--lease-namespace", ns, "--api-address", "127.0.0.1:0")
+		"--identity", id, "--lease-namespace", ns, "--api-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

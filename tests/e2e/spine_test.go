@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -11,8 +13,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // newSpine starts the shared spine topology with the controller and a
@@ -46,7 +50,9 @@ func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spineb
 }
 
 func TestSpineEndToEnd(t *testing.T) {
-	b := newSpine(t, false)
+	// The controller's local API where the charm looks for it, so that the
+	// real dispatch binary can run bgp-status against this bed.
+	b := newBed(t, spinebed.Start, spinebed.Options{APIAddress: config.DefaultAPIAddress})
 	ctx := context.Background()
 	if err := b.StartWorkload(b.Config("  public: {addresses: [10.212.100.0/28]}\n", "")); err != nil {
 		t.Fatal(err)
@@ -90,6 +96,33 @@ func TestSpineEndToEnd(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("client reached %v through the spine, want both nodes", seen)
 	}
+
+	// bgp-status through the real dispatch binary: the controller gathers
+	// each speaker's own report over the node network.
+	if err := b.ReportSpeakerPods(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dispatch := fakejuju.BuildDispatch(t)
+	j := fakejuju.New(t, &fakejuju.State{Config: fakejuju.Defaults(t), Leader: true})
+	bgpStatus := func() map[string]string {
+		t.Helper()
+		if out, err := j.Action(t, dispatch, "bgp-status", nil); err != nil || j.State(t).ActionFailed != nil {
+			t.Fatalf("bgp-status: %v %v\n%s", err, j.State(t).ActionFailed, out)
+		}
+		return j.State(t).ActionResults
+	}
+	r := bgpStatus()
+	for i, n := range []string{n1, n2} {
+		k := fmt.Sprintf("speakers.%d.", i)
+		if r[k+"node"] != fmt.Sprint("node", i+1) || r[k+"peers.0.address"] != fmt.Sprintf("10.212.%d.1", i+1) ||
+			r[k+"peers.0.state"] != "established" || r[k+"peers.0.as"] != "64500" || r[k+"routes"] != "1" || r[k+"peers.0.routes"] != "1" || r[k+"error"] != "" {
+			t.Fatalf("bgp-status for %s: %v", n, r)
+		}
+	}
+	if r["summary"] != "spine mode: 2 speakers, 2/2 sessions established, 0 with errors" {
+		t.Fatalf("bgp-status summary %q", r["summary"])
+	}
+	t.Logf("bgp-status:\n%s", r["table"])
 
 	// Local: only the node with a ready endpoint announces; moving the
 	// endpoint moves the route.
@@ -135,5 +168,11 @@ func TestSpineEndToEnd(t *testing.T) {
 	t.Logf("speaker SIGTERM: node1's route gone at the spine in %s", time.Since(start).Round(time.Millisecond))
 	if _, err := b.WaitNextHops(lvip, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// A speaker that is gone is listed with the reason, not left out.
+	r = bgpStatus()
+	if !strings.Contains(r["speakers.0.error"], "unreachable") || r["speakers.1.peers.0.state"] != "established" ||
+		r["summary"] != "spine mode: 2 speakers, 1/1 sessions established, 1 with errors" {
+		t.Fatalf("bgp-status after node1's speaker stopped: %v", r)
 	}
 }

@@ -329,12 +329,16 @@ func (b *Bed) Management(net int, spaces ...string) (rootAddr string, err error)
 		return "", err
 	}
 	for i, ns := range spaces {
-		if err := attach(fmt.Sprintf("mgmt%d", i), ns, fmt.Sprintf("10.250.%d.%d/24", net, 10+i)); err != nil {
+		if err := attach(fmt.Sprintf("mgmt%d", i), ns, ManagementAddr(net, i)+"/24"); err != nil {
 			return "", err
 		}
 	}
 	return rootAddr, nil
 }
+
+// ManagementAddr is the address of the i-th (0-based) namespace given to
+// Management(net, ...).
+func ManagementAddr(net, i int) string { return fmt.Sprintf("10.250.%d.%d", net, 10+i) }
 
 // Routes returns the next hops of ns's kernel route to prefix, whoever put
 // it there (FRR's zebra, BIRD), or nothing when there is none.

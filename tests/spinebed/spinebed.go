@@ -24,6 +24,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -36,8 +37,11 @@ type Options struct {
 	Nodes  int    // default 2
 	BFD    bool   // FRR runs bfdd, peers use BFD 100 ms x 3
 	Binary string // the calico-lb binary
-	Dir    string // logs and config
-	Log    func(string)
+	// APIAddress is the controller's local API (default: a free loopback
+	// port).
+	APIAddress string
+	Dir        string // logs and config
+	Log        func(string)
 }
 
 // Bed is a running spine topology.
@@ -52,10 +56,15 @@ type Bed struct {
 	Kubeconfig string
 	ConfigPath string
 	// NodeIPs are the nodes' addresses (InternalIPs), in node order.
-	NodeIPs    []string
-	opts       Options
-	controller *exec.Cmd
-	speakers   []*exec.Cmd
+	NodeIPs []string
+	// MgmtIPs are the nodes' addresses on the management bridge, which
+	// the root namespace (the controller's) reaches.
+	MgmtIPs []string
+	// ControllerAPI is the controller's local API, once it runs.
+	ControllerAPI string
+	opts          Options
+	controller    *exec.Cmd
+	speakers      []*exec.Cmd
 }
 
 // NodeIP is node i's (1-based) address on its spine link.
@@ -143,7 +152,7 @@ exit
 `); err != nil {
 		return nil, err
 	}
-	mgmt, err := nb.Management(212, b.Nodes...)
+	mgmt, err := b.management(212)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +161,18 @@ exit
 		b.NodeIPs = append(b.NodeIPs, NodeIP(i))
 	}
 	return b, b.startControlPlane(ctx, mgmt)
+}
+
+// management joins the nodes and the root namespace on bridge net.
+func (b *Bed) management(net int) (string, error) {
+	mgmt, err := b.Net.Management(net, b.Nodes...)
+	if err != nil {
+		return "", err
+	}
+	for i := range b.Nodes {
+		b.MgmtIPs = append(b.MgmtIPs, netns.ManagementAddr(net, i))
+	}
+	return mgmt, nil
 }
 
 // startControlPlane starts etcd and kube-apiserver on the management
@@ -231,7 +252,7 @@ func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 			return nil, err
 		}
 	}
-	mgmt, err := nb.Management(214, b.Nodes...)
+	mgmt, err := b.management(214)
 	if err != nil {
 		return nil, err
 	}
@@ -284,14 +305,23 @@ func (b *Bed) StartController() error {
 	if err != nil {
 		return err
 	}
+	addr := b.opts.APIAddress
+	if addr == "" {
+		ports, err := cluster.FreePorts(1)
+		if err != nil {
+			return err
+		}
+		addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	}
 	cmd := exec.Command(b.opts.Binary, "controller", "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig,
-		"--identity", "controller", "--lease-namespace", "default", "--api-address", "127.0.0.1:0")
+		"--identity", "controller", "--lease-namespace", "default", "--api-address", addr, "--metrics-address", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	b.controller = cmd
+	b.ControllerAPI = "http://" + addr
 	return nil
 }
 
@@ -306,6 +336,37 @@ func (b *Bed) StartWorkload(cfg string) error {
 	for i := 1; i <= len(b.Nodes); i++ {
 		if err := b.StartSpeaker(i); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// ReportSpeakerPods creates the speaker pods as the DaemonSet controller
+// and the kubelets would (there are none here): one per node, running,
+// ready, with the node's management address as its host-network IP.
+func (b *Bed) ReportSpeakerPods(ctx context.Context) error {
+	// The apiserver admits a pod only with an existing ServiceAccount; the
+	// controller creates this one when it has a speaker image to deploy.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "calico-lb-speaker", Namespace: "default"}}
+	if _, err := b.Kube.CoreV1().ServiceAccounts("default").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	no := false
+	for i, node := range b.Nodes {
+		name := fmt.Sprint("node", i+1)
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "calico-lb-speaker-" + name, Namespace: "default",
+				Labels: map[string]string{"app.kubernetes.io/name": "calico-lb-speaker"}},
+			Spec: corev1.PodSpec{NodeName: name, HostNetwork: true, ServiceAccountName: sa.Name, AutomountServiceAccountToken: &no, Containers: []corev1.Container{{Name: "speaker", Image: "calico-lb"}}},
+		}
+		p, err := b.Kube.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("speaker pod on %s: %w", node, err)
+		}
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: b.MgmtIPs[i], HostIP: b.MgmtIPs[i],
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		if _, err := b.Kube.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("speaker pod on %s: %w", node, err)
 		}
 	}
 	return nil

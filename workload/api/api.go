@@ -63,3 +63,52 @@ type Reallocation struct {
 	// before the call returned; if not, the write is still on its way.
 	Written bool `json:"statusWritten"`
 }
+
+// BGPStatus is what a speaker's GET /v1/bgp returns.
+type BGPStatus struct {
+	Node      string       `json:"node"`
+	Mode      config.Mode  `json:"mode"`
+	Announces bool         `json:"announces"`
+	ASN       string       `json:"bgp"`
+	Peers     []PeerStatus `json:"peers"`
+	Routes    []string     `json:"routes"`
+	Error     string       `json:"error,omitempty"`
+}
+
+// PeerStatus is one BGP session of a speaker.
+type PeerStatus struct {
+	Address string    `json:"address"`
+	ASN     uint32    `json:"asNumber"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since"`
+	BFD     bool      `json:"bfd"`
+	Routes  int       `json:"routesAdvertised"`
+}
+
+// L2Status is what a speaker's GET /v1/l2 returns.
+type L2Status struct {
+	Owned      []string  `json:"owned"`
+	Alive      []string  `json:"speakersAlive"`
+	LastChange time.Time `json:"lastOwnershipChange"`
+	Changes    int       `json:"ownershipChanges"`
+	GARPs      int       `json:"announcementsSent"`
+}
+
+// Speakers is what the controller's GET /v1/speakers returns: each speaker
+// pod's own report, gathered over the node network.
+type Speakers struct {
+	Mode     config.Mode   `json:"mode"`
+	Speakers []SpeakerView `json:"speakers"`
+}
+
+// SpeakerView is one speaker pod. Error says why its report is missing
+// (pod not running, not reachable); the pod's own problems are in BGP.Error.
+type SpeakerView struct {
+	Node    string     `json:"node"`
+	Pod     string     `json:"pod"`
+	Address string     `json:"address"`
+	Ready   bool       `json:"ready"`
+	Error   string     `json:"error,omitempty"`
+	BGP     *BGPStatus `json:"bgp,omitempty"`
+	L2      *L2Status  `json:"l2,omitempty"`
+}

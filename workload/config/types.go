@@ -31,6 +31,14 @@ const (
 // Defaults.
 const (
 	DefaultAPIAddress = "127.0.0.1:9402"
+	// DefaultMetricsAddress is the controller's read-only listener on the
+	// pod network (metrics and health), which Prometheus scrapes; the local
+	// API, which can change assignments, stays on loopback.
+	DefaultMetricsAddress = ":9401"
+	// DefaultSpeakerPort is the speakers' read-only status and metrics
+	// port on every address of their node: the controller gathers
+	// bgp-status from it and Prometheus scrapes it.
+	DefaultSpeakerPort = 9403
 	// DefaultPath is where the charm puts the workload config file.
 	DefaultPath          = "/etc/calico-lb/config.yaml"
 	DefaultPasswordFile  = "/etc/calico-lb/bgp-passwords.yaml"

@@ -24,26 +24,7 @@ type (
 )
 
 func (c *Controller) api() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		// A leader whose loop stops answering is wedged: fail so that
-		// Pebble restarts it.
-		if c.term.Load() != nil {
-			if _, err := c.call(r.Context(), func(*term) any { return nil }); err != nil && !errors.Is(err, errNotLeader) {
-				http.Error(w, "allocation loop not answering: "+err.Error(), http.StatusInternalServerError)
-				return
-			}
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if ok, why := c.Ready(); !ok {
-			http.Error(w, why, http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
+	mux := c.readOnly()
 	mux.HandleFunc("GET /v1/allocations", func(w http.ResponseWriter, r *http.Request) {
 		snap, err := c.snapshot(r.Context())
 		if err != nil {
@@ -84,6 +65,40 @@ func (c *Controller) api() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
+	mux.HandleFunc("GET /v1/speakers", func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.speakerStatus(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	return mux
+}
+
+// readOnly serves health and metrics: all that the metrics listener on the
+// pod network offers, and part of the local API.
+func (c *Controller) readOnly() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// A leader whose loop stops answering is wedged: fail so that
+		// Pebble restarts it.
+		if c.term.Load() != nil {
+			if _, err := c.call(r.Context(), func(*term) any { return nil }); err != nil && !errors.Is(err, errNotLeader) {
+				http.Error(w, "allocation loop not answering: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := c.Ready(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
 

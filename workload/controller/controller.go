@@ -63,9 +63,15 @@ type Options struct {
 	// in spine and l2 mode (the controller's own image); speakers are not
 	// deployed without one.
 	SpeakerImage string
+	// SpeakerPort is the speakers' status port (default
+	// config.DefaultSpeakerPort), from which GET /v1/speakers gathers.
+	SpeakerPort int
 }
 
 func (o *Options) defaults() {
+	if o.SpeakerPort == 0 {
+		o.SpeakerPort = config.DefaultSpeakerPort
+	}
 	if o.EventClient == nil {
 		o.EventClient = o.Client
 	}
@@ -253,3 +259,7 @@ func metaFor(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Names
 
 // Handler is the local HTTP API (see api.go).
 func (c *Controller) Handler() http.Handler { return c.api() }
+
+// MetricsHandler serves only /metrics, /healthz and /readyz, for the
+// listener Prometheus scrapes on the pod network.
+func (c *Controller) MetricsHandler() http.Handler { return c.readOnly() }

@@ -37,6 +37,7 @@ type speakerObjects struct {
 	ns        string
 	image     string
 	configRaw []byte // the config file, as the speakers read it
+	port      int    // the speakers' status port
 }
 
 func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error {
@@ -146,7 +147,10 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 					Containers: []corev1.Container{{
 						Name:  "speaker",
 						Image: s.image,
-						Args:  []string{"speaker", "--config", "/etc/calico-lb/config.yaml"},
+						Args:  []string{"speaker", "--config", "/etc/calico-lb/config.yaml", "--api-address", fmt.Sprintf(":%d", s.port)},
+						// Declared so that the scheduler knows the node port
+						// is taken, and Prometheus can find it.
+						Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},
 						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 						SecurityContext: &corev1.SecurityContext{

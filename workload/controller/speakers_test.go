@@ -35,7 +35,8 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	c := pod.Containers[0]
 	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || c.Args[0] != "speaker" ||
 		c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
-		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil {
+		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil ||
+		!slices.Contains(c.Args, ":9403") || len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 {
 		t.Fatalf("speaker pod spec: %+v", pod)
 	}
 	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})

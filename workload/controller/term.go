@@ -424,7 +424,7 @@ func (t *term) keepSpeakers(ctx context.Context) {
 		}
 		raw, err := cfg.Render()
 		if err == nil {
-			so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, image: t.c.opts.SpeakerImage, configRaw: raw}
+			so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, image: t.c.opts.SpeakerImage, configRaw: raw, port: t.c.opts.SpeakerPort}
 			err = so.reconcile(ctx, cfg)
 		}
 		if err != nil && err.Error() != lastErr && ctx.Err() == nil {

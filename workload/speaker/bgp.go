@@ -17,6 +17,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
+	lbapi "github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -28,14 +29,7 @@ type Peer struct {
 }
 
 // PeerStatus is one session, for /v1/bgp and metrics.
-type PeerStatus struct {
-	Address string    `json:"address"`
-	ASN     uint32    `json:"asNumber"`
-	State   string    `json:"state"`
-	Since   time.Time `json:"since"`
-	BFD     bool      `json:"bfd"`
-	Routes  int       `json:"routesAdvertised"`
-}
+type PeerStatus = lbapi.PeerStatus
 
 // BGP keeps an embedded GoBGP speaker's peers and routes equal to what it
 // is given, changing only what changed: a reload that leaves a peer alone

@@ -14,6 +14,8 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // Responder answers ARP (IPv4) and NDP (IPv6) for the VIPs this node owns,
@@ -265,13 +267,7 @@ func (r *Responder) serveNDP(ctx context.Context, li *l2iface) {
 }
 
 // L2Status is what GET /v1/l2 returns.
-type L2Status struct {
-	Owned      []string  `json:"owned"`
-	Alive      []string  `json:"speakersAlive"`
-	LastChange time.Time `json:"lastOwnershipChange"`
-	Changes    int       `json:"ownershipChanges"`
-	GARPs      int       `json:"announcementsSent"`
-}
+type L2Status = api.L2Status
 
 func (r *Responder) status() L2Status {
 	r.mu.Lock()

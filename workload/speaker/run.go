@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -509,15 +510,7 @@ func (s *Speaker) l2Status() L2Status {
 }
 
 // Status is what GET /v1/bgp returns.
-type Status struct {
-	Node      string       `json:"node"`
-	Mode      config.Mode  `json:"mode"`
-	Announces bool         `json:"announces"`
-	ASN       string       `json:"bgp"`
-	Peers     []PeerStatus `json:"peers"`
-	Routes    []string     `json:"routes"`
-	Error     string       `json:"error,omitempty"`
-}
+type Status = api.BGPStatus
 
 func (s *Speaker) status() Status {
 	s.mu.Lock()

@@ -73,7 +73,8 @@ func run(binary string, n, clients int, noController bool) error {
 	if err != nil {
 		return err
 	}
-	ctrl := exec.Command(binary, "controller", "--config", cfg, "--kubeconfig", kc, "--identity", "bench", "--lease-namespace", "default")
+	ctrl := exec.Command(binary, "controller", "--config", cfg, "--kubeconfig", kc, "--identity", "bench", "--lease-namespace", "default",
+		"--metrics-address", "127.0.0.1:0")
 	if noController {
 		ctrl = exec.Command("sleep", "3600") // holds the place of the controller process
 	}

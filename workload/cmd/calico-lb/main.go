@@ -67,6 +67,8 @@ func runController(args []string) error {
 	identity := fs.String("identity", os.Getenv("POD_NAME"), "leader-election identity (default: hostname-pid)")
 	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
 	apiAddr := fs.String("api-address", "", "local HTTP API address (default: the config's api-address, else "+config.DefaultAPIAddress+")")
+	metricsAddr := fs.String("metrics-address", config.DefaultMetricsAddress, "read-only listener for Prometheus (/metrics, /healthz, /readyz) on the pod network; empty: none")
+	speakerPort := fs.Int("speaker-port", config.DefaultSpeakerPort, "the speakers' status port, from which GET /v1/speakers gathers")
 	writers := fs.Int("writers", 8, "goroutines writing Service status")
 	speakerImage := fs.String("speaker-image", os.Getenv("CALICO_LB_IMAGE"), "image of the speaker DaemonSet (spine and l2 mode): the workload's own")
 	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
@@ -107,7 +109,7 @@ func runController(args []string) error {
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
-		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage,
+		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage, SpeakerPort: *speakerPort,
 	})
 	if err != nil {
 		return err
@@ -125,6 +127,16 @@ func runController(args []string) error {
 		}
 	}()
 	log.Info("local API listening", "address", ln.Addr().String())
+	if *metricsAddr != "" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listener (--metrics-address): %w", err)
+		}
+		msrv := &http.Server{Handler: ctrl.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("metrics listening", "address", mln.Addr().String())
+	}
 	err = ctrl.Run(ctx)
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -140,7 +152,7 @@ func runSpeaker(args []string) error {
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
-	apiAddr := fs.String("api-address", "127.0.0.1:9403", "local HTTP API address")
+	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/bgp, /v1/l2, /metrics, /readyz), on every node address: the controller gathers bgp-status from it and Prometheus scrapes it")
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	_ = fs.Parse(args)

@@ -1,0 +1,112 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// speakerStatus gathers every speaker pod's own report (GET /v1/bgp, and
+// /v1/l2 in l2 mode) over the node network. The speakers' APIs are the
+// source of truth: the controller holds no copy that could go stale. A
+// speaker that cannot be reached is listed with the reason, not left out.
+func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
+	out := &api.Speakers{Speakers: []api.SpeakerView{}}
+	if cfg := c.cfg.Load(); cfg != nil {
+		out.Mode = cfg.Mode
+	}
+	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName})
+	if err != nil {
+		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
+	}
+	out.Speakers = make([]api.SpeakerView, len(pods.Items))
+	hc := &http.Client{Timeout: 3 * time.Second}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		v := &out.Speakers[i]
+		*v = api.SpeakerView{Node: p.Spec.NodeName, Pod: p.Name, Address: p.Status.PodIP, Ready: podReady(p)}
+		switch {
+		case p.DeletionTimestamp != nil:
+			v.Error = "pod is terminating"
+			continue
+		case p.Status.Phase != corev1.PodRunning:
+			v.Error = "pod is " + string(p.Status.Phase)
+			continue
+		case p.Status.PodIP == "":
+			v.Error = "pod has no IP yet"
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			base := "http://" + net.JoinHostPort(v.Address, strconv.Itoa(c.opts.SpeakerPort))
+			var bgp api.BGPStatus
+			if err := getJSON(ctx, hc, base+"/v1/bgp", &bgp); err != nil {
+				v.Error = err.Error()
+				return
+			}
+			v.BGP = &bgp
+			if out.Mode == config.ModeL2 {
+				var l2 api.L2Status
+				if err := getJSON(ctx, hc, base+"/v1/l2", &l2); err != nil {
+					v.Error = err.Error()
+					return
+				}
+				v.L2 = &l2
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(out.Speakers, func(i, j int) bool {
+		a, b := out.Speakers[i], out.Speakers[j]
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		return a.Pod < b.Pod
+	})
+	return out, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("speaker API unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("speaker API %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("speaker API %s: %w", url, err)
+	}
+	return nil
+}
