@@ -46,6 +46,7 @@ const (
 	ConfigInvalid   reactive.Flag = "config-invalid"
 	PasswordsMissed reactive.Flag = "passwords-unreadable"
 	Planned         reactive.Flag = "workload-planned"
+	MetricsRelated  reactive.Flag = "metrics-related"
 )
 
 // Charm is one hook's run.
@@ -55,6 +56,8 @@ type Charm struct {
 	APIBase string
 	// Wait bounds how long a replan may take.
 	Wait time.Duration
+	// Network is network-get (goopstest does not fake it).
+	Network func(binding string) (*goops.Network, error)
 
 	raw       map[string]any // config-get's answer
 	cfg       *config.Config
@@ -62,11 +65,13 @@ type Charm struct {
 	passwords map[string]string
 	pwErr     error
 	applied   pebble.Result
+
+	metricsRels []string // the metrics-endpoint relations
 }
 
 // New returns the charm with its defaults.
 func New() *Charm {
-	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second}
+	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second, Network: goops.GetNetwork}
 }
 
 // Facts describe the world at the start of every hook.
@@ -77,6 +82,11 @@ func (c *Charm) Facts() []reactive.Fact {
 			return err == nil, nil
 		}},
 		{Flag: Leader, Eval: goops.IsLeader},
+		{Flag: MetricsRelated, Eval: func() (bool, error) {
+			var err error
+			c.metricsRels, err = goops.GetRelationIDs(MetricsEndpoint)
+			return len(c.metricsRels) > 0, err
+		}},
 	}
 }
 
@@ -86,6 +96,7 @@ func (c *Charm) Handlers() []reactive.Handler {
 		{Name: "read-config", Run: c.readConfig},
 		{Name: "read-bgp-passwords", When: []reactive.Flag{ConfigValid}, Run: c.readPasswords},
 		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed}, Run: c.push},
+		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gruyaume/goops"
 	"github.com/gruyaume/goops/goopstest"
 
 	"github.com/calico-lb/calico-lb/charm/plan"
@@ -55,6 +56,9 @@ func run(t *testing.T, apiBase string, st goopstest.State) (goopstest.State, *go
 	c := New()
 	c.APIBase = apiBase
 	c.Wait = 0
+	c.Network = func(string) (*goops.Network, error) {
+		return &goops.Network{BindAddresses: []goops.BindAddress{{InterfaceName: "eth0", Addresses: []goops.Address{{Value: "10.1.0.7", CIDR: "10.1.0.0/16"}}}}}, nil
+	}
 	ctx := goopstest.NewContext(c.Hook, goopstest.WithUnitID("calico-lb/0"))
 	return ctx.Run("config-changed", st), ctx
 }
@@ -243,5 +247,53 @@ func TestSpeakersResult(t *testing.T) {
 		L2: &api.L2Status{Owned: []string{"10.9.0.1", "10.9.0.2"}, Alive: []string{"n1", "n2"}}}}}, now)
 	if l2["speakers.0.owned"] != "2" || l2["speakers.0.speakers-alive"] != "n1,n2" || !strings.Contains(l2["table"], "OWNS") {
 		t.Errorf("l2 mode: %v", l2)
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/speakers" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{
+			{Node: "n2", Address: "fd00::2"}, {Node: "n1", Address: "10.0.0.1"}, {Node: "n3", Error: "pod is Pending"}}})
+	}))
+	defer srv.Close()
+	rel := goopstest.Relation{Endpoint: MetricsEndpoint, Interface: "prometheus_scrape", ID: "metrics-endpoint:3", RemoteAppName: "prometheus"}
+	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24"})
+	out, ctx := run(t, srv.URL, goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{rel}})
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	got := out.Relations[0]
+	if got.LocalUnitData["prometheus_scrape_unit_address"] != "10.1.0.7" || got.LocalUnitData["prometheus_scrape_unit_name"] != "calico-lb/0" {
+		t.Fatalf("unit data %v", got.LocalUnitData)
+	}
+	want := `[{"job_name":"calico-lb-controller","metrics_path":"/metrics","static_configs":[{"targets":["*:9401"]}]},` +
+		`{"job_name":"calico-lb-speakers","metrics_path":"/metrics","static_configs":[{"targets":["10.0.0.1:9403"],"labels":{"node":"n1"}},{"targets":["[fd00::2]:9403"],"labels":{"node":"n2"}}]}]`
+	if got.LocalAppData["scrape_jobs"] != want {
+		t.Fatalf("scrape_jobs\n%s\nwant\n%s", got.LocalAppData["scrape_jobs"], want)
+	}
+	var meta map[string]string
+	if err := json.Unmarshal([]byte(got.LocalAppData["scrape_metadata"]), &meta); err != nil || meta["application"] != "calico-lb" || meta["unit"] != "calico-lb/0" || meta["charm_name"] != "calico-lb" {
+		t.Fatalf("scrape_metadata %q: %v", got.LocalAppData["scrape_metadata"], err)
+	}
+
+	// The workload does not answer: published jobs stay; with none yet,
+	// the controller's job alone goes out.
+	srv.Close()
+	out, ctx = run(t, srv.URL, goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{got}})
+	if ctx.CharmErr != nil || out.Relations[0].LocalAppData["scrape_jobs"] != want {
+		t.Fatalf("jobs after the workload went away: %q (%v)", out.Relations[0].LocalAppData["scrape_jobs"], ctx.CharmErr)
+	}
+	out, _ = run(t, srv.URL, goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{rel}})
+	if j := out.Relations[0].LocalAppData["scrape_jobs"]; !strings.Contains(j, controllerJob) || strings.Contains(j, speakersJob) {
+		t.Fatalf("first jobs without the workload: %s", j)
+	}
+	// A unit that does not lead publishes only its address.
+	out, _ = run(t, srv.URL, goopstest.State{Leader: false, Config: cfg, Relations: []goopstest.Relation{rel}})
+	if out.Relations[0].LocalAppData["scrape_jobs"] != "" || out.Relations[0].LocalUnitData["prometheus_scrape_unit_address"] != "10.1.0.7" {
+		t.Fatalf("non-leader: app %v unit %v", out.Relations[0].LocalAppData, out.Relations[0].LocalUnitData)
 	}
 }

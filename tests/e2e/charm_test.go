@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -48,7 +49,8 @@ func TestCharmRealParts(t *testing.T) {
 	cfg := fakejuju.Defaults(t)
 	cfg["pools"] = "10.0.0.0/24"
 	cfg["peering-mode"] = "calico"
-	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}}})
+	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}},
+		Relations: map[string][]*fakejuju.Relation{charm.MetricsEndpoint: {{ID: "metrics-endpoint:5", RemoteApp: "prometheus"}}}, Address: "127.0.0.1"})
 	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, "KUBECONFIG=" + kc}
 	hook := func(name string) {
 		t.Helper()
@@ -71,6 +73,20 @@ func TestCharmRealParts(t *testing.T) {
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use" {
 		t.Fatalf("status %+v", st)
+	}
+
+	// metrics-endpoint: the unit's address and the controller's job (calico
+	// mode runs no speakers), and the target really serves the metrics.
+	rel := j.State(t).Relation("metrics-endpoint:5")
+	if rel.UnitData["prometheus_scrape_unit_address"] != "127.0.0.1" || !strings.Contains(rel.AppData["scrape_jobs"], `"targets":["*:9401"]`) ||
+		strings.Contains(rel.AppData["scrape_jobs"], "calico-lb-speakers") || !strings.Contains(rel.AppData["scrape_metadata"], `"model":"lb"`) {
+		t.Fatalf("metrics-endpoint data: %+v", rel)
+	}
+	if body := httpBody(t, "http://127.0.0.1:9401/metrics"); !strings.Contains(body, "calico_lb_pool_addresses") {
+		t.Fatalf("the scrape target serves:\n%.2000s", body)
+	}
+	if resp, err := http.Post("http://127.0.0.1:9401/v1/pool-change", "", nil); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the metrics listener must not offer the local API: %v %v", resp, err)
 	}
 
 	// Services get IPs from the workload the charm configured.
@@ -189,6 +205,17 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func waitHTTP(t *testing.T, url string) {

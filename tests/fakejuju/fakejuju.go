@@ -15,7 +15,8 @@ import (
 
 // Tools are the hook tools faked.
 var Tools = []string{"config-get", "is-leader", "status-set", "status-get", "juju-log", "secret-get",
-	"action-get", "action-set", "action-fail", "action-log", "application-version-set"}
+	"action-get", "action-set", "action-fail", "action-log", "application-version-set",
+	"relation-ids", "relation-get", "relation-set", "network-get"}
 
 // Juju is one unit's faked hook environment.
 type Juju struct {

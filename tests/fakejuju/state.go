@@ -23,6 +23,30 @@ type State struct {
 	ActionFailed  *string                      `json:"actionFailed,omitempty"`
 	Logs          []string                     `json:"logs,omitempty"`
 	Calls         [][]string                   `json:"calls,omitempty"` // every tool call, argv
+	// Relations are this unit's relations by endpoint.
+	Relations map[string][]*Relation `json:"relations,omitempty"`
+	// Address is the unit's bind address, for network-get.
+	Address string `json:"address,omitempty"`
+}
+
+// Relation is one relation of this unit, with our side's data bags.
+type Relation struct {
+	ID        string            `json:"id"` // endpoint:N
+	RemoteApp string            `json:"remoteApp"`
+	AppData   map[string]string `json:"appData,omitempty"`
+	UnitData  map[string]string `json:"unitData,omitempty"`
+}
+
+// Relation finds a relation by ID.
+func (s *State) Relation(id string) *Relation {
+	for _, rs := range s.Relations {
+		for _, r := range rs {
+			if r.ID == id {
+				return r
+			}
+		}
+	}
+	return nil
 }
 
 // Status is a workload status.

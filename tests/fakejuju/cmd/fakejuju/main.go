@@ -197,5 +197,84 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 		st.AppVersion = pos[0]
 		return nil, nil
 	}
+	if strings.HasPrefix(tool, "relation-") || tool == "network-get" {
+		return relationTool(st, tool, fl, pos)
+	}
+	return nil, &exitErr{1, "fakejuju does not fake " + tool}
+}
+
+// relationTool fakes relation-ids, relation-get and relation-set for our
+// own side of a relation, and network-get.
+func relationTool(st *fakejuju.State, tool string, fl map[string]string, pos []string) ([]byte, *exitErr) {
+	if tool == "relation-ids" {
+		if len(pos) != 1 {
+			return nil, &exitErr{2, "no endpoint name specified"}
+		}
+		ids := []string{}
+		for _, r := range st.Relations[pos[0]] {
+			ids = append(ids, r.ID)
+		}
+		slices.Sort(ids)
+		return format(fl, ids, "smart"), nil
+	}
+	if tool == "network-get" {
+		if len(pos) != 1 {
+			return nil, &exitErr{2, "no endpoint specified"}
+		}
+		if _, ok := st.Relations[pos[0]]; !ok && st.Address == "" {
+			return nil, &exitErr{1, fmt.Sprintf("no network config found for binding %q", pos[0])}
+		}
+		return format(fl, map[string]any{
+			"bind-addresses":    []any{map[string]any{"interface-name": "eth0", "addresses": []any{map[string]string{"value": st.Address, "cidr": st.Address + "/32"}}}},
+			"ingress-addresses": []string{st.Address}, "egress-subnets": []string{st.Address + "/32"},
+		}, "smart"), nil
+	}
+	id, ok := fl["r"]
+	if !ok {
+		id = fl["relation"]
+	}
+	if id == "" {
+		return nil, &exitErr{2, "no relation id specified"}
+	}
+	rel := st.Relation(id)
+	if rel == nil {
+		return nil, &exitErr{2, fmt.Sprintf("invalid value %q for option -r: relation not found", id)}
+	}
+	_, app := fl["app"]
+	bag := &rel.UnitData
+	if app {
+		bag = &rel.AppData
+	}
+	switch tool {
+	case "relation-get":
+		// Only our own side is faked: "-" and our unit or application.
+		if app && !st.Leader {
+			return nil, &exitErr{1, "permission denied"}
+		}
+		out := map[string]string{}
+		for k, v := range *bag {
+			out[k] = v
+		}
+		return format(fl, out, "smart"), nil
+	case "relation-set":
+		if app && !st.Leader {
+			return nil, &exitErr{1, "cannot write relation settings"}
+		}
+		if *bag == nil {
+			*bag = map[string]string{}
+		}
+		for _, kv := range pos {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, &exitErr{2, fmt.Sprintf("expected \"key=value\", got %q", kv)}
+			}
+			if v == "" {
+				delete(*bag, k)
+			} else {
+				(*bag)[k] = v
+			}
+		}
+		return nil, nil
+	}
 	return nil, &exitErr{1, "fakejuju does not fake " + tool}
 }
