@@ -67,6 +67,7 @@ type Charm struct {
 	applied   pebble.Result
 
 	metricsRels []string // the metrics-endpoint relations
+	cfgDigest   string   // of the config file the workload should have
 }
 
 // New returns the charm with its defaults.
@@ -146,6 +147,15 @@ func (c *Charm) push(s *reactive.State) error {
 	if c.applied, err = pebble.Apply(pebbleClient(), p, c.Wait); err != nil {
 		return err
 	}
+	cfgPath := in.ConfigPath
+	if cfgPath == "" {
+		cfgPath = config.DefaultPath
+	}
+	for _, f := range p.Files {
+		if f.Path == cfgPath {
+			c.cfgDigest = api.ConfigDigest(f.Content)
+		}
+	}
 	s.Set(Planned)
 	return nil
 }
@@ -186,6 +196,17 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 	var change api.PoolChange
 	if err := c.get("/v1/allocations", &snap); err != nil {
 		return status.Status{Name: "waiting", Message: "waiting for the workload's API: " + err.Error()}
+	}
+	if c.cfgDigest != "" && snap.ConfigDigest != c.cfgDigest {
+		// A file pushed in this hook (or one the workload missed): have it
+		// read now, so that the status speaks of the new config, e.g. a
+		// pool change it holds back, rather than of the old one.
+		if err := c.request(http.MethodPost, "/v1/reload", 10*time.Second, &snap); err != nil {
+			return status.Status{Name: "waiting", Message: "waiting for the workload to reload its config: " + err.Error()}
+		}
+		if snap.ConfigDigest != c.cfgDigest {
+			return status.Status{Name: "waiting", Message: "waiting for the workload to take in the new config"}
+		}
 	}
 	if snap.PendingChange {
 		_ = c.get("/v1/pool-change", &change) // the status still says a change is held back without the names

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,10 +36,20 @@ func withDefaults(t *testing.T, set map[string]any) map[string]any {
 	return out
 }
 
-// workloadAPI stands in for the workload's local API with snap.
-func workloadAPI(t *testing.T, snap api.Snapshot, change api.PoolChange) string {
+// workloadAPI stands in for the workload's local API with snap. Like the
+// controller, it has taken in the config file under src (a container
+// mount; "" for none) once asked to reload it.
+func workloadAPI(t *testing.T, snap api.Snapshot, change api.PoolChange, src string) string {
+	var mu sync.Mutex
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
 		switch r.URL.Path {
+		case "/v1/reload":
+			if data, err := os.ReadFile(filepath.Join(src, config.DefaultPath)); err == nil && src != "" {
+				snap.ConfigDigest = api.ConfigDigest(data)
+			}
+			_ = json.NewEncoder(w).Encode(snap)
 		case "/v1/allocations":
 			_ = json.NewEncoder(w).Encode(snap)
 		case "/v1/pool-change":
@@ -70,8 +81,8 @@ func container(t *testing.T, connect bool) (goopstest.Container, string) {
 }
 
 func TestConfigChangedActive(t *testing.T) {
-	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, api.PoolChange{})
 	ctr, src := container(t, true)
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254", InUse: 2}}}, api.PoolChange{}, src)
 	out, ctx := run(t, base, goopstest.State{Leader: true, Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)
@@ -97,7 +108,7 @@ func TestConfigChangedActive(t *testing.T) {
 }
 
 func TestConfigChangedBlockedAndWaiting(t *testing.T) {
-	base := workloadAPI(t, api.Snapshot{}, api.PoolChange{})
+	base := workloadAPI(t, api.Snapshot{}, api.PoolChange{}, "")
 	ctr, _ := container(t, true)
 	out, _ := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.HasPrefix(out.UnitStatus.Message, "invalid config: ") || !strings.Contains(out.UnitStatus.Message, "(and 1 more)") {
@@ -119,9 +130,18 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 
-	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
-	base = workloadAPI(t, api.Snapshot{Mode: config.ModeL2, PendingChange: true}, held)
+	// A workload that has not taken in the pushed file: its figures would
+	// describe the old config, so the status waits instead.
 	ctr, _ = container(t, true)
+	stale := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, ConfigDigest: "an-older-file"}, api.PoolChange{}, "")
+	out, _ = run(t, stale, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "waiting" || !strings.Contains(out.UnitStatus.Message, "take in the new config") {
+		t.Fatalf("status with a stale workload %+v", out.UnitStatus)
+	}
+
+	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
+	ctr, src := container(t, true)
+	base = workloadAPI(t, api.Snapshot{Mode: config.ModeL2, PendingChange: true}, held, src)
 	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "web/shop") || !strings.Contains(out.UnitStatus.Message, "apply-pool-change") {
 		t.Fatalf("status %+v", out.UnitStatus)
@@ -149,7 +169,7 @@ func TestListAllocations(t *testing.T) {
 	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Source: "allocator",
 		Pools:    []api.PoolView{{Name: "default", Addresses: []string{"10.0.0.0/24"}, Capacity: "254", InUse: 1}},
 		Services: []api.ServiceView{{Namespace: "web", Name: "shop", IPs: []string{"10.0.0.1"}, Pools: []string{"default"}}, {Namespace: "web", Name: "db", Issues: "no free IP"}}},
-		api.PoolChange{})
+		api.PoolChange{}, "")
 	ctx := runAction(t, base, "list-allocations", nil)
 	r := ctx.ActionResults
 	if ctx.ActionError != nil || r["pools.0.name"] != "default" || r["pools.0.capacity"] != "254" || r["services.0.name"] != "web/shop" ||

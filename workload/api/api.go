@@ -4,6 +4,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -19,6 +21,9 @@ type Snapshot struct {
 	Services       []ServiceView `json:"services"`
 	PendingChange  bool          `json:"poolChangeHeldBack"`
 	ConfigError    string        `json:"configError,omitempty"`
+	// ConfigDigest is the SHA-256 of the config file whose content this
+	// answer reflects; empty while a newer file is being taken in.
+	ConfigDigest string `json:"configDigest,omitempty"`
 }
 
 // PoolView is one pool's capacity and use. Capacities are decimal strings
@@ -111,4 +116,11 @@ type SpeakerView struct {
 	Error   string     `json:"error,omitempty"`
 	BGP     *BGPStatus `json:"bgp,omitempty"`
 	L2      *L2Status  `json:"l2,omitempty"`
+}
+
+// ConfigDigest names a config file's content, as Snapshot.ConfigDigest
+// does: the charm compares it with what it pushed.
+func ConfigDigest(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
 }

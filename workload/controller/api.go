@@ -33,6 +33,20 @@ func (c *Controller) api() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, snap)
 	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		// The charm calls this after pushing a config file, so that its
+		// status reflects the new file at once rather than after the next
+		// poll of the file.
+		if c.loadConfig() {
+			_, _ = c.call(r.Context(), func(t *term) any { t.reconfigure(c.cfg.Load()); return nil })
+		}
+		snap, err := c.snapshot(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, snap)
+	})
 	mux.HandleFunc("GET /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.call(r.Context(), func(t *term) any { return t.poolChange() })
 		if err != nil {
@@ -144,6 +158,9 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 	v, err := c.call(ctx, func(t *term) any {
 		s := buildSnapshot(t.alloc)
 		s.Leader, s.Source, s.Mode, s.PendingChange = true, "allocator", t.active.Mode, t.pending != nil
+		if f := t.c.file.Load(); f != nil && f.cfg == t.takenIn {
+			s.ConfigDigest = f.digest
+		}
 		return s
 	})
 	var s *Snapshot
@@ -164,6 +181,9 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 		adoptExisting(alloc, all, cfg.LoadBalancerClass, nil)
 		s = buildSnapshot(alloc)
 		s.Source, s.Mode = "cache", cfg.Mode
+		if f := c.file.Load(); f != nil && f.cfg == cfg {
+			s.ConfigDigest = f.digest
+		}
 	default:
 		return nil, err
 	}

@@ -109,6 +109,7 @@ type Controller struct {
 	metrics  *metrics
 
 	cfg           atomic.Pointer[config.Config] // latest valid config from the file
+	file          atomic.Pointer[fileState]     // the file last read, and the config it gave
 	cfgErr        atomic.Pointer[string]        // why the latest file was rejected, if it was
 	configChanged chan struct{}
 

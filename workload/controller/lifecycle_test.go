@@ -285,3 +285,47 @@ func TestReallocate(t *testing.T) {
 	}
 	e.waitIPs("web", "10.96.0.2")
 }
+
+func TestReloadNow(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  old: {addresses: [10.97.0.1-10.97.0.2]}\n")
+	// The file is polled only once an hour here: what follows is the
+	// reload the charm asks for, not the poll.
+	r := e.start("a", func(o *Options) { o.ConfigPoll = time.Hour })
+	e.service("web")
+	e.waitIPs("web", "10.97.0.1")
+	digest := func() string {
+		data, err := os.ReadFile(e.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.ConfigDigest(data)
+	}
+	var snap Snapshot
+	waitUntil(t, "the first file is in force", func() bool {
+		_, body := httpGet(t, r, "/v1/allocations")
+		return json.Unmarshal([]byte(body), &snap) == nil && snap.ConfigDigest == digest()
+	})
+
+	// A pool change that would orphan web: the answer to the reload
+	// already says it is held back, under the new file's digest.
+	e.config("pools:\n  new: {addresses: [10.98.0.1-10.98.0.2]}\n")
+	if _, body := httpGet(t, r, "/v1/allocations"); strings.Contains(body, digest()) {
+		t.Fatal("the new file is in force before anything read it")
+	}
+	code, body := httpPost(t, r, "/v1/reload")
+	snap = Snapshot{}
+	if err := json.Unmarshal([]byte(body), &snap); code != 200 || err != nil || !snap.PendingChange || snap.ConfigDigest != digest() {
+		t.Fatalf("POST /v1/reload: %d %s (want held back under %s)", code, body, digest())
+	}
+	// Reloading an unchanged file changes nothing and still names it.
+	if code, body := httpPost(t, r, "/v1/reload"); code != 200 || !strings.Contains(body, digest()) || !strings.Contains(body, `"poolChangeHeldBack": true`) {
+		t.Fatalf("second reload: %d %s", code, body)
+	}
+	// Other bytes, same config (a comment): the digest follows the file.
+	e.config("# the same pools\npools:\n  new: {addresses: [10.98.0.1-10.98.0.2]}\n")
+	if code, body := httpPost(t, r, "/v1/reload"); code != 200 || !strings.Contains(body, digest()) {
+		t.Fatalf("reload of an equivalent file: %d %s", code, body)
+	}
+	e.waitIPs("web", "10.97.0.1")
+}

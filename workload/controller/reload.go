@@ -15,14 +15,27 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/calico-lb/calico-lb/workload/allocator"
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
+
+// fileState ties the digest of the file last read to the config in force
+// after reading it (the previous one when it was rejected or unchanged),
+// so that the local API can say whether a file the charm pushed is in
+// force yet.
+type fileState struct {
+	digest string
+	cfg    *config.Config
+}
 
 // loadConfig reads the config file. A file that does not parse leaves the
 // last good config in force and records why it was rejected.
 func (c *Controller) loadConfig() (changed bool) {
 	data, err := os.ReadFile(c.opts.ConfigPath)
 	if err == nil {
+		// Stored after the config it gave: whoever sees this digest sees
+		// that config too.
+		defer func() { c.file.Store(&fileState{digest: api.ConfigDigest(data), cfg: c.cfg.Load()}) }()
 		var cfg *config.Config
 		if cfg, err = config.Parse(data); err == nil {
 			c.cfgErr.Store(nil)
@@ -88,9 +101,10 @@ func (c *Controller) watchConfig(ctx context.Context) {
 // reconfigure applies a new config in the running term. A pool change that
 // would take addresses in use out of every pool is held back.
 func (t *term) reconfigure(cfg *config.Config) {
-	if cfg == nil {
+	if cfg == nil || cfg == t.takenIn {
 		return
 	}
+	t.takenIn = cfg
 	if reflect.DeepEqual(cfg.Pools, t.active.Pools) {
 		// Reverting to the pools in force drops a held-back change.
 		if t.pending != nil {

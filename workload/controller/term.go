@@ -28,12 +28,13 @@ const AnnotationMirrored = "calico-lb.io/mirrored-external-ips"
 
 // term is one leadership term: it owns the allocator.
 type term struct {
-	c      *Controller
-	alloc  *allocator.Allocator
-	active *config.Config // the config whose pools the allocator has
-	queue  workqueue.TypedRateLimitingInterface[string]
-	writes chan write
-	api    chan apiCall
+	c       *Controller
+	alloc   *allocator.Allocator
+	active  *config.Config // the config whose pools the allocator has
+	takenIn *config.Config // the latest config this term took in (held back or not)
+	queue   workqueue.TypedRateLimitingInterface[string]
+	writes  chan write
+	api     chan apiCall
 
 	// pending is a pool change held back because it would take addresses
 	// in use out of every pool.
@@ -89,6 +90,7 @@ func newTerm(c *Controller, cfg *config.Config) (*term, error) {
 		c:       c,
 		alloc:   alloc,
 		active:  cfg,
+		takenIn: cfg,
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		writes:  make(chan write, 256),
 		api:     make(chan apiCall),
