@@ -13,6 +13,7 @@ import (
 
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -192,9 +193,9 @@ func speakersResult(st api.Speakers, now time.Time) map[string]string {
 	_ = tw.Flush()
 	res["table"] = t.String()
 	if st.Mode == config.ModeL2 {
-		res["summary"] = fmt.Sprintf("l2 mode: %d speakers, %d with errors", len(st.Speakers), failing)
+		res["summary"] = fmt.Sprintf("l2 mode: %s, %d with errors", status.Count(len(st.Speakers), "speaker"), failing)
 	} else {
-		res["summary"] = fmt.Sprintf("%s mode: %d speakers, %d/%d sessions established, %d with errors", st.Mode, len(st.Speakers), established, sessions, failing)
+		res["summary"] = fmt.Sprintf("%s mode: %s, %d/%d sessions established, %d with errors", st.Mode, status.Count(len(st.Speakers), "speaker"), established, sessions, failing)
 	}
 	return res
 }

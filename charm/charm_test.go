@@ -317,3 +317,23 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("non-leader: app %v unit %v", out.Relations[0].LocalAppData, out.Relations[0].LocalUnitData)
 	}
 }
+
+func TestBGPStatusAction(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/speakers" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{{Node: "n1", Address: "10.0.0.1",
+			BGP: &api.BGPStatus{Routes: []string{"10.9.0.1/32"}, Peers: []api.PeerStatus{{Address: "10.0.255.1", ASN: 64500, State: "established", Routes: 1}}}}}})
+	}))
+	ctx := runAction(t, srv.URL, "bgp-status", nil)
+	if r := ctx.ActionResults; ctx.ActionError != nil || r["speakers.0.peers.0.state"] != "established" || r["summary"] != "spine mode: 1 speaker, 1/1 sessions established, 0 with errors" {
+		t.Fatalf("results %v, error %v", r, ctx.ActionError)
+	}
+	srv.Close()
+	ctx = runAction(t, srv.URL, "bgp-status", nil)
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "workload API") {
+		t.Fatalf("workload down: %v", ctx.ActionError)
+	}
+}

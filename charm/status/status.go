@@ -71,11 +71,7 @@ func FromWorkload(snap api.Snapshot, change api.PoolChange) Status {
 		}
 		inUse += p.InUse
 	}
-	pools := "pools"
-	if len(snap.Pools) == 1 {
-		pools = "pool"
-	}
-	msg := fmt.Sprintf("%s mode; %d %s, %d/%s in use", snap.Mode, len(snap.Pools), pools, inUse, count(capacity))
+	msg := fmt.Sprintf("%s mode; %s, %d/%s in use", snap.Mode, Count(len(snap.Pools), "pool"), inUse, count(capacity))
 	pending := 0
 	for _, s := range snap.Services {
 		if len(s.IPs) == 0 {
@@ -105,4 +101,12 @@ func oneLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// Count is "1 pool", "2 pools": n and the noun, plural unless n is 1.
+func Count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
