@@ -19,12 +19,6 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
-// newSpine starts the shared spine topology with the controller and a
-// speaker per node, for one test.
-func newSpine(t *testing.T, bfd bool) *spinebed.Bed {
-	return newBed(t, spinebed.Start, spinebed.Options{BFD: bfd})
-}
-
 // newBed starts a test bed with start for one test, and removes it (after
 // logging what the processes said, if the test failed) when the test ends.
 func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spinebed.Bed, error), opts spinebed.Options) *spinebed.Bed {
