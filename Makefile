@@ -21,7 +21,9 @@ FUZZ_TARGETS := \
 	./workload/iprange:FuzzCIDRs \
 	./workload/config:FuzzParsePools \
 	./workload/config:FuzzParsePeers \
-	./workload/config:FuzzParseFile
+	./workload/config:FuzzParseFile \
+	./workload/calico:FuzzParse \
+	./workload/calico:FuzzMerge
 
 .PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm clean
 

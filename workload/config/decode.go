@@ -323,3 +323,17 @@ func pairs(n *yaml.Node) [][2]*yaml.Node {
 	}
 	return out
 }
+
+// DecodeYAML decodes src into v with the same guard against alias bombs
+// as the config's own options; other packages (the calico options) parse
+// operator YAML through it.
+func DecodeYAML(src string, v any) error {
+	n, err := parseDoc(src)
+	if err != nil || n == nil {
+		return err
+	}
+	if err := n.Decode(v); err != nil {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package calico
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// Conflict is a spine peer that is also one of Calico's BGP peers for a
+// machine both would use: a second session between the same pair of
+// machines, which BGP's collision handling rejects (one of the two is torn
+// down), so one of Calico and calico-lb would lose its routes.
+type Conflict struct {
+	Peer netip.Addr
+	// Spine is where calico-lb has it: "spine-peers" or
+	// "subnet-spine-peers[CIDR]".
+	Spine string
+	// Calico is where Calico has it: "global-bgp-peers",
+	// "subnet-bgp-peers[CIDR]", "unit-bgp-peers[N]", "node-to-node-mesh"
+	// or "route-reflector-cluster-ids".
+	Calico string
+}
+
+func (c Conflict) String() string {
+	return fmt.Sprintf("spine peer %s (%s) is also Calico's BGP peer (calico %s): a second session between the same machines, which BGP rejects; peer with a spine router Calico does not use, or set peering-mode=calico",
+		c.Peer, c.Spine, c.Calico)
+}
+
+// Nodes are the addresses of the nodes the speakers run on (their
+// InternalIPs). Unknown (nil) makes the rule conservative: every subnet
+// that could hold a speaker node counts, and the mesh is not checked.
+type Nodes []netip.Addr
+
+// Conflicts applies the rule. A spine peer conflicts when, for some speaker
+// node it applies to, Calico on that node peers with the same address:
+// through global-bgp-peers (every node), subnet-bgp-peers (nodes in that
+// subnet), unit-bgp-peers (some unit; calico-lb cannot tell which node a
+// calico unit is on, so any), or, when the address is a cluster node's
+// own, the node-to-node mesh (mesh on) or a route reflector (mesh off,
+// cluster IDs set).
+func Conflicts(bgp config.BGP, c *Config, nodes Nodes) []Conflict {
+	type spinePeer struct {
+		addr   netip.Addr
+		where  string
+		subnet netip.Prefix // invalid for spine-peers (every speaker node)
+	}
+	var spine []spinePeer
+	for _, p := range bgp.Peers {
+		spine = append(spine, spinePeer{addr: p.Address, where: "spine-peers"})
+	}
+	for _, sp := range bgp.SubnetPeers {
+		for _, p := range sp.Peers {
+			spine = append(spine, spinePeer{addr: p.Address, where: "subnet-spine-peers[" + sp.Subnet.String() + "]", subnet: sp.Subnet})
+		}
+	}
+	var out []Conflict
+	add := func(sp spinePeer, calico string) {
+		cf := Conflict{Peer: sp.addr, Spine: sp.where, Calico: calico}
+		if !slices.Contains(out, cf) {
+			out = append(out, cf)
+		}
+	}
+	for _, sp := range spine {
+		if hasPeer(c.GlobalPeers, sp.addr) && sharesNode(sp.subnet, netip.Prefix{}, nodes) {
+			add(sp, OptGlobalPeers)
+		}
+		for _, cs := range c.SubnetPeers {
+			if hasPeer(cs.Peers, sp.addr) && sharesNode(sp.subnet, cs.Subnet, nodes) {
+				add(sp, OptSubnetPeers+"["+cs.Subnet.String()+"]")
+			}
+		}
+		for _, up := range c.UnitPeers {
+			if hasPeer(up.Peers, sp.addr) {
+				add(sp, fmt.Sprintf("%s[%d]", OptUnitPeers, up.Unit))
+			}
+		}
+		if slices.Contains(nodes, sp.addr) {
+			switch {
+			case c.Mesh:
+				add(sp, OptMesh)
+			case len(c.RouteReflectors) > 0:
+				add(sp, OptRouteReflectors)
+			}
+		}
+	}
+	return out
+}
+
+func hasPeer(ps []Peer, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Address == a {
+			return true
+		}
+	}
+	return false
+}
+
+// sharesNode reports whether a speaker node exists that both a spine peer
+// scoped to ours (invalid: every speaker node) and a Calico peer scoped to
+// theirs (invalid: every node) apply to.
+func sharesNode(ours, theirs netip.Prefix, nodes Nodes) bool {
+	if nodes == nil {
+		return !ours.IsValid() || !theirs.IsValid() || ours.Overlaps(theirs)
+	}
+	for _, n := range nodes {
+		if (!ours.IsValid() || ours.Contains(n)) && (!theirs.IsValid() || theirs.Contains(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Summary is one line for the unit's status: the first conflict and how
+// many more there are.
+func Summary(cs []Conflict) string {
+	if len(cs) == 0 {
+		return ""
+	}
+	s := cs[0].String()
+	if len(cs) > 1 {
+		s += fmt.Sprintf(" (and %d more)", len(cs)-1)
+	}
+	return s
+}
+
+// Decision is the mode auto picked and why.
+type Decision struct {
+	Mode   config.Mode
+	Reason string
+}
+
+// Decide is `auto`: spine when spine peers are set and conflict-free; else
+// calico when the Calico link is configured; else l2. A link that is
+// configured but down still counts: flipping to l2 (and deploying
+// speakers) because the controller was briefly unreachable would be worse
+// than waiting.
+func Decide(bgp config.BGP, conflicts []Conflict, linkConfigured bool) Decision {
+	hasSpine := len(bgp.Peers) > 0 || len(bgp.SubnetPeers) > 0
+	switch {
+	case hasSpine && len(conflicts) == 0:
+		return Decision{config.ModeSpine, "spine peers are set and none is Calico's"}
+	case hasSpine && linkConfigured:
+		return Decision{config.ModeCalico, fmt.Sprintf("spine peer %s is also Calico's peer (calico %s), so Calico advertises the pools", conflicts[0].Peer, conflicts[0].Calico)}
+	case hasSpine:
+		return Decision{config.ModeL2, fmt.Sprintf("spine peer %s is also Calico's peer (calico %s) and there is no Calico link", conflicts[0].Peer, conflicts[0].Calico)}
+	case linkConfigured:
+		return Decision{config.ModeCalico, "no spine peers; the Calico link is configured"}
+	}
+	return Decision{config.ModeL2, "no spine peers and no Calico link"}
+}
