@@ -124,3 +124,17 @@ func ConfigDigest(data []byte) string {
 	h := sha256.Sum256(data)
 	return hex.EncodeToString(h[:])
 }
+
+// Nodes is what GET /v1/nodes returns: the cluster's nodes, and which of
+// them run speakers (speaker-node-selector), for the Calico link's
+// session-conflict check.
+type Nodes struct {
+	Nodes []NodeView `json:"nodes"`
+}
+
+// NodeView is one node's addresses (InternalIPs).
+type NodeView struct {
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+	Speaker   bool     `json:"speaker"`
+}

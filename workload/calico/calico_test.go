@@ -84,7 +84,7 @@ func FuzzParse(f *testing.F) {
 			OptRouteReflectors: unit, OptSubnetAS: subnet, OptUnitAS: unit})
 		if err == nil {
 			// What parsed is usable: conflicts can be computed without panics.
-			Conflicts(config.BGP{Peers: []config.Peer{{Address: netip.MustParseAddr("10.0.0.1")}}}, c, nil)
+			Conflicts(config.BGP{Peers: []config.Peer{{Address: netip.MustParseAddr("10.0.0.1")}}}, c, Topology{})
 		}
 	})
 }

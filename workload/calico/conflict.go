@@ -28,10 +28,17 @@ func (c Conflict) String() string {
 		c.Peer, c.Spine, c.Calico)
 }
 
-// Nodes are the addresses of the nodes the speakers run on (their
-// InternalIPs). Unknown (nil) makes the rule conservative: every subnet
-// that could hold a speaker node counts, and the mesh is not checked.
+// Nodes are node addresses (InternalIPs). Unknown (nil) makes the rule
+// conservative: every subnet that could hold a speaker node counts, and
+// the mesh is not checked.
 type Nodes []netip.Addr
+
+// Topology is where the speakers run and which nodes the cluster has
+// (each a Calico node, in the mesh or behind route reflectors).
+type Topology struct {
+	Speakers Nodes
+	Cluster  Nodes
+}
 
 // Conflicts applies the rule. A spine peer conflicts when, for some speaker
 // node it applies to, Calico on that node peers with the same address:
@@ -40,7 +47,8 @@ type Nodes []netip.Addr
 // calico unit is on, so any), or, when the address is a cluster node's
 // own, the node-to-node mesh (mesh on) or a route reflector (mesh off,
 // cluster IDs set).
-func Conflicts(bgp config.BGP, c *Config, nodes Nodes) []Conflict {
+func Conflicts(bgp config.BGP, c *Config, topo Topology) []Conflict {
+	nodes := topo.Speakers
 	type spinePeer struct {
 		addr   netip.Addr
 		where  string
@@ -76,7 +84,7 @@ func Conflicts(bgp config.BGP, c *Config, nodes Nodes) []Conflict {
 				add(sp, fmt.Sprintf("%s[%d]", OptUnitPeers, up.Unit))
 			}
 		}
-		if slices.Contains(nodes, sp.addr) {
+		if slices.Contains(topo.Cluster, sp.addr) {
 			switch {
 			case c.Mesh:
 				add(sp, OptMesh)

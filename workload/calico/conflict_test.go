@@ -90,7 +90,7 @@ func TestConflicts(t *testing.T) {
 			if sub == "" {
 				sub = "{}"
 			}
-			cs := Conflicts(spine(t, peers, sub), mustParse(t, tc.calico), tc.nodes)
+			cs := Conflicts(spine(t, peers, sub), mustParse(t, tc.calico), Topology{Speakers: tc.nodes, Cluster: tc.nodes})
 			var got []string
 			for _, c := range cs {
 				got = append(got, c.Peer.String()+" "+c.Calico)
@@ -130,5 +130,14 @@ func TestDecide(t *testing.T) {
 		if d.Mode != tc.want || !strings.Contains(d.Reason, tc.reason) {
 			t.Errorf("Decide(spine=%d, conflicts=%d, link=%v) = %+v, want %s (%s)", len(tc.bgp.Peers), len(tc.conflicts), tc.link, d, tc.want, tc.reason)
 		}
+	}
+}
+
+// The mesh runs between every pair of cluster nodes, speakers or not.
+func TestMeshWithANodeWithoutSpeaker(t *testing.T) {
+	cs := Conflicts(spine(t, "[{address: 10.1.1.11, as-number: 64512}]", "{}"), mustParse(t, map[string]any{OptMesh: true}),
+		Topology{Speakers: addrs("10.1.1.10"), Cluster: addrs("10.1.1.10", "10.1.1.11")})
+	if len(cs) != 1 || cs[0].Calico != OptMesh {
+		t.Fatalf("%v", cs)
 	}
 }

@@ -79,6 +79,14 @@ func (c *Controller) api() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.nodes(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
 	mux.HandleFunc("GET /v1/speakers", func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.speakerStatus(r.Context())
 		if err != nil {

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 const spineCfg = `mode: spine
@@ -150,6 +154,55 @@ func TestCleanup(t *testing.T) {
 	} {
 		if err := get(); !apierrors.IsNotFound(err) {
 			t.Errorf("%s still there after Cleanup (%v)", what, err)
+		}
+	}
+}
+
+func TestNodesEndpoint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rack := e.ns // a label value of this test's own, as nodes are cluster-wide
+	for i, ip := range []string{"10.77.1.10", "10.77.1.11"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-n%d", e.ns, i), Labels: map[string]string{"rack": rack}}}
+		if i == 1 {
+			n.Labels["rack"] = rack + "-other"
+		}
+		n, err := e.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: n.Name}}
+		if _, err := e.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.client.CoreV1().Nodes().Delete(context.Background(), n.Name, metav1.DeleteOptions{}) })
+	}
+	e.config("pools:\n  p: {addresses: [10.90.9.0/28]}\nspeakers:\n  node-selector: rack=" + rack + "\n")
+	r := e.start("a")
+	var nodes api.Nodes
+	waitUntil(t, "GET /v1/nodes lists both", func() bool {
+		code, body := httpGet(t, r, "/v1/nodes")
+		nodes = api.Nodes{}
+		n := 0
+		if code == 200 && json.Unmarshal([]byte(body), &nodes) == nil {
+			for _, v := range nodes.Nodes {
+				if strings.HasPrefix(v.Name, e.ns+"-") {
+					n++
+				}
+			}
+		}
+		return n == 2
+	})
+	for _, v := range nodes.Nodes {
+		switch v.Name {
+		case e.ns + "-n0":
+			if !v.Speaker || !slices.Equal(v.Addresses, []string{"10.77.1.10"}) {
+				t.Fatalf("%+v", v)
+			}
+		case e.ns + "-n1":
+			if v.Speaker || !slices.Equal(v.Addresses, []string{"10.77.1.11"}) {
+				t.Fatalf("%+v", v)
+			}
 		}
 	}
 }

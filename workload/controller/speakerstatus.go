@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -109,4 +111,36 @@ func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
 		return fmt.Errorf("speaker API %s: %w", url, err)
 	}
 	return nil
+}
+
+// nodes lists the cluster's nodes with their InternalIPs, marking those
+// the speakers run on (speaker-node-selector in the config in force).
+func (c *Controller) nodes(ctx context.Context) (*api.Nodes, error) {
+	cfg := c.cfg.Load()
+	if cfg == nil {
+		return nil, errors.New("no valid config loaded yet: which nodes run speakers is not known")
+	}
+	sel := labels.Everything()
+	if cfg.Speakers.NodeSelector != "" {
+		var err error
+		if sel, err = labels.Parse(cfg.Speakers.NodeSelector); err != nil {
+			return nil, fmt.Errorf("speaker-node-selector: %w", err)
+		}
+	}
+	list, err := c.opts.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := &api.Nodes{Nodes: []api.NodeView{}}
+	for _, n := range list.Items {
+		v := api.NodeView{Name: n.Name, Addresses: []string{}, Speaker: sel.Matches(labels.Set(n.Labels))}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				v.Addresses = append(v.Addresses, a.Address)
+			}
+		}
+		out.Nodes = append(out.Nodes, v)
+	}
+	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Name < out.Nodes[j].Name })
+	return out, nil
 }
