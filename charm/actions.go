@@ -2,6 +2,8 @@ package charm
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -32,6 +35,8 @@ func (c *Charm) Action(name string) error {
 		res, err = c.reallocate()
 	case "bgp-status":
 		res, err = c.bgpStatus()
+	case "sync-calico":
+		res, err = c.syncCalico()
 	default:
 		return goops.FailActionf("action %s is not available yet in this charm revision", name)
 	}
@@ -198,4 +203,74 @@ func speakersResult(st api.Speakers, now time.Time) map[string]string {
 		res["summary"] = fmt.Sprintf("%s mode: %s, %d/%d sessions established, %d with errors", st.Mode, status.Count(len(st.Speakers), "speaker"), established, sessions, failing)
 	}
 	return res
+}
+
+// syncCalico pushes the pools into calico's service-IP option now (or with
+// dry-run, the default, only shows what would change), with the conflict
+// check and auto's decision.
+func (c *Charm) syncCalico() (map[string]string, error) {
+	var p struct {
+		DryRun *bool `json:"dry-run"`
+	}
+	_ = goops.GetActionParams(&p)
+	dry := p.DryRun == nil || *p.DryRun
+	s := reactive.NewState()
+	if err := c.readConfig(s); err != nil {
+		return nil, err
+	}
+	if c.cfgErr != nil {
+		return nil, fmt.Errorf("invalid config: %w", c.cfgErr)
+	}
+	if !dry {
+		if leader, err := goops.IsLeader(); err != nil || !leader {
+			return nil, errors.New("only the leader changes calico's config: juju run calico-lb/leader sync-calico dry-run=false")
+		}
+	}
+	if c.option("juju-credentials") == "" {
+		_, _ = c.runLink(context.Background(), true)
+		msg := "no juju-credentials: calico-lb cannot reach calico's model"
+		if c.link.hint != "" {
+			msg += "; run: " + c.link.hint
+		}
+		return nil, errors.New(msg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.runLink(ctx, dry)
+	if err != nil {
+		return nil, err
+	}
+	if !dry {
+		if b, err := json.Marshal(st); err == nil {
+			c.setPeerData(map[string]string{keyLink: string(b)})
+		}
+	}
+	mode := c.cfg.Mode
+	if st.Mode != "" {
+		mode = st.Mode
+	}
+	res := map[string]string{"mode": string(mode), "dry-run": strconv.FormatBool(dry)}
+	if st.Reason != "" {
+		res["reason"] = st.Reason
+	}
+	for i, cf := range st.Conflicts {
+		res["conflicts."+strconv.Itoa(i)] = cf
+	}
+	ch := c.link.change
+	if ch == nil {
+		res["summary"] = fmt.Sprintf("%s mode: nothing of calico-lb's goes into calico", mode)
+		return res, nil
+	}
+	res["option"], res["before"], res["after"] = st.Option, ch.Before, ch.Value
+	res["added"], res["removed"] = strings.Join(ch.Added, " "), strings.Join(ch.Removed, " ")
+	switch {
+	case !ch.Changed():
+		res["summary"] = fmt.Sprintf("calico %s is already in line: %q", st.Option, ch.Value)
+	case dry:
+		res["summary"] = fmt.Sprintf("would set calico %s from %q to %q (dry run; run with dry-run=false to apply)", st.Option, ch.Before, ch.Value)
+	default:
+		res["summary"] = fmt.Sprintf("set calico %s from %q to %q", st.Option, ch.Before, ch.Value)
+	}
+	res["applied"] = strconv.FormatBool(!dry && ch.Changed())
+	return res, nil
 }

@@ -4,18 +4,21 @@
 package charm
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/canonical/pebble/client"
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/pebble"
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/charm/reactive"
@@ -58,6 +61,8 @@ type Charm struct {
 	Wait time.Duration
 	// Network is network-get (goopstest does not fake it).
 	Network func(binding string) (*goops.Network, error)
+	// Dial reaches calico's model on the Juju controller.
+	Dial func(ctx context.Context, c calicolink.Credentials, model string, t calicolink.Timeouts) (calicolink.Client, error)
 
 	raw       map[string]any // config-get's answer
 	cfg       *config.Config
@@ -67,12 +72,14 @@ type Charm struct {
 	applied   pebble.Result
 
 	metricsRels []string // the metrics-endpoint relations
+	link        link     // the Calico link's outcome
+	modeReason  string   // why auto picked the mode
 	cfgDigest   string   // of the config file the workload should have
 }
 
 // New returns the charm with its defaults.
 func New() *Charm {
-	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second, Network: goops.GetNetwork}
+	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial}
 }
 
 // Facts describe the world at the start of every hook.
@@ -83,9 +90,13 @@ func (c *Charm) Facts() []reactive.Fact {
 			return err == nil, nil
 		}},
 		{Flag: Leader, Eval: goops.IsLeader},
+		{Flag: LinkDue, Eval: func() (bool, error) {
+			leader, err := goops.IsLeader()
+			return leader && slices.Contains(linkHooks, goops.ReadEnv().HookName), err
+		}},
 		{Flag: MetricsRelated, Eval: func() (bool, error) {
 			var err error
-			c.metricsRels, err = goops.GetRelationIDs(MetricsEndpoint)
+			c.metricsRels, err = relationIDs(MetricsEndpoint)
 			return len(c.metricsRels) > 0, err
 		}},
 	}
@@ -96,7 +107,9 @@ func (c *Charm) Handlers() []reactive.Handler {
 	return []reactive.Handler{
 		{Name: "read-config", Run: c.readConfig},
 		{Name: "read-bgp-passwords", When: []reactive.Flag{ConfigValid}, Run: c.readPasswords},
-		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed}, Run: c.push},
+		{Name: "apply-calico-decision", When: []reactive.Flag{ConfigValid}, Run: c.applyLink},
+		{Name: "calico-link", When: []reactive.Flag{ConfigValid, LinkDue}, Run: c.calicoLink},
+		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked}, Run: c.push},
 		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
 	}
 }
@@ -109,7 +122,9 @@ func (c *Charm) readConfig(s *reactive.State) error {
 	}
 	o, err := config.OptionsFromMap(c.raw)
 	if err == nil {
-		c.cfg, _, err = config.FromOptions(o)
+		var res config.Resolved
+		c.cfg, res, err = config.FromOptions(o)
+		c.modeReason = res.ModeReason
 	}
 	c.cfgErr = err
 	s.Toggle(ConfigValid, err == nil)
@@ -187,6 +202,11 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 		return status.InvalidConfig(c.cfgErr)
 	case s.Has(PasswordsMissed):
 		return status.Status{Name: "blocked", Message: c.pwErr.Error()}
+	}
+	if name, msg, ok := c.linkStatus(s); ok {
+		return status.Status{Name: name, Message: msg}
+	}
+	switch {
 	case !s.Has(PebbleReady):
 		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}
 	case !s.Has(Planned):
@@ -211,7 +231,16 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 	if snap.PendingChange {
 		_ = c.get("/v1/pool-change", &change) // the status still says a change is held back without the names
 	}
-	return status.FromWorkload(snap, change)
+	st := status.FromWorkload(snap, change)
+	if st.Name == "active" {
+		if c.modeReason != "" {
+			st.Message = strings.Replace(st.Message, " mode;", " mode (auto: "+c.modeReason+");", 1)
+		}
+		if c.link.hint != "" {
+			st.Message += "; no Calico link, so run: " + c.link.hint
+		}
+	}
+	return st
 }
 
 func (c *Charm) get(path string, v any) error {

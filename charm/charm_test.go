@@ -64,6 +64,11 @@ func workloadAPI(t *testing.T, snap api.Snapshot, change api.PoolChange, src str
 
 func run(t *testing.T, apiBase string, st goopstest.State) (goopstest.State, *goopstest.Context) {
 	t.Helper()
+	return runHook(t, apiBase, "config-changed", st)
+}
+
+func runHook(t *testing.T, apiBase, hook string, st goopstest.State) (goopstest.State, *goopstest.Context) {
+	t.Helper()
 	c := New()
 	c.APIBase = apiBase
 	c.Wait = 0
@@ -71,7 +76,7 @@ func run(t *testing.T, apiBase string, st goopstest.State) (goopstest.State, *go
 		return &goops.Network{BindAddresses: []goops.BindAddress{{InterfaceName: "eth0", Addresses: []goops.Address{{Value: "10.1.0.7", CIDR: "10.1.0.0/16"}}}}}, nil
 	}
 	ctx := goopstest.NewContext(c.Hook, goopstest.WithUnitID("calico-lb/0"))
-	return ctx.Run("config-changed", st), ctx
+	return ctx.Run(hook, st), ctx
 }
 
 func container(t *testing.T, connect bool) (goopstest.Container, string) {
@@ -87,7 +92,8 @@ func TestConfigChangedActive(t *testing.T) {
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)
 	}
-	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != "calico mode; 1 pool, 2/254 in use" {
+	// No juju-credentials: the operator is told the exact command.
+	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != `calico mode; 1 pool, 2/254 in use; no Calico link, so run: juju config calico bgp-service-loadbalancer-ips="10.0.0.0/24"` {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 	if out.AppStatus != out.UnitStatus {

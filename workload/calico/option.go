@@ -27,6 +27,7 @@ func PoolCIDRs(pools []config.Pool) []string {
 
 // Change is what Merge decided for calico's service-IP option.
 type Change struct {
+	Before  string   // the option's value before
 	Value   string   // the option's new value (space-separated CIDRs)
 	Added   []string // our CIDRs not there before
 	Removed []string // CIDRs we had added and no longer need
@@ -53,7 +54,7 @@ func Merge(current []string, want []string, addedBefore []string) Change {
 	has := func(list []string, s string) bool {
 		return slices.ContainsFunc(list, func(x string) bool { return norm(x) == norm(s) })
 	}
-	var ch Change
+	ch := Change{Before: strings.Join(current, " ")}
 	var value []string
 	for _, c := range current {
 		if has(addedBefore, c) && !has(want, c) {

@@ -1,0 +1,340 @@
+package charm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gruyaume/goops"
+
+	"github.com/calico-lb/calico-lb/charm/calicolink"
+	"github.com/calico-lb/calico-lb/charm/reactive"
+	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/calico"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// PeerEndpoint is the peer relation, whose application data holds what
+// the leader decided about Calico, for the other units and later hooks.
+const PeerEndpoint = "calico-lb-peers"
+
+const (
+	keyLink = "calico-link" // linkState, JSON
+	// keyOurs lists the CIDRs calico-lb put into calico's option, so that
+	// it removes only those.
+	keyOurs = "calico-cidrs"
+)
+
+// Flags of the Calico link.
+const (
+	LinkDue     reactive.Flag = "calico-link-due"     // the leader, in a hook where it talks to the controller
+	LinkBlocked reactive.Flag = "calico-link-blocked" // spine peers that are Calico's: do not push them
+)
+
+// linkHooks are the hooks in which the leader talks to the controller.
+var linkHooks = []string{"install", "config-changed", "secret-changed", "leader-elected", "update-status", "upgrade-charm"}
+
+// linkState is what the leader decided, kept in the peer relation.
+type linkState struct {
+	Mode      config.Mode `json:"mode,omitempty"`   // auto's choice
+	Reason    string      `json:"reason,omitempty"` // why
+	Option    string      `json:"option,omitempty"` // the calico option with our pools
+	Conflicts []string    `json:"conflicts,omitempty"`
+	// Peers fingerprints the spine peers the conflicts were found for:
+	// other peers must be checked again.
+	Peers string `json:"peers,omitempty"`
+}
+
+// link is this hook's Calico link outcome, for the status.
+type link struct {
+	state  linkState
+	err    error           // reaching or reading calico
+	change *calico.Change  // what the sync did
+	hint   string          // the command to run by hand, without credentials
+	stale  bool            // the decision is an earlier hook's (no controller this hook)
+	read   *calico.Config  // calico's options, when read
+	topo   calico.Topology // what the conflict check knew of the nodes
+}
+
+// applyLink applies the stored decision: auto's mode and calico's option,
+// or the block on conflicting spine peers. Every unit does this every
+// hook, so a hook without the controller renders what the last one
+// decided rather than flipping modes.
+func (c *Charm) applyLink(s *reactive.State) error {
+	c.link = link{stale: true}
+	st, ok := c.peerData(keyLink)
+	if !ok {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(st), &c.link.state); err != nil {
+		return nil // an older or foreign value: the leader rewrites it
+	}
+	c.applyDecision(s)
+	return nil
+}
+
+func (c *Charm) applyDecision(s *reactive.State) {
+	st := c.link.state
+	s.Toggle(LinkBlocked, len(st.Conflicts) > 0 && st.Peers == peersFingerprint(c.cfg.BGP) && c.option("peering-mode") == string(config.ModeSpine))
+	if c.option("peering-mode") == "auto" && st.Mode != "" {
+		c.cfg.Mode, c.modeReason = st.Mode, st.Reason
+	}
+	switch st.Option {
+	case calico.OptExternalIPs:
+		c.cfg.ServiceIPOption = config.ServiceIPExternal
+	case calico.OptLoadBalancerIPs:
+		c.cfg.ServiceIPOption = config.ServiceIPLoadBalancer
+	}
+}
+
+// calicoLink is the leader's work with the controller: read calico, check
+// for conflicting sessions, let auto decide, and keep calico's service-IP
+// option in line with the pools.
+func (c *Charm) calicoLink(s *reactive.State) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c.link.stale = false
+	st, err := c.runLink(ctx, false)
+	c.link.err = err
+	if err != nil {
+		return nil // status reports it; the workload keeps going
+	}
+	c.link.state = st
+	c.applyDecision(s)
+	if b, err := json.Marshal(st); err == nil {
+		c.setPeerData(map[string]string{keyLink: string(b)})
+	}
+	return nil
+}
+
+// runLink does the link's work (with dryRun, changes nothing) and returns
+// the decision to keep.
+func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
+	app := c.option("calico-application")
+	uri := c.option("juju-credentials")
+	if uri == "" {
+		if c.cfg.Mode == config.ModeCalico {
+			opt := calico.OptLoadBalancerIPs
+			if c.option("calico-service-ip-option") == config.ServiceIPExternal {
+				opt = calico.OptExternalIPs
+			}
+			c.link.hint = calicolink.Command(app, opt, calico.PoolCIDRs(c.cfg.Pools))
+		}
+		return linkState{}, nil
+	}
+	content, err := goops.GetSecretByID(uri, false, true)
+	if err != nil {
+		return linkState{}, &calicolink.Error{Kind: calicolink.Other, Msg: fmt.Sprintf("juju-credentials: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %v", uri, err)}
+	}
+	creds, err := calicolink.CredentialsFromSecret(content)
+	if err != nil {
+		return linkState{}, err
+	}
+	model := c.option("calico-model")
+	if model == "" {
+		return linkState{}, &calicolink.Error{Kind: calicolink.NoModel, Msg: "calico-model is not set: set it to the UUID of calico's model (`juju show-model <model>`, model-uuid)"}
+	}
+	cl, err := c.Dial(ctx, creds, model, calicolink.DefaultTimeouts)
+	if err != nil {
+		return linkState{}, err
+	}
+	defer cl.Close()
+	l := &calicolink.Link{Client: cl, App: app}
+	read, _, err := l.Read(ctx)
+	if err != nil {
+		return linkState{}, err
+	}
+	c.link.read = read
+	c.link.topo = c.topology()
+	conflicts := calico.Conflicts(c.cfg.BGP, read, c.link.topo)
+	st := linkState{Peers: peersFingerprint(c.cfg.BGP)}
+	for _, cf := range conflicts {
+		st.Conflicts = append(st.Conflicts, cf.String())
+	}
+	mode := c.cfg.Mode
+	if c.option("peering-mode") == "auto" {
+		d := calico.Decide(c.cfg.BGP, conflicts, true)
+		st.Mode, st.Reason, mode = d.Mode, d.Reason, d.Mode
+	}
+	opt, optErr := calicolink.Option(c.option("calico-service-ip-option"), read)
+	if optErr != nil {
+		if mode == config.ModeCalico {
+			return st, optErr
+		}
+		return st, nil // nothing of ours to put into calico
+	}
+	st.Option = opt
+	// Calico advertises what the workload's pools are and what they are
+	// about to be: a held-back pool change keeps the old pools in force,
+	// and their Services must keep their routes.
+	var want []string
+	if mode == config.ModeCalico {
+		want = c.poolsInForce(calico.PoolCIDRs(c.cfg.Pools))
+	}
+	before := c.ours()
+	ch, err := l.Sync(ctx, opt, want, before, dryRun)
+	c.link.change = &ch
+	if err != nil {
+		return st, err
+	}
+	if !dryRun && !slices.Equal(ch.Ours, before) {
+		b, _ := json.Marshal(ch.Ours)
+		c.setPeerData(map[string]string{keyOurs: string(b)})
+	}
+	return st, nil
+}
+
+// poolsInForce adds the CIDRs of the pools the workload has now to want.
+func (c *Charm) poolsInForce(want []string) []string {
+	var snap api.Snapshot
+	if err := c.get("/v1/allocations", &snap); err != nil {
+		return want
+	}
+	for _, p := range snap.Pools {
+		for _, a := range p.Addresses {
+			for _, cidr := range cidrsOf(a) {
+				if !slices.Contains(want, cidr) {
+					want = append(want, cidr)
+				}
+			}
+		}
+	}
+	return want
+}
+
+// cidrsOf is the exact CIDR cover of a pool's address string (a CIDR or
+// a range), through the pool parser.
+func cidrsOf(addr string) []string {
+	o := config.DefaultOptions()
+	o.Pools = addr
+	o.AvoidBuggyIPs = false
+	cfg, _, err := config.FromOptions(o)
+	if err != nil {
+		return nil
+	}
+	return calico.PoolCIDRs(cfg.Pools)
+}
+
+// topology asks the workload which nodes exist and run speakers; unknown
+// (the workload is not up yet) makes the conflict check conservative.
+func (c *Charm) topology() calico.Topology {
+	var nodes api.Nodes
+	if err := c.get("/v1/nodes", &nodes); err != nil {
+		return calico.Topology{}
+	}
+	t := calico.Topology{Speakers: calico.Nodes{}, Cluster: calico.Nodes{}}
+	for _, n := range nodes.Nodes {
+		for _, a := range n.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				continue
+			}
+			t.Cluster = append(t.Cluster, ip)
+			if n.Speaker {
+				t.Speakers = append(t.Speakers, ip)
+			}
+		}
+	}
+	return t
+}
+
+func peersFingerprint(b config.BGP) string {
+	data, _ := json.Marshal(struct {
+		P []config.Peer
+		S []config.SubnetPeers
+	}{b.Peers, b.SubnetPeers})
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:8])
+}
+
+func (c *Charm) option(name string) string {
+	s, _ := c.raw[name].(string)
+	return strings.TrimSpace(s)
+}
+
+// ours is the CIDRs calico-lb put into calico's option before.
+func (c *Charm) ours() []string {
+	var out []string
+	if v, ok := c.peerData(keyOurs); ok {
+		_ = json.Unmarshal([]byte(v), &out)
+	}
+	return out
+}
+
+// relationIDs is relation-ids. Juju prints [] for an endpoint without
+// relations; goopstest prints nothing when the unit has relations on other
+// endpoints, which goops.GetRelationIDs cannot parse, so empty means none.
+func relationIDs(endpoint string) ([]string, error) {
+	out, err := goops.GetCommandRunner().Run("relation-ids", endpoint, "--format=json")
+	if err != nil {
+		return nil, fmt.Errorf("relation-ids %s: %w", endpoint, err)
+	}
+	var ids []string
+	if len(strings.TrimSpace(string(out))) == 0 {
+		return nil, nil
+	}
+	if err := json.Unmarshal(out, &ids); err != nil {
+		return nil, fmt.Errorf("relation-ids %s: %w", endpoint, err)
+	}
+	return ids, nil
+}
+
+func (c *Charm) peerRelation() (string, bool) {
+	ids, err := relationIDs(PeerEndpoint)
+	if err != nil || len(ids) == 0 {
+		return "", false
+	}
+	return ids[0], true
+}
+
+func (c *Charm) peerData(key string) (string, bool) {
+	id, ok := c.peerRelation()
+	if !ok {
+		return "", false
+	}
+	data, err := goops.GetAppRelationData(id, goops.ReadEnv().UnitName)
+	if err != nil || data[key] == "" {
+		return "", false
+	}
+	return data[key], true
+}
+
+func (c *Charm) setPeerData(m map[string]string) {
+	id, ok := c.peerRelation()
+	if !ok {
+		goops.LogWarningf("no %s relation yet: the Calico link's decision is not kept for other units", PeerEndpoint)
+		return
+	}
+	if err := goops.SetAppRelationData(id, m); err != nil {
+		goops.LogWarningf("keep the Calico link's decision: %v", err)
+	}
+}
+
+// linkStatus is the status the link imposes, if any: blocked for
+// conflicting spine peers and for link failures an operator must fix,
+// waiting for a controller that does not answer.
+func (c *Charm) linkStatus(s *reactive.State) (name, msg string, ok bool) {
+	if s.Has(LinkBlocked) {
+		st := c.link.state
+		msg := st.Conflicts[0]
+		if len(st.Conflicts) > 1 {
+			msg += fmt.Sprintf(" (and %d more)", len(st.Conflicts)-1)
+		}
+		return "blocked", msg, true
+	}
+	if c.link.err != nil {
+		var le *calicolink.Error
+		if errors.As(c.link.err, &le) && (le.Kind == calicolink.Unreachable || le.Kind == calicolink.TimedOut) {
+			return "waiting", "calico link: " + le.Msg, true
+		}
+		return "blocked", "calico link: " + c.link.err.Error(), true
+	}
+	return "", "", false
+}

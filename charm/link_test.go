@@ -1,0 +1,207 @@
+package charm
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gruyaume/goops/goopstest"
+
+	"github.com/calico-lb/calico-lb/tests/fakecontroller"
+	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/calico"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+const (
+	calicoModel = "3f1c0a9e-7d2b-4c55-9a1e-2b7c4d6e8f01"
+	jujuPass    = "very-s3cret"
+)
+
+// linked is a fake controller with calico (one global peer, 10.0.0.1, and
+// an operator's CIDR in bgp-service-loadbalancer-ips), and the state of a
+// leader unit configured to reach it.
+func linked(t *testing.T, set map[string]any) (*fakecontroller.Controller, goopstest.State) {
+	fc := fakecontroller.Start(t)
+	fc.Users["lb"] = fakecontroller.User{Password: jujuPass, Models: map[string]fakecontroller.Access{calicoModel: fakecontroller.Write}}
+	fc.Apps[calicoModel] = map[string]map[string]fakecontroller.Option{"calico": {
+		calico.OptGlobalPeers:     {Type: "string", Value: "[{address: 10.0.0.1, as-number: 64512}]"},
+		calico.OptSubnetPeers:     {Type: "string", Value: "{}"},
+		calico.OptUnitPeers:       {Type: "string", Value: "{}"},
+		calico.OptMesh:            {Type: "boolean", Value: true},
+		calico.OptLoadBalancerIPs: {Type: "string", Value: "198.51.100.0/24"},
+		calico.OptExternalIPs:     {Type: "string", Value: ""},
+	}}
+	cfg := map[string]any{"pools": "10.208.1.0/28", "juju-credentials": "secret:creds", "calico-model": calicoModel}
+	for k, v := range set {
+		cfg[k] = v
+	}
+	ctr, _ := container(t, true)
+	return fc, goopstest.State{Leader: true, Config: withDefaults(t, cfg), Containers: []goopstest.Container{ctr},
+		Secrets: []goopstest.Secret{{ID: "secret:creds", Content: map[string]string{
+			"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": jujuPass}}},
+		PeerRelations: []goopstest.PeerRelation{{Endpoint: PeerEndpoint, Interface: "calico-lb-peers", ID: "calico-lb-peers:0"}}}
+}
+
+func calicoValue(fc *fakecontroller.Controller, opt string) any {
+	fc.Lock()
+	defer fc.Unlock()
+	return fc.Apps[calicoModel]["calico"][opt].Value
+}
+
+// pushedConfig is the workload config file the hook pushed.
+func pushedConfig(t *testing.T, st goopstest.State) *config.Config {
+	t.Helper()
+	for _, m := range st.Containers[0].Mounts {
+		data, err := os.ReadFile(filepath.Join(m.Source, config.DefaultPath))
+		if err != nil {
+			t.Fatalf("no config pushed: %v", err)
+		}
+		cfg, err := config.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	t.Fatal("no mount")
+	return nil
+}
+
+func TestLinkAutoCalico(t *testing.T) {
+	fc, st := linked(t, nil)
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Addresses: []string{"10.208.1.0/28"}, Capacity: "14"}}}, api.PoolChange{}, st.Containers[0].Mounts["etc"].Source)
+	out, ctx := run(t, base, st)
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	// auto: no spine peers and a link: calico; the pools go into calico's
+	// option next to the operator's CIDR; what we added is remembered.
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("calico's option: %v", got)
+	}
+	peer := out.PeerRelations[0].LocalAppData
+	if peer[keyOurs] != `["10.208.1.0/28"]` || !strings.Contains(peer[keyLink], `"mode":"calico"`) {
+		t.Fatalf("peer data %v", peer)
+	}
+	if cfg := pushedConfig(t, out); cfg.Mode != config.ModeCalico || cfg.ServiceIPOption != config.ServiceIPLoadBalancer {
+		t.Fatalf("pushed %s / %s", cfg.Mode, cfg.ServiceIPOption)
+	}
+	if !strings.HasPrefix(out.UnitStatus.Message, "calico mode (auto: no spine peers; the Calico link is configured); 1 pool") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	// A second hook writes nothing.
+	writes := len(fc.CallsTo("Application", "SetConfigs"))
+	st.PeerRelations = out.PeerRelations
+	if _, ctx := run(t, base, st); ctx.CharmErr != nil || len(fc.CallsTo("Application", "SetConfigs")) != writes {
+		t.Fatalf("a second config-changed wrote calico's config again (%v)", ctx.CharmErr)
+	}
+}
+
+func TestLinkConflicts(t *testing.T) {
+	conflicting := map[string]any{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"}
+
+	// auto: the spine peer is Calico's, so Calico advertises instead.
+	fc, st := linked(t, conflicting)
+	out, _ := run(t, "http://127.0.0.1:1", st)
+	if cfg := pushedConfig(t, out); cfg.Mode != config.ModeCalico {
+		t.Fatalf("auto with a conflicting spine peer pushed %s", cfg.Mode)
+	}
+	if calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatal("calico did not get the pools")
+	}
+
+	// spine, explicitly: blocked, naming the peer, calico's option and the
+	// fix; nothing pushed, so the workload keeps its previous peers.
+	conflicting["peering-mode"] = "spine"
+	_, st = linked(t, conflicting)
+	out, ctx := run(t, "http://127.0.0.1:1", st)
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	msg := out.UnitStatus.Message
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(msg, "spine peer 10.0.0.1") || !strings.Contains(msg, "global-bgp-peers") || !strings.Contains(msg, "peering-mode=calico") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	if len(out.Containers[0].Layers) != 0 {
+		t.Fatal("conflicting spine peers reached the workload")
+	}
+	// A later hook without the controller keeps the block (from the peer data).
+	st.PeerRelations = out.PeerRelations
+	out, _ = runHook(t, "http://127.0.0.1:1", "calico-lb-peers-relation-changed", st)
+	if out.UnitStatus.Name != "blocked" || len(out.Containers[0].Layers) != 0 {
+		t.Fatalf("the block did not hold without the controller: %+v", out.UnitStatus)
+	}
+}
+
+func TestLinkFailures(t *testing.T) {
+	fc, st := linked(t, nil)
+	st.Secrets[0].Content["password"] = "wrong"
+	out, _ := run(t, "http://127.0.0.1:1", st)
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "refused user lb's password") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	// The allocator still works: the config is pushed (mode from the options).
+	if len(out.Containers[0].Layers) == 0 {
+		t.Fatal("a link failure stopped the workload's config")
+	}
+
+	_, st = linked(t, map[string]any{"calico-application": "calico-typo"})
+	out, _ = run(t, "http://127.0.0.1:1", st)
+	if !strings.Contains(out.UnitStatus.Message, `no application "calico-typo"; set calico-application`) {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	_, hookCtx := run(t, "http://127.0.0.1:1", st)
+	var logs []string
+	for _, l := range hookCtx.JujuLog {
+		logs = append(logs, l.Message)
+	}
+	for _, l := range append([]string{out.UnitStatus.Message}, logs...) {
+		if strings.Contains(l, jujuPass) {
+			t.Fatalf("the password leaked: %s", l)
+		}
+	}
+	_ = fc
+}
+
+func TestLinkNonLeaderFollows(t *testing.T) {
+	_, st := linked(t, map[string]any{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"})
+	out, _ := run(t, "http://127.0.0.1:1", st)
+	// Another unit: not the leader, so no controller; it renders what the
+	// leader decided (calico), not what its options alone say (spine).
+	st.Leader, st.PeerRelations = false, out.PeerRelations
+	ctr, _ := container(t, true)
+	st.Containers = []goopstest.Container{ctr}
+	out, _ = run(t, "http://127.0.0.1:1", st)
+	if cfg := pushedConfig(t, out); cfg.Mode != config.ModeCalico {
+		t.Fatalf("the non-leader pushed %s", cfg.Mode)
+	}
+}
+
+func TestSyncCalicoAction(t *testing.T) {
+	fc, st := linked(t, nil)
+	c := New()
+	c.APIBase = "http://127.0.0.1:1"
+	ctx := goopstest.NewContext(func() error { return c.Action("sync-calico") }, goopstest.WithUnitID("calico-lb/0"))
+	out, err := ctx.RunAction("sync-calico", st, map[string]any{"dry-run": true})
+	if err != nil || ctx.ActionError != nil {
+		t.Fatal(err, ctx.ActionError)
+	}
+	r := ctx.ActionResults
+	if r["before"] != "198.51.100.0/24" || r["after"] != "198.51.100.0/24 10.208.1.0/28" || r["added"] != "10.208.1.0/28" || r["applied"] != "false" ||
+		calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24" {
+		t.Fatalf("dry run: %v", r)
+	}
+	c = New()
+	c.APIBase = "http://127.0.0.1:1"
+	ctx = goopstest.NewContext(func() error { return c.Action("sync-calico") }, goopstest.WithUnitID("calico-lb/0"))
+	out, err = ctx.RunAction("sync-calico", out, map[string]any{"dry-run": false})
+	if err != nil || ctx.ActionError != nil || ctx.ActionResults["applied"] != "true" || calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("apply: %v %v %v", ctx.ActionResults, err, ctx.ActionError)
+	}
+	var ours []string
+	if json.Unmarshal([]byte(out.PeerRelations[0].LocalAppData[keyOurs]), &ours) != nil || len(ours) != 1 {
+		t.Fatalf("peer data %v", out.PeerRelations[0].LocalAppData)
+	}
+}
