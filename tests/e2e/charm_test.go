@@ -71,7 +71,7 @@ func TestCharmRealParts(t *testing.T) {
 	// The workload comes up; update-status then reports active with the summary.
 	waitHTTP(t, "http://"+config.DefaultAPIAddress+"/readyz")
 	hook("update-status")
-	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use" {
+	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use"+noLink("10.0.0.0/24") {
 		t.Fatalf("status %+v", st)
 	}
 
@@ -111,7 +111,7 @@ func TestCharmRealParts(t *testing.T) {
 	}
 	waitShop("10.0.0.", 20*time.Second)
 	hook("update-status")
-	if st := j.State(t).UnitStatus; st.Message != "calico mode; 1 pool, 1/254 in use" {
+	if st := j.State(t).UnitStatus; st.Message != "calico mode; 1 pool, 1/254 in use"+noLink("10.0.0.0/24") {
 		t.Fatalf("status %+v", st)
 	}
 
@@ -168,7 +168,7 @@ func TestCharmRealParts(t *testing.T) {
 	}
 	waitShop("10.0.1.", 15*time.Second)
 	hook("update-status")
-	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 1/254 in use" {
+	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 1/254 in use"+noLink("10.0.1.0/24") {
 		t.Fatalf("status after apply-pool-change %+v", st)
 	}
 
@@ -200,6 +200,11 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
+}
+
+// noLink is what the status adds in calico mode without juju-credentials.
+func noLink(cidrs string) string {
+	return `; no Calico link, so run: juju config calico bgp-service-loadbalancer-ips="` + cidrs + `"`
 }
 
 func httpBody(t *testing.T, url string) string {

@@ -33,6 +33,7 @@ type State struct {
 type Relation struct {
 	ID        string            `json:"id"` // endpoint:N
 	RemoteApp string            `json:"remoteApp"`
+	Peer      bool              `json:"peer,omitempty"` // every unit reads its application's data
 	AppData   map[string]string `json:"appData,omitempty"`
 	UnitData  map[string]string `json:"unitData,omitempty"`
 }

@@ -248,7 +248,7 @@ func relationTool(st *fakejuju.State, tool string, fl map[string]string, pos []s
 	switch tool {
 	case "relation-get":
 		// Only our own side is faked: "-" and our unit or application.
-		if app && !st.Leader {
+		if app && !st.Leader && !rel.Peer {
 			return nil, &exitErr{1, "permission denied"}
 		}
 		out := map[string]string{}

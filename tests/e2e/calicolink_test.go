@@ -1,0 +1,77 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/fakecontroller"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/workload/calico"
+)
+
+// TestCharmCalicoLink runs the real dispatch binary (with the real Juju
+// client library in it) against the in-process controller: config-changed
+// puts the pools into calico's option and keeps the decision in the peer
+// relation; sync-calico shows there is nothing left to do; the password
+// appears in no log and no status.
+func TestCharmCalicoLink(t *testing.T) {
+	const model, password = "3f1c0a9e-7d2b-4c55-9a1e-2b7c4d6e8f01", "e2e-s3cret"
+	fc := fakecontroller.Start(t)
+	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
+	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": {
+		calico.OptGlobalPeers:     {Type: "string", Value: "[]"},
+		calico.OptMesh:            {Type: "boolean", Value: true},
+		calico.OptLoadBalancerIPs: {Type: "string", Value: "198.51.100.0/24"},
+		calico.OptExternalIPs:     {Type: "string", Value: ""},
+	}}
+	dispatch := fakejuju.BuildDispatch(t)
+	cfg := fakejuju.Defaults(t)
+	cfg["pools"], cfg["juju-credentials"], cfg["calico-model"] = "10.208.1.1-10.208.1.6", "secret:creds", model
+	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true,
+		Secrets: map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}},
+		Relations: map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}})
+	// No Pebble here: the link does not need the workload.
+	j.Env = []string{charm.SocketEnv + "=/nonexistent/pebble.socket"}
+	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
+		t.Fatalf("config-changed: %v\n%s\n%v", err, out, j.State(t).Logs)
+	}
+	// The range 10.208.1.1-6 is four CIDRs, none wider than the range.
+	want := "198.51.100.0/24 10.208.1.1/32 10.208.1.2/31 10.208.1.4/31 10.208.1.6/32"
+	fc.Lock()
+	got := fc.Apps[model]["calico"][calico.OptLoadBalancerIPs].Value
+	fc.Unlock()
+	if got != want {
+		t.Fatalf("calico's option is %v, want %q", got, want)
+	}
+	st := j.State(t)
+	peer := st.Relation("calico-lb-peers:0").AppData
+	if !strings.Contains(peer["calico-link"], `"mode":"calico"`) || !strings.Contains(peer["calico-cidrs"], "10.208.1.2/31") {
+		t.Fatalf("peer data %v", peer)
+	}
+	if n := len(fc.CallsTo("Application", "SetConfigs")); n != 1 {
+		t.Fatalf("%d writes", n)
+	}
+
+	// sync-calico through the real dispatch: nothing left to change.
+	if out, err := j.Action(t, dispatch, "sync-calico", map[string]any{"dry-run": false}); err != nil || j.State(t).ActionFailed != nil {
+		t.Fatalf("sync-calico: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	}
+	if r := j.State(t).ActionResults; r["applied"] != "false" || r["after"] != want || !strings.Contains(r["summary"], "already in line") {
+		t.Fatalf("sync-calico results %v", r)
+	}
+	if n := len(fc.CallsTo("Application", "SetConfigs")); n != 1 {
+		t.Fatalf("the idempotent sync wrote (%d writes)", n)
+	}
+	st = j.State(t)
+	for _, l := range append(st.Logs, st.UnitStatus.Message, st.AppStatus.Message) {
+		if strings.Contains(l, password) {
+			t.Fatalf("the password leaked: %s", l)
+		}
+	}
+	for _, call := range st.Calls {
+		if strings.Contains(strings.Join(call, " "), password) {
+			t.Fatalf("the password went to a hook tool: %v", call)
+		}
+	}
+}
