@@ -29,7 +29,7 @@ func TestCharmCalicoLink(t *testing.T) {
 	cfg := fakejuju.Defaults(t)
 	cfg["pools"], cfg["juju-credentials"], cfg["calico-model"] = "10.208.1.1-10.208.1.6", "secret:creds", model
 	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true,
-		Secrets: map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}},
+		Secrets:   map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}},
 		Relations: map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}})
 	// No Pebble here: the link does not need the workload.
 	j.Env = []string{charm.SocketEnv + "=/nonexistent/pebble.socket"}
