@@ -4,10 +4,12 @@ go 1.26.5
 
 require (
 	github.com/canonical/pebble v1.26.0
+	github.com/go-macaroon-bakery/macaroon-bakery/v3 v3.0.2
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/gruyaume/goops v0.0.23
 	github.com/juju/juju v0.0.0-20260713142945-570e41eadd7e
 	github.com/juju/names/v6 v6.0.0
+	github.com/juju/persistent-cookiejar v1.0.0
 	github.com/mdlayher/arp v0.0.0-20260528070854-93566ba168e9
 	github.com/mdlayher/ethernet v0.0.0-20220221185849-529eae5b6118
 	github.com/mdlayher/ndp v1.1.0
@@ -32,7 +34,6 @@ require (
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/gaissmai/bart v0.26.1 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
-	github.com/go-macaroon-bakery/macaroon-bakery/v3 v3.0.2 // indirect
 	github.com/go-macaroon-bakery/macaroonpb v1.0.0 // indirect
 	github.com/go-openapi/jsonpointer v0.21.0 // indirect
 	github.com/go-openapi/jsonreference v0.20.2 // indirect
@@ -50,6 +51,7 @@ require (
 	github.com/juju/collections v1.0.4 // indirect
 	github.com/juju/description/v12 v12.0.0-20260410024407-3471e9106dd1 // indirect
 	github.com/juju/errors v1.0.0 // indirect
+	github.com/juju/go4 v0.0.0-20160222163258-40d72ab9641a // indirect
 	github.com/juju/gojsonpointer v0.0.0-20150204194629-afe8b77aa08f // indirect
 	github.com/juju/gojsonreference v0.0.0-20150204194633-f0d24ac5ee33 // indirect
 	github.com/juju/gojsonschema v1.0.0 // indirect

@@ -153,31 +153,29 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 	}
 	c.link.read = read
 	c.link.topo = c.topology()
-	conflicts := calico.Conflicts(c.cfg.BGP, read, c.link.topo)
+	a := calicolink.Assess(c.cfg, c.option("peering-mode"), c.option("calico-service-ip-option"), read, c.link.topo)
 	st := linkState{Peers: peersFingerprint(c.cfg.BGP)}
-	for _, cf := range conflicts {
+	for _, cf := range a.Conflicts {
 		st.Conflicts = append(st.Conflicts, cf.String())
 	}
-	mode := c.cfg.Mode
 	if c.option("peering-mode") == "auto" {
-		d := calico.Decide(c.cfg.BGP, conflicts, true)
-		st.Mode, st.Reason, mode = d.Mode, d.Reason, d.Mode
+		st.Mode, st.Reason = a.Decision.Mode, a.Decision.Reason
 	}
-	opt, optErr := calicolink.Option(c.option("calico-service-ip-option"), read)
-	if optErr != nil {
-		if mode == config.ModeCalico {
-			return st, optErr
+	if a.OptionErr != nil {
+		if a.Mode == config.ModeCalico {
+			return st, a.OptionErr
 		}
 		return st, nil // nothing of ours to put into calico
 	}
-	st.Option = opt
+	st.Option = a.Option
 	// Calico advertises what the workload's pools are and what they are
 	// about to be: a held-back pool change keeps the old pools in force,
 	// and their Services must keep their routes.
-	var want []string
-	if mode == config.ModeCalico {
-		want = c.poolsInForce(calico.PoolCIDRs(c.cfg.Pools))
+	want := a.Want
+	if a.Mode == config.ModeCalico {
+		want = c.poolsInForce(want)
 	}
+	opt := a.Option
 	before := c.ours()
 	ch, err := l.Sync(ctx, opt, want, before, dryRun)
 	c.link.change = &ch

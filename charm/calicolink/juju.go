@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/go-macaroon-bakery/macaroon-bakery/v3/httpbakery"
 	"github.com/juju/juju/api"
 	apiapplication "github.com/juju/juju/api/client/application"
 	"github.com/juju/juju/rpc/params"
@@ -26,6 +28,9 @@ type Credentials struct {
 	CACert    string   // PEM
 	Username  string
 	Password  string
+	// Jar holds login macaroons, for users of the client store who logged
+	// in without a stored password (nil for the charm).
+	Jar http.CookieJar
 }
 
 // The keys of the juju-credentials secret.
@@ -94,6 +99,11 @@ func Dial(ctx context.Context, c Credentials, model string, t Timeouts) (Client,
 		Tag: names.NewUserTag(c.Username), Password: c.Password}
 	opts := api.DefaultDialOpts()
 	opts.Timeout, opts.RetryDelay, opts.DialTimeout = t.Dial, 500*time.Millisecond, t.Dial
+	if c.Jar != nil {
+		bc := httpbakery.NewClient()
+		bc.Client.Jar = c.Jar
+		opts.BakeryClient = bc
+	}
 	// api.Open's own timeout does not cover everything (closing a
 	// connection whose login is unanswered waits for the answer), so the
 	// bound is enforced here too: a hook must never hang on a controller.

@@ -84,3 +84,37 @@ func (l *Link) Sync(ctx context.Context, option string, want, addedBefore []stri
 func Command(app, option string, want []string) string {
 	return fmt.Sprintf("juju config %s %s=\"%s\"", app, option, strings.Join(want, " "))
 }
+
+// Assessment is what the link concludes from calico-lb's config and
+// calico's: the conflicting sessions, the mode, the calico option for the
+// pools and the CIDRs that belong there.
+type Assessment struct {
+	Conflicts []calico.Conflict
+	// Decision is auto's choice (whatever peering-mode says).
+	Decision calico.Decision
+	// Mode is the mode in force: peering-mode, or auto's choice.
+	Mode config.Mode
+	// Option is the calico option for the pools ("" when calico has none
+	// that fits: OptionErr says why).
+	Option    string
+	OptionErr error
+	// Want is what calico-lb needs in Option: the pools' CIDRs in calico
+	// mode, nothing otherwise (so that a switch away removes ours).
+	Want []string
+}
+
+// Assess applies the conflict rule, auto's decision and the option choice.
+// peeringMode and optionSetting are calico-lb's options; cfg its config
+// (pools, spine peers); topo what is known of the nodes.
+func Assess(cfg *config.Config, peeringMode, optionSetting string, read *calico.Config, topo calico.Topology) Assessment {
+	a := Assessment{Conflicts: calico.Conflicts(cfg.BGP, read, topo), Mode: cfg.Mode}
+	a.Decision = calico.Decide(cfg.BGP, a.Conflicts, true)
+	if peeringMode == "auto" {
+		a.Mode = a.Decision.Mode
+	}
+	a.Option, a.OptionErr = Option(optionSetting, read)
+	if a.Mode == config.ModeCalico {
+		a.Want = calico.PoolCIDRs(cfg.Pools)
+	}
+	return a
+}

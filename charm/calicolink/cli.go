@@ -1,0 +1,245 @@
+package calicolink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	cookiejar "github.com/juju/persistent-cookiejar"
+
+	"github.com/calico-lb/calico-lb/workload/calico"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+const usage = `calico-lb-juju: the Calico link for operators who do not give credentials to the charm.
+
+Usage:
+  calico-lb-juju [flags] check          conflicts between calico-lb's spine peers and Calico's
+                                        BGP sessions, and the mode auto would pick
+  calico-lb-juju [flags] sync [--dry-run]
+                                        put calico-lb's pools into calico's service-IP option
+                                        (bgp-service-loadbalancer-ips, or -external-ips), keeping
+                                        the CIDRs others put there, removing only those this tool
+                                        added before
+
+It uses your own Juju login (the client store in $JUJU_DATA, else ~/.local/share/juju):
+run it where ` + "`juju status`" + ` works. It is a program of its own, not a juju plugin: the
+strictly confined juju snap cannot start plugins.
+
+Flags:
+`
+
+// CLI runs calico-lb-juju with args, writing to out. It returns the
+// process exit code: 0 fine, 1 a problem found or an error, 2 bad usage.
+func CLI(ctx context.Context, args []string, out io.Writer) int {
+	fs := flag.NewFlagSet("calico-lb-juju", flag.ContinueOnError)
+	fs.SetOutput(out)
+	controller := fs.String("controller", "", "controller (default: the current one)")
+	model := fs.String("model", "", "calico-lb's model (default: the current one)")
+	app := fs.String("app", "calico-lb", "calico-lb's application name")
+	calicoApp := fs.String("calico-app", "", "calico's application name (default: calico-lb's calico-application option)")
+	calicoModel := fs.String("calico-model", "", "calico's model, name or UUID (default: calico-lb's calico-model option, else --model)")
+	fs.Usage = func() {
+		fmt.Fprint(out, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || (rest[0] != "check" && rest[0] != "sync") {
+		fs.Usage()
+		return 2
+	}
+	cmd := rest[0]
+	sub := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	sub.SetOutput(out)
+	dry := sub.Bool("dry-run", false, "show what sync would change, change nothing")
+	if err := sub.Parse(rest[1:]); err != nil {
+		return 2
+	}
+	r := &run{store: DefaultStore(), out: out, controller: *controller, model: *model, app: *app, calicoApp: *calicoApp, calicoModel: *calicoModel}
+	code, err := r.do(ctx, cmd, *dry)
+	if err != nil {
+		fmt.Fprintln(out, "error:", err)
+		return 1
+	}
+	return code
+}
+
+type run struct {
+	store                                          Store
+	out                                            io.Writer
+	controller, model, app, calicoApp, calicoModel string
+}
+
+func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
+	ctrl, err := r.store.Controller(r.controller)
+	if err != nil {
+		return 0, err
+	}
+	user, password, err := r.store.Account(ctrl.Name)
+	if err != nil {
+		return 0, err
+	}
+	creds := Credentials{Addresses: ctrl.Addresses, CACert: ctrl.CACert, Username: user, Password: password}
+	if password == "" {
+		// Logged in with `juju login`: the controller's macaroons.
+		jar, err := cookiejar.New(&cookiejar.Options{Filename: r.store.CookieFile(ctrl.Name), NoPersist: true})
+		if err != nil {
+			return 0, fmt.Errorf("login cookies: %w", err)
+		}
+		creds.Jar = jar
+	}
+	lbModel, lbName, err := r.store.Model(ctrl.Name, r.model)
+	if err != nil {
+		return 0, err
+	}
+	lbClient, err := Dial(ctx, creds, lbModel, DefaultTimeouts)
+	if err != nil {
+		return 0, err
+	}
+	defer lbClient.Close()
+	values, err := lbClient.Config(ctx, r.app)
+	if err != nil {
+		return 0, err
+	}
+	opts, err := config.OptionsFromMap(values)
+	if err != nil {
+		return 0, fmt.Errorf("%s's config: %w", r.app, err)
+	}
+	cfg, _, err := config.FromOptions(opts)
+	if err != nil {
+		return 0, fmt.Errorf("%s's config is invalid (its unit says so too): %w", r.app, err)
+	}
+	calApp := r.calicoApp
+	if calApp == "" {
+		calApp = opts.CalicoApplication
+	}
+	calModel, calName := lbModel, lbName
+	switch {
+	case r.calicoModel != "":
+		if calModel, calName, err = r.store.Model(ctrl.Name, r.calicoModel); err != nil {
+			return 0, err
+		}
+	case opts.CalicoModel != "":
+		calModel, calName = opts.CalicoModel, opts.CalicoModel
+		if _, q, err := r.store.Model(ctrl.Name, calModel); err == nil {
+			calName = q
+		}
+	}
+	calClient := lbClient
+	if calModel != lbModel {
+		if calClient, err = Dial(ctx, creds, calModel, DefaultTimeouts); err != nil {
+			return 0, err
+		}
+		defer calClient.Close()
+	}
+	link := &Link{Client: calClient, App: calApp}
+	read, _, err := link.Read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	a := Assess(cfg, opts.PeeringMode, opts.CalicoServiceIPOption, read, calico.Topology{})
+	fmt.Fprintf(r.out, "controller %s: %s in %s, %s in %s\n", ctrl.Name, r.app, lbName, calApp, calName)
+	if cmd == "check" {
+		return r.report(cfg, opts.PeeringMode, read, a), nil
+	}
+
+	if a.OptionErr != nil {
+		if a.Mode == config.ModeCalico {
+			return 0, a.OptionErr
+		}
+		fmt.Fprintf(r.out, "%s mode: nothing of %s's goes into calico\n", a.Mode, r.app)
+		return 0, nil
+	}
+	statePath := filepath.Join(r.store.Dir, "calico-lb", calModel+"-"+calApp+".json")
+	var before []string
+	if data, err := os.ReadFile(statePath); err == nil {
+		_ = json.Unmarshal(data, &before)
+	}
+	ch, err := link.Sync(ctx, a.Option, a.Want, before, dry)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case !ch.Changed():
+		fmt.Fprintf(r.out, "calico %s is already in line: %q\n", a.Option, ch.Value)
+	case dry:
+		fmt.Fprintf(r.out, "would set calico %s\n  from %q\n  to   %q\n(dry run: nothing changed)\n", a.Option, ch.Before, ch.Value)
+	default:
+		fmt.Fprintf(r.out, "set calico %s\n  from %q\n  to   %q\n", a.Option, ch.Before, ch.Value)
+	}
+	if !dry {
+		// Remember what this tool added, so that the next sync removes
+		// only those.
+		data, _ := json.Marshal(ch.Ours)
+		if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
+			return 0, err
+		}
+		if err := os.WriteFile(statePath, data, 0o600); err != nil {
+			return 0, err
+		}
+	}
+	return 0, nil
+}
+
+// report prints check's findings; 1 when there are conflicts.
+func (r *run) report(cfg *config.Config, peeringMode string, read *calico.Config, a Assessment) int {
+	w := r.out
+	rr := "none"
+	if len(read.RouteReflectors) > 0 {
+		rr = fmt.Sprintf("%d units", len(read.RouteReflectors))
+	}
+	fmt.Fprintf(w, "calico: %d global peers, %d subnets with peers, %d units with peers, node-to-node mesh %v, route reflectors %s\n",
+		len(read.GlobalPeers), len(read.SubnetPeers), len(read.UnitPeers), onOff(read.Mesh), rr)
+	var spine []string
+	for _, p := range cfg.BGP.Peers {
+		spine = append(spine, p.Address.String())
+	}
+	for _, sp := range cfg.BGP.SubnetPeers {
+		for _, p := range sp.Peers {
+			spine = append(spine, p.Address.String()+" ("+sp.Subnet.String()+")")
+		}
+	}
+	if len(spine) == 0 {
+		spine = []string{"none"}
+	}
+	fmt.Fprintf(w, "%s spine peers: %s\n", r.app, strings.Join(spine, ", "))
+	if len(a.Conflicts) == 0 {
+		fmt.Fprintln(w, "conflicts: none")
+	} else {
+		fmt.Fprintf(w, "conflicts: %d\n", len(a.Conflicts))
+		for _, c := range a.Conflicts {
+			fmt.Fprintf(w, "  - %s\n", c)
+		}
+		fmt.Fprintln(w, "  (node addresses are not known here: a subnet peer counts for every subnet a speaker could be in, and the mesh is not checked)")
+	}
+	fmt.Fprintf(w, "auto would pick: %s (%s)\n", a.Decision.Mode, a.Decision.Reason)
+	fmt.Fprintf(w, "peering-mode %s: %s mode\n", peeringMode, a.Mode)
+	if a.OptionErr != nil {
+		fmt.Fprintf(w, "calico option for the pools: %v\n", a.OptionErr)
+	} else if a.Mode == config.ModeCalico {
+		fmt.Fprintf(w, "calico option for the pools: %s = %q; it needs %s (`calico-lb-juju sync`)\n", a.Option, strings.Join(read.ServiceIPs[a.Option], " "), strings.Join(a.Want, " "))
+	}
+	if len(a.Conflicts) > 0 && a.Mode == config.ModeSpine {
+		return 1
+	}
+	return 0
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

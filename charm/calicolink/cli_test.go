@@ -1,0 +1,140 @@
+package calicolink
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/calico-lb/calico-lb/tests/fakecontroller"
+	"github.com/calico-lb/calico-lb/workload/calico"
+)
+
+const k8sModel = "9a7d3c21-5b4e-4f60-8d2a-1c3b5e7f9a0b"
+
+// clientStore writes a Juju client store for the fake controller, logged
+// in as lb, current model admin/k8s; calico lives in admin/machines.
+func clientStore(t *testing.T, c *fakecontroller.Controller) {
+	dir := t.TempDir()
+	t.Setenv("JUJU_DATA", dir)
+	files := map[string]string{
+		"controllers.yaml": fmt.Sprintf("controllers:\n  prod:\n    uuid: %s\n    api-endpoints: [%q]\n    ca-cert: |\n%s\ncurrent-controller: prod\n",
+			c.UUID, c.Address(), indent(c.CACert, "      ")),
+		"accounts.yaml": fmt.Sprintf("controllers:\n  prod:\n    user: lb\n    password: %s\n    last-known-access: superuser\n", password),
+		"models.yaml": fmt.Sprintf("controllers:\n  prod:\n    models:\n      admin/k8s: {uuid: %s, type: caas}\n      admin/machines: {uuid: %s, type: iaas}\n    current-model: admin/k8s\n",
+			k8sModel, model),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func indent(s, by string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i := range lines {
+		lines[i] = by + lines[i]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// withLB adds calico-lb to the k8s model with options set.
+func withLB(c *fakecontroller.Controller, set map[string]string) {
+	opts := map[string]fakecontroller.Option{
+		"pools":                    {Type: "string", Value: "10.208.1.0/28", Default: ""},
+		"peering-mode":             {Type: "string", Value: "auto", Default: "auto"},
+		"spine-peers":              {Type: "string", Value: "[]", Default: "[]"},
+		"calico-application":       {Type: "string", Value: "calico", Default: "calico"},
+		"calico-model":             {Type: "string", Value: model, Default: ""},
+		"calico-service-ip-option": {Type: "string", Value: "auto", Default: "auto"},
+		"as-number":                {Type: "int", Value: float64(64512), Default: float64(64512)},
+		"juju-credentials":         {Type: "secret"}, // unset: no value
+	}
+	for k, v := range set {
+		o := opts[k]
+		o.Value = v
+		opts[k] = o
+	}
+	c.Lock()
+	c.Users["lb"].Models[k8sModel] = fakecontroller.Write
+	c.Apps[k8sModel] = map[string]map[string]fakecontroller.Option{"calico-lb": opts}
+	c.Unlock()
+}
+
+func cli(t *testing.T, args ...string) (int, string) {
+	var out bytes.Buffer
+	code := CLI(context.Background(), args, &out)
+	return code, out.String()
+}
+
+func TestCLICheck(t *testing.T) {
+	c := controller(t)
+	clientStore(t, c)
+	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"})
+	code, out := cli(t, "check")
+	for _, want := range []string{
+		"controller prod: calico-lb in admin/k8s, calico in admin/machines",
+		"calico: 1 global peers",
+		"conflicts: 1",
+		"spine peer 10.0.0.1 (spine-peers) is also Calico's BGP peer (calico global-bgp-peers)",
+		"auto would pick: calico",
+		"peering-mode auto: calico mode",
+		`bgp-service-loadbalancer-ips = "198.51.100.0/24"; it needs 10.208.1.0/28`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	// Explicit spine with a conflict is a problem: exit 1.
+	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]", "peering-mode": "spine"})
+	if code, out := cli(t, "check"); code != 1 || !strings.Contains(out, "peering-mode spine: spine mode") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// The model by flag, and a model that is not there.
+	if code, out := cli(t, "--model", "nope", "check"); code != 1 || !strings.Contains(out, `no model "nope"`) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if code, _ := cli(t, "frobnicate"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+func TestCLISync(t *testing.T) {
+	c := controller(t)
+	clientStore(t, c)
+	withLB(c, nil)
+	code, out := cli(t, "sync", "--dry-run")
+	if code != 0 || !strings.Contains(out, `to   "198.51.100.0/24 10.208.1.0/28"`) || !strings.Contains(out, "dry run") || len(c.CallsTo("Application", "SetConfigs")) != 0 {
+		t.Fatalf("dry run: exit %d\n%s", code, out)
+	}
+	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "set calico bgp-service-loadbalancer-ips") {
+		t.Fatalf("sync: exit %d\n%s", code, out)
+	}
+	c.Lock()
+	got := c.Apps[model]["calico"][calico.OptLoadBalancerIPs].Value
+	c.Unlock()
+	if got != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("calico has %v", got)
+	}
+	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "already in line") || len(c.CallsTo("Application", "SetConfigs")) != 1 {
+		t.Fatalf("second sync: exit %d\n%s", code, out)
+	}
+	// The pool moves: only what the tool added goes, the operator's stays.
+	withLB(c, map[string]string{"pools": "10.208.2.0/28"})
+	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to   "198.51.100.0/24 10.208.2.0/28"`) {
+		t.Fatalf("sync after a pool change: exit %d\n%s", code, out)
+	}
+	// Bad password in the store: a clear error, no password shown.
+	data, _ := os.ReadFile(filepath.Join(os.Getenv("JUJU_DATA"), "accounts.yaml"))
+	_ = os.WriteFile(filepath.Join(os.Getenv("JUJU_DATA"), "accounts.yaml"), []byte(strings.Replace(string(data), password, "stale-"+password, 1)), 0o600)
+	if code, out := cli(t, "check"); code != 1 || !strings.Contains(out, "refused user lb's password") || strings.Contains(out, password) {
+		t.Fatalf("bad password: exit %d\n%s", code, out)
+	}
+}
