@@ -73,6 +73,8 @@ type Charm struct {
 
 	metricsRels []string // the metrics-endpoint relations
 	link        link     // the Calico link's outcome
+	leader      bool
+	peer        *peerBag // the peer relation's application data, read once a hook
 	modeReason  string   // why auto picked the mode
 	cfgDigest   string   // of the config file the workload should have
 }
@@ -89,10 +91,13 @@ func (c *Charm) Facts() []reactive.Fact {
 			_, err := pebbleClient().SysInfo()
 			return err == nil, nil
 		}},
-		{Flag: Leader, Eval: goops.IsLeader},
+		{Flag: Leader, Eval: func() (bool, error) {
+			var err error
+			c.leader, err = goops.IsLeader()
+			return c.leader, err
+		}},
 		{Flag: LinkDue, Eval: func() (bool, error) {
-			leader, err := goops.IsLeader()
-			return leader && slices.Contains(linkHooks, goops.ReadEnv().HookName), err
+			return c.leader && slices.Contains(linkHooks, goops.ReadEnv().HookName), nil
 		}},
 		{Flag: MetricsRelated, Eval: func() (bool, error) {
 			var err error

@@ -69,6 +69,9 @@ type link struct {
 // decided rather than flipping modes.
 func (c *Charm) applyLink(s *reactive.State) error {
 	c.link = link{stale: true}
+	if c.option("juju-credentials") == "" {
+		return nil // no link: the options alone decide
+	}
 	st, ok := c.peerData(keyLink)
 	if !ok {
 		return nil
@@ -284,34 +287,45 @@ func relationIDs(endpoint string) ([]string, error) {
 	return ids, nil
 }
 
-func (c *Charm) peerRelation() (string, bool) {
+// peerBag is the peer relation's application data, as read this hook.
+type peerBag struct {
+	id   string // "" without the relation
+	data map[string]string
+}
+
+func (c *Charm) peerApp() *peerBag {
+	if c.peer != nil {
+		return c.peer
+	}
+	c.peer = &peerBag{data: map[string]string{}}
 	ids, err := relationIDs(PeerEndpoint)
 	if err != nil || len(ids) == 0 {
-		return "", false
+		return c.peer
 	}
-	return ids[0], true
+	c.peer.id = ids[0]
+	if data, err := goops.GetAppRelationData(c.peer.id, goops.ReadEnv().UnitName); err == nil {
+		c.peer.data = data
+	}
+	return c.peer
 }
 
 func (c *Charm) peerData(key string) (string, bool) {
-	id, ok := c.peerRelation()
-	if !ok {
-		return "", false
-	}
-	data, err := goops.GetAppRelationData(id, goops.ReadEnv().UnitName)
-	if err != nil || data[key] == "" {
-		return "", false
-	}
-	return data[key], true
+	v := c.peerApp().data[key]
+	return v, v != ""
 }
 
 func (c *Charm) setPeerData(m map[string]string) {
-	id, ok := c.peerRelation()
-	if !ok {
+	p := c.peerApp()
+	if p.id == "" {
 		goops.LogWarningf("no %s relation yet: the Calico link's decision is not kept for other units", PeerEndpoint)
 		return
 	}
-	if err := goops.SetAppRelationData(id, m); err != nil {
+	if err := goops.SetAppRelationData(p.id, m); err != nil {
 		goops.LogWarningf("keep the Calico link's decision: %v", err)
+		return
+	}
+	for k, v := range m {
+		p.data[k] = v
 	}
 }
 
