@@ -32,6 +32,7 @@ all: build
 build:
 	$(GO) build ./...
 	$(GO) build -o bin/calico-lb ./workload/cmd/calico-lb
+	CGO_ENABLED=0 $(GO) build -o bin/calico-lb-juju ./charm/cmd/calico-lb-juju
 
 # A real control plane on loopback, the real controller, a handful of
 # Services, and a held-back pool change applied. Builds what it needs.
