@@ -25,28 +25,15 @@ type (
 
 func (c *Controller) api() http.Handler {
 	mux := c.readOnly()
-	mux.HandleFunc("GET /v1/allocations", func(w http.ResponseWriter, r *http.Request) {
-		snap, err := c.snapshot(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		writeJSON(w, http.StatusOK, snap)
-	})
-	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		// The charm calls this after pushing a config file, so that its
-		// status reflects the new file at once rather than after the next
-		// poll of the file.
+	mux.HandleFunc("GET /v1/allocations", serveJSON(c.snapshot))
+	// The charm calls this after pushing a config file, so that its status
+	// reflects the new file at once rather than after the next poll.
+	mux.HandleFunc("POST /v1/reload", serveJSON(func(ctx context.Context) (*Snapshot, error) {
 		if c.loadConfig() {
-			_, _ = c.call(r.Context(), func(t *term) any { t.reconfigure(c.cfg.Load()); return nil })
+			_, _ = c.call(ctx, func(t *term) any { t.reconfigure(c.cfg.Load()); return nil })
 		}
-		snap, err := c.snapshot(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		writeJSON(w, http.StatusOK, snap)
-	})
+		return c.snapshot(ctx)
+	}))
 	mux.HandleFunc("GET /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.call(r.Context(), func(t *term) any { return t.poolChange() })
 		if err != nil {
@@ -79,22 +66,8 @@ func (c *Controller) api() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
-	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
-		v, err := c.nodes(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
-	})
-	mux.HandleFunc("GET /v1/speakers", func(w http.ResponseWriter, r *http.Request) {
-		v, err := c.speakerStatus(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
-	})
+	mux.HandleFunc("GET /v1/nodes", serveJSON(c.nodes))
+	mux.HandleFunc("GET /v1/speakers", serveJSON(c.speakerStatus))
 	return mux
 }
 
@@ -134,6 +107,18 @@ func (c *Controller) notLeader(w http.ResponseWriter, err error) {
 		return
 	}
 	http.Error(w, err.Error(), http.StatusServiceUnavailable)
+}
+
+// serveJSON answers with what get returns, or 503 with its error.
+func serveJSON[T any](get func(context.Context) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := get(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
