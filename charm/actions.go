@@ -15,8 +15,10 @@ import (
 
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
+	"github.com/calico-lb/calico-lb/charm/verify"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -37,6 +39,8 @@ func (c *Charm) Action(name string) error {
 		res, err = c.bgpStatus()
 	case "sync-calico":
 		res, err = c.syncCalico()
+	case "verify":
+		res, err = c.verify()
 	default:
 		return goops.FailActionf("action %s is not available yet in this charm revision", name)
 	}
@@ -273,4 +277,85 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 	}
 	res["applied"] = strconv.FormatBool(!dry && ch.Changed())
 	return res, nil
+}
+
+// verify gathers what the workload, the speakers and calico report and
+// judges it (charm/verify): each check with its result and, when it
+// fails, the fix.
+func (c *Charm) verify() (map[string]string, error) {
+	var p struct {
+		Service string `json:"service"`
+	}
+	_ = goops.GetActionParams(&p)
+	s := reactive.NewState()
+	if err := c.readConfig(s); err != nil {
+		return nil, err
+	}
+	if c.cfgErr != nil {
+		return nil, fmt.Errorf("invalid config: %w", c.cfgErr)
+	}
+	in := verify.Input{}
+	if err := c.request(http.MethodGet, "/v1/services?service="+url.QueryEscape(p.Service), 20*time.Second, &in.Facts); err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	in.Peers = append(in.Peers, c.cfg.BGP.Peers...)
+	for _, sp := range c.cfg.BGP.SubnetPeers {
+		in.Peers = append(in.Peers, sp.Peers...)
+	}
+	switch in.Facts.Mode {
+	case config.ModeSpine, config.ModeL2:
+		var sp api.Speakers
+		if in.SpeakersErr = c.request(http.MethodGet, "/v1/speakers", 20*time.Second, &sp); in.SpeakersErr == nil {
+			in.Speakers = &sp
+		}
+	case config.ModeCalico:
+		if c.option("juju-credentials") == "" {
+			in.Command = c.noLinkCommand()
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		in.Calico, in.CalicoErr = c.readCalicoOption(ctx)
+	}
+	checks := verify.Run(in)
+	res := map[string]string{"mode": string(in.Facts.Mode), "summary": verify.Summary(checks)}
+	var t bytes.Buffer
+	tw := tabwriter.NewWriter(&t, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RESULT\tSERVICE\tCHECK\tDETAIL\tFIX")
+	failed := 0
+	for i, ch := range checks {
+		k := "checks." + strconv.Itoa(i) + "."
+		res[k+"name"], res[k+"result"], res[k+"detail"] = ch.Name, ch.Result, ch.Detail
+		if ch.Service != "" {
+			res[k+"service"] = ch.Service
+		}
+		if ch.Fix != "" {
+			res[k+"fix"] = ch.Fix
+		}
+		if ch.Result == verify.Fail {
+			failed++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ch.Result, ch.Service, ch.Name, ch.Detail, ch.Fix)
+	}
+	_ = tw.Flush()
+	res["table"], res["failed"] = t.String(), strconv.Itoa(failed)
+	return res, nil
+}
+
+// readCalicoOption reads the calico option that holds the pools.
+func (c *Charm) readCalicoOption(ctx context.Context) (*verify.Calico, error) {
+	l, err := c.openLink(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Client.Close()
+	read, _, err := l.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := calicolink.Option(c.option("calico-service-ip-option"), read)
+	if err != nil {
+		return nil, err
+	}
+	return &verify.Calico{Option: opt, CIDRs: read.ServiceIPs[opt]}, nil
 }

@@ -120,36 +120,18 @@ func (c *Charm) calicoLink(s *reactive.State) error {
 // runLink does the link's work (with dryRun, changes nothing) and returns
 // the decision to keep.
 func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
-	app := c.option("calico-application")
 	uri := c.option("juju-credentials")
 	if uri == "" {
 		if c.cfg.Mode == config.ModeCalico {
-			opt := calico.OptLoadBalancerIPs
-			if c.option("calico-service-ip-option") == config.ServiceIPExternal {
-				opt = calico.OptExternalIPs
-			}
-			c.link.hint = calicolink.Command(app, opt, calico.PoolCIDRs(c.cfg.Pools))
+			c.link.hint = c.noLinkCommand()
 		}
 		return linkState{}, nil
 	}
-	content, err := goops.GetSecretByID(uri, false, true)
-	if err != nil {
-		return linkState{}, &calicolink.Error{Kind: calicolink.Other, Msg: fmt.Sprintf("juju-credentials: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %v", uri, err)}
-	}
-	creds, err := calicolink.CredentialsFromSecret(content)
+	l, err := c.openLink(ctx)
 	if err != nil {
 		return linkState{}, err
 	}
-	model := c.option("calico-model")
-	if model == "" {
-		return linkState{}, &calicolink.Error{Kind: calicolink.NoModel, Msg: "calico-model is not set: set it to the UUID of calico's model (`juju show-model <model>`, model-uuid)"}
-	}
-	cl, err := c.Dial(ctx, creds, model, calicolink.DefaultTimeouts)
-	if err != nil {
-		return linkState{}, err
-	}
-	defer cl.Close()
-	l := &calicolink.Link{Client: cl, App: app}
+	defer l.Client.Close()
 	read, _, err := l.Read(ctx)
 	if err != nil {
 		return linkState{}, err
@@ -190,6 +172,37 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 		c.setPeerData(map[string]string{keyOurs: string(b)})
 	}
 	return st, nil
+}
+
+// noLinkCommand is what the operator runs without the link.
+func (c *Charm) noLinkCommand() string {
+	opt := calico.OptLoadBalancerIPs
+	if c.option("calico-service-ip-option") == config.ServiceIPExternal {
+		opt = calico.OptExternalIPs
+	}
+	return calicolink.Command(c.option("calico-application"), opt, calico.PoolCIDRs(c.cfg.Pools))
+}
+
+// openLink reaches calico's model with the juju-credentials secret.
+func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
+	uri := c.option("juju-credentials")
+	content, err := goops.GetSecretByID(uri, false, true)
+	if err != nil {
+		return nil, &calicolink.Error{Kind: calicolink.Other, Msg: fmt.Sprintf("juju-credentials: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %v", uri, err)}
+	}
+	creds, err := calicolink.CredentialsFromSecret(content)
+	if err != nil {
+		return nil, err
+	}
+	model := c.option("calico-model")
+	if model == "" {
+		return nil, &calicolink.Error{Kind: calicolink.NoModel, Msg: "calico-model is not set: set it to the UUID of calico's model (`juju show-model <model>`, model-uuid)"}
+	}
+	cl, err := c.Dial(ctx, creds, model, calicolink.DefaultTimeouts)
+	if err != nil {
+		return nil, err
+	}
+	return &calicolink.Link{Client: cl, App: c.option("calico-application")}, nil
 }
 
 // poolsInForce adds the CIDRs of the pools the workload has now to want.

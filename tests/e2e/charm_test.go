@@ -151,6 +151,16 @@ func TestCharmRealParts(t *testing.T) {
 		t.Fatalf("list-allocations results %v (failed: %v)", r, j.State(t).ActionFailed)
 	}
 
+	// verify in calico mode without the link: it cannot see calico's
+	// option, and says what to run.
+	if out, err := j.Action(t, dispatch, "verify", map[string]any{"service": "default/shop"}); err != nil || j.State(t).ActionFailed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	}
+	if r := j.State(t).ActionResults; r["checks.0.name"] != "calico-option" || r["checks.0.result"] != "warn" ||
+		r["checks.0.fix"] != `run: juju config calico bgp-service-loadbalancer-ips="10.0.0.0/24"` || r["checks.1.service"] != "default/shop" || r["checks.1.result"] != "pass" {
+		t.Fatalf("verify results %v", r)
+	}
+
 	// A pool change that would take shop's IP: held back, blocked naming
 	// the Service and the action; apply-pool-change applies it.
 	j.Update(t, func(s *fakejuju.State) { s.Config["pools"] = "10.0.1.0/24" })

@@ -153,6 +153,34 @@ func TestSpineEndToEnd(t *testing.T) {
 	}
 	t.Logf("Local endpoint moved: route moved at the spine in %s", took.Round(time.Millisecond))
 
+	// verify through the real dispatch: the Local Service is announced by
+	// the node with its endpoint only, the Cluster one by both nodes, and
+	// every BGP session is up.
+	if out, err := j.Action(t, dispatch, "verify", nil); err != nil || j.State(t).ActionFailed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	}
+	r = j.State(t).ActionResults
+	want := map[string]string{
+		"web/local advertised":      "pass announced by BGP from node1",
+		"web/local local-endpoints": "pass announced only from nodes with endpoints: node1",
+		"web/web advertised":        "pass announced by BGP from node1, node2",
+		" bgp node1 -> 10.212.1.1":  "pass established",
+		" bgp node2 -> 10.212.2.1":  "pass established",
+	}
+	for i := 0; r[fmt.Sprintf("checks.%d.name", i)] != ""; i++ {
+		k := fmt.Sprintf("checks.%d.", i)
+		if w, ok := want[r[k+"service"]+" "+r[k+"name"]]; ok {
+			if got := r[k+"result"] + " " + r[k+"detail"]; got != w {
+				t.Errorf("verify %s %s: %q, want %q", r[k+"service"], r[k+"name"], got, w)
+			}
+			delete(want, r[k+"service"]+" "+r[k+"name"])
+		}
+	}
+	if len(want) > 0 || r["failed"] != "0" {
+		t.Fatalf("verify: missing %v, failed %s\n%s", want, r["failed"], r["table"])
+	}
+	t.Logf("verify:\n%s", r["table"])
+
 	// SIGTERM of node1's speaker withdraws its routes at once.
 	start := time.Now()
 	b.Signal(1, syscall.SIGTERM)

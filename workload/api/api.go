@@ -138,3 +138,26 @@ type NodeView struct {
 	Addresses []string `json:"addresses"`
 	Speaker   bool     `json:"speaker"`
 }
+
+// ServiceFacts is what GET /v1/services returns for each Service
+// calico-lb serves: what the verify action checks.
+type ServiceFacts struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	IPs       []string `json:"ips"`   // in the Service's status
+	Pools     []string `json:"pools"` // the pools of its addresses
+	Issues    string   `json:"issues,omitempty"`
+	// Waiting is why it has no address (the last Warning calico-lb gave).
+	Waiting             string   `json:"waiting,omitempty"`
+	TrafficPolicy       string   `json:"externalTrafficPolicy"`
+	NodePorts           []int32  `json:"nodePorts"`
+	HealthCheckNodePort int32    `json:"healthCheckNodePort,omitempty"`
+	EndpointNodes       []string `json:"endpointNodes"` // nodes with a ready endpoint
+}
+
+// ServicesFacts is what GET /v1/services returns.
+type ServicesFacts struct {
+	Mode     config.Mode    `json:"mode"`
+	Pools    []PoolView     `json:"pools"`
+	Services []ServiceFacts `json:"services"`
+}

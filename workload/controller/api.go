@@ -67,6 +67,17 @@ func (c *Controller) api() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
 	mux.HandleFunc("GET /v1/nodes", serveJSON(c.nodes))
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.serviceFacts(r.Context(), r.URL.Query().Get("service"))
+		switch code, refused := refusal(err); {
+		case refused:
+			http.Error(w, err.Error(), code)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		default:
+			writeJSON(w, http.StatusOK, v)
+		}
+	})
 	mux.HandleFunc("GET /v1/speakers", serveJSON(c.speakerStatus))
 	return mux
 }

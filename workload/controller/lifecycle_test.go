@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -328,4 +330,52 @@ func TestReloadNow(t *testing.T) {
 		t.Fatalf("reload of an equivalent file: %d %s", code, body)
 	}
 	e.waitIPs("web", "10.97.0.1")
+}
+
+func TestServiceFacts(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.89.0.1-10.89.0.2]}\n")
+	r := e.start("a")
+	e.service("local", func(s *corev1.Service) {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	})
+	e.waitIPs("local", "10.89.0.1")
+	e.service("cluster")
+	e.waitIPs("cluster", "10.89.0.2")
+	e.service("waiting")
+	e.waitEvent("waiting", "AllocationFailed", "no free IPv4 address")
+	ready, notReady := true, false
+	n1, n2 := "node-a", "node-b"
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "local-1", Namespace: e.ns, Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"192.168.0.9"}, NodeName: &n1, Conditions: discoveryv1.EndpointConditions{Ready: &ready}},
+			{Addresses: []string{"192.168.0.10"}, NodeName: &n2, Conditions: discoveryv1.EndpointConditions{Ready: &notReady}},
+		},
+	}
+	if _, err := e.client.DiscoveryV1().EndpointSlices(e.ns).Create(context.Background(), es, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var facts api.ServicesFacts
+	waitUntil(t, "the waiting Service's reason is known", func() bool {
+		code, body := httpGet(t, r, "/v1/services")
+		facts = api.ServicesFacts{}
+		return code == 200 && json.Unmarshal([]byte(body), &facts) == nil && len(facts.Services) == 3 && facts.Services[2].Waiting != ""
+	})
+	local, waiting := facts.Services[1], facts.Services[2]
+	if facts.Mode != "calico" || local.Name != "local" || local.TrafficPolicy != "Local" || local.HealthCheckNodePort == 0 ||
+		len(local.NodePorts) != 1 || !slices.Equal(local.EndpointNodes, []string{"node-a"}) || local.Pools[0] != "p" {
+		t.Fatalf("local: %+v", local)
+	}
+	if waiting.Name != "waiting" || len(waiting.IPs) != 0 || !strings.Contains(waiting.Waiting, "no free IPv4 address") {
+		t.Fatalf("waiting: %+v", waiting)
+	}
+	code, body := httpGet(t, r, "/v1/services?service="+e.ns+"/cluster")
+	if code != 200 || strings.Count(body, `"namespace":`) != 1 {
+		t.Fatalf("one Service: %d %s", code, body)
+	}
+	if code, body := httpGet(t, r, "/v1/services?service="+e.ns+"/nope"); code != 404 || !strings.Contains(body, "no such Service") {
+		t.Fatalf("missing Service: %d %s", code, body)
+	}
 }

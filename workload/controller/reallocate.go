@@ -24,6 +24,19 @@ func (e errRefused) Error() string { return e.msg }
 
 var errNoService = errors.New("no such Service")
 
+// refusal is the HTTP status for a request about a Service that cannot be
+// met (409) or names none (404).
+func refusal(err error) (int, bool) {
+	var refused errRefused
+	switch {
+	case errors.As(err, &refused):
+		return http.StatusConflict, true
+	case errors.Is(err, errNoService):
+		return http.StatusNotFound, true
+	}
+	return 0, false
+}
+
 // reallocate gives the Service key (namespace/name) new addresses from its
 // pools and queues the status write. The old addresses are free at once,
 // but next-fit allocation hands them out again only after the pools wrap.
@@ -97,13 +110,9 @@ func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
 			err = e
 		}
 	}
-	var refused errRefused
-	switch {
-	case errors.As(err, &refused):
-		http.Error(w, err.Error(), http.StatusConflict)
-		return
-	case errors.Is(err, errNoService):
-		http.Error(w, err.Error(), http.StatusNotFound)
+	switch code, refused := refusal(err); {
+	case refused:
+		http.Error(w, err.Error(), code)
 		return
 	case err != nil:
 		c.notLeader(w, err)

@@ -1,0 +1,272 @@
+// Package verify is the verify action's judgement: seed 002's checks, as a
+// pure function of what the workload, the speakers and calico report, each
+// failed check naming its fix.
+package verify
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/iprange"
+)
+
+// Results.
+const (
+	Pass = "pass"
+	Fail = "fail"
+	Warn = "warn"
+	Info = "info"
+)
+
+// Check is one finding.
+type Check struct {
+	Service string // ns/name, or "" for the whole setup
+	Name    string
+	Result  string
+	Detail  string
+	Fix     string
+}
+
+// Calico is what calico's service-IP option holds, read over the link.
+type Calico struct {
+	Option string
+	CIDRs  []string
+}
+
+// Input is everything verify looks at.
+type Input struct {
+	Facts api.ServicesFacts
+	// Speakers is the speakers' own reports (spine and l2 mode).
+	Speakers    *api.Speakers
+	SpeakersErr error
+	// Calico is calico's option (calico mode with the link); CalicoErr why
+	// it could not be read; Command what to run without the link.
+	Calico    *Calico
+	CalicoErr error
+	Command   string
+	// Peers are the spine peers in force, for the timer advice.
+	Peers []config.Peer
+}
+
+// Run applies every check.
+func Run(in Input) []Check {
+	var out []Check
+	add := func(c Check) { out = append(out, c) }
+	pools := poolRanges(in.Facts.Pools)
+
+	// The setup as a whole.
+	switch in.Facts.Mode {
+	case config.ModeCalico:
+		switch {
+		case in.Calico != nil:
+			add(Check{Name: "calico-option", Result: Pass, Detail: fmt.Sprintf("calico %s = %q", in.Calico.Option, strings.Join(in.Calico.CIDRs, " "))})
+		case in.CalicoErr != nil:
+			add(Check{Name: "calico-option", Result: Fail, Detail: "cannot read calico's config: " + in.CalicoErr.Error(), Fix: "see the unit's status for the Calico link"})
+		default:
+			add(Check{Name: "calico-option", Result: Warn, Detail: "no Calico link (juju-credentials unset): calico-lb cannot see whether Calico advertises the pools",
+				Fix: "run: " + in.Command})
+		}
+	case config.ModeSpine, config.ModeL2:
+		out = append(out, speakerChecks(in)...)
+	}
+
+	for _, s := range in.Facts.Services {
+		key := s.Namespace + "/" + s.Name
+		if len(s.IPs) == 0 {
+			why := s.Waiting
+			if why == "" {
+				why = "not allocated yet"
+			}
+			add(Check{Service: key, Name: "allocated", Result: Fail, Detail: "no IP: " + why, Fix: "see `kubectl describe service " + s.Name + " -n " + s.Namespace + "`; widen or add pools if they are full"})
+			continue
+		}
+		add(Check{Service: key, Name: "allocated", Result: Pass, Detail: strings.Join(s.IPs, ",")})
+		for _, ipStr := range s.IPs {
+			ip, err := netip.ParseAddr(ipStr)
+			if err != nil {
+				continue
+			}
+			if !inAny(pools, ip) {
+				add(Check{Service: key, Name: "in-pool", Result: Fail, Detail: ipStr + " is in no pool in force",
+					Fix: "a pool change is held back: `juju run calico-lb/leader apply-pool-change`, or revert pools"})
+			} else {
+				add(Check{Service: key, Name: "in-pool", Result: Pass, Detail: ipStr + " in " + strings.Join(s.Pools, ",")})
+			}
+			if iprange.IsBuggy(ip) {
+				add(Check{Service: key, Name: "not-0-or-255", Result: Fail, Detail: ipStr + " ends in .0 or .255, which many routers drop (smurf protection)",
+					Fix: "`juju run calico-lb/leader reallocate service=" + key + "`, and set avoid-buggy-ips"})
+			}
+			out = append(out, advertised(in, key, s, ip)...)
+		}
+		if s.TrafficPolicy == "Local" && len(s.EndpointNodes) == 0 {
+			add(Check{Service: key, Name: "endpoints", Result: Fail, Detail: "externalTrafficPolicy Local and no ready endpoint: every packet is dropped",
+				Fix: "scale the workload up or fix its readiness"})
+		}
+		ports := make([]string, len(s.NodePorts))
+		for i, p := range s.NodePorts {
+			ports[i] = fmt.Sprint(p)
+		}
+		hint := "traffic reaches the nodes on NodePort " + strings.Join(ports, ",")
+		if s.HealthCheckNodePort != 0 {
+			hint += fmt.Sprintf(" (health check %d)", s.HealthCheckNodePort)
+		}
+		add(Check{Service: key, Name: "node-ports", Result: Info, Detail: hint, Fix: "host firewalls must allow the NodePort range (30000-32767 by default) from the routers' side"})
+	}
+	return out
+}
+
+// speakerChecks: sessions up (spine), speakers reporting, and the timer
+// and multipath advice.
+func speakerChecks(in Input) []Check {
+	var out []Check
+	if in.SpeakersErr != nil {
+		return []Check{{Name: "speakers", Result: Fail, Detail: "cannot gather the speakers' reports: " + in.SpeakersErr.Error(), Fix: "check the controller's log"}}
+	}
+	if in.Speakers == nil || len(in.Speakers.Speakers) == 0 {
+		return []Check{{Name: "speakers", Result: Fail, Detail: "no speaker pods", Fix: "check the calico-lb-speaker DaemonSet and speaker-node-selector"}}
+	}
+	for _, sp := range in.Speakers.Speakers {
+		switch {
+		case sp.Error != "":
+			out = append(out, Check{Name: "speaker " + sp.Node, Result: Fail, Detail: sp.Error, Fix: "check the speaker pod on " + sp.Node})
+		case sp.BGP != nil && sp.BGP.Error != "":
+			out = append(out, Check{Name: "speaker " + sp.Node, Result: Fail, Detail: sp.BGP.Error, Fix: "fix the config the speaker reports"})
+		case in.Facts.Mode == config.ModeSpine && sp.BGP != nil:
+			for _, p := range sp.BGP.Peers {
+				c := Check{Name: "bgp " + sp.Node + " -> " + p.Address, Result: Pass, Detail: p.State}
+				if p.State != "established" {
+					c.Result = Fail
+					c.Fix = "the speaker dials TCP 179 to the peer (it never listens: Calico's BIRD holds 179 on the node): check the router's neighbor config (AS, passive, MD5) and firewalls on the path"
+				}
+				out = append(out, c)
+			}
+		}
+	}
+	if in.Facts.Mode == config.ModeSpine {
+		for _, p := range in.Peers {
+			hold := p.HoldTime
+			if hold == 0 {
+				hold = config.DefaultHoldTime
+			}
+			if !p.BFD && hold > 30 {
+				out = append(out, Check{Name: "timers " + p.Address.String(), Result: Warn,
+					Detail: fmt.Sprintf("hold time %d s without BFD: a dead node keeps attracting traffic for up to %d s", hold, hold),
+					Fix:    "set hold-time: 9 and keepalive: 3, or bfd: true, on the peer in spine-peers"})
+			}
+		}
+		out = append(out, Check{Name: "multipath", Result: Info, Detail: "each node announces the IPs it serves; without BGP multipath a router uses only one of them",
+			Fix: "enable multipath on the routers (FRR: maximum-paths 8; Cisco: maximum-paths)"})
+	}
+	return out
+}
+
+// advertised checks that ip is announced, the way the mode announces it,
+// and (for Local) only from nodes with endpoints.
+func advertised(in Input, key string, s api.ServiceFacts, ip netip.Addr) []Check {
+	switch in.Facts.Mode {
+	case config.ModeCalico:
+		if in.Calico == nil {
+			return nil // the setup-wide check said why
+		}
+		for _, c := range in.Calico.CIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+				return []Check{{Service: key, Name: "advertised", Result: Pass, Detail: fmt.Sprintf("calico %s has %s", in.Calico.Option, c)}}
+			}
+		}
+		return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: fmt.Sprintf("no CIDR in calico %s covers %s", in.Calico.Option, ip),
+			Fix: "`juju run calico-lb/leader sync-calico dry-run=false`"}}
+	case config.ModeSpine:
+		if in.Speakers == nil {
+			return nil
+		}
+		route := netip.PrefixFrom(ip, ip.BitLen()).String()
+		var announcing []string
+		for _, sp := range in.Speakers.Speakers {
+			// Routes read "10.0.0.5/32 via 10.1.0.2 (ns/web)".
+			if sp.BGP == nil || !slices.ContainsFunc(sp.BGP.Routes, func(r string) bool { return r == route || strings.HasPrefix(r, route+" ") }) {
+				continue
+			}
+			for _, p := range sp.BGP.Peers {
+				if p.State == "established" {
+					announcing = append(announcing, sp.Node)
+					break
+				}
+			}
+		}
+		return announcers(key, s, ip, announcing, "announced by BGP from")
+	case config.ModeL2:
+		if in.Speakers == nil {
+			return nil
+		}
+		var owners []string
+		for _, sp := range in.Speakers.Speakers {
+			if sp.L2 != nil && slices.Contains(sp.L2.Owned, ip.String()) {
+				owners = append(owners, sp.Node)
+			}
+		}
+		if len(owners) > 1 {
+			return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: fmt.Sprintf("%s is answered for by %s at once", ip, strings.Join(owners, ", ")),
+				Fix: "the speakers do not see each other's heartbeats: check UDP between the nodes on the l2 liveness port"}}
+		}
+		return announcers(key, s, ip, owners, "ARP/NDP owner")
+	}
+	return nil
+}
+
+func announcers(key string, s api.ServiceFacts, ip netip.Addr, nodes []string, how string) []Check {
+	if len(nodes) == 0 {
+		return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: ip.String() + " is announced by no node",
+			Fix: "see `juju run calico-lb/leader bgp-status`; for Local Services a node announces only with a ready endpoint"}}
+	}
+	out := []Check{{Service: key, Name: "advertised", Result: Pass, Detail: how + " " + strings.Join(nodes, ", ")}}
+	if s.TrafficPolicy == "Local" {
+		var stray []string
+		for _, n := range nodes {
+			if !slices.Contains(s.EndpointNodes, n) {
+				stray = append(stray, n)
+			}
+		}
+		if len(stray) > 0 {
+			out = append(out, Check{Service: key, Name: "local-endpoints", Result: Fail,
+				Detail: fmt.Sprintf("%s announced from %s, which has no ready endpoint: traffic sent there is dropped (blackholing)", ip, strings.Join(stray, ", ")),
+				Fix:    "this should heal within seconds; if it stays, check the speaker's EndpointSlice watch"})
+		} else {
+			out = append(out, Check{Service: key, Name: "local-endpoints", Result: Pass, Detail: "announced only from nodes with endpoints: " + strings.Join(s.EndpointNodes, ", ")})
+		}
+	}
+	return out
+}
+
+func poolRanges(pools []api.PoolView) []iprange.Range {
+	var out []iprange.Range
+	for _, p := range pools {
+		for _, a := range p.Addresses {
+			if r, err := iprange.Parse(a); err == nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func inAny(rs []iprange.Range, ip netip.Addr) bool {
+	for _, r := range rs {
+		if r.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Summary counts the results.
+func Summary(cs []Check) string {
+	n := map[string]int{}
+	for _, c := range cs {
+		n[c.Result]++
+	}
+	return fmt.Sprintf("%d checks: %d pass, %d fail, %d warn, %d info", len(cs), n[Pass], n[Fail], n[Warn], n[Info])
+}

@@ -1,0 +1,130 @@
+package verify
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+func find(t *testing.T, cs []Check, service, name string) Check {
+	t.Helper()
+	for _, c := range cs {
+		if c.Service == service && c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no check %s %s in %+v", service, name, cs)
+	return Check{}
+}
+
+var pool = []api.PoolView{{Name: "p", Addresses: []string{"10.208.1.0/24"}}}
+
+func TestCalicoMode(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeCalico, Pools: pool, Services: []api.ServiceFacts{
+		{Namespace: "shop", Name: "web", IPs: []string{"10.208.1.0"}, Pools: []string{"p"}, TrafficPolicy: "Cluster", NodePorts: []int32{31000}},
+		{Namespace: "shop", Name: "db", Waiting: "pool p is exhausted (254/254 in use)"},
+		{Namespace: "shop", Name: "old", IPs: []string{"10.99.0.7"}, TrafficPolicy: "Local", HealthCheckNodePort: 32000},
+	}}
+	cs := Run(Input{Facts: facts, Calico: &Calico{Option: "bgp-service-loadbalancer-ips", CIDRs: []string{"10.208.1.0/24"}}})
+	if c := find(t, cs, "shop/web", "not-0-or-255"); c.Result != Fail || !strings.Contains(c.Fix, "reallocate service=shop/web") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/web", "advertised"); c.Result != Pass {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/db", "allocated"); c.Result != Fail || !strings.Contains(c.Detail, "exhausted") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/old", "in-pool"); c.Result != Fail || !strings.Contains(c.Fix, "apply-pool-change") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/old", "advertised"); c.Result != Fail || !strings.Contains(c.Fix, "sync-calico") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/old", "endpoints"); c.Result != Fail {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/old", "node-ports"); !strings.Contains(c.Detail, "health check 32000") {
+		t.Fatalf("%+v", c)
+	}
+	// Without the link: the exact command.
+	cs = Run(Input{Facts: facts, Command: `juju config calico bgp-service-loadbalancer-ips="10.208.1.0/24"`})
+	if c := find(t, cs, "", "calico-option"); c.Result != Warn || c.Fix != `run: juju config calico bgp-service-loadbalancer-ips="10.208.1.0/24"` {
+		t.Fatalf("%+v", c)
+	}
+	cs = Run(Input{Facts: facts, CalicoErr: errors.New("user lb may not change calico's config")})
+	if c := find(t, cs, "", "calico-option"); c.Result != Fail {
+		t.Fatalf("%+v", c)
+	}
+	if !strings.HasPrefix(Summary(cs), "") || !strings.Contains(Summary(cs), "fail") {
+		t.Fatal(Summary(cs))
+	}
+}
+
+func TestSpineMode(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeSpine, Pools: pool, Services: []api.ServiceFacts{
+		{Namespace: "shop", Name: "local", IPs: []string{"10.208.1.5"}, TrafficPolicy: "Local", EndpointNodes: []string{"n2"}},
+		{Namespace: "shop", Name: "web", IPs: []string{"10.208.1.6"}, TrafficPolicy: "Cluster"},
+	}}
+	up := api.PeerStatus{Address: "10.0.255.1", State: "established"}
+	speakers := &api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{
+		{Node: "n1", BGP: &api.BGPStatus{Peers: []api.PeerStatus{up}, Routes: []string{"10.208.1.5/32 via 10.0.1.1 (shop/local)", "10.208.1.6/32 via 10.0.1.1 (shop/web)"}}},
+		{Node: "n2", BGP: &api.BGPStatus{Peers: []api.PeerStatus{up}, Routes: []string{"10.208.1.5/32 via 10.0.1.2 (shop/local)", "10.208.1.6/32 via 10.0.1.2 (shop/web)"}}},
+		{Node: "n3", BGP: &api.BGPStatus{Peers: []api.PeerStatus{{Address: "10.0.255.1", State: "active"}}, Routes: []string{"10.208.1.6/32 via 10.0.1.3 (shop/web)"}}},
+	}}
+	peers := []config.Peer{{Address: netip.MustParseAddr("10.0.255.1"), HoldTime: 90}}
+	cs := Run(Input{Facts: facts, Speakers: speakers, Peers: peers})
+	// n1 announces the Local Service without an endpoint: blackholing.
+	if c := find(t, cs, "shop/local", "local-endpoints"); c.Result != Fail || !strings.Contains(c.Detail, "n1") {
+		t.Fatalf("%+v", c)
+	}
+	// n3's session is down: it does not count as announcing, and its
+	// session check names port 179.
+	if c := find(t, cs, "shop/web", "advertised"); c.Result != Pass || c.Detail != "announced by BGP from n1, n2" {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "", "bgp n3 -> 10.0.255.1"); c.Result != Fail || !strings.Contains(c.Fix, "179") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "", "timers 10.0.255.1"); c.Result != Warn || !strings.Contains(c.Fix, "bfd: true") {
+		t.Fatalf("%+v", c)
+	}
+	// Fixed: only n2 announces the Local Service.
+	speakers.Speakers[0].BGP.Routes = speakers.Speakers[0].BGP.Routes[1:]
+	peers[0].BFD = true
+	cs = Run(Input{Facts: facts, Speakers: speakers, Peers: peers})
+	if c := find(t, cs, "shop/local", "local-endpoints"); c.Result != Pass {
+		t.Fatalf("%+v", c)
+	}
+	for _, c := range cs {
+		if strings.HasPrefix(c.Name, "timers") {
+			t.Fatalf("BFD on, still %+v", c)
+		}
+	}
+}
+
+func TestL2Mode(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeL2, Pools: pool, Services: []api.ServiceFacts{
+		{Namespace: "shop", Name: "web", IPs: []string{"10.208.1.7"}, TrafficPolicy: "Cluster"},
+		{Namespace: "shop", Name: "dup", IPs: []string{"10.208.1.8"}, TrafficPolicy: "Cluster"},
+	}}
+	speakers := &api.Speakers{Mode: config.ModeL2, Speakers: []api.SpeakerView{
+		{Node: "n1", BGP: &api.BGPStatus{}, L2: &api.L2Status{Owned: []string{"10.208.1.7", "10.208.1.8"}}},
+		{Node: "n2", BGP: &api.BGPStatus{}, L2: &api.L2Status{Owned: []string{"10.208.1.8"}}},
+		{Node: "n3", Error: "speaker API unreachable: connection refused"},
+	}}
+	cs := Run(Input{Facts: facts, Speakers: speakers})
+	if c := find(t, cs, "shop/web", "advertised"); c.Result != Pass || c.Detail != "ARP/NDP owner n1" {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/dup", "advertised"); c.Result != Fail || !strings.Contains(c.Detail, "n1, n2") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "", "speaker n3"); c.Result != Fail {
+		t.Fatalf("%+v", c)
+	}
+}
