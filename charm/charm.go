@@ -299,6 +299,7 @@ func (c *Charm) Remove() error {
 		return err
 	}
 	env := goops.ReadEnv()
+	c.unlinkCalico()
 	_, bin, cmdEnv := containerLayout()
 	// Stop the controller first, or as leader it would recreate its Lease.
 	pc := pebbleClient()

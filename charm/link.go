@@ -174,6 +174,45 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 	return st, nil
 }
 
+// unlinkCalico takes the CIDRs calico-lb added out of calico's option when
+// the application goes away, leaving the operator's. It never fails the
+// removal: an unreachable controller is logged, and the operator told what
+// to remove.
+func (c *Charm) unlinkCalico() {
+	if err := goops.GetConfig(&c.raw); err != nil || c.option("juju-credentials") == "" {
+		return
+	}
+	ours := c.ours()
+	if len(ours) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := func() error {
+		l, err := c.openLink(ctx)
+		if err != nil {
+			return err
+		}
+		defer l.Client.Close()
+		read, _, err := l.Read(ctx)
+		if err != nil {
+			return err
+		}
+		opt, err := calicolink.Option(c.option("calico-service-ip-option"), read)
+		if err != nil {
+			return err
+		}
+		ch, err := l.Sync(ctx, opt, nil, ours, false)
+		if err == nil {
+			goops.LogInfof("removed calico-lb's CIDRs from calico %s: %s", opt, strings.Join(ch.Removed, " "))
+		}
+		return err
+	}()
+	if err != nil {
+		goops.LogWarningf("could not remove calico-lb's CIDRs (%s) from calico's service-IP option: %v; remove them by hand with juju config %s", strings.Join(ours, " "), err, c.option("calico-application"))
+	}
+}
+
 // noLinkCommand is what the operator runs without the link.
 func (c *Charm) noLinkCommand() string {
 	opt := calico.OptLoadBalancerIPs

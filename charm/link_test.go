@@ -205,3 +205,17 @@ func TestSyncCalicoAction(t *testing.T) {
 		t.Fatalf("peer data %v", out.PeerRelations[0].LocalAppData)
 	}
 }
+
+// remove takes our CIDRs out of calico's option and leaves the operator's.
+func TestLinkRemove(t *testing.T) {
+	fc, st := linked(t, nil)
+	out, _ := run(t, "http://127.0.0.1:1", st)
+	if calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatal("not linked")
+	}
+	st.PeerRelations = out.PeerRelations
+	_, _ = runHook(t, "http://127.0.0.1:1", "remove", st)
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24" {
+		t.Fatalf("after remove calico has %v", got)
+	}
+}
