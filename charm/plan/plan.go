@@ -15,13 +15,14 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 )
 
 // Service is the Pebble service that runs the controller.
 const Service = "calico-lb"
 
 // DefaultBinary is where the workload image has calico-lb.
-const DefaultBinary = "/usr/bin/calico-lb"
+const DefaultBinary = config.DefaultBinary
 
 // Check is the Pebble check on the controller's /readyz.
 const Check = "calico-lb-ready"
@@ -71,7 +72,7 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 	if in.ConfigPath == "" {
 		in.ConfigPath = config.DefaultPath
 	}
-	layer, err := yaml.Marshal(layerFor(cfg, in))
+	layer, err := layerFor(cfg, in).Render()
 	if err != nil {
 		return nil, fmt.Errorf("render Pebble layer: %w", err)
 	}
@@ -102,36 +103,7 @@ func (p *Plan) LayerDigest() string {
 	return hex.EncodeToString(s[:])
 }
 
-type layer struct {
-	Summary  string             `yaml:"summary"`
-	Services map[string]service `yaml:"services"`
-	Checks   map[string]check   `yaml:"checks"`
-}
-
-type service struct {
-	Override       string            `yaml:"override"`
-	Summary        string            `yaml:"summary"`
-	Command        string            `yaml:"command"`
-	Startup        string            `yaml:"startup"`
-	Environment    map[string]string `yaml:"environment,omitempty"`
-	OnCheckFailure map[string]string `yaml:"on-check-failure"`
-	BackoffLimit   string            `yaml:"backoff-limit"`
-}
-
-type check struct {
-	Override  string    `yaml:"override"`
-	Level     string    `yaml:"level"`
-	Period    string    `yaml:"period"`
-	Timeout   string    `yaml:"timeout"`
-	Threshold int       `yaml:"threshold"`
-	HTTP      httpCheck `yaml:"http"`
-}
-
-type httpCheck struct {
-	URL string `yaml:"url"`
-}
-
-func layerFor(cfg *config.Config, in Inputs) layer {
+func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 	env := map[string]string{}
 	if in.Image != "" {
 		env["CALICO_LB_IMAGE"] = in.Image
@@ -143,9 +115,9 @@ func layerFor(cfg *config.Config, in Inputs) layer {
 		env["POD_NAME"] = in.PodName
 	}
 	maps.Copy(env, in.Env)
-	return layer{
+	return pebblelayer.Layer{
 		Summary: "calico-lb workload",
-		Services: map[string]service{Service: {
+		Services: map[string]pebblelayer.Service{Service: {
 			Override: "replace",
 			Summary:  "calico-lb controller: allocates LoadBalancer IPs and keeps the speakers",
 			Command:  in.Binary + " controller --config " + in.ConfigPath,
@@ -156,9 +128,9 @@ func layerFor(cfg *config.Config, in Inputs) layer {
 			OnCheckFailure: map[string]string{Check: "restart"},
 			BackoffLimit:   "10s",
 		}},
-		Checks: map[string]check{Check: {
+		Checks: map[string]pebblelayer.Check{Check: {
 			Override: "replace", Level: "ready", Period: "5s", Timeout: "3s", Threshold: 3,
-			HTTP: httpCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/readyz"}).String()},
+			HTTP: pebblelayer.HTTPCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/readyz"}).String()},
 		}},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 )
 
 func testConfig(t *testing.T, api string) *config.Config {
@@ -51,7 +52,7 @@ func TestMake(t *testing.T) {
 	if bytes.Contains(p.Layer, []byte("s3cret")) || bytes.Contains(p.Files[0].Content, []byte("s3cret")) {
 		t.Fatal("a password leaked out of the password file")
 	}
-	var l layer
+	var l pebblelayer.Layer
 	if err := yaml.Unmarshal(p.Layer, &l); err != nil {
 		t.Fatal(err)
 	}

@@ -26,10 +26,27 @@ type Daemon struct {
 	cmd    *exec.Cmd
 }
 
+// Options shape the daemon.
+type Options struct {
+	// Layers are put in $PEBBLE/layers before Pebble starts (file name ->
+	// YAML), as an image or a mounted ConfigMap would.
+	Layers map[string]string
+	// Args replace "run --create-dirs" (e.g. "enter", as a rock's entrypoint).
+	Args []string
+	Env  []string // extra environment for Pebble and its services
+}
+
 // StartT starts Pebble for one test and stops it (and its services) when
 // the test ends.
-func StartT(t testing.TB) *Daemon {
+func StartT(t testing.TB, opts ...Options) *Daemon {
 	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Args == nil {
+		o.Args = []string{"run", "--create-dirs"}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	bin, err := cluster.PebbleBinary(ctx, func(s string) { t.Log(s) })
@@ -38,8 +55,18 @@ func StartT(t testing.TB) *Daemon {
 	}
 	d := &Daemon{Dir: t.TempDir()}
 	d.Socket = filepath.Join(d.Dir, ".pebble.socket")
-	d.cmd = exec.Command(bin, "run", "--create-dirs")
-	d.cmd.Env = append(os.Environ(), "PEBBLE="+d.Dir, "PEBBLE_PERSIST=never")
+	if len(o.Layers) > 0 {
+		if err := os.MkdirAll(filepath.Join(d.Dir, "layers"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, body := range o.Layers {
+			if err := os.WriteFile(filepath.Join(d.Dir, "layers", name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	d.cmd = exec.Command(bin, o.Args...)
+	d.cmd.Env = append(append(os.Environ(), "PEBBLE="+d.Dir, "PEBBLE_PERSIST=never"), o.Env...)
 	log, err := os.Create(filepath.Join(t.TempDir(), "pebble.log"))
 	if err != nil {
 		t.Fatal(err)

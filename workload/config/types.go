@@ -31,6 +31,8 @@ const (
 // Defaults.
 const (
 	DefaultAPIAddress = "127.0.0.1:9402"
+	// DefaultBinary is where the workload image has calico-lb.
+	DefaultBinary = "/usr/bin/calico-lb"
 	// DefaultMetricsAddress is the controller's read-only listener on the
 	// pod network (metrics and health), which Prometheus scrapes; the local
 	// API, which can change assignments, stays on loopback.

@@ -16,9 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 )
 
 // Names of what the controller creates for the speakers.
@@ -78,7 +80,12 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			return apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
 		},
 		func() error {
-			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, speakerConfigName, labelsSel), Data: map[string]string{"config.yaml": string(s.configRaw)}}
+			layer, err := SpeakerLayer(s.port).Render()
+			if err != nil {
+				return err
+			}
+			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, speakerConfigName, labelsSel), Data: map[string]string{
+				"config.yaml": string(s.configRaw), speakerLayerKey: string(layer)}}
 			return apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) bool {
 				have.Data = want.Data
 				return true
@@ -117,6 +124,36 @@ func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
 }
 
+const (
+	speakerPebbleDir = "/var/lib/pebble/speaker"
+	speakerLayerKey  = "pebble-layer.yaml"
+	// SpeakerService and SpeakerCheck name the speaker in its Pebble layer.
+	SpeakerService = "speaker"
+	SpeakerCheck   = "speaker-ready"
+)
+
+// SpeakerLayer is the speaker pods' Pebble layer: the speaker, restarted
+// by Pebble when its /readyz fails three times in a row. A speaker is
+// ready once its caches synced, it has a valid config and it has seen its
+// own Node; it stays ready through an apiserver outage (the caches keep
+// their last state), so this never restarts a speaker, and withdraws its
+// routes, merely because the apiserver is away.
+func SpeakerLayer(port int) pebblelayer.Layer {
+	return pebblelayer.Layer{
+		Summary: "calico-lb speaker",
+		Services: map[string]pebblelayer.Service{SpeakerService: {
+			Override: "replace",
+			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
+			Command:  fmt.Sprintf("%s speaker --config %s --api-address :%d", config.DefaultBinary, config.DefaultPath, port),
+			Startup:  "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
+		}},
+		Checks: map[string]pebblelayer.Check{SpeakerCheck: {
+			Override: "replace", Level: "ready", Period: "10s", Timeout: "3s", Threshold: 3,
+			HTTP: pebblelayer.HTTPCheck{URL: fmt.Sprintf("http://127.0.0.1:%d/readyz", port)},
+		}},
+	}
+}
+
 // daemonSet is the speakers' DaemonSet: the controller's image, host
 // network, no capabilities in spine mode (BGP dials out; BFD uses a high
 // UDP port) and NET_RAW only in l2 mode (ARP/NDP).
@@ -147,12 +184,19 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 					Containers: []corev1.Container{{
 						Name:  "speaker",
 						Image: s.image,
-						Args:  []string{"speaker", "--config", "/etc/calico-lb/config.yaml", "--api-address", fmt.Sprintf(":%d", s.port)},
+						// The image's entrypoint is Pebble (the rock convention);
+						// it runs and health-checks the speaker from the layer
+						// in the ConfigMap, as the charm's Pebble does for the
+						// controller.
+						Command: []string{"/bin/pebble", "enter", "--create-dirs"},
 						// Declared so that the scheduler knows the node port
 						// is taken, and Prometheus can find it.
 						Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},
 						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
-							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+							{Name: "PEBBLE", Value: speakerPebbleDir}},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+							Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
 						SecurityContext: &corev1.SecurityContext{
 							Capabilities:             caps,
 							AllowPrivilegeEscalation: &no,
@@ -161,11 +205,15 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "config", MountPath: "/etc/calico-lb/config.yaml", SubPath: "config.yaml", ReadOnly: true},
 							{Name: "passwords", MountPath: "/etc/calico-lb/bgp-passwords.yaml", SubPath: "bgp-passwords.yaml", ReadOnly: true},
+							// Pebble's state is written; the root file system is not.
+							{Name: "pebble", MountPath: speakerPebbleDir},
+							{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
 						},
 					}},
 					Volumes: []corev1.Volume{
 						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: speakerConfigName}}}},
 						{Name: "passwords", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: speakerSecretName, DefaultMode: ptr(int32(0o400))}}},
+						{Name: "pebble", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
 			},

@@ -37,15 +37,28 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	})
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
-	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || c.Args[0] != "speaker" ||
+	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/bin/pebble", "enter", "--create-dirs"}) ||
 		c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
 		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil ||
-		!slices.Contains(c.Args, ":9403") || len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 {
+		len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9403 {
 		t.Fatalf("speaker pod spec: %+v", pod)
 	}
 	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
-	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") {
+	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") ||
+		!strings.Contains(cm.Data["pebble-layer.yaml"], "command: /usr/bin/calico-lb speaker --config /etc/calico-lb/config.yaml --api-address :9403") {
 		t.Fatalf("speaker config map: %v %v", cm, err)
+	}
+	// Pebble finds the layer in its layers directory, and may write its state.
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.Name + ":" + m.SubPath
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if mounts[env["PEBBLE"]+"/layers/001-speaker.yaml"] != "config:pebble-layer.yaml" || mounts[env["PEBBLE"]] != "pebble:" {
+		t.Fatalf("mounts %v, PEBBLE=%q", mounts, env["PEBBLE"])
 	}
 
 	// Least privilege: the speaker reads Services, EndpointSlices and
