@@ -55,12 +55,9 @@ type linkState struct {
 // link is this hook's Calico link outcome, for the status.
 type link struct {
 	state  linkState
-	err    error           // reaching or reading calico
-	change *calico.Change  // what the sync did
-	hint   string          // the command to run by hand, without credentials
-	stale  bool            // the decision is an earlier hook's (no controller this hook)
-	read   *calico.Config  // calico's options, when read
-	topo   calico.Topology // what the conflict check knew of the nodes
+	err    error          // reaching or reading calico
+	change *calico.Change // what the sync did
+	hint   string         // the command to run by hand, without credentials
 }
 
 // applyLink applies the stored decision: auto's mode and calico's option,
@@ -68,7 +65,7 @@ type link struct {
 // hook, so a hook without the controller renders what the last one
 // decided rather than flipping modes.
 func (c *Charm) applyLink(s *reactive.State) error {
-	c.link = link{stale: true}
+	c.link = link{}
 	if c.option("juju-credentials") == "" {
 		return nil // no link: the options alone decide
 	}
@@ -103,7 +100,6 @@ func (c *Charm) applyDecision(s *reactive.State) {
 func (c *Charm) calicoLink(s *reactive.State) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c.link.stale = false
 	st, err := c.runLink(ctx, false)
 	c.link.err = err
 	if err != nil {
@@ -136,9 +132,7 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 	if err != nil {
 		return linkState{}, err
 	}
-	c.link.read = read
-	c.link.topo = c.topology()
-	a := calicolink.Assess(c.cfg, c.option("peering-mode"), c.option("calico-service-ip-option"), read, c.link.topo)
+	a := calicolink.Assess(c.cfg, c.option("peering-mode"), c.option("calico-service-ip-option"), read, c.topology())
 	st := linkState{Peers: peersFingerprint(c.cfg.BGP)}
 	for _, cf := range a.Conflicts {
 		st.Conflicts = append(st.Conflicts, cf.String())
