@@ -105,6 +105,9 @@ func (c *Charm) calicoLink(s *reactive.State) error {
 	if err != nil {
 		return nil // status reports it; the workload keeps going
 	}
+	if c.option("juju-credentials") == "" {
+		return nil // no link, nothing decided to keep
+	}
 	c.link.state = st
 	c.applyDecision(s)
 	if b, err := json.Marshal(st); err == nil {
