@@ -41,6 +41,11 @@ const SocketEnv = "CALICO_LB_PEBBLE_SOCKET"
 // passed on to the workload, which in a pod uses its ServiceAccount.
 const RootEnv = "CALICO_LB_CONTAINER_ROOT"
 
+// APIEnv, when set, is the workload's local API address (host:port)
+// instead of config.DefaultAPIAddress, for tests that run several
+// workloads on one host. Juju never sets it.
+const APIEnv = "CALICO_LB_API_ADDRESS"
+
 // Flags.
 const (
 	PebbleReady     reactive.Flag = "pebble-ready"
@@ -81,7 +86,14 @@ type Charm struct {
 
 // New returns the charm with its defaults.
 func New() *Charm {
-	return &Charm{APIBase: "http://" + config.DefaultAPIAddress, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial}
+	return &Charm{APIBase: "http://" + apiAddress(), Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial}
+}
+
+func apiAddress() string {
+	if a := os.Getenv(APIEnv); a != "" {
+		return a
+	}
+	return config.DefaultAPIAddress
 }
 
 // Facts describe the world at the start of every hook.
@@ -152,6 +164,11 @@ func (c *Charm) readPasswords(s *reactive.State) error {
 func (c *Charm) push(s *reactive.State) error {
 	env := goops.ReadEnv()
 	cfg := c.cfg
+	if a := apiAddress(); a != cfg.APIAddress {
+		moved := *cfg
+		moved.APIAddress = a
+		cfg = &moved
+	}
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
 		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")}
 	if root, bin, extra := containerLayout(); root != "" {

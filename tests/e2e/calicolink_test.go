@@ -32,7 +32,7 @@ func TestCharmCalicoLink(t *testing.T) {
 		Secrets:   map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}},
 		Relations: map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}})
 	// No Pebble here: the link does not need the workload.
-	j.Env = []string{charm.SocketEnv + "=/nonexistent/pebble.socket"}
+	j.Env = []string{charm.SocketEnv + "=/nonexistent/pebble.socket", charm.APIEnv + "=" + freeAddress(t)}
 	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
 		t.Fatalf("config-changed: %v\n%s\n%v", err, out, j.State(t).Logs)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -51,7 +52,8 @@ func TestCharmRealParts(t *testing.T) {
 	cfg["peering-mode"] = "calico"
 	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}},
 		Relations: map[string][]*fakejuju.Relation{charm.MetricsEndpoint: {{ID: "metrics-endpoint:5", RemoteApp: "prometheus"}}}, Address: "127.0.0.1"})
-	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, "KUBECONFIG=" + kc}
+	apiAddr := freeAddress(t)
+	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, "KUBECONFIG=" + kc, charm.APIEnv + "=" + apiAddr}
 	hook := func(name string) {
 		t.Helper()
 		start := time.Now()
@@ -69,7 +71,7 @@ func TestCharmRealParts(t *testing.T) {
 		t.Fatalf("workload service %+v, %v", svc, err)
 	}
 	// The workload comes up; update-status then reports active with the summary.
-	waitHTTP(t, "http://"+config.DefaultAPIAddress+"/readyz")
+	waitHTTP(t, "http://"+apiAddr+"/readyz")
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use"+noLink("10.0.0.0/24") {
 		t.Fatalf("status %+v", st)
@@ -210,6 +212,17 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
+}
+
+// freeAddress is a free loopback address for a workload's local API, so
+// that tests do not depend on the default port being free.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 // noLink is what the status adds in calico mode without juju-credentials.

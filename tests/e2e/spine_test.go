@@ -12,11 +12,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
-	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // newBed starts a test bed with start for one test, and removes it (after
@@ -44,9 +44,10 @@ func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spineb
 }
 
 func TestSpineEndToEnd(t *testing.T) {
-	// The controller's local API where the charm looks for it, so that the
-	// real dispatch binary can run bgp-status against this bed.
-	b := newBed(t, spinebed.Start, spinebed.Options{APIAddress: config.DefaultAPIAddress})
+	// The controller's local API where the charm is told to look for it, so
+	// that the real dispatch binary can run actions against this bed.
+	apiAddr := freeAddress(t)
+	b := newBed(t, spinebed.Start, spinebed.Options{APIAddress: apiAddr})
 	ctx := context.Background()
 	if err := b.StartWorkload(b.Config("  public: {addresses: [10.212.100.0/28]}\n", "")); err != nil {
 		t.Fatal(err)
@@ -98,6 +99,7 @@ func TestSpineEndToEnd(t *testing.T) {
 	}
 	dispatch := fakejuju.BuildDispatch(t)
 	j := fakejuju.New(t, &fakejuju.State{Config: fakejuju.Defaults(t), Leader: true})
+	j.Env = []string{charm.APIEnv + "=" + apiAddr}
 	bgpStatus := func() map[string]string {
 		t.Helper()
 		if out, err := j.Action(t, dispatch, "bgp-status", nil); err != nil || j.State(t).ActionFailed != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -36,7 +37,13 @@ func BenchmarkDispatchConfigChanged(b *testing.B) {
 	cfg := fakejuju.Defaults(b)
 	cfg["pools"], cfg["peering-mode"] = "10.0.0.0/24", "calico"
 	j := fakejuju.New(b, &fakejuju.State{Config: cfg, Leader: true})
-	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root}
+	// A free port for the (absent) workload API: nothing else on the host
+	// may answer for it.
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, charm.APIEnv + fmt.Sprintf("=127.0.0.1:%d", ports[0])}
 	// The first hook adds the layer and starts the service (a replan).
 	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
 		b.Fatalf("%v\n%s", err, out)
