@@ -26,24 +26,18 @@ import (
 // Action runs action name and reports its result to Juju. Actions that
 // come with later work fail saying so.
 func (c *Charm) Action(name string) error {
-	var res map[string]string
-	var err error
-	switch name {
-	case "list-allocations":
-		res, err = c.listAllocations()
-	case "apply-pool-change":
-		res, err = c.applyPoolChange()
-	case "reallocate":
-		res, err = c.reallocate()
-	case "bgp-status":
-		res, err = c.bgpStatus()
-	case "sync-calico":
-		res, err = c.syncCalico()
-	case "verify":
-		res, err = c.verify()
-	default:
+	run, ok := map[string]func() (map[string]string, error){
+		"list-allocations":  c.listAllocations,
+		"apply-pool-change": c.applyPoolChange,
+		"reallocate":        c.reallocate,
+		"bgp-status":        c.bgpStatus,
+		"sync-calico":       c.syncCalico,
+		"verify":            c.verify,
+	}[name]
+	if !ok {
 		return goops.FailActionf("action %s is not available yet in this charm revision", name)
 	}
+	res, err := run()
 	if err != nil {
 		return goops.FailActionf("%s: %v", name, err)
 	}
