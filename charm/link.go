@@ -273,13 +273,15 @@ func cidrsOf(addr string) []string {
 }
 
 // topology asks the workload which nodes exist and run speakers; unknown
-// (the workload is not up yet) makes the conflict check conservative.
+// (the workload is not up yet) makes the conflict check conservative. So
+// does a selector that matches no node yet: the first node that joins
+// would open the second session, and the check runs again only in a hook.
 func (c *Charm) topology() calico.Topology {
 	var nodes api.Nodes
 	if err := c.get("/v1/nodes", &nodes); err != nil {
 		return calico.Topology{}
 	}
-	t := calico.Topology{Speakers: calico.Nodes{}, Cluster: calico.Nodes{}}
+	var t calico.Topology
 	for _, n := range nodes.Nodes {
 		for _, a := range n.Addresses {
 			ip, err := netip.ParseAddr(a)

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/cluster"
@@ -28,40 +29,12 @@ import (
 // a real Pebble whose socket stands in for the container's, and the real
 // workload under that Pebble against the test kube-apiserver.
 func TestCharmRealParts(t *testing.T) {
-	c := cluster.StartT(t)
-	kc, err := c.WriteKubeconfig(cluster.UserAdmin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kube := c.Client(cluster.UserAdmin)
-	// The model's namespace, where Juju runs the charm (the workload's Lease lives there).
-	if _, err := kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lb"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pb := pebbled.StartT(t)
-	root := t.TempDir() // the container's file system
-	if err := os.MkdirAll(filepath.Join(root, "usr", "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(binary, filepath.Join(root, "usr", "bin", "calico-lb")); err != nil {
-		t.Fatal(err)
-	}
-	dispatch := fakejuju.BuildDispatch(t)
 	cfg := fakejuju.Defaults(t)
 	cfg["pools"] = "10.0.0.0/24"
 	cfg["peering-mode"] = "calico"
-	j := fakejuju.New(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}},
+	b := newCharmBed(t, &fakejuju.State{Config: cfg, Leader: true, Secrets: map[string]map[string]string{"secret:pw": {"spine1": "s3cret"}},
 		Relations: map[string][]*fakejuju.Relation{charm.MetricsEndpoint: {{ID: "metrics-endpoint:5", RemoteApp: "prometheus"}}}, Address: "127.0.0.1"})
-	apiAddr := freeAddress(t)
-	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, "KUBECONFIG=" + kc, charm.APIEnv + "=" + apiAddr}
-	hook := func(name string) {
-		t.Helper()
-		start := time.Now()
-		if out, err := j.Hook(dispatch, name); err != nil {
-			t.Fatalf("hook %s: %v\n%s\nlogs: %v", name, err, out, j.State(t).Logs)
-		}
-		t.Logf("hook %s took %s: %+v", name, time.Since(start).Round(time.Millisecond), j.State(t).UnitStatus)
-	}
+	j, dispatch, root, kube, pb, apiAddr, hook := b.j, b.dispatch, b.root, b.kube, b.pb, b.apiAddr, b.hook
 
 	hook("install")
 	hook("calico-lb-pebble-ready")
@@ -212,6 +185,51 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
+}
+
+// charmBed is the charm with real parts: the real dispatch binary with
+// fakejuju's hook tools, a real Pebble, and the real workload under it
+// against the test kube-apiserver (model namespace "lb").
+type charmBed struct {
+	j        *fakejuju.Juju
+	dispatch string
+	root     string // the workload container's file system
+	kube     kubernetes.Interface
+	pb       *pebbled.Daemon
+	apiAddr  string // the workload's local API
+	hook     func(name string)
+}
+
+func newCharmBed(t *testing.T, st *fakejuju.State) *charmBed {
+	t.Helper()
+	c := cluster.StartT(t)
+	kc, err := c.WriteKubeconfig(cluster.UserAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &charmBed{kube: c.Client(cluster.UserAdmin), pb: pebbled.StartT(t), root: t.TempDir(), apiAddr: freeAddress(t)}
+	// The model's namespace, where Juju runs the charm (the workload's Lease lives there).
+	if _, err := b.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lb"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(b.root, "usr", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(binary, filepath.Join(b.root, "usr", "bin", "calico-lb")); err != nil {
+		t.Fatal(err)
+	}
+	b.dispatch = fakejuju.BuildDispatch(t)
+	b.j = fakejuju.New(t, st)
+	b.j.Env = []string{charm.SocketEnv + "=" + b.pb.Socket, charm.RootEnv + "=" + b.root, "KUBECONFIG=" + kc, charm.APIEnv + "=" + b.apiAddr}
+	b.hook = func(name string) {
+		t.Helper()
+		start := time.Now()
+		if out, err := b.j.Hook(b.dispatch, name); err != nil {
+			t.Fatalf("hook %s: %v\n%s\nlogs: %v", name, err, out, b.j.State(t).Logs)
+		}
+		t.Logf("hook %s took %s: %+v", name, time.Since(start).Round(time.Millisecond), b.j.State(t).UnitStatus)
+	}
+	return b
 }
 
 // freeAddress is a free loopback address for a workload's local API, so
