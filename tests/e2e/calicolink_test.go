@@ -101,6 +101,18 @@ func TestCharmCalicoLink(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 
+	// Another unit (not the leader, no controller): its options alone say
+	// spine (spine peers are set), but it renders what the leader decided.
+	j.Update(t, func(s *fakejuju.State) { s.Leader = false })
+	b.hook("config-changed")
+	data, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pushed, err := config.Parse(data); err != nil || pushed.Mode != config.ModeCalico {
+		t.Fatalf("the non-leader pushed %v (%v)", pushed, err)
+	}
+
 	st = j.State(t)
 	for _, l := range append(st.Logs, st.UnitStatus.Message, st.AppStatus.Message) {
 		if strings.Contains(l, password) {
