@@ -14,6 +14,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
@@ -96,6 +98,32 @@ func TestL2EndToEnd(t *testing.T) {
 		t.Fatalf("TCP to %s answered by %q (%v), want node%d", vip, who, err, first)
 	}
 	t.Logf("%s owned by node%d", vip, first)
+
+	// verify through the real dispatch: the owner the speakers report is
+	// the node that really answers ARP.
+	if err := b.ReportSpeakerPods(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dispatch := fakejuju.BuildDispatch(t)
+	j := fakejuju.New(t, &fakejuju.State{Config: fakejuju.Defaults(t), Leader: true})
+	j.Env = []string{charm.APIEnv + "=" + strings.TrimPrefix(b.ControllerAPI, "http://")}
+	if out, err := j.Action(t, dispatch, "verify", map[string]any{"service": "web/web"}); err != nil || j.State(t).ActionFailed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	}
+	r := j.State(t).ActionResults
+	found := false
+	for i := 0; r[fmt.Sprintf("checks.%d.name", i)] != ""; i++ {
+		k := fmt.Sprintf("checks.%d.", i)
+		if r[k+"service"] == "web/web" && r[k+"name"] == "advertised" {
+			found = true
+			if want := fmt.Sprint("pass ARP/NDP owner node", first); r[k+"result"]+" "+r[k+"detail"] != want {
+				t.Fatalf("verify: %q, want %q", r[k+"result"]+" "+r[k+"detail"], want)
+			}
+		}
+	}
+	if !found || r["failed"] != "0" {
+		t.Fatalf("verify: advertised check found %v, failed %s\n%s", found, r["failed"], r["table"])
+	}
 
 	// SIGKILL of the owner's speaker: another node takes over.
 	start := time.Now()
