@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -42,19 +41,9 @@ func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.Servic
 	}
 	var svcs []*corev1.Service
 	if only != "" {
-		ns, name, ok := strings.Cut(only, "/")
-		if !ok {
-			return nil, errRefused{fmt.Sprintf("service %q: write it as namespace/name", only)}
-		}
-		svc, err := c.services.Services(ns).Get(name)
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("service %s: %w", only, errNoService)
-		}
+		svc, err := c.servedService(only, cfg.LoadBalancerClass)
 		if err != nil {
 			return nil, err
-		}
-		if !Managed(svc, cfg.LoadBalancerClass) {
-			return nil, errRefused{fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", only, svc.Spec.Type, classOf(svc))}
 		}
 		svcs = []*corev1.Service{svc}
 	} else {

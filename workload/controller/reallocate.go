@@ -37,25 +37,35 @@ func refusal(err error) (int, bool) {
 	return 0, false
 }
 
+// servedService is the Service key (namespace/name) names, if calico-lb
+// serves it; otherwise an error that says why (errRefused, errNoService).
+func (c *Controller) servedService(key, class string) (*corev1.Service, error) {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, errRefused{fmt.Sprintf("service %q: write it as namespace/name", key)}
+	}
+	svc, err := c.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("service %s: %w", key, errNoService)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !Managed(svc, class) {
+		return nil, errRefused{fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", key, svc.Spec.Type, classOf(svc))}
+	}
+	return svc, nil
+}
+
 // reallocate gives the Service key (namespace/name) new addresses from its
 // pools and queues the status write. The old addresses are free at once,
 // but next-fit allocation hands them out again only after the pools wrap.
 func (t *term) reallocate(key string) (api.Reallocation, error) {
-	ns, name, ok := strings.Cut(key, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return api.Reallocation{}, errRefused{fmt.Sprintf("service %q: write it as namespace/name", key)}
-	}
-	svc, err := t.c.services.Services(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		return api.Reallocation{}, fmt.Errorf("service %s: %w", key, errNoService)
-	}
+	svc, err := t.c.servedService(key, t.active.LoadBalancerClass)
 	if err != nil {
 		return api.Reallocation{}, err
 	}
-	if !Managed(svc, t.active.LoadBalancerClass) {
-		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", key, svc.Spec.Type, classOf(svc))}
-	}
-	sk := allocator.ServiceKey{Namespace: ns, Name: name}
+	sk := allocator.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
 	if _, outside := t.outside[sk]; outside {
 		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s holds addresses outside every pool while a pool change is held back; run apply-pool-change, which moves it", key)}
 	}
