@@ -292,10 +292,7 @@ func (c *Charm) verify() (map[string]string, error) {
 	if err := c.request(http.MethodGet, "/v1/services?service="+url.QueryEscape(p.Service), 20*time.Second, &in.Facts); err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
 	}
-	in.Peers = append(in.Peers, c.cfg.BGP.Peers...)
-	for _, sp := range c.cfg.BGP.SubnetPeers {
-		in.Peers = append(in.Peers, sp.Peers...)
-	}
+	in.Peers = c.cfg.BGP.AllPeers()
 	switch in.Facts.Mode {
 	case config.ModeSpine, config.ModeL2:
 		var sp api.Speakers

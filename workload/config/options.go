@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -112,7 +113,7 @@ func FromOptions(o Options) (*Config, Resolved, error) {
 		}
 	}
 	d.validate(c)
-	for _, p := range append(c.BGP.Peers, subnetPeerList(c.BGP.SubnetPeers)...) {
+	for _, p := range c.BGP.AllPeers() {
 		if p.PasswordKey != "" && o.BGPPasswords == "" {
 			d.errorf("bgp-passwords", nil, "peer %s has password-key %q but bgp-passwords is not set; set it to a Juju secret holding that key", p.Address, p.PasswordKey)
 			break
@@ -124,9 +125,10 @@ func FromOptions(o Options) (*Config, Resolved, error) {
 	return c, res, nil
 }
 
-func subnetPeerList(sps []SubnetPeers) []Peer {
-	var out []Peer
-	for _, sp := range sps {
+// AllPeers lists every peer: the global ones, then each subnet's.
+func (b BGP) AllPeers() []Peer {
+	out := slices.Clone(b.Peers)
+	for _, sp := range b.SubnetPeers {
 		out = append(out, sp.Peers...)
 	}
 	return out
