@@ -3,7 +3,6 @@ package charm
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/gruyaume/goops"
 
-	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/charm/verify"
@@ -225,10 +223,9 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 		}
 	}
 	if c.option("juju-credentials") == "" {
-		_, _ = c.runLink(context.Background(), true)
 		msg := "no juju-credentials: calico-lb cannot reach calico's model"
-		if c.link.hint != "" {
-			msg += "; run: " + c.link.hint
+		if c.cfg.Mode == config.ModeCalico {
+			msg += "; run: " + c.noLinkCommand()
 		}
 		return nil, errors.New(msg)
 	}
@@ -239,9 +236,7 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 		return nil, err
 	}
 	if !dry {
-		if b, err := json.Marshal(st); err == nil {
-			c.setPeerData(map[string]string{keyLink: string(b)})
-		}
+		c.keepDecision(st)
 	}
 	mode := c.cfg.Mode
 	if st.Mode != "" {
@@ -335,18 +330,10 @@ func (c *Charm) verify() (map[string]string, error) {
 
 // readCalicoOption reads the calico option that holds the pools.
 func (c *Charm) readCalicoOption(ctx context.Context) (*verify.Calico, error) {
-	l, err := c.openLink(ctx)
+	l, read, opt, err := c.openCalico(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer l.Client.Close()
-	read, _, err := l.Read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	opt, err := calicolink.Option(c.option("calico-service-ip-option"), read)
-	if err != nil {
-		return nil, err
-	}
+	l.Client.Close()
 	return &verify.Calico{Option: opt, CIDRs: read.ServiceIPs[opt]}, nil
 }

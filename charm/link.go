@@ -110,9 +110,7 @@ func (c *Charm) calicoLink(s *reactive.State) error {
 	}
 	c.link.state = st
 	c.applyDecision(s)
-	if b, err := json.Marshal(st); err == nil {
-		c.setPeerData(map[string]string{keyLink: string(b)})
-	}
+	c.keepDecision(st)
 	return nil
 }
 
@@ -186,19 +184,11 @@ func (c *Charm) unlinkCalico() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := func() error {
-		l, err := c.openLink(ctx)
+		l, _, opt, err := c.openCalico(ctx)
 		if err != nil {
 			return err
 		}
 		defer l.Client.Close()
-		read, _, err := l.Read(ctx)
-		if err != nil {
-			return err
-		}
-		opt, err := calicolink.Option(c.option("calico-service-ip-option"), read)
-		if err != nil {
-			return err
-		}
 		ch, err := l.Sync(ctx, opt, nil, ours, false)
 		if err == nil {
 			goops.LogInfof("removed calico-lb's CIDRs from calico %s: %s", opt, strings.Join(ch.Removed, " "))
@@ -239,6 +229,31 @@ func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
 		return nil, err
 	}
 	return &calicolink.Link{Client: cl, App: c.option("calico-application")}, nil
+}
+
+// openCalico opens the link, reads calico's options and picks the option
+// for the pools. The caller closes the link.
+func (c *Charm) openCalico(ctx context.Context) (*calicolink.Link, *calico.Config, string, error) {
+	l, err := c.openLink(ctx)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	read, _, err := l.Read(ctx)
+	if err == nil {
+		var opt string
+		if opt, err = calicolink.Option(c.option("calico-service-ip-option"), read); err == nil {
+			return l, read, opt, nil
+		}
+	}
+	l.Client.Close()
+	return nil, nil, "", err
+}
+
+// keepDecision records the leader's decision in the peer relation.
+func (c *Charm) keepDecision(st linkState) {
+	if b, err := json.Marshal(st); err == nil {
+		c.setPeerData(map[string]string{keyLink: string(b)})
+	}
 }
 
 // poolsInForce adds the CIDRs of the pools the workload has now to want.
