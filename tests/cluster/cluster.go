@@ -371,6 +371,15 @@ func randomToken() (string, error) {
 	return fmt.Sprintf("%x", b), nil
 }
 
+// FreeAddress is a free loopback host:port (see FreePorts).
+func FreeAddress() (string, error) {
+	ports, err := FreePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0]), nil
+}
+
 // FreePorts reserves n distinct free loopback ports. They are released
 // before the processes bind them, so another process could take one in
 // between; on this single-user test box that race has not been seen.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -236,11 +235,11 @@ func newCharmBed(t *testing.T, st *fakejuju.State) *charmBed {
 // that tests do not depend on the default port being free.
 func freeAddress(t *testing.T) string {
 	t.Helper()
-	ports, err := cluster.FreePorts(1)
+	addr, err := cluster.FreeAddress()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+	return addr
 }
 
 // noLink is what the status adds in calico mode without juju-credentials.

@@ -307,11 +307,9 @@ func (b *Bed) StartController() error {
 	}
 	addr := b.opts.APIAddress
 	if addr == "" {
-		ports, err := cluster.FreePorts(1)
-		if err != nil {
+		if addr, err = cluster.FreeAddress(); err != nil {
 			return err
 		}
-		addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	}
 	cmd := exec.Command(b.opts.Binary, "controller", "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig,
 		"--identity", "controller", "--lease-namespace", "default", "--api-address", addr, "--metrics-address", "127.0.0.1:0")

@@ -39,11 +39,11 @@ func BenchmarkDispatchConfigChanged(b *testing.B) {
 	j := fakejuju.New(b, &fakejuju.State{Config: cfg, Leader: true})
 	// A free port for the (absent) workload API: nothing else on the host
 	// may answer for it.
-	ports, err := cluster.FreePorts(1)
+	apiAddr, err := cluster.FreeAddress()
 	if err != nil {
 		b.Fatal(err)
 	}
-	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, charm.APIEnv + fmt.Sprintf("=127.0.0.1:%d", ports[0])}
+	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, charm.APIEnv + "=" + apiAddr}
 	// The first hook adds the layer and starts the service (a replan).
 	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
 		b.Fatalf("%v\n%s", err, out)
