@@ -170,7 +170,7 @@ func (c *Charm) push(s *reactive.State) error {
 		cfg = &moved
 	}
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
-		PodName: podName(env.UnitName), Image: os.Getenv("CALICO_LB_IMAGE")}
+		PodName: podName(env.UnitName)}
 	if root, bin, extra := containerLayout(); root != "" {
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile

@@ -43,9 +43,11 @@ type Plan struct {
 // Inputs are what the plan depends on besides the config.
 type Inputs struct {
 	Passwords map[string]string // bgp-passwords secret content; never logged
-	Image     string            // the workload image, for the speaker DaemonSet
 	Namespace string            // the model's namespace, for the Lease
-	PodName   string            // leader-election identity
+	// PodName is the unit's Pod: the leader-election identity, and where
+	// the controller finds the image the speakers run (Juju gives the
+	// charm no other way to learn its workload image).
+	PodName string
 
 	// Where things are in the container; empty means the defaults
 	// (/usr/bin/calico-lb, config.DefaultPath). Tests that run a real
@@ -105,9 +107,6 @@ func (p *Plan) LayerDigest() string {
 
 func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 	env := map[string]string{}
-	if in.Image != "" {
-		env["CALICO_LB_IMAGE"] = in.Image
-	}
 	if in.Namespace != "" {
 		env["POD_NAMESPACE"] = in.Namespace
 	}

@@ -30,7 +30,7 @@ func testConfig(t *testing.T, api string) *config.Config {
 
 func TestMake(t *testing.T) {
 	cfg := testConfig(t, "")
-	in := Inputs{Passwords: map[string]string{"spine1": "s3cret"}, Image: "img:1", Namespace: "lb", PodName: "calico-lb-0"}
+	in := Inputs{Passwords: map[string]string{"spine1": "s3cret"}, Namespace: "lb", PodName: "calico-lb-0"}
 	p, err := Make(cfg, in)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestMake(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc, chk := l.Services[Service], l.Checks[Check]
-	if svc.Startup != "enabled" || svc.OnCheckFailure[Check] != "restart" || svc.Environment["CALICO_LB_IMAGE"] != "img:1" || svc.Environment["POD_NAME"] != "calico-lb-0" {
+	if svc.Startup != "enabled" || svc.OnCheckFailure[Check] != "restart" || svc.Environment["POD_NAMESPACE"] != "lb" || svc.Environment["POD_NAME"] != "calico-lb-0" {
 		t.Fatalf("service %+v", svc)
 	}
 	if chk.HTTP.URL != "http://"+config.DefaultAPIAddress+"/readyz" || chk.Level != "ready" {

@@ -41,12 +41,16 @@ func Failed(err error) Status { return Status{"blocked", oneLine(err.Error())} }
 const shownServices = 3
 
 // FromWorkload is the status for a running workload, from its local API:
-// blocked when it reports a config error or holds back a pool change
-// (naming the Services that would lose their IPs and the action that
-// applies it), else active with the mode, pools and usage.
+// blocked when it reports a config error, speakers it cannot deploy (no
+// announcements at all, so before a held-back pool change) or a held-back
+// pool change (naming the Services that would lose their IPs and the
+// action that applies it), else active with the mode, pools and usage.
 func FromWorkload(snap api.Snapshot, change api.PoolChange) Status {
 	if snap.ConfigError != "" {
 		return Status{"blocked", "workload rejected its config: " + oneLine(snap.ConfigError)}
+	}
+	if snap.SpeakersError != "" {
+		return Status{"blocked", oneLine(snap.SpeakersError)}
 	}
 	if snap.PendingChange || change.Pending {
 		var names []string

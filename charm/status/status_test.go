@@ -40,6 +40,12 @@ func TestBlocked(t *testing.T) {
 	if got.Name != "blocked" || strings.Contains(got.Message, "second line") {
 		t.Fatalf("got %v", got)
 	}
+	// Speakers the mode needs but the workload cannot deploy come before a
+	// held-back change: without them nothing is announced at all.
+	got = FromWorkload(api.Snapshot{PendingChange: true, SpeakersError: "no speaker image: cannot read the controller's own Pod"}, api.PoolChange{Pending: true, Services: svcs})
+	if got != (Status{"blocked", "no speaker image: cannot read the controller's own Pod"}) {
+		t.Fatalf("got %v", got)
+	}
 	_, _, err := config.FromOptions(config.Options{Pools: "10.0.0.0/33", PeeringMode: "bgp", CalicoApplication: "calico", ASNumber: 64512, CalicoServiceIPOption: "auto", LogLevel: "info"})
 	st := InvalidConfig(err)
 	if st.Name != "blocked" || !strings.Contains(st.Message, "more)") || strings.Contains(st.Message, "\n") {

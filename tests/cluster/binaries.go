@@ -28,12 +28,22 @@ func BinDir() string { return filepath.Join(Root(), ".cache", "bin") }
 
 type tool struct {
 	name, module, pkg string
+	ldflags           string
+}
+
+// kubeVersion stamps the Kubernetes components as the release they are
+// built from (a module build has no git tree to take it from), so that
+// nodes report a real kubelet version.
+const kubeVersion = "-X k8s.io/component-base/version.gitVersion=v1.34.4 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34"
+
+func kubeTool(name string) tool {
+	return tool{name, "tests/tools/kubernetes", "k8s.io/kubernetes/cmd/" + name, kubeVersion}
 }
 
 var (
-	toolEtcd      = tool{"etcd", "tests/tools/etcd", "go.etcd.io/etcd/server/v3"}
-	toolAPIServer = tool{"kube-apiserver", "tests/tools/kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"}
-	toolPebble    = tool{"pebble", "tests/tools/pebble", "github.com/canonical/pebble/cmd/pebble"}
+	toolEtcd      = tool{"etcd", "tests/tools/etcd", "go.etcd.io/etcd/server/v3", ""}
+	toolAPIServer = kubeTool("kube-apiserver")
+	toolPebble    = tool{"pebble", "tests/tools/pebble", "github.com/canonical/pebble/cmd/pebble", ""}
 )
 
 // Binaries returns the paths of etcd and kube-apiserver, building them into
@@ -94,7 +104,7 @@ func build(ctx context.Context, t tool, log func(string)) (string, error) {
 	}
 	start := time.Now()
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, t.pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", t.ldflags, "-o", tmp, t.pkg)
 	cmd.Dir = filepath.Join(Root(), t.module)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	if b, err := cmd.CombinedOutput(); err != nil {

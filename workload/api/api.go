@@ -21,6 +21,9 @@ type Snapshot struct {
 	Services       []ServiceView `json:"services"`
 	PendingChange  bool          `json:"poolChangeHeldBack"`
 	ConfigError    string        `json:"configError,omitempty"`
+	// SpeakersError says why the speakers the mode needs are not deployed
+	// or not up to date (the leader's view; empty on a standby).
+	SpeakersError string `json:"speakersError,omitempty"`
 	// ConfigDigest is the SHA-256 of the config file whose content this
 	// answer reflects; empty while a newer file is being taken in.
 	ConfigDigest string `json:"configDigest,omitempty"`

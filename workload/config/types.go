@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/calico-lb/calico-lb/workload/iprange"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 // Mode is how LoadBalancer IPs are announced.
@@ -32,7 +33,7 @@ const (
 const (
 	DefaultAPIAddress = "127.0.0.1:9402"
 	// DefaultBinary is where the workload image has calico-lb.
-	DefaultBinary = "/usr/bin/calico-lb"
+	DefaultBinary = rock.Binary
 	// DefaultMetricsAddress is the controller's read-only listener on the
 	// pod network (metrics and health), which Prometheus scrapes; the local
 	// API, which can change assignments, stays on loopback.

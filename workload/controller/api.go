@@ -197,6 +197,9 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 	if e := c.cfgErr.Load(); e != nil {
 		s.ConfigError = *e
 	}
+	if e := c.speakersErr.Load(); e != nil && c.leading.Load() {
+		s.SpeakersError = *e
+	}
 	return s, nil
 }
 

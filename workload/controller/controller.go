@@ -59,10 +59,13 @@ type Options struct {
 	Log        *slog.Logger
 	// LogLevel, if set, follows the config file's log-level.
 	LogLevel *slog.LevelVar
-	// SpeakerImage is the image of the speaker DaemonSet the leader keeps
-	// in spine and l2 mode (the controller's own image); speakers are not
-	// deployed without one.
+	// SpeakerImage overrides the image of the speaker DaemonSet the leader
+	// keeps in spine and l2 mode. Empty: the image of container Container
+	// of the controller's own Pod, PodName in LeaseNamespace (how Juju
+	// runs it), with that Pod's pull policy and pull secrets.
 	SpeakerImage string
+	PodName      string
+	Container    string // default DefaultContainer
 	// SpeakerPort is the speakers' status port (default
 	// config.DefaultSpeakerPort), from which GET /v1/speakers gathers.
 	SpeakerPort int
@@ -71,6 +74,9 @@ type Options struct {
 func (o *Options) defaults() {
 	if o.SpeakerPort == 0 {
 		o.SpeakerPort = config.DefaultSpeakerPort
+	}
+	if o.Container == "" {
+		o.Container = DefaultContainer
 	}
 	if o.EventClient == nil {
 		o.EventClient = o.Client
@@ -111,6 +117,8 @@ type Controller struct {
 	cfg           atomic.Pointer[config.Config] // latest valid config from the file
 	file          atomic.Pointer[fileState]     // the file last read, and the config it gave
 	cfgErr        atomic.Pointer[string]        // why the latest file was rejected, if it was
+	speakersErr   atomic.Pointer[string]        // why the speakers are not as the config wants, if they are not
+	images        *imageFinder
 	configChanged chan struct{}
 
 	leading  atomic.Bool
@@ -127,6 +135,8 @@ func New(opts Options) (*Controller, error) {
 		return nil, errors.New("controller: Client and ConfigPath are required")
 	}
 	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1)}
+	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
+		pod: opts.PodName, container: opts.Container}
 	c.metrics = newMetrics(c)
 	return c, nil
 }
@@ -264,3 +274,14 @@ func (c *Controller) Handler() http.Handler { return c.api() }
 // MetricsHandler serves only /metrics, /healthz and /readyz, for the
 // listener Prometheus scrapes on the pod network.
 func (c *Controller) MetricsHandler() http.Handler { return c.readOnly() }
+
+// setSpeakersErr keeps why the speakers could not be reconciled (nil: they
+// are as the config wants) for the local API.
+func (c *Controller) setSpeakersErr(err error) {
+	if err == nil {
+		c.speakersErr.Store(nil)
+		return
+	}
+	msg := err.Error()
+	c.speakersErr.Store(&msg)
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/pebblelayer"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 // Names of what the controller creates for the speakers.
@@ -37,7 +37,7 @@ const (
 type speakerObjects struct {
 	client    kubernetes.Interface
 	ns        string
-	image     string
+	image     speakerImage
 	configRaw []byte // the config file, as the speakers read it
 	port      int    // the speakers' status port
 }
@@ -45,9 +45,6 @@ type speakerObjects struct {
 func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error {
 	if cfg.Mode == config.ModeCalico {
 		return s.remove(ctx)
-	}
-	if s.image == "" {
-		return errors.New("no speaker image configured (--speaker-image); speakers not deployed")
 	}
 	var passwords []byte
 	if data, err := os.ReadFile(cfg.BGP.PasswordFile); err == nil {
@@ -124,6 +121,10 @@ func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
 }
 
+// SpeakerCommand starts the speaker pods: the image's Pebble, where the
+// image has it.
+var SpeakerCommand = []string{rock.Pebble, "enter", "--create-dirs", "--verbose"}
+
 const (
 	speakerPebbleDir = "/var/lib/pebble/speaker"
 	speakerLayerKey  = "pebble-layer.yaml"
@@ -176,19 +177,23 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 				ObjectMeta: metav1.ObjectMeta{Labels: sel},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            SpeakerName,
+					ImagePullSecrets:              s.image.PullSecrets,
 					HostNetwork:                   true,
 					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
 					Affinity:                      affinity,
 					TerminationGracePeriodSeconds: ptr(int64(10)),
 					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 					Containers: []corev1.Container{{
-						Name:  "speaker",
-						Image: s.image,
+						Name:            "speaker",
+						Image:           s.image.Image,
+						ImagePullPolicy: s.image.PullPolicy,
 						// The image's entrypoint is Pebble (the rock convention);
 						// it runs and health-checks the speaker from the layer
 						// in the ConfigMap, as the charm's Pebble does for the
-						// controller.
-						Command: []string{"/bin/pebble", "enter", "--create-dirs"},
+						// controller. --verbose puts the speaker's own output
+						// on Pebble's stdout, which is what `kubectl logs`
+						// shows; without it only Pebble's lines appear.
+						Command: SpeakerCommand,
 						// Declared so that the scheduler knows the node port
 						// is taken, and Prometheus can find it.
 						Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},

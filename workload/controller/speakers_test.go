@@ -37,7 +37,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	})
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
-	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/bin/pebble", "enter", "--create-dirs"}) ||
+	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/usr/bin/pebble", "enter", "--create-dirs", "--verbose"}) ||
 		c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
 		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil ||
 		len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9403 {

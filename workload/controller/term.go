@@ -397,51 +397,6 @@ func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service
 
 func (t *term) send(w write) { t.writes <- w }
 
-// speakersChanged passes the config in force to keepSpeakers (the latest
-// replaces one not yet taken).
-func (t *term) speakersChanged() {
-	select {
-	case <-t.speakerCfg:
-	default:
-	}
-	t.speakerCfg <- t.active
-}
-
-// keepSpeakers keeps the speaker DaemonSet and its objects in line with the
-// config, and repairs drift every 30 s.
-func (t *term) keepSpeakers(ctx context.Context) {
-	var cfg *config.Config
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	lastErr := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case cfg = <-t.speakerCfg:
-		case <-tick.C:
-		}
-		if cfg == nil {
-			continue
-		}
-		raw, err := cfg.Render()
-		if err == nil {
-			so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, image: t.c.opts.SpeakerImage, configRaw: raw, port: t.c.opts.SpeakerPort}
-			err = so.reconcile(ctx, cfg)
-		}
-		if err != nil && err.Error() != lastErr && ctx.Err() == nil {
-			t.c.log.Error("speakers", "error", err)
-		}
-		if err == nil && lastErr != "" {
-			t.c.log.Info("speakers reconciled", "mode", cfg.Mode)
-		}
-		lastErr = ""
-		if err != nil {
-			lastErr = err.Error()
-		}
-	}
-}
-
 // retryWaiting requeues the Services waiting for addresses.
 func (t *term) retryWaiting() {
 	for key := range t.waiting {

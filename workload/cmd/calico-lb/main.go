@@ -70,7 +70,9 @@ func runController(args []string) error {
 	metricsAddr := fs.String("metrics-address", config.DefaultMetricsAddress, "read-only listener for Prometheus (/metrics, /healthz, /readyz) on the pod network; empty: none")
 	speakerPort := fs.Int("speaker-port", config.DefaultSpeakerPort, "the speakers' status port, from which GET /v1/speakers gathers")
 	writers := fs.Int("writers", 8, "goroutines writing Service status")
-	speakerImage := fs.String("speaker-image", os.Getenv("CALICO_LB_IMAGE"), "image of the speaker DaemonSet (spine and l2 mode): the workload's own")
+	speakerImage := fs.String("speaker-image", os.Getenv("CALICO_LB_IMAGE"), "image of the speaker DaemonSet (spine and l2 mode); empty: the image of --container in the controller's own Pod")
+	podName := fs.String("pod-name", os.Getenv("POD_NAME"), "the controller's own Pod in --lease-namespace, whose image, pull policy and pull secrets the speakers get")
+	container := fs.String("container", controller.DefaultContainer, "the controller's container in its own Pod")
 	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
 	lease := fs.Duration("lease-duration", 5*time.Second, "a standby takes over at most this long after the leader dies")
 	renew := fs.Duration("renew-deadline", 3*time.Second, "the leader gives up leading if it cannot renew within this")
@@ -110,6 +112,7 @@ func runController(args []string) error {
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
 		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage, SpeakerPort: *speakerPort,
+		PodName: *podName, Container: *container,
 	})
 	if err != nil {
 		return err
