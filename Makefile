@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzParse \
 	./workload/calico:FuzzMerge
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm clean
+.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
 
 all: build
 
@@ -122,6 +122,11 @@ charm:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/dispatch ./charm/cmd/dispatch
 	$(GO) run ./charm/cmd/pack -o calico-lb.charm -dispatch bin/dispatch
 	@unzip -l calico-lb.charm 2>/dev/null || true
+
+# The workload image as an OCI archive (amd64 + arm64), without Docker; the
+# same commit gives the same digest. README shows how to push it.
+image:
+	$(GO) run ./workload/cmd/mkimage -o bin/calico-lb.oci.tar
 
 clean:
 	rm -rf bin calico-lb.charm $(CACHE)/bench.txt

@@ -38,7 +38,7 @@ func jujuPod(ns string) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "calico-lb-0"},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: "calico-lb",
-			ImagePullSecrets: []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}},
+			ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}},
 			Containers: []corev1.Container{
 				{Name: "charm", Image: "public.ecr.aws/juju/charm-base:ubuntu-24.04"},
 				{Name: "calico-lb", Image: "registry.example:5000/calico-lb:1.2", ImagePullPolicy: corev1.PullAlways},

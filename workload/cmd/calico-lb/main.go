@@ -1,6 +1,6 @@
 // Command calico-lb is the workload: `calico-lb controller` allocates
-// LoadBalancer IPs (the speaker subcommand comes with the announcement
-// modes).
+// LoadBalancer IPs and keeps the speakers; `calico-lb speaker` announces
+// them from each selected node.
 package main
 
 import (
@@ -25,11 +25,15 @@ import (
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
+// version is set by the image build (-X main.version=...).
+var version = "dev"
+
 const usage = `usage: calico-lb controller|speaker|cleanup [flags]
 
   controller   allocate LoadBalancer IPs for Services (leader-elected)
   speaker      announce this node's LoadBalancer IPs (one per node)
   cleanup      delete what the controller created (speakers, their RBAC, the Lease)
+  version      print the version
 
 Run "calico-lb <command> -h" for its flags.
 `
@@ -47,6 +51,9 @@ func main() {
 		err = runSpeaker(os.Args[2:])
 	case "cleanup":
 		err = runCleanup(os.Args[2:])
+	case "version", "--version":
+		fmt.Println(version)
+		return
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
