@@ -44,7 +44,24 @@ var (
 	toolEtcd      = tool{"etcd", "tests/tools/etcd", "go.etcd.io/etcd/server/v3", ""}
 	toolAPIServer = kubeTool("kube-apiserver")
 	toolPebble    = tool{"pebble", "tests/tools/pebble", "github.com/canonical/pebble/cmd/pebble", ""}
+	// What a cluster with real nodes runs besides etcd and kube-apiserver.
+	nodeTools = []tool{
+		kubeTool("kube-controller-manager"), kubeTool("kube-scheduler"), kubeTool("kubelet"), kubeTool("kube-proxy"), kubeTool("kubectl"),
+		{"containerd", "tests/tools/containerd", "github.com/containerd/containerd/v2/cmd/containerd", ""},
+		{"containerd-shim-runc-v2", "tests/tools/containerd", "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2", ""},
+	}
 )
+
+// NodeBinaries builds (when missing) what clusters with real nodes run
+// besides etcd and kube-apiserver: kube-controller-manager,
+// kube-scheduler, kubelet, kube-proxy, kubectl (for tests that read logs
+// or exec as an operator would), containerd and its runc shim. A cold
+// build takes several minutes; the components share most packages with
+// kube-apiserver.
+func NodeBinaries(ctx context.Context, log func(string)) error {
+	_, err := buildLocked(ctx, log, nodeTools...)
+	return err
+}
 
 // Binaries returns the paths of etcd and kube-apiserver, building them into
 // BinDir first if they are missing. A cold build of kube-apiserver takes

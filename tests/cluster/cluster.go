@@ -38,7 +38,15 @@ const (
 	UserController = "calico-lb-controller"
 	UserSpeaker    = "calico-lb-speaker"
 	UserNobody     = "nobody"
+	// The components of a cluster with real nodes, as Kubernetes' default
+	// RBAC knows them.
+	UserKCM       = "system:kube-controller-manager"
+	UserScheduler = "system:kube-scheduler"
+	UserProxy     = "system:kube-proxy"
 )
+
+// NodeUser is the user a node's kubelet authenticates as.
+func NodeUser(node string) string { return "system:node:" + node }
 
 // Options tune the control plane.
 type Options struct {
@@ -56,6 +64,14 @@ type Options struct {
 	// BindAddress is where kube-apiserver listens (default 127.0.0.1). A
 	// network test bed gives it an address its node namespaces can reach.
 	BindAddress string
+	// Nodes names the nodes that will join (StartNode): each gets a
+	// kubelet identity, authorized by the Node authorizer. With nodes,
+	// kube-controller-manager and kube-scheduler run too.
+	Nodes []string
+	// NodeMonitorGracePeriod is how long a silent node stays Ready
+	// (kube-controller-manager's default is 50 s; node-failure tests want
+	// less). Only with Nodes.
+	NodeMonitorGracePeriod time.Duration
 }
 
 // Cluster is a running etcd + kube-apiserver.
@@ -66,7 +82,10 @@ type Cluster struct {
 
 	bind     net.IP
 	tokens   map[string]string
-	procs    []*proc // in start order: etcd, kube-apiserver
+	procs    []*proc // in start order: etcd, kube-apiserver, and with nodes kube-controller-manager, kube-scheduler
+	nodes    []*Node // stopped before the control plane
+	nodesMu  sync.Mutex
+	out      *os.File
 	stopOnce sync.Once
 	stopErr  error
 	logf     func(string)
@@ -113,7 +132,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			c.Stop()
 		}
 	}()
-	if err := c.writeCredentials(); err != nil {
+	if err := c.writeCredentials(opts.Nodes); err != nil {
 		return nil, err
 	}
 	ports, err := FreePorts(3)
@@ -151,6 +170,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if nodePorts == "" {
 		nodePorts = "20000-52767"
 	}
+	c.out = out
+	authz, admission := "--authorization-mode=RBAC", "--enable-admission-plugins="
+	if len(opts.Nodes) > 0 {
+		// Kubelets are authorized as Kubernetes authorizes them.
+		authz, admission = "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"
+	}
 	if err := c.spawn(out, apiBin,
 		"--etcd-servers="+etcdClient,
 		"--bind-address="+bind,
@@ -159,7 +184,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
 		"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
 		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
-		"--authorization-mode=RBAC",
+		authz, admission,
+		"--kubelet-preferred-address-types=InternalIP",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
@@ -175,6 +201,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("kube-apiserver not ready (log: %s): %w", out.Name(), err)
 	}
 	logf(fmt.Sprintf("control plane ready at %s in %s (etcd, kube-apiserver; work dir %s)", c.Server, time.Since(start).Round(time.Millisecond), dir))
+	if len(opts.Nodes) > 0 {
+		if err := c.startControllers(ctx, opts); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return c, nil
 }
@@ -235,6 +266,13 @@ func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 // goes first, with a deadline and then SIGKILL. Safe to call twice.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
+		// Nodes first: kube-apiserver lingers while kubelets are connected.
+		c.nodesMu.Lock()
+		nodes := c.nodes
+		c.nodesMu.Unlock()
+		for _, n := range nodes {
+			n.Stop()
+		}
 		for i := len(c.procs) - 1; i >= 0; i-- {
 			stopProcess(c.procs[i], 10*time.Second)
 		}
@@ -285,7 +323,7 @@ func (c *Cluster) WriteKubeconfig(user string) (string, error) {
 
 // writeCredentials makes a CA and a serving certificate for 127.0.0.1, the
 // service-account signing key, and the static token file.
-func (c *Cluster) writeCredentials() error {
+func (c *Cluster) writeCredentials(nodes []string) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -337,9 +375,14 @@ func (c *Cluster) writeCredentials() error {
 	}
 	c.CAData = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	var tokens strings.Builder
-	for _, u := range []struct{ name, groups string }{
+	users := []struct{ name, groups string }{
 		{UserAdmin, "system:masters"}, {UserController, ""}, {UserSpeaker, ""}, {UserNobody, ""},
-	} {
+		{UserKCM, ""}, {UserScheduler, ""}, {UserProxy, ""},
+	}
+	for _, n := range nodes {
+		users = append(users, struct{ name, groups string }{NodeUser(n), "system:nodes"})
+	}
+	for _, u := range users {
 		tok, err := randomToken()
 		if err != nil {
 			return err

@@ -85,6 +85,18 @@ func NewT(t testing.TB) *Bed {
 
 var leftover = regexp.MustCompile(`^clb(\d+)x\d+-`)
 
+// Leftover reports whether name belongs to a test bed (clb<pid>x<n>-...)
+// whose process has exited: what a crashed run left behind, and no
+// running test's.
+func Leftover(name string) bool {
+	m := leftover.FindStringSubmatch(name)
+	if m == nil {
+		return false
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return syscall.Kill(pid, 0) != nil
+}
+
 // sweep deletes namespaces of test beds whose process has exited.
 func sweep() {
 	out, err := exec.Command("ip", "netns", "list").Output()
@@ -96,15 +108,9 @@ func sweep() {
 		if len(f) == 0 {
 			continue
 		}
-		m := leftover.FindStringSubmatch(f[0])
-		if m == nil {
-			continue
+		if Leftover(f[0]) {
+			_ = exec.Command("ip", "netns", "del", f[0]).Run()
 		}
-		pid, _ := strconv.Atoi(m[1])
-		if syscall.Kill(pid, 0) == nil {
-			continue // still running: not ours to touch
-		}
-		_ = exec.Command("ip", "netns", "del", f[0]).Run()
 	}
 }
 

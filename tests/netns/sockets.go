@@ -1,8 +1,10 @@
 package netns
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
 	"time"
 
@@ -105,4 +107,20 @@ func AskWithin(ns, addr string, limit time.Duration) (string, error) {
 		}
 	}
 	return line, nil
+}
+
+// HTTPClient is an HTTP client whose connections are made from inside ns,
+// each request limited to limit: a client in the bed, as a user's would be.
+func HTTPClient(ns string, limit time.Duration) *http.Client {
+	return &http.Client{Timeout: limit, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := inNS(ns, func() (err error) {
+				c, err = (&net.Dialer{Timeout: limit}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
 }

@@ -98,7 +98,13 @@ func Image(meta Meta, arch string, b Binaries) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := tarOf(files, meta.Created)
+	return FromFiles(arch, files, v1.Config{Entrypoint: rock.Entrypoint, Env: Env, Labels: meta.Labels(), WorkingDir: "/"}, meta.Created)
+}
+
+// FromFiles is a single-layer linux image of files (each parent directory
+// listed before what it holds) with config, every time set to created.
+func FromFiles(arch string, files []File, config v1.Config, created time.Time) (v1.Image, error) {
+	data, err := tarOf(files, created)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +117,7 @@ func Image(meta Meta, arch string, b Binaries) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
-		History: v1.History{Created: v1.Time{Time: meta.Created}, CreatedBy: "calico-lb make image"}}); err != nil {
+		History: v1.History{Created: v1.Time{Time: created}, CreatedBy: "calico-lb make image"}}); err != nil {
 		return nil, err
 	}
 	cf, err := img.ConfigFile()
@@ -120,11 +126,8 @@ func Image(meta Meta, arch string, b Binaries) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", arch
-	cf.Created = v1.Time{Time: meta.Created}
-	cf.Config.Entrypoint = rock.Entrypoint
-	cf.Config.Env = Env
-	cf.Config.Labels = meta.Labels()
-	cf.Config.WorkingDir = "/"
+	cf.Created = v1.Time{Time: created}
+	cf.Config = config
 	return mutate.ConfigFile(img, cf)
 }
 
@@ -158,6 +161,12 @@ func Files(b Binaries) ([]File, error) {
 		{Path: "tmp", Mode: 0o1777, Dir: true},
 		{Path: "root", Mode: 0o700, Dir: true},
 	}
+	return WithParents(files), nil
+}
+
+// WithParents sorts files by path and puts every parent directory before
+// what it holds (mode 0755 unless files lists it).
+func WithParents(files []File) []File {
 	seen := map[string]bool{}
 	var out []File
 	var addParents func(p string)
@@ -181,7 +190,7 @@ func Files(b Binaries) ([]File, error) {
 		}
 		out = append(out, f)
 	}
-	return out, nil
+	return out
 }
 
 // caBundle is Mozilla's root set as the pinned golang.org/x/crypto
