@@ -44,18 +44,23 @@ test: lint unit fuzz
 unit: tools deps
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# Debian packages the network test beds use: real routers (FRR, BIRD) and
-# the tools to build and break links. Installed when missing and running as
-# root; otherwise those tests skip (or fail under CALICO_LB_E2E=1).
-DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump
+# Debian packages the network test beds use: real routers (FRR, BIRD), the
+# tools to build and break links, and what the beds' real nodes need besides
+# the Kubernetes components and containerd built into .cache/bin (runc, the
+# CNI plugins, iptables and conntrack for kube-proxy). Installed when missing
+# and running as root; otherwise those tests skip (or fail under
+# CALICO_LB_E2E=1).
+DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump runc containernetworking-plugins iptables conntrack
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run make deps as root)"; exit 0; fi; \
 	echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-# etcd and kube-apiserver for the tests' real control plane, built once into
-# .cache/bin from tests/tools/* (a cold kube-apiserver build takes 6-10 minutes).
+# etcd, the Kubernetes components (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy, kubectl), containerd and Pebble for the
+# tests' real clusters, built once into .cache/bin from tests/tools/* (cold:
+# about 5 minutes on an idle 2-core machine, more under load).
 tools:
 	$(GO) run ./tests/cluster/cmd/controlplane build
 

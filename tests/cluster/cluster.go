@@ -354,8 +354,10 @@ func (c *Cluster) writeCredentials(nodes []string) error {
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, c.bind},
-		DNSNames:     []string{"localhost"},
+		// Pods reach kube-apiserver as the kubernetes Service, the first
+		// address of the default service CIDRs.
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, c.bind, net.IPv4(10, 96, 0, 1), net.ParseIP("fd00:96::1")},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {

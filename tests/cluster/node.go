@@ -22,7 +22,10 @@ type NodeOptions struct {
 	Name    string // the Node's name and the hostname hostNetwork pods see
 	NetNS   string // the node's network namespace (made by a tests/netns bed)
 	IP      string // the Node's InternalIP: an address of the node in NetNS
-	PodCIDR string // this node's pod addresses, e.g. 10.244.1.0/24; routes to it are the bed's job
+	PodCIDR string // this node's pod addresses, e.g. 10.244.1.0/24
+	// RouteVia is the address through which the other nodes and the root
+	// namespace reach this node's pods (default IP); RouteNodes routes them.
+	RouteVia string
 	// Registry is the test registry's host:port; the node pulls from it
 	// over plain HTTP, and its sandbox image is Registry/pause:test.
 	Registry string
@@ -163,10 +166,10 @@ func (n *Node) makeCgroups() error {
 func (n *Node) writeConfigs(c *Cluster) error {
 	o := n.opts
 	files := map[string]string{
-		"containerd.toml": containerdConfig(n.Dir, o.Registry),
+		"containerd.toml":                       containerdConfig(n.Dir, o.Registry),
 		"certs.d/" + o.Registry + "/hosts.toml": fmt.Sprintf("server = \"http://%[1]s\"\n\n[host.\"http://%[1]s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", o.Registry),
-		"cni/10-bed.conflist": cniConfig(o.PodCIDR),
-		"kubelet.yaml":        kubeletConfig(n.Dir, n.cg, o),
+		"cni/10-bed.conflist":                   cniConfig(o.PodCIDR),
+		"kubelet.yaml":                          kubeletConfig(n.Dir, n.cg, o),
 		// Nothing resolves in the bed; pods' lookups stay in their own namespace.
 		"resolv.conf": "nameserver 127.0.0.1\n",
 	}

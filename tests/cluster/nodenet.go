@@ -43,26 +43,46 @@ func RequireNodes(t testing.TB) {
 // forwarding, bridged traffic through iptables (kube-proxy's rules must see
 // pod-to-pod traffic on cni0), NodePorts on loopback, and a route from each
 // node and from the root namespace (where kube-apiserver runs) to every
-// other node's pods via that node's IP.
-func RouteNodes(nodes []NodeOptions) error {
+// other node's pods via that node's RouteVia (or IP). A node whose IP is
+// not on a link the root namespace has is reached there via RouteVia too,
+// so that kube-apiserver reaches its kubelet (logs, exec). Each node also
+// routes the service CIDR to apiserver (an address on a link it has): a
+// hostNetwork pod's connection to the kubernetes Service needs a route
+// before kube-proxy's DNAT rewrites it, as a real node's default route
+// gives it.
+func RouteNodes(nodes []NodeOptions, apiserver string) error {
+	via := func(n NodeOptions) string {
+		if n.RouteVia != "" {
+			return n.RouteVia
+		}
+		return n.IP
+	}
 	for _, n := range nodes {
 		if out, err := exec.Command("ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1",
 			"net.bridge.bridge-nf-call-iptables=1", "net.ipv4.conf.all.route_localnet=1").CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: sysctl: %v: %s", n.Name, err, out)
 		}
+		if out, err := exec.Command("ip", "-n", n.NetNS, "route", "add", "10.96.0.0/16", "via", apiserver).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: route to the service CIDR: %v: %s", n.Name, err, out)
+		}
 		for _, other := range nodes {
 			if other.Name == n.Name {
 				continue
 			}
-			if out, err := exec.Command("ip", "-n", n.NetNS, "route", "add", other.PodCIDR, "via", other.IP).CombinedOutput(); err != nil {
+			if out, err := exec.Command("ip", "-n", n.NetNS, "route", "add", other.PodCIDR, "via", via(other)).CombinedOutput(); err != nil {
 				return fmt.Errorf("%s: route to %s: %v: %s", n.Name, other.PodCIDR, err, out)
 			}
 		}
 	}
 	for _, n := range nodes {
 		// Through the bed's own veth, so the route goes with the bed.
-		if out, err := exec.Command("ip", "route", "add", n.PodCIDR, "via", n.IP).CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", "route", "add", n.PodCIDR, "via", via(n)).CombinedOutput(); err != nil {
 			return fmt.Errorf("root namespace: route to %s: %v: %s", n.PodCIDR, err, out)
+		}
+		if via(n) != n.IP {
+			if out, err := exec.Command("ip", "route", "add", n.IP+"/32", "via", via(n)).CombinedOutput(); err != nil {
+				return fmt.Errorf("root namespace: route to %s: %v: %s", n.IP, err, out)
+			}
 		}
 	}
 	return nil

@@ -2,21 +2,23 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // newBed starts a test bed with start for one test, and removes it (after
@@ -43,25 +45,63 @@ func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spineb
 	return b
 }
 
+// TestSpineEndToEnd runs calico-lb as users run it, on real nodes: the
+// charm's real dispatch in the charm container of a Juju-shaped pod
+// configures the workload container's Pebble; the controller there gives
+// Services their IPs and runs the speakers as the DaemonSet it writes, from
+// the image in the registry, under the image's Pebble; FRR learns the /32
+// from the nodes that should announce it, and a client behind the spine
+// gets its answer from the test application's pods through the spine and
+// kube-proxy.
 func TestSpineEndToEnd(t *testing.T) {
-	// The controller's local API where the charm is told to look for it, so
-	// that the real dispatch binary can run actions against this bed.
-	apiAddr := freeAddress(t)
-	b := newBed(t, spinebed.Start, spinebed.Options{APIAddress: apiAddr})
+	cluster.RequireNodes(t)
+	b := newBed(t, spinebed.Start, spinebed.Options{RealNodes: true})
+	kb := b.Kubebed
 	ctx := context.Background()
-	if err := b.StartWorkload(b.Config("  public: {addresses: [10.212.100.0/28]}\n", "")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
 
-	// A Cluster Service: both nodes announce its IP; the spine has ECMP.
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "web"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 8080}}}}
+	// Deploy and configure as an operator would: speakers on the nodes
+	// speaker-node-selector selects, each peering with its rack's spine side.
+	for i, n := range []string{"node1", "node2"} {
+		if err := labelNode(ctx, b, n, map[string]string{"rack": fmt.Sprint("r", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := kb.Deploy(ctx, "lb", fakejuju.Defaults(t), map[string]any{
+		"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
+		"subnet-spine-peers":    "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9}], 10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9}]}",
+		"speaker-node-selector": "rack in (r1,r2)",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hook := range []string{"install", "leader-elected", "calico-lb-pebble-ready", "config-changed"} {
+		if out, err := u.Hook(ctx, hook); err != nil {
+			t.Fatalf("%s: %v\n%s", hook, err, out)
+		}
+	}
+	st, err := u.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("unit status after config-changed: %s: %s", st.UnitStatus.Name, st.UnitStatus.Message)
+	if st.UnitStatus.Name != "active" || !strings.HasPrefix(st.UnitStatus.Message, "spine mode") {
+		t.Fatalf("unit status %+v", st.UnitStatus)
+	}
+
+	// The speakers are the controller's DaemonSet, from the image the
+	// controller's own Pod runs, Ready under the image's Pebble.
+	speakers := waitSpeakers(t, b, 2)
+	for _, p := range speakers {
+		if img := p.Spec.Containers[0].Image; img != kb.Image(images.CalicoLB) {
+			t.Fatalf("speaker %s runs %s, want the controller's %s", p.Name, img, kb.Image(images.CalicoLB))
+		}
+	}
+
+	// A Cluster Service: both nodes announce its IP; the spine has ECMP,
+	// and the client reaches both pods through kube-proxy.
 	created := time.Now()
-	if _, err := b.Kube.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+	if _, err := kb.Echo(ctx, "web", "web", 2, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
 		t.Fatal(err)
 	}
 	vip, err := b.WaitIP("web", "web", 30*time.Second)
@@ -71,132 +111,146 @@ func TestSpineEndToEnd(t *testing.T) {
 	if _, err := b.WaitNextHops(vip, 30*time.Second, n1, n2); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("web got %s; create -> route at the spine from both nodes: %s", vip, time.Since(created).Round(time.Millisecond))
-
-	// Traffic: the client reaches both nodes through the spine.
-	stop, err := b.ServeVIP(vip, 8080)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-
-	seen := map[string]bool{}
-	if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool {
+	t.Logf("web got %s; Deployment and Service applied -> route at the spine from both nodes: %s", vip, time.Since(created).Round(time.Millisecond))
+	pods := map[string]bool{}
+	if _, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
 		for range 8 {
-			if who, err := netns.Ask(b.Client, vip+":8080"); err == nil {
-				seen[who] = true
+			if a, err := echo(b.Client, vip); err == nil {
+				pods[a.Pod] = true
 			}
 		}
-		return len(seen) == 2
+		return len(pods) == 2
 	}); err != nil {
-		t.Fatalf("client reached %v through the spine, want both nodes", seen)
+		t.Fatalf("the client reached pods %v through the spine and kube-proxy, want both", pods)
 	}
 
-	// bgp-status through the real dispatch binary: the controller gathers
-	// each speaker's own report over the node network.
-	if err := b.ReportSpeakerPods(ctx); err != nil {
-		t.Fatal(err)
+	// bgp-status through the real dispatch in the charm container: the
+	// controller gathers each speaker pod's own report.
+	st, out, err := u.Action(ctx, "bgp-status", nil)
+	if err != nil || st.ActionFailed != nil {
+		t.Fatalf("bgp-status: %v %v\n%s", err, st, out)
 	}
-	dispatch := fakejuju.BuildDispatch(t)
-	j := fakejuju.New(t, &fakejuju.State{Config: fakejuju.Defaults(t), Leader: true})
-	j.Env = []string{charm.APIEnv + "=" + apiAddr}
-	bgpStatus := func() map[string]string {
-		t.Helper()
-		if out, err := j.Action(t, dispatch, "bgp-status", nil); err != nil || j.State(t).ActionFailed != nil {
-			t.Fatalf("bgp-status: %v %v\n%s", err, j.State(t).ActionFailed, out)
-		}
-		return j.State(t).ActionResults
-	}
-	r := bgpStatus()
-	for i, n := range []string{n1, n2} {
+	r := st.ActionResults
+	for i := range 2 {
 		k := fmt.Sprintf("speakers.%d.", i)
 		if r[k+"node"] != fmt.Sprint("node", i+1) || r[k+"peers.0.address"] != fmt.Sprintf("10.212.%d.1", i+1) ||
-			r[k+"peers.0.state"] != "established" || r[k+"peers.0.as"] != "64500" || r[k+"routes"] != "1" || r[k+"peers.0.routes"] != "1" || r[k+"error"] != "" {
-			t.Fatalf("bgp-status for %s: %v", n, r)
+			r[k+"peers.0.state"] != "established" || r[k+"routes"] != "1" || r[k+"error"] != "" {
+			t.Fatalf("bgp-status: %v", r)
 		}
-	}
-	if r["summary"] != "spine mode: 2 speakers, 2/2 sessions established, 0 with errors" {
-		t.Fatalf("bgp-status summary %q", r["summary"])
 	}
 	t.Logf("bgp-status:\n%s", r["table"])
 
-	// Local: only the node with a ready endpoint announces; moving the
-	// endpoint moves the route.
-	local := svc.DeepCopy()
-	local.Name = "local"
-	local.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-	if _, err := b.Kube.CoreV1().Services("web").Create(ctx, local, metav1.CreateOptions{}); err != nil {
+	// Local: only the node with a ready pod announces, and the pod sees the
+	// client's own address (seed 002's source-IP check).
+	if _, err := kb.Echo(ctx, "web", "local", 1, corev1.ServiceExternalTrafficPolicyLocal, "node2"); err != nil {
 		t.Fatal(err)
 	}
 	lvip, err := b.WaitIP("web", "local", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, ready := "node2", true
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "local-1", Namespace: "web", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.168.0.9"}, NodeName: &node, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-	}
-	if es, err = b.Kube.DiscoveryV1().EndpointSlices("web").Create(ctx, es, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := b.WaitNextHops(lvip, 30*time.Second, n2); err != nil {
 		t.Fatal(err)
 	}
-	node = "node1"
-	es.Endpoints[0].NodeName = &node
-	if _, err := b.Kube.DiscoveryV1().EndpointSlices("web").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	var a echoAnswer
+	if _, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
+		a, err = echo(b.Client, lvip)
+		return err == nil
+	}); err != nil {
+		t.Fatalf("local: %v", err)
 	}
-	took, err := b.WaitNextHops(lvip, 30*time.Second, n1)
-	if err != nil {
-		t.Fatal(err)
+	if host, _, _ := strings.Cut(a.Client, ":"); host != "10.212.3.2" || a.Node != "node2" {
+		t.Fatalf("Local Service: the pod on %s saw the client as %s, want 10.212.3.2 from node2", a.Node, a.Client)
 	}
-	t.Logf("Local endpoint moved: route moved at the spine in %s", took.Round(time.Millisecond))
+	t.Logf("Local Service: answered by %s on %s, which saw the client's own address %s", a.Pod, a.Node, a.Client)
 
-	// verify through the real dispatch: the Local Service is announced by
-	// the node with its endpoint only, the Cluster one by both nodes, and
-	// every BGP session is up.
-	if out, err := j.Action(t, dispatch, "verify", nil); err != nil || j.State(t).ActionFailed != nil {
-		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	// The pod moves to node1: the route follows.
+	moved := time.Now()
+	if err := moveEcho(ctx, b, "web", "local", "node1"); err != nil {
+		t.Fatal(err)
 	}
-	r = j.State(t).ActionResults
-	want := map[string]string{
-		"web/local advertised":      "pass announced by BGP from node1",
-		"web/local local-endpoints": "pass announced only from nodes with endpoints: node1",
-		"web/web advertised":        "pass announced by BGP from node1, node2",
-		" bgp node1 -> 10.212.1.1":  "pass established",
-		" bgp node2 -> 10.212.2.1":  "pass established",
+	if _, err := b.WaitNextHops(lvip, 60*time.Second, n1); err != nil {
+		t.Fatal(err)
 	}
-	for i := 0; r[fmt.Sprintf("checks.%d.name", i)] != ""; i++ {
-		k := fmt.Sprintf("checks.%d.", i)
-		if w, ok := want[r[k+"service"]+" "+r[k+"name"]]; ok {
-			if got := r[k+"result"] + " " + r[k+"detail"]; got != w {
-				t.Errorf("verify %s %s: %q, want %q", r[k+"service"], r[k+"name"], got, w)
-			}
-			delete(want, r[k+"service"]+" "+r[k+"name"])
-		}
+	t.Logf("Local pod moved to node1: route moved at the spine %s after the Deployment changed", time.Since(moved).Round(time.Millisecond))
+
+	// verify through the real dispatch.
+	st, out, err = u.Action(ctx, "verify", nil)
+	if err != nil || st.ActionFailed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, st, out)
 	}
-	if len(want) > 0 || r["failed"] != "0" {
-		t.Fatalf("verify: missing %v, failed %s\n%s", want, r["failed"], r["table"])
+	r = st.ActionResults
+	if r["failed"] != "0" {
+		t.Fatalf("verify failed:\n%s", r["table"])
 	}
 	t.Logf("verify:\n%s", r["table"])
 
-	// SIGTERM of node1's speaker withdraws its routes at once.
-	start := time.Now()
-	b.Signal(1, syscall.SIGTERM)
-	if _, err := b.WaitNextHops(vip, 10*time.Second, n2); err != nil {
-		t.Fatal(err)
+	// kubectl logs of a speaker pod shows the speaker's own lines.
+	logs, err := kb.Logs(ctx, "lb", speakers[0].Name, "speaker")
+	if err != nil || !strings.Contains(logs, "node="+speakers[0].Spec.NodeName) {
+		t.Fatalf("speaker logs show no speaker lines (%v):\n%s", err, logs)
 	}
-	t.Logf("speaker SIGTERM: node1's route gone at the spine in %s", time.Since(start).Round(time.Millisecond))
-	if _, err := b.WaitNextHops(lvip, 10*time.Second); err != nil {
-		t.Fatal(err)
+}
+
+type echoAnswer struct{ Client, Server, Pod, Node string }
+
+// echo asks the test application at vip from ns.
+func echo(ns, vip string) (echoAnswer, error) {
+	var a echoAnswer
+	resp, err := netns.HTTPClient(ns, time.Second).Get("http://" + vip + "/")
+	if err != nil {
+		return a, err
 	}
-	// A speaker that is gone is listed with the reason, not left out.
-	r = bgpStatus()
-	if !strings.Contains(r["speakers.0.error"], "unreachable") || r["speakers.1.peers.0.state"] != "established" ||
-		r["summary"] != "spine mode: 2 speakers, 1/1 sessions established, 1 with errors" {
-		t.Fatalf("bgp-status after node1's speaker stopped: %v", r)
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	return a, err
+}
+
+func labelNode(ctx context.Context, b *spinebed.Bed, name string, labels map[string]string) error {
+	n, err := b.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
 	}
+	maps.Copy(n.Labels, labels)
+	_, err = b.Kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// waitSpeakers waits until want speaker pods are Ready and returns them
+// in node order.
+func waitSpeakers(t *testing.T, b *spinebed.Bed, want int) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	if _, err := netns.WaitFor(context.Background(), 3*time.Minute, func() bool {
+		l, err := b.Kube.CoreV1().Pods("lb").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
+		if err != nil {
+			return false
+		}
+		pods = pods[:0]
+		for _, p := range l.Items {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+					pods = append(pods, p)
+				}
+			}
+		}
+		return len(pods) == want
+	}); err != nil {
+		t.Fatalf("%d speaker pods Ready, want %d\n%s", len(pods), want, b.Kubebed.Describe(context.Background(), "lb"))
+	}
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Spec.NodeName, b.Spec.NodeName) })
+	return pods
+}
+
+// moveEcho moves the pods of Deployment ns/name to node.
+func moveEcho(ctx context.Context, b *spinebed.Bed, ns, name, node string) error {
+	d, err := b.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	d.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values = []string{node}
+	if _, err := b.Kube.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	return b.Kubebed.WaitReady(ctx, ns, name, 1, 2*time.Minute)
 }

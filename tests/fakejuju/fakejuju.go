@@ -73,37 +73,50 @@ func (j *Juju) Update(t testing.TB, f func(*State)) {
 
 // Hook runs dispatch for hook as Juju would, and returns its output.
 func (j *Juju) Hook(dispatch, hook string) (string, error) {
-	return j.run(dispatch, "hooks/"+hook, "JUJU_HOOK_NAME="+hook)
+	return j.run(dispatch, "hooks/"+hook, HookEnv(hook)...)
 }
 
 // Action runs dispatch for action name with params.
 func (j *Juju) Action(t testing.TB, dispatch, name string, params map[string]any) (string, error) {
-	if params == nil {
-		params = map[string]any{}
-	}
-	j.Update(t, func(s *State) { s.ActionParams, s.ActionResults, s.ActionFailed = params, nil, nil })
+	j.Update(t, func(s *State) { s.StartAction(params) })
 	defer j.Update(t, func(s *State) { s.ActionParams = nil })
-	return j.run(dispatch, "actions/"+name, "JUJU_HOOK_NAME=", "JUJU_ACTION_NAME="+name, "JUJU_ACTION_UUID=1")
+	return j.run(dispatch, "actions/"+name, ActionEnv(name)...)
+}
+
+// HookEnv and ActionEnv are what Juju adds to dispatch's environment for a
+// hook and for an action.
+func HookEnv(name string) []string { return []string{"JUJU_HOOK_NAME=" + name} }
+func ActionEnv(name string) []string {
+	return []string{"JUJU_HOOK_NAME=", "JUJU_ACTION_NAME=" + name, "JUJU_ACTION_UUID=1"}
 }
 
 func (j *Juju) run(dispatch, path string, extra ...string) (string, error) {
+	cmd := Command(dispatch, j.Dir, j.StatePath, j.Unit, j.Model, path, append(j.Env, extra...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Command is dispatch run as Juju's unit agent runs it for path
+// (hooks/NAME or actions/NAME), with the tools in toolsDir first on PATH
+// and their state at statePath; extra is added to the environment. The
+// tests on the host and the unit agent in a Juju-shaped pod both use it.
+func Command(dispatch, toolsDir, statePath, unit, model, path string, extra ...string) *exec.Cmd {
 	cmd := exec.Command(dispatch)
 	charmDir := filepath.Dir(dispatch)
 	cmd.Dir = charmDir
 	cmd.Env = append(os.Environ(),
-		"PATH="+j.Dir+":"+os.Getenv("PATH"),
-		"FAKEJUJU_STATE="+j.StatePath,
+		"PATH="+toolsDir+":"+os.Getenv("PATH"),
+		"FAKEJUJU_STATE="+statePath,
 		"JUJU_DISPATCH_PATH="+path,
-		"JUJU_UNIT_NAME="+j.Unit,
-		"JUJU_MODEL_NAME="+j.Model,
+		"JUJU_UNIT_NAME="+unit,
+		"JUJU_MODEL_NAME="+model,
 		"JUJU_MODEL_UUID=12345678-1234-5678-1234-567812345678",
 		"JUJU_CHARM_DIR="+charmDir, "CHARM_DIR="+charmDir,
-		"JUJU_CONTEXT_ID="+j.Unit+"-"+strings.ReplaceAll(path, "/", "-"),
+		"JUJU_CONTEXT_ID="+unit+"-"+strings.ReplaceAll(path, "/", "-"),
 		"JUJU_VERSION=3.6.4",
 	)
-	cmd.Env = append(append(cmd.Env, j.Env...), extra...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	cmd.Env = append(cmd.Env, extra...)
+	return cmd
 }
 
 // BuildDispatch builds the charm's dispatch binary as `make charm` does.

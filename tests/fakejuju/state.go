@@ -56,6 +56,14 @@ type Status struct {
 	Message string `json:"message"`
 }
 
+// StartAction sets an action's parameters and clears the last results.
+func (s *State) StartAction(params map[string]any) {
+	if params == nil {
+		params = map[string]any{}
+	}
+	s.ActionParams, s.ActionResults, s.ActionFailed = params, nil, nil
+}
+
 // Load reads the state file.
 func Load(path string) (*State, error) {
 	b, err := os.ReadFile(path)

@@ -10,10 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/workload/image"
 )
 
@@ -22,6 +24,18 @@ const (
 	CalicoLB = "calico-lb:test"
 	Pause    = "pause:test"
 	Echo     = "echo:test"
+	// Charm is the charm container of a Juju-shaped pod: the charm's real
+	// dispatch, the fake hook tools and the unit agent stand-in.
+	Charm = "charm:test"
+)
+
+// Where the charm image has things (Juju's paths for unit calico-lb/0).
+const (
+	CharmDir   = "/var/lib/juju/agents/unit-calico-lb-0/charm"
+	ToolsDir   = "/var/lib/juju/tools/unit-calico-lb-0"
+	StateDir   = "/var/lib/juju/fake"
+	UnitAgent  = "/usr/bin/unitagent"
+	charmFiles = "metadata.yaml config.yaml actions.yaml"
 )
 
 // created is the test images' fixed time: they change only with their code.
@@ -48,11 +62,59 @@ func Build(root string) (map[string]v1.Image, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if out[Charm], err = charmImage(root); err != nil {
+		return nil, fmt.Errorf("%s: %w", Charm, err)
+	}
 	return out, nil
+}
+
+// charmImage holds the charm as Juju unpacks it (dispatch built as `make
+// charm` builds it, and the charm's YAML files), the fake hook tools where
+// Juju puts the real ones, and the unit agent stand-in as entrypoint.
+func charmImage(root string) (v1.Image, error) {
+	bins := map[string][]byte{}
+	for name, pkg := range map[string]string{"dispatch": "./charm/cmd/dispatch", "fakejuju": "./tests/fakejuju/cmd/fakejuju", "unitagent": "./tests/fakejuju/cmd/unitagent"} {
+		b, err := goBinary(root, pkg)
+		if err != nil {
+			return nil, err
+		}
+		bins[name] = b
+	}
+	files := []image.File{
+		{Path: strings.TrimPrefix(CharmDir, "/") + "/dispatch", Mode: 0o755, Data: bins["dispatch"]},
+		{Path: strings.TrimPrefix(ToolsDir, "/") + "/fakejuju", Mode: 0o755, Data: bins["fakejuju"]},
+		{Path: strings.TrimPrefix(UnitAgent, "/"), Mode: 0o755, Data: bins["unitagent"]},
+		{Path: strings.TrimPrefix(StateDir, "/"), Mode: 0o755, Dir: true},
+		{Path: "tmp", Mode: 0o1777, Dir: true},
+	}
+	for _, f := range strings.Fields(charmFiles) {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, image.File{Path: strings.TrimPrefix(CharmDir, "/") + "/" + f, Mode: 0o644, Data: data})
+	}
+	for _, tool := range fakejuju.Tools {
+		files = append(files, image.File{Path: strings.TrimPrefix(ToolsDir, "/") + "/" + tool, Link: "fakejuju"})
+	}
+	env := []string{"PATH=/usr/bin:/bin", "UNITAGENT_DISPATCH=" + CharmDir + "/dispatch", "UNITAGENT_TOOLS=" + ToolsDir,
+		"FAKEJUJU_STATE=" + StateDir + "/state.json"}
+	return image.FromFiles(runtime.GOARCH, image.WithParents(files), v1.Config{Entrypoint: []string{UnitAgent, "wait"}, Env: env}, created)
 }
 
 // program is an image holding one static Go program as its entrypoint.
 func program(root, pkg string) (v1.Image, error) {
+	data, err := goBinary(root, pkg)
+	if err != nil {
+		return nil, err
+	}
+	path := "usr/bin/" + filepath.Base(pkg)
+	files := image.WithParents([]image.File{{Path: path, Mode: 0o755, Data: data}, {Path: "tmp", Mode: 0o1777, Dir: true}})
+	return image.FromFiles(runtime.GOARCH, files, v1.Config{Entrypoint: []string{"/" + path}}, created)
+}
+
+// goBinary builds a static Go program of the tree at root.
+func goBinary(root, pkg string) ([]byte, error) {
 	tmp, err := os.MkdirTemp("", "calico-lb-testimage-")
 	if err != nil {
 		return nil, err
@@ -65,11 +127,5 @@ func program(root, pkg string) (v1.Image, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build %s: %w\n%s", pkg, err, out)
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
-	path := "usr/bin/" + filepath.Base(pkg)
-	files := image.WithParents([]image.File{{Path: path, Mode: 0o755, Data: data}, {Path: "tmp", Mode: 0o1777, Dir: true}})
-	return image.FromFiles(runtime.GOARCH, files, v1.Config{Entrypoint: []string{"/" + path}}, created)
+	return os.ReadFile(bin)
 }

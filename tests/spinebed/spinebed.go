@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 )
 
@@ -42,16 +43,22 @@ type Options struct {
 	APIAddress string
 	Dir        string // logs and config
 	Log        func(string)
+	// RealNodes runs each node as a real Kubernetes node (containerd,
+	// kubelet, kube-proxy; tests/kubebed) with the control plane's
+	// controller-manager and scheduler; calico-lb then runs as pods.
+	RealNodes bool
 }
 
 // Bed is a running spine topology.
 type Bed struct {
-	Net        *netns.Bed
-	Spine      string
-	Nodes      []string // namespaces node1, node2, ...
-	Client     string
-	FRR        *netns.FRR
-	Cluster    *cluster.Cluster
+	Net     *netns.Bed
+	Spine   string
+	Nodes   []string // namespaces node1, node2, ...
+	Client  string
+	FRR     *netns.FRR
+	Cluster *cluster.Cluster
+	// Kubebed is the real cluster, with RealNodes.
+	Kubebed    *kubebed.Bed
 	Kube       kubernetes.Interface
 	Kubeconfig string
 	ConfigPath string
@@ -176,9 +183,23 @@ func (b *Bed) management(net int) (string, error) {
 }
 
 // startControlPlane starts etcd and kube-apiserver on the management
-// address and creates a Node object per node.
+// address and creates a Node object per node, or with RealNodes the real
+// cluster whose nodes register themselves.
 func (b *Bed) startControlPlane(ctx context.Context, mgmt string) error {
 	var err error
+	if b.opts.RealNodes {
+		var nodes []cluster.NodeOptions
+		for i, ns := range b.Nodes {
+			nodes = append(nodes, cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
+				PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]})
+		}
+		if b.Kubebed, err = kubebed.Start(ctx, kubebed.Options{Address: mgmt, Nodes: nodes, Log: b.opts.Log}); err != nil {
+			return err
+		}
+		b.Cluster, b.Kube = b.Kubebed.Cluster, b.Kubebed.Kube
+		b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin)
+		return err
+	}
 	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: mgmt, Log: b.opts.Log}); err != nil {
 		return err
 	}
@@ -467,7 +488,9 @@ func (b *Bed) Close() {
 		_ = b.controller.Process.Signal(syscall.SIGTERM)
 		_, _ = b.controller.Process.Wait()
 	}
-	if b.Cluster != nil {
+	if b.Kubebed != nil {
+		b.Kubebed.Close()
+	} else if b.Cluster != nil {
 		b.Cluster.Stop()
 	}
 	_ = b.Net.Close()

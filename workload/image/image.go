@@ -137,6 +137,7 @@ type File struct {
 	Mode int64  // permission bits; directories are those with Dir set
 	Dir  bool
 	Data []byte
+	Link string // a symbolic link to Link
 }
 
 // Files is the image's file system, directories first and every parent
@@ -219,9 +220,12 @@ func tarOf(files []File, mtime time.Time) ([]byte, error) {
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
 		h := &tar.Header{Name: f.Path, Mode: f.Mode, ModTime: mtime.Truncate(time.Second)}
-		if f.Dir {
+		switch {
+		case f.Dir:
 			h.Typeflag, h.Name = tar.TypeDir, f.Path+"/"
-		} else {
+		case f.Link != "":
+			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, f.Link, 0o777
+		default:
 			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.Data))
 		}
 		if err := tw.WriteHeader(h); err != nil {

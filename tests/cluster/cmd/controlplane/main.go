@@ -1,7 +1,7 @@
 // Command controlplane builds the test control plane's binaries, or runs a
 // control plane on loopback until interrupted:
 //
-//	controlplane build      # etcd, kube-apiserver and pebble into .cache/bin
+//	controlplane build      # etcd, the Kubernetes components, containerd and pebble into .cache/bin
 //	controlplane up         # start, print the kubeconfig path, wait for Ctrl-C
 package main
 
@@ -25,6 +25,10 @@ func main() {
 	logf := func(s string) { fmt.Fprintln(os.Stderr, s) }
 	if os.Args[1] == "build" {
 		if _, _, err := cluster.Binaries(ctx, logf); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := cluster.NodeBinaries(ctx, logf); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -1,0 +1,196 @@
+package kubebed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/images"
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/controller"
+)
+
+// Unit is calico-lb deployed as Juju deploys a sidecar charm with --trust:
+// a StatefulSet in the model's namespace whose pod has the charm container
+// (the real dispatch, with the hook tools faked) and the workload
+// container (the calico-lb image, running Pebble as Juju runs it there),
+// sharing Pebble's socket through an emptyDir as Juju mounts it; a
+// ServiceAccount bound to cluster-admin, as --trust binds it. Hooks and
+// actions run in the charm container through the kubelet's exec, as
+// Juju's agent runs them.
+type Unit struct {
+	b     *Bed
+	Model string // the model's namespace
+	Pod   string // calico-lb-0
+}
+
+const (
+	app      = "calico-lb"
+	unitName = "calico-lb/0"
+	// Where Juju mounts the workload container's Pebble socket directory.
+	charmPebbleDir    = "/charm/containers/" + controller.DefaultContainer
+	workloadPebbleDir = "/charm/container"
+)
+
+// Deploy creates the unit's pod in namespace model with the charm's
+// config and waits until both containers run; the hooks are then run with
+// Hook. config is added to config.yaml's defaults.
+func (b *Bed) Deploy(ctx context.Context, model string, defaults, config map[string]any) (*Unit, error) {
+	kube := b.Kube
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: model}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := kube.CoreV1().ServiceAccounts(model).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: app}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	trust := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: model + "-" + app + "-trust"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: app, Namespace: model}}}
+	if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, trust, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	labels := map[string]string{"app.kubernetes.io/name": app}
+	mount := func(path string) []corev1.VolumeMount {
+		return []corev1.VolumeMount{{Name: "charm-data-" + app, MountPath: path}}
+	}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: model, Labels: labels},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr(int32(1)), ServiceName: app + "-endpoints",
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: app,
+					Containers: []corev1.Container{
+						{Name: "charm", Image: b.Image(images.Charm),
+							Env:          []corev1.EnvVar{{Name: "JUJU_UNIT_NAME", Value: unitName}, {Name: "JUJU_MODEL_NAME", Value: model}},
+							VolumeMounts: mount(charmPebbleDir)},
+						{Name: controller.DefaultContainer, Image: b.Image(images.CalicoLB),
+							// Juju runs its own Pebble here, held until the charm replans.
+							Command:      []string{"/usr/bin/pebble", "run", "--create-dirs", "--hold", "--verbose"},
+							Env:          []corev1.EnvVar{{Name: "PEBBLE_SOCKET", Value: workloadPebbleDir + "/pebble.socket"}},
+							VolumeMounts: mount(workloadPebbleDir)},
+					},
+					Volumes: []corev1.Volume{{Name: "charm-data-" + app, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				},
+			},
+		},
+	}
+	if _, err := kube.AppsV1().StatefulSets(model).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	u := &Unit{b: b, Model: model, Pod: app + "-0"}
+	if err := u.WaitRunning(ctx, 3*time.Minute); err != nil {
+		return nil, err
+	}
+	cfg := map[string]any{}
+	for k, v := range defaults {
+		cfg[k] = v
+	}
+	for k, v := range config {
+		cfg[k] = v
+	}
+	pod, err := kube.CoreV1().Pods(model).Get(ctx, u.Pod, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := u.SetState(ctx, &fakejuju.State{Config: cfg, Leader: true, Address: pod.Status.PodIP}); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// WaitRunning waits until the unit's pod has both containers running.
+func (u *Unit) WaitRunning(ctx context.Context, limit time.Duration) error {
+	var last string
+	_, err := netns.WaitFor(ctx, limit, func() bool {
+		pod, err := u.b.Kube.CoreV1().Pods(u.Model).Get(ctx, u.Pod, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		running := 0
+		var states []string
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.State.Running != nil {
+				running++
+			}
+			states = append(states, fmt.Sprintf("%s: %+v", cs.Name, cs.State))
+		}
+		last = fmt.Sprintf("%s on %q: %s", pod.Status.Phase, pod.Spec.NodeName, strings.Join(states, "; "))
+		return running == 2
+	})
+	if err != nil {
+		return fmt.Errorf("unit pod %s/%s not running: %s", u.Model, u.Pod, last)
+	}
+	return nil
+}
+
+// Hook runs a hook in the charm container.
+func (u *Unit) Hook(ctx context.Context, name string) (string, error) {
+	return u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "hook", name)
+}
+
+// Action runs an action in the charm container and returns the state
+// after it: its results, or why it failed.
+func (u *Unit) Action(ctx context.Context, name string, params map[string]any) (*fakejuju.State, string, error) {
+	p, err := json.Marshal(params)
+	if err != nil {
+		return nil, "", err
+	}
+	out, err := u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "action", name, string(p))
+	if err != nil {
+		return nil, out, err
+	}
+	st, err := u.State(ctx)
+	return st, out, err
+}
+
+// State reads the hook tools' state.
+func (u *Unit) State(ctx context.Context) (*fakejuju.State, error) {
+	out, err := u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "state")
+	if err != nil {
+		return nil, err
+	}
+	var st fakejuju.State
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("unit state %q: %w", out, err)
+	}
+	return &st, nil
+}
+
+// SetState replaces the hook tools' state.
+func (u *Unit) SetState(ctx context.Context, st *fakejuju.State) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = u.b.Exec(ctx, u.Model, u.Pod, "charm", strings.NewReader(string(data)), images.UnitAgent, "set-state")
+	return err
+}
+
+// Configure changes the charm's config and runs config-changed.
+func (u *Unit) Configure(ctx context.Context, config map[string]any) (string, error) {
+	st, err := u.State(ctx)
+	if err != nil {
+		return "", err
+	}
+	for k, v := range config {
+		st.Config[k] = v
+	}
+	if err := u.SetState(ctx, st); err != nil {
+		return "", err
+	}
+	return u.Hook(ctx, "config-changed")
+}
+
+func ptr[T any](v T) *T { return &v }
