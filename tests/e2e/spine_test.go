@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/images"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 	"github.com/calico-lb/calico-lb/workload/controller"
@@ -62,24 +66,7 @@ func TestSpineEndToEnd(t *testing.T) {
 
 	// Deploy and configure as an operator would: speakers on the nodes
 	// speaker-node-selector selects, each peering with its rack's spine side.
-	for i, n := range []string{"node1", "node2"} {
-		if err := labelNode(ctx, b, n, map[string]string{"rack": fmt.Sprint("r", i+1)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, err := kb.Deploy(ctx, "lb", fakejuju.Defaults(t), map[string]any{
-		"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
-		"subnet-spine-peers":    "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9}], 10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9}]}",
-		"speaker-node-selector": "rack in (r1,r2)",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, hook := range []string{"install", "leader-elected", "calico-lb-pebble-ready", "config-changed"} {
-		if out, err := u.Hook(ctx, hook); err != nil {
-			t.Fatalf("%s: %v\n%s", hook, err, out)
-		}
-	}
+	u := deploySpine(t, b)
 	st, err := u.State(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -253,4 +240,177 @@ func moveEcho(ctx context.Context, b *spinebed.Bed, ns, name, node string) error
 		return err
 	}
 	return b.Kubebed.WaitReady(ctx, ns, name, 1, 2*time.Minute)
+}
+
+// TestSpineFailures breaks the pieces of calico-lb on real nodes and
+// checks that Kubernetes and Pebble bring them back: a speaker pod
+// deleted (the DaemonSet recreates it; its routes go and come back), the
+// speaker process SIGKILLed inside its pod (the image's Pebble restarts
+// it), and the controller pod deleted (the StatefulSet recreates it; no IP
+// moves, and a Service created meanwhile is served).
+func TestSpineFailures(t *testing.T) {
+	cluster.RequireNodes(t)
+	b := newBed(t, spinebed.Start, spinebed.Options{RealNodes: true})
+	kb := b.Kubebed
+	ctx := context.Background()
+	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
+	u := deploySpine(t, b)
+	waitSpeakers(t, b, 2)
+	if _, err := kb.Echo(ctx, "web", "web", 2, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
+		t.Fatal(err)
+	}
+	vip, err := b.WaitIP("web", "web", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitNextHops(vip, 30*time.Second, n1, n2); err != nil {
+		t.Fatal(err)
+	}
+
+	// The speaker pod on node1 deleted: it withdraws as it stops, and its
+	// replacement announces again.
+	pods := waitSpeakers(t, b, 2)
+	start := time.Now()
+	if err := b.Kube.CoreV1().Pods("lb").Delete(ctx, pods[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := b.WaitNextHops(vip, 30*time.Second, n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := b.WaitNextHops(vip, 60*time.Second, n1, n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("speaker pod on node1 deleted: its route gone at the spine in %s, back from the recreated pod %s later",
+		gone.Round(time.Millisecond), back.Round(time.Millisecond))
+
+	// The speaker process SIGKILLed inside its pod: the kernel closes its
+	// BGP session, FRR withdraws, and the image's Pebble starts it again.
+	pods = waitSpeakers(t, b, 2)
+	pid, err := speakerPID(b.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitNextHops(vip, 30*time.Second, n2); err != nil {
+		t.Fatal(err)
+	}
+	back, err = b.WaitNextHops(vip, 60*time.Second, n1, n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := speakerPID(b.Nodes[0])
+	if err != nil || again == pid {
+		t.Fatalf("after SIGKILL the speaker is pid %d (was %d): %v", again, pid, err)
+	}
+	p, err := b.Kube.CoreV1().Pods("lb").Get(ctx, pods[0].Name, metav1.GetOptions{})
+	if err != nil || p.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Fatalf("the speaker's container restarted (%v): Pebble should have restarted the process inside it", err)
+	}
+	t.Logf("speaker SIGKILLed in its pod: Pebble restarted it (pid %d -> %d), route back at the spine %s after it was gone", pid, again, back.Round(time.Millisecond))
+
+	// The controller pod deleted: the StatefulSet recreates it, Juju runs
+	// pebble-ready in the new pod, and the controller re-adopts every IP.
+	if err := b.Kube.CoreV1().Pods("lb").Delete(ctx, u.Pod, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.WaitFor(ctx, time.Minute, func() bool {
+		p, err := b.Kube.CoreV1().Pods("lb").Get(ctx, u.Pod, metav1.GetOptions{})
+		return err == nil && p.UID != "" && p.DeletionTimestamp == nil && p.CreationTimestamp.After(start)
+	}); err != nil {
+		t.Fatal("the StatefulSet did not recreate the controller pod")
+	}
+	// A Service created while no controller runs waits, then is served.
+	if _, err := kb.Echo(ctx, "web", "late", 1, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.WaitRunning(ctx, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.SetState(ctx, unitState(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	for _, hook := range []string{"calico-lb-pebble-ready", "config-changed"} {
+		if out, err := u.Hook(ctx, hook); err != nil {
+			t.Fatalf("%s: %v\n%s", hook, err, out)
+		}
+	}
+	late, err := b.WaitIP("web", "late", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now, err := b.WaitIP("web", "web", time.Second); err != nil || now != vip {
+		t.Fatalf("web moved from %s to %s (%v) across the controller's restart", vip, now, err)
+	}
+	if _, err := b.WaitNextHops(late, 30*time.Second, n1, n2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := echo(b.Client, late); err != nil {
+		t.Fatalf("late Service at %s: %v", late, err)
+	}
+	t.Logf("controller pod recreated: web kept %s, late got %s and answers", vip, late)
+}
+
+// spineConfig is the charm config of the spine tests: speakers on the
+// racks' nodes, each peering with its rack's side of the spine.
+var spineConfig = map[string]any{
+	"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
+	"subnet-spine-peers":    "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9}], 10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9}]}",
+	"speaker-node-selector": "rack in (r1,r2)",
+}
+
+// unitState is the hook tools' state of a freshly deployed spine unit.
+func unitState(t *testing.T, b *spinebed.Bed) *fakejuju.State {
+	cfg := fakejuju.Defaults(t)
+	maps.Copy(cfg, spineConfig)
+	p, err := b.Kube.CoreV1().Pods("lb").Get(context.Background(), "calico-lb-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakejuju.State{Config: cfg, Leader: true, Address: p.Status.PodIP}
+}
+
+// deploySpine labels the nodes, deploys the unit and runs its first hooks.
+func deploySpine(t *testing.T, b *spinebed.Bed) *kubebed.Unit {
+	t.Helper()
+	ctx := context.Background()
+	for i, n := range []string{"node1", "node2"} {
+		if err := labelNode(ctx, b, n, map[string]string{"rack": fmt.Sprint("r", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := b.Kubebed.Deploy(ctx, "lb", fakejuju.Defaults(t), spineConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hook := range []string{"install", "leader-elected", "calico-lb-pebble-ready", "config-changed"} {
+		if out, err := u.Hook(ctx, hook); err != nil {
+			t.Fatalf("%s: %v\n%s", hook, err, out)
+		}
+	}
+	return u
+}
+
+// speakerPID finds the speaker process of the node whose network
+// namespace (and cgroup) is ns.
+func speakerPID(ns string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if strings.HasPrefix(string(cmd), "/usr/bin/calico-lb\x00speaker\x00") && strings.Contains(string(cg), "/"+ns+"/") {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no speaker process in %s", ns)
 }
