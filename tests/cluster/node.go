@@ -32,8 +32,13 @@ type NodeOptions struct {
 	// ProxyMode is kube-proxy's mode: iptables (the default, as Charmed
 	// Kubernetes runs it) or nftables.
 	ProxyMode string
-	// ClusterCIDR covers every node's PodCIDR (default 10.244.0.0/16).
+	// ClusterCIDR covers every node's PodCIDR (default 10.244.0.0/16, and
+	// fd44::/48 for dual-stack nodes).
 	ClusterCIDR string
+	// IP6 and PodCIDR6 make the node dual-stack: its IPv6 InternalIP (on a
+	// link the other nodes share, through which they reach its IPv6 pods)
+	// and its pods' IPv6 range (e.g. fd44:0:0:1::/64).
+	IP6, PodCIDR6 string
 	// Labels are added to the Node once it has registered.
 	Labels map[string]string
 }
@@ -69,6 +74,9 @@ func (c *Cluster) StartNode(ctx context.Context, o NodeOptions) (n *Node, err er
 	}
 	if o.ClusterCIDR == "" {
 		o.ClusterCIDR = "10.244.0.0/16"
+		if o.PodCIDR6 != "" {
+			o.ClusterCIDR += ",fd44::/48"
+		}
 	}
 	SweepNodes()
 	n = &Node{Name: o.Name, Dir: filepath.Join(c.Dir, "nodes", o.Name), opts: o, cg: o.NetNS}
@@ -108,7 +116,7 @@ func (c *Cluster) StartNode(ctx context.Context, o NodeOptions) (n *Node, err er
 		return nil, err
 	}
 	if n.kubelet, err = n.run("kubelet", filepath.Join(BinDir(), "kubelet"), "--config="+n.file("kubelet.yaml"),
-		"--kubeconfig="+kubeconfig, "--hostname-override="+o.Name, "--node-ip="+o.IP, "--v=1"); err != nil {
+		"--kubeconfig="+kubeconfig, "--hostname-override="+o.Name, "--node-ip="+strings.Trim(o.IP+","+o.IP6, ","), "--v=1"); err != nil {
 		return nil, err
 	}
 	proxyKC, err := c.WriteKubeconfig(UserProxy)
@@ -168,7 +176,7 @@ func (n *Node) writeConfigs(c *Cluster) error {
 	files := map[string]string{
 		"containerd.toml":                       containerdConfig(n.Dir, o.Registry),
 		"certs.d/" + o.Registry + "/hosts.toml": fmt.Sprintf("server = \"http://%[1]s\"\n\n[host.\"http://%[1]s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", o.Registry),
-		"cni/10-bed.conflist":                   cniConfig(o.PodCIDR),
+		"cni/10-bed.conflist":                   cniConfig(o.PodCIDR, o.PodCIDR6),
 		"kubelet.yaml":                          kubeletConfig(n.Dir, n.cg, o),
 		// Nothing resolves in the bed; pods' lookups stay in their own namespace.
 		"resolv.conf": "nameserver 127.0.0.1\n",

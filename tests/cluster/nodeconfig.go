@@ -46,19 +46,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `, dir, registry)
 }
 
-// cniConfig is a bridge on the node with its pod range; the bed routes
-// each range to its node.
-func cniConfig(podCIDR string) string {
+// cniConfig is a bridge on the node with its pod range (and an IPv6 one
+// for dual-stack nodes); the bed routes each range to its node.
+func cniConfig(podCIDR, podCIDR6 string) string {
+	ranges, routes := fmt.Sprintf(`[{"subnet": %q}]`, podCIDR), `{"dst": "0.0.0.0/0"}`
+	if podCIDR6 != "" {
+		ranges += fmt.Sprintf(`, [{"subnet": %q}]`, podCIDR6)
+		routes += `, {"dst": "::/0"}`
+	}
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "bed",
   "plugins": [
     {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "ranges": [%s], "routes": [%s]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, podCIDR)
+`, ranges, routes)
 }
 
 func kubeletConfig(dir, cgroup string, o NodeOptions) string {

@@ -58,8 +58,8 @@ func RouteNodes(nodes []NodeOptions, apiserver string) error {
 		return n.IP
 	}
 	for _, n := range nodes {
-		if out, err := exec.Command("ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-			"net.bridge.bridge-nf-call-iptables=1", "net.ipv4.conf.all.route_localnet=1").CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", "netns", "exec", n.NetNS, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+			"net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1", "net.ipv4.conf.all.route_localnet=1").CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: sysctl: %v: %s", n.Name, err, out)
 		}
 		if out, err := exec.Command("ip", "-n", n.NetNS, "route", "add", "10.96.0.0/16", "via", apiserver).CombinedOutput(); err != nil {
@@ -71,6 +71,11 @@ func RouteNodes(nodes []NodeOptions, apiserver string) error {
 			}
 			if out, err := exec.Command("ip", "-n", n.NetNS, "route", "add", other.PodCIDR, "via", via(other)).CombinedOutput(); err != nil {
 				return fmt.Errorf("%s: route to %s: %v: %s", n.Name, other.PodCIDR, err, out)
+			}
+			if other.PodCIDR6 != "" {
+				if out, err := exec.Command("ip", "-n", n.NetNS, "-6", "route", "add", other.PodCIDR6, "via", other.IP6).CombinedOutput(); err != nil {
+					return fmt.Errorf("%s: route to %s: %v: %s", n.Name, other.PodCIDR6, err, out)
+				}
 			}
 		}
 	}

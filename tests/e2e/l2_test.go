@@ -6,16 +6,14 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/charm"
-	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
@@ -37,48 +35,30 @@ func arpingMACs(b *spinebed.Bed, ip string, count int) []string {
 	return macs
 }
 
-func newL2(t *testing.T) *spinebed.Bed { return newBed(t, spinebed.StartL2, spinebed.Options{}) }
+func newL2(t *testing.T) *spinebed.Bed {
+	cluster.RequireNodes(t)
+	return newBed(t, spinebed.StartL2, spinebed.Options{RealNodes: true})
+}
 
+// TestL2EndToEnd runs calico-lb in l2 mode on three real nodes, deployed as
+// Juju deploys it: one speaker answers ARP (and NDP) for each IP, the client
+// on the segment reaches the test application's pods through it and
+// kube-proxy, and ownership moves when the owner's speaker or link goes.
 func TestL2EndToEnd(t *testing.T) {
 	b := newL2(t)
+	kb := b.Kubebed
 	ctx := context.Background()
-	if err := b.StartWorkload("mode: l2\npools:\n  p: {addresses: [10.214.0.100-10.214.0.120, 'fd14::100-fd14::120']}\n"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	u := deployUnit(t, b, map[string]any{"pools": "10.214.0.100-10.214.0.120 fd14::100-fd14::120", "peering-mode": "l2"})
+	waitSpeakers(t, b, 3)
 	macOf := map[string]int{} // MAC -> node index (1-based)
 	for i, ns := range b.Nodes {
 		macOf[b.MAC(ns)] = i + 1
 	}
-	serve := func(vip string) {
-		stop, err := b.ServeVIP(vip, 8080)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(stop)
-	}
-	create := func(name string, mod func(*corev1.Service)) string {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "web"},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 8080}}}}
-		if mod != nil {
-			mod(svc)
-		}
-		if _, err := b.Kube.CoreV1().Services("web").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		ip, err := b.WaitIP("web", name, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ip
-	}
-	// owner waits until exactly one node answers ARP for ip, and returns it.
+	// owner waits until exactly one node, not not, answers ARP for ip.
 	owner := func(ip string, not int) int {
 		t.Helper()
 		var macs []string
-		if _, err := netns.WaitFor(ctx, 15*time.Second, func() bool {
+		if _, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
 			macs = arpingMACs(b, ip, 1)
 			return len(macs) == 1 && macOf[macs[0]] != 0 && macOf[macs[0]] != not
 		}); err != nil {
@@ -86,31 +66,40 @@ func TestL2EndToEnd(t *testing.T) {
 		}
 		return macOf[macs[0]]
 	}
+	answer := func(vip string) echoAnswer {
+		t.Helper()
+		var a echoAnswer
+		var err error
+		if _, werr := netns.WaitFor(ctx, 30*time.Second, func() bool {
+			a, err = echo(b.Client, vip)
+			return err == nil
+		}); werr != nil {
+			t.Fatalf("the client got no answer from %s: %v", vip, err)
+		}
+		return a
+	}
 
-	vip := create("web", nil)
-	serve(vip)
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	vip, err := b.WaitIP("web", "web", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	first := owner(vip, 0)
-	// Steady state: one node answers, every time.
 	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
 		t.Fatalf("5 ARP probes answered by %v, want one node", macs)
 	}
-	if who, err := netns.Ask(b.Client, vip+":8080"); err != nil || who != fmt.Sprint("node", first) {
-		t.Fatalf("TCP to %s answered by %q (%v), want node%d", vip, who, err, first)
-	}
-	t.Logf("%s owned by node%d", vip, first)
+	a := answer(vip)
+	t.Logf("%s owned by node%d; answered by %s on %s", vip, first, a.Pod, a.Node)
 
 	// verify through the real dispatch: the owner the speakers report is
 	// the node that really answers ARP.
-	if err := b.ReportSpeakerPods(ctx); err != nil {
-		t.Fatal(err)
+	st, out, err := u.Action(ctx, "verify", map[string]any{"service": "web/web"})
+	if err != nil || st.ActionFailed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, st, out)
 	}
-	dispatch := fakejuju.BuildDispatch(t)
-	j := fakejuju.New(t, &fakejuju.State{Config: fakejuju.Defaults(t), Leader: true})
-	j.Env = []string{charm.APIEnv + "=" + strings.TrimPrefix(b.ControllerAPI, "http://")}
-	if out, err := j.Action(t, dispatch, "verify", map[string]any{"service": "web/web"}); err != nil || j.State(t).ActionFailed != nil {
-		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
-	}
-	r := j.State(t).ActionResults
+	r := st.ActionResults
 	found := false
 	for i := 0; r[fmt.Sprintf("checks.%d.name", i)] != ""; i++ {
 		k := fmt.Sprintf("checks.%d.", i)
@@ -125,44 +114,18 @@ func TestL2EndToEnd(t *testing.T) {
 		t.Fatalf("verify: advertised check found %v, failed %s\n%s", found, r["failed"], r["table"])
 	}
 
-	// SIGKILL of the owner's speaker: another node takes over.
+	// The owner's speaker pod deleted: another node answers, and the
+	// client is served meanwhile; the DaemonSet's replacement takes the IP
+	// back at most once.
+	pods := waitSpeakers(t, b, 3)
 	start := time.Now()
-	b.Signal(first, syscall.SIGKILL)
+	if err := b.Kube.CoreV1().Pods("lb").Delete(ctx, pods[first-1].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	second := owner(vip, first)
-	t.Logf("speaker SIGKILL: node%d answers ARP after %s (1 s arping probes; make bench-l2 times it finely)", second, time.Since(start).Round(time.Millisecond))
-
-	// The new owner's link goes down: the third node takes over and the
-	// client reconnects.
-	start = time.Now()
-	if _, err := b.Net.Exec(b.Nodes[second-1], "ip", "link", "set", "eth0", "down"); err != nil {
-		t.Fatal(err)
-	}
-	var who string
-	if _, err := netns.WaitFor(ctx, 15*time.Second, func() bool {
-		w, err := netns.Ask(b.Client, vip+":8080")
-		who = w
-		return err == nil && w != fmt.Sprint("node", second) && w != fmt.Sprint("node", first)
-	}); err != nil {
-		t.Fatalf("after node%d's link went down the client reached %q", second, who)
-	}
-	t.Logf("link down: client connected to %s %s after the fault (2 s connect timeout per attempt)", who, time.Since(start).Round(time.Millisecond))
-
-	// The link comes back: the node that was cut off kept answering for
-	// everything on its side; once it hears the others again, within the
-	// liveness timeout, one node answers.
-	if _, err := b.Net.Exec(b.Nodes[second-1], "ip", "link", "set", "eth0", "up"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
-		t.Fatalf("after the partition healed, 5 broadcast ARP probes were answered by %v, want one node", macs)
-	}
-
-	// The killed speaker comes back: ownership moves at most once (after
-	// the hold-down), never back and forth.
-	if err := b.StartSpeaker(first); err != nil {
-		t.Fatal(err)
-	}
+	t.Logf("owner's speaker pod deleted: node%d answers ARP after %s (1 s arping probes; make bench-l2 times it finely)", second, time.Since(start).Round(time.Millisecond))
+	answer(vip)
+	waitSpeakers(t, b, 3)
 	var seen []string
 	deadline := time.Now().Add(6 * time.Second)
 	for time.Now().Before(deadline) {
@@ -171,48 +134,58 @@ func TestL2EndToEnd(t *testing.T) {
 		}
 	}
 	if len(seen) > 2 {
-		t.Fatalf("ownership flapped after node%d came back: %v", first, seen)
+		t.Fatalf("ownership flapped after node%d's speaker came back: %v", first, seen)
 	}
 
-	// Local: the owner is the node with the endpoint, and follows it.
-	local := create("local", func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal })
-	node, ready := "node3", true
-	if second == 3 {
-		node = "node1" // keep the endpoint off the node that was cut off
+	// The owner's link goes down: another node takes the IP and the client
+	// reconnects (kube-proxy may still send some connections to the pod
+	// behind the cut link until its node is marked NotReady).
+	now := owner(vip, 0)
+	start = time.Now()
+	if _, err := b.Net.Exec(b.Nodes[now-1], "ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
 	}
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "local-1", Namespace: "web", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.168.0.9"}, NodeName: &node, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	next := owner(vip, now)
+	t.Logf("node%d's link down: node%d answers ARP after %s", now, next, time.Since(start).Round(time.Millisecond))
+	answer(vip)
+	if _, err := b.Net.Exec(b.Nodes[now-1], "ip", "link", "set", "eth0", "up"); err != nil {
+		t.Fatal(err)
 	}
-	es, err := b.Kube.DiscoveryV1().EndpointSlices("web").Create(ctx, es, metav1.CreateOptions{})
+	time.Sleep(time.Second)
+	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
+		t.Fatalf("after the partition healed, 5 broadcast ARP probes were answered by %v, want one node", macs)
+	}
+
+	// Local: the owner is the node with the pod, the pod sees the client's
+	// address, and the owner follows the pod.
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
+		t.Fatal(err)
+	}
+	local, err := b.WaitIP("web", "local", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := owner(local, 0); fmt.Sprint("node", got) != node {
-		t.Fatalf("Local %s owned by node%d, its endpoint is on %s", local, got, node)
+	if got := owner(local, 0); got != 3 {
+		t.Fatalf("Local %s owned by node%d, its pod is on node3", local, got)
 	}
-	other := "node2"
-	if second == 2 {
-		other = "node1"
+	if a := answer(local); !strings.HasPrefix(a.Client, "10.214.0.2:") || a.Node != "node3" {
+		t.Fatalf("Local: %+v, want the client's own address 10.214.0.2 seen on node3", a)
 	}
-	es.Endpoints[0].NodeName = &other
-	if _, err := b.Kube.DiscoveryV1().EndpointSlices("web").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+	if err := moveEcho(ctx, b, "web", "local", "node2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := owner(local, 0); fmt.Sprint("node", got) != other {
-		t.Fatalf("Local %s owned by node%d after its endpoint moved to %s", local, got, other)
+	if got := owner(local, 3); got != 2 {
+		t.Fatalf("Local %s owned by node%d after its pod moved to node2", local, got)
 	}
 
-	// IPv6: the client reaches an IPv6 VIP through NDP.
-	v6 := create("web6", func(s *corev1.Service) { s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol} })
-	serve(v6)
-	if _, err := netns.WaitFor(ctx, 15*time.Second, func() bool {
-		w, err := netns.Ask(b.Client, "["+v6+"]:8080")
-		who = w
-		return err == nil && strings.HasPrefix(w, "node")
-	}); err != nil {
-		t.Fatalf("IPv6 VIP %s not reachable through NDP (last answer %q)", v6, who)
+	// IPv6: the client reaches an IPv6 VIP through NDP and kube-proxy.
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web6", Replicas: 2, Families: []corev1.IPFamily{corev1.IPv6Protocol}}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("IPv6 VIP %s answered by %s", v6, who)
+	v6, err := b.WaitIP("web", "web6", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = answer("[" + v6 + "]")
+	t.Logf("IPv6 VIP %s answered by %s on %s, which saw %s", v6, a.Pod, a.Node, a.Client)
 }

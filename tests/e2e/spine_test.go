@@ -66,7 +66,7 @@ func TestSpineEndToEnd(t *testing.T) {
 
 	// Deploy and configure as an operator would: speakers on the nodes
 	// speaker-node-selector selects, each peering with its rack's spine side.
-	u := deploySpine(t, b)
+	u := deployUnit(t, b, spineConfig)
 	st, err := u.State(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestSpineEndToEnd(t *testing.T) {
 	// A Cluster Service: both nodes announce its IP; the spine has ECMP,
 	// and the client reaches both pods through kube-proxy.
 	created := time.Now()
-	if _, err := kb.Echo(ctx, "web", "web", 2, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
 		t.Fatal(err)
 	}
 	vip, err := b.WaitIP("web", "web", 30*time.Second)
@@ -129,7 +129,7 @@ func TestSpineEndToEnd(t *testing.T) {
 
 	// Local: only the node with a ready pod announces, and the pod sees the
 	// client's own address (seed 002's source-IP check).
-	if _, err := kb.Echo(ctx, "web", "local", 1, corev1.ServiceExternalTrafficPolicyLocal, "node2"); err != nil {
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}); err != nil {
 		t.Fatal(err)
 	}
 	lvip, err := b.WaitIP("web", "local", 30*time.Second)
@@ -254,9 +254,9 @@ func TestSpineFailures(t *testing.T) {
 	kb := b.Kubebed
 	ctx := context.Background()
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
-	u := deploySpine(t, b)
+	u := deployUnit(t, b, spineConfig)
 	waitSpeakers(t, b, 2)
-	if _, err := kb.Echo(ctx, "web", "web", 2, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
 		t.Fatal(err)
 	}
 	vip, err := b.WaitIP("web", "web", 30*time.Second)
@@ -324,13 +324,13 @@ func TestSpineFailures(t *testing.T) {
 		t.Fatal("the StatefulSet did not recreate the controller pod")
 	}
 	// A Service created while no controller runs waits, then is served.
-	if _, err := kb.Echo(ctx, "web", "late", 1, corev1.ServiceExternalTrafficPolicyCluster); err != nil {
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "late", Replicas: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := u.WaitRunning(ctx, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.SetState(ctx, unitState(t, b)); err != nil {
+	if err := u.SetState(ctx, unitState(t, b, spineConfig)); err != nil {
 		t.Fatal(err)
 	}
 	for _, hook := range []string{"calico-lb-pebble-ready", "config-changed"} {
@@ -362,10 +362,11 @@ var spineConfig = map[string]any{
 	"speaker-node-selector": "rack in (r1,r2)",
 }
 
-// unitState is the hook tools' state of a freshly deployed spine unit.
-func unitState(t *testing.T, b *spinebed.Bed) *fakejuju.State {
+// unitState is the hook tools' state of a freshly deployed unit with
+// config.
+func unitState(t *testing.T, b *spinebed.Bed, config map[string]any) *fakejuju.State {
 	cfg := fakejuju.Defaults(t)
-	maps.Copy(cfg, spineConfig)
+	maps.Copy(cfg, config)
 	p, err := b.Kube.CoreV1().Pods("lb").Get(context.Background(), "calico-lb-0", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -373,16 +374,17 @@ func unitState(t *testing.T, b *spinebed.Bed) *fakejuju.State {
 	return &fakejuju.State{Config: cfg, Leader: true, Address: p.Status.PodIP}
 }
 
-// deploySpine labels the nodes, deploys the unit and runs its first hooks.
-func deploySpine(t *testing.T, b *spinebed.Bed) *kubebed.Unit {
+// deployUnit labels the nodes with their racks (node i in rack ri),
+// deploys the unit with config and runs its first hooks.
+func deployUnit(t *testing.T, b *spinebed.Bed, config map[string]any) *kubebed.Unit {
 	t.Helper()
 	ctx := context.Background()
-	for i, n := range []string{"node1", "node2"} {
-		if err := labelNode(ctx, b, n, map[string]string{"rack": fmt.Sprint("r", i+1)}); err != nil {
+	for i := range b.Nodes {
+		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i+1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	u, err := b.Kubebed.Deploy(ctx, "lb", fakejuju.Defaults(t), spineConfig)
+	u, err := b.Kubebed.Deploy(ctx, "lb", fakejuju.Defaults(t), config)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,11 +17,21 @@ import (
 // EchoPort is the port the test application's Services expose.
 const EchoPort = 80
 
-// Echo deploys the test application as a Deployment of replicas pods
-// (placed on nodes, if given) behind a LoadBalancer Service of the same
-// name with the given externalTrafficPolicy, and waits until the pods are
-// ready. The EndpointSlices are the real EndpointSlice controller's.
-func (b *Bed) Echo(ctx context.Context, ns, name string, replicas int, policy corev1.ServiceExternalTrafficPolicy, nodes ...string) (*corev1.Service, error) {
+// App describes a test application and its Service.
+type App struct {
+	NS, Name string
+	Replicas int
+	Policy   corev1.ServiceExternalTrafficPolicy // default Cluster
+	Families []corev1.IPFamily                   // default the cluster's (IPv4)
+	Nodes    []string                            // the pods only on these nodes
+}
+
+// Echo deploys the test application as a Deployment of a.Replicas pods
+// behind a LoadBalancer Service of the same name, and waits until the
+// pods are ready. The EndpointSlices are the real EndpointSlice
+// controller's.
+func (b *Bed) Echo(ctx context.Context, a App) (*corev1.Service, error) {
+	ns, name, nodes := a.NS, a.Name, a.Nodes
 	if _, err := b.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 		if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			return nil, err
@@ -49,7 +59,7 @@ func (b *Bed) Echo(ctx context.Context, ns, name string, replicas int, policy co
 	}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(replicas)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(a.Replicas)), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}},
 	}
 	if _, err := b.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
@@ -57,14 +67,14 @@ func (b *Bed) Echo(ctx context.Context, ns, name string, replicas int, policy co
 	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: labels, ExternalTrafficPolicy: policy,
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: labels, ExternalTrafficPolicy: a.Policy, IPFamilies: a.Families,
 			Ports: []corev1.ServicePort{{Port: EchoPort, TargetPort: intstr.FromInt32(8080)}}},
 	}
 	svc, err := b.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
 		return nil, err
 	}
-	return svc, b.WaitReady(ctx, ns, name, replicas, 3*time.Minute)
+	return svc, b.WaitReady(ctx, ns, name, a.Replicas, 3*time.Minute)
 }
 
 // WaitReady waits until Deployment ns/name has want ready pods.

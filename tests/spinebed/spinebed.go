@@ -62,8 +62,9 @@ type Bed struct {
 	Kube       kubernetes.Interface
 	Kubeconfig string
 	ConfigPath string
-	// NodeIPs are the nodes' addresses (InternalIPs), in node order.
-	NodeIPs []string
+	// NodeIPs are the nodes' addresses (InternalIPs), in node order, and
+	// NodeIP6s their IPv6 ones where the bed has them (L2).
+	NodeIPs, NodeIP6s []string
 	// MgmtIPs are the nodes' addresses on the management bridge, which
 	// the root namespace (the controller's) reaches.
 	MgmtIPs []string
@@ -190,8 +191,12 @@ func (b *Bed) startControlPlane(ctx context.Context, mgmt string) error {
 	if b.opts.RealNodes {
 		var nodes []cluster.NodeOptions
 		for i, ns := range b.Nodes {
-			nodes = append(nodes, cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
-				PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]})
+			o := cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
+				PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]}
+			if len(b.NodeIP6s) > i {
+				o.IP6, o.PodCIDR6 = b.NodeIP6s[i], fmt.Sprintf("fd44:0:0:%d::/64", i+1)
+			}
+			nodes = append(nodes, o)
 		}
 		if b.Kubebed, err = kubebed.Start(ctx, kubebed.Options{Address: mgmt, Nodes: nodes, Log: b.opts.Log}); err != nil {
 			return err
@@ -265,6 +270,7 @@ func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 		}
 		b.Nodes = append(b.Nodes, ns)
 		b.NodeIPs = append(b.NodeIPs, L2NodeIP(i))
+		b.NodeIP6s = append(b.NodeIP6s, L2NodeIP6(i))
 		if err := attach(ns, fmt.Sprint("p-node", i), L2NodeIP(i)+"/24", L2NodeIP6(i)+"/64"); err != nil {
 			return nil, err
 		}

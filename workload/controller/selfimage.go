@@ -90,5 +90,5 @@ func podImage(ctx context.Context, client kubernetes.Interface, namespace, name,
 		}
 		names = append(names, c.Name)
 	}
-	return speakerImage{}, fmt.Errorf("Pod %s/%s has no container %q (it has %s); set --container or --speaker-image", namespace, name, container, strings.Join(names, ", "))
+	return speakerImage{}, fmt.Errorf("pod %s/%s has no container %q (it has %s); set --container or --speaker-image", namespace, name, container, strings.Join(names, ", "))
 }
