@@ -3,125 +3,135 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
 
-// runL2 is `make demo MODE=l2`: one L2 segment with a client and three
-// nodes running the real speaker; the owner of a VIP answers ARP and NDP,
-// and another node takes over when it dies.
-func runL2(ctx context.Context, binary string) error {
-	if m := netns.Missing(); len(m) > 0 {
+// runL2 is `make demo MODE=l2`: one L2 segment with a client and three real
+// dual-stack nodes; calico-lb deployed as Juju deploys it; the owner of a
+// VIP answers ARP and NDP, the client reaches the pods through it and
+// kube-proxy, and another node takes over when the owner's link goes.
+func runL2(ctx context.Context) error {
+	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		return fmt.Errorf("L2 mode needs %s (run `sudo make demo MODE=l2`; make deps installs them)", strings.Join(m, ", "))
 	}
-	step("L2 mode: one segment (a bridge), a client and node1..node3 running `calico-lb speaker`")
-	dir, err := os.MkdirTemp("", "calico-lb-demo-l2-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	b, err := spinebed.StartL2(ctx, spinebed.Options{Binary: binary, Dir: dir, Log: func(s string) { fmt.Println("    " + s) }})
+	step("L2 mode: one segment (a bridge), a client and node1..node3 as real Kubernetes nodes (containerd, kubelet, kube-proxy)")
+	b, err := spinebed.StartL2(ctx, spinebed.Options{RealNodes: true, Log: func(s string) { fmt.Println("    " + s) }})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		b.Close()
-		step("L2 test bed removed (namespaces, processes)")
+		step("L2 test bed removed (nodes, namespaces, processes, cgroups)")
 	}()
-	cfg := "mode: l2\npools:\n  office: {addresses: [10.214.0.100-10.214.0.120, 'fd14::100-fd14::120']}\n"
-	fmt.Printf("    config:\n%s", indent(cfg))
-	if err := b.StartWorkload(cfg); err != nil {
-		return err
-	}
-	if _, err := b.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	dual := corev1.IPFamilyPolicyRequireDualStack
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "shop"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 8080}},
-			IPFamilyPolicy: &dual, IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}}}
-	if _, err := b.Kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	vip, err := b.WaitIP("shop", "shop", 30*time.Second)
+	kb := b.Kubebed
+	cfg := map[string]any{"pools": "10.214.0.100-10.214.0.120 fd14::100-fd14::120", "peering-mode": "l2"}
+	step("juju deploy ./calico-lb.charm --resource workload-image=%s --trust --config pools=%q --config peering-mode=l2", kb.Image("calico-lb:test"), cfg["pools"])
+	u, err := kb.Deploy(ctx, "lb", cfg)
 	if err != nil {
-		return fmt.Errorf("%w\n%s", err, b.Logs())
+		return err
 	}
-	got, err := b.Kube.CoreV1().Services("shop").Get(ctx, "shop", metav1.GetOptions{})
+	st, err := u.State(ctx)
 	if err != nil {
+		return err
+	}
+	fmt.Printf("    juju status: calico-lb/0 %s: %s\n", st.UnitStatus.Name, st.UnitStatus.Message)
+	if _, err := kb.WaitSpeakers(ctx, "lb", 3, 3*time.Minute); err != nil {
+		return err
+	}
+	fmt.Println("    3 speaker pods Ready (NET_RAW only, read-only root, under the image's Pebble)")
+
+	step("The shop application: 3 pods behind a dual-stack LoadBalancer Service")
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "shop", Name: "shop", Replicas: 3, DualStack: true}); err != nil {
 		return err
 	}
 	var vips []string
-	for _, in := range got.Status.LoadBalancer.Ingress {
-		vips = append(vips, in.IP)
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		s, err := b.Kube.CoreV1().Services("shop").Get(ctx, "shop", metav1.GetOptions{})
+		vips = vips[:0]
+		for _, in := range s.Status.LoadBalancer.Ingress {
+			vips = append(vips, in.IP)
+		}
+		return err == nil && len(vips) == 2
+	}); err != nil {
+		return fmt.Errorf("shop got %v, want an IPv4 and an IPv6 address", vips)
 	}
 	fmt.Printf("    shop got %s\n", strings.Join(vips, ", "))
-	// Every node serves the VIPs (kube-proxy's part); only the owner is
-	// reachable because only it answers ARP/NDP.
-	for _, v := range vips {
-		stop, err := b.ServeVIP(v, 8080)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	time.Sleep(time.Second)
-	out, _ := b.Net.Exec(b.Client, "arping", "-c", "2", "-I", "eth0", vip)
-	fmt.Printf("    client: arping %s\n%s", vip, indent(out))
+	macs := map[string]string{}
 	for i, ns := range b.Nodes {
+		macs[strings.ToUpper(b.MAC(ns))] = fmt.Sprint("node", i+1)
 		fmt.Printf("    node%d's MAC is %s\n", i+1, strings.ToUpper(b.MAC(ns)))
 	}
-	owner := ""
+	owner := func() string {
+		out, _ := b.Net.Exec(b.Client, "arping", "-b", "-c", "1", "-w", "2", "-I", "eth0", vips[0])
+		for mac, node := range macs {
+			if strings.Contains(out, "["+mac+"]") {
+				return node
+			}
+		}
+		return "nobody"
+	}
+	time.Sleep(time.Second)
+	out, _ := b.Net.Exec(b.Client, "arping", "-c", "2", "-I", "eth0", vips[0])
+	fmt.Printf("    client: arping %s\n%s", vips[0], indent(out))
 	for _, v := range vips {
-		who, err := netns.Ask(b.Client, netip.AddrPortFrom(netip.MustParseAddr(v), 8080).String())
+		host := v
+		if strings.Contains(v, ":") {
+			host = "[" + v + "]"
+		}
+		var a kubebed.Answer
+		_, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
+			a, err = kubebed.Ask(b.Client, host, 2*time.Second)
+			return err == nil
+		})
 		if err != nil {
-			who = "error: " + err.Error()
+			return fmt.Errorf("client to %s: %w", host, err)
 		}
-		fmt.Printf("    client connects to %s -> answered by %s\n", netip.AddrPortFrom(netip.MustParseAddr(v), 8080), who)
-		if !strings.Contains(v, ":") {
-			owner = who
-		}
+		fmt.Printf("    client -> http://%s/ answered by pod %s on %s, which saw the client as %s\n", host, a.Pod, a.Node, a.Client)
 	}
-	var n int
-	if _, err := fmt.Sscanf(owner, "node%d", &n); err != nil {
-		return fmt.Errorf("no owner answered for %s: %q\n%s", vip, owner, b.Logs())
-	}
+	was := owner()
 
-	step("Failover: SIGKILL of %s's speaker; the client probes %s:8080 every 10 ms", owner, vip)
-	target := vip + ":8080"
-	start := time.Now()
-	b.Signal(n, syscall.SIGKILL)
-	if who, took, err := b.WaitOtherAnswer(target, owner, start, 10*time.Second); err == nil {
-		fmt.Printf("    %s answers after %s (liveness timeout 350 ms, then gratuitous ARP)\n", who, took.Round(time.Millisecond))
-	} else {
-		fmt.Printf("    %v\n", err)
+	step("Failover: %s (the owner of %s) loses its link; the client probes http://%s/ every 10 ms", was, vips[0], vips[0])
+	var n int
+	if _, err := fmt.Sscanf(was, "node%d", &n); err != nil {
+		return fmt.Errorf("no node answers ARP for %s", vips[0])
 	}
-	step("%s's speaker restarts: it waits out the 3 s hold-down before taking its IPs back, so ownership moves once, not back and forth", owner)
-	restarted := time.Now()
-	if err := b.StartSpeaker(n); err != nil {
+	start := time.Now()
+	if _, err := b.Net.Exec(b.Nodes[n-1], "ip", "link", "set", "eth0", "down"); err != nil {
 		return err
 	}
-	last, moves := "", 0
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		who, err := netns.AskWithin(b.Client, target, 200*time.Millisecond)
-		if err != nil || who == last {
-			continue
+	var took time.Duration
+	for took == 0 && time.Since(start) < 20*time.Second {
+		attempt := time.Now()
+		if _, err := kubebed.Ask(b.Client, vips[0], 100*time.Millisecond); err == nil {
+			took = time.Since(start)
+			break
 		}
-		if last != "" {
-			moves++
-			fmt.Printf("    %s now answers (%s after the restart)\n", who, time.Since(restarted).Round(100*time.Millisecond))
-		}
-		last = who
+		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
 	}
-	fmt.Printf("    ownership moves after the restart: %d\n", moves)
+	if took == 0 {
+		return fmt.Errorf("no answer within 20 s of %s's link going down", was)
+	}
+	fmt.Printf("    answered again after %s; %s now answers ARP (liveness timeout 350 ms, then gratuitous ARP)\n", took.Round(time.Millisecond), owner())
+	if _, err := b.Net.Exec(b.Nodes[n-1], "ip", "link", "set", "eth0", "up"); err != nil {
+		return err
+	}
+	step("%s's link is back: it waits out the 3 s hold-down before taking its IPs back, so ownership moves at most once", was)
+	last, moves := owner(), 0
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+		if now := owner(); now != last && now != "nobody" {
+			moves++
+			fmt.Printf("    %s now answers ARP\n", now)
+			last = now
+		}
+	}
+	fmt.Printf("    ownership moves after the link came back: %d\n", moves)
 	return nil
 }

@@ -44,7 +44,7 @@ func main() {
 	case "", "calico", "spine":
 		err = run(ctx, *binary)
 	case "l2":
-		err = runL2(ctx, *binary)
+		err = runL2(ctx)
 	default:
 		err = fmt.Errorf("MODE=%q: want l2, or nothing for the default demo", *mode)
 	}
@@ -230,7 +230,7 @@ func run(ctx context.Context, binary string) error {
 	if err := d.showPools(); err != nil {
 		return err
 	}
-	if err := runSpine(ctx, binary); err != nil {
+	if err := runSpine(ctx); err != nil {
 		return err
 	}
 	fmt.Println("\n    demo complete")

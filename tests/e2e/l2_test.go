@@ -66,9 +66,9 @@ func TestL2EndToEnd(t *testing.T) {
 		}
 		return macOf[macs[0]]
 	}
-	answer := func(vip string) echoAnswer {
+	answer := func(vip string) kubebed.Answer {
 		t.Helper()
-		var a echoAnswer
+		var a kubebed.Answer
 		var err error
 		if _, werr := netns.WaitFor(ctx, 30*time.Second, func() bool {
 			a, err = echo(b.Client, vip)
@@ -171,7 +171,7 @@ func TestL2EndToEnd(t *testing.T) {
 	if a := answer(local); !strings.HasPrefix(a.Client, "10.214.0.2:") || a.Node != "node3" {
 		t.Fatalf("Local: %+v, want the client's own address 10.214.0.2 seen on node3", a)
 	}
-	if err := moveEcho(ctx, b, "web", "local", "node2"); err != nil {
+	if err := kb.MoveApp(ctx, "web", "local", "node2"); err != nil {
 		t.Fatal(err)
 	}
 	if got := owner(local, 3); got != 2 {

@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,12 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
-	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
-	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // newBed starts a test bed with start for one test, and removes it (after
@@ -139,7 +135,7 @@ func TestSpineEndToEnd(t *testing.T) {
 	if _, err := b.WaitNextHops(lvip, 30*time.Second, n2); err != nil {
 		t.Fatal(err)
 	}
-	var a echoAnswer
+	var a kubebed.Answer
 	if _, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
 		a, err = echo(b.Client, lvip)
 		return err == nil
@@ -153,7 +149,7 @@ func TestSpineEndToEnd(t *testing.T) {
 
 	// The pod moves to node1: the route follows.
 	moved := time.Now()
-	if err := moveEcho(ctx, b, "web", "local", "node1"); err != nil {
+	if err := kb.MoveApp(ctx, "web", "local", "node1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WaitNextHops(lvip, 60*time.Second, n1); err != nil {
@@ -179,20 +175,6 @@ func TestSpineEndToEnd(t *testing.T) {
 	}
 }
 
-type echoAnswer struct{ Client, Server, Pod, Node string }
-
-// echo asks the test application at vip from ns.
-func echo(ns, vip string) (echoAnswer, error) {
-	var a echoAnswer
-	resp, err := netns.HTTPClient(ns, time.Second).Get("http://" + vip + "/")
-	if err != nil {
-		return a, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&a)
-	return a, err
-}
-
 func labelNode(ctx context.Context, b *spinebed.Bed, name string, labels map[string]string) error {
 	n, err := b.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -207,40 +189,15 @@ func labelNode(ctx context.Context, b *spinebed.Bed, name string, labels map[str
 // in node order.
 func waitSpeakers(t *testing.T, b *spinebed.Bed, want int) []corev1.Pod {
 	t.Helper()
-	var pods []corev1.Pod
-	if _, err := netns.WaitFor(context.Background(), 3*time.Minute, func() bool {
-		l, err := b.Kube.CoreV1().Pods("lb").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
-		if err != nil {
-			return false
-		}
-		pods = pods[:0]
-		for _, p := range l.Items {
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
-					pods = append(pods, p)
-				}
-			}
-		}
-		return len(pods) == want
-	}); err != nil {
-		t.Fatalf("%d speaker pods Ready, want %d\n%s", len(pods), want, b.Kubebed.Describe(context.Background(), "lb"))
+	pods, err := b.Kubebed.WaitSpeakers(context.Background(), "lb", want, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Spec.NodeName, b.Spec.NodeName) })
 	return pods
 }
 
-// moveEcho moves the pods of Deployment ns/name to node.
-func moveEcho(ctx context.Context, b *spinebed.Bed, ns, name, node string) error {
-	d, err := b.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	d.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values = []string{node}
-	if _, err := b.Kube.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	return b.Kubebed.WaitReady(ctx, ns, name, 1, 2*time.Minute)
-}
+// echo asks the test application at vip (IPv6 in brackets) from ns.
+func echo(ns, vip string) (kubebed.Answer, error) { return kubebed.Ask(ns, vip, time.Second) }
 
 // TestSpineFailures breaks the pieces of calico-lb on real nodes and
 // checks that Kubernetes and Pebble bring them back: a speaker pod
@@ -330,7 +287,11 @@ func TestSpineFailures(t *testing.T) {
 	if err := u.WaitRunning(ctx, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.SetState(ctx, unitState(t, b, spineConfig)); err != nil {
+	st, err := u.FreshState(ctx, spineConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.SetState(ctx, st); err != nil {
 		t.Fatal(err)
 	}
 	for _, hook := range []string{"calico-lb-pebble-ready", "config-changed"} {
@@ -362,18 +323,6 @@ var spineConfig = map[string]any{
 	"speaker-node-selector": "rack in (r1,r2)",
 }
 
-// unitState is the hook tools' state of a freshly deployed unit with
-// config.
-func unitState(t *testing.T, b *spinebed.Bed, config map[string]any) *fakejuju.State {
-	cfg := fakejuju.Defaults(t)
-	maps.Copy(cfg, config)
-	p, err := b.Kube.CoreV1().Pods("lb").Get(context.Background(), "calico-lb-0", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fakejuju.State{Config: cfg, Leader: true, Address: p.Status.PodIP}
-}
-
 // deployUnit labels the nodes with their racks (node i in rack ri),
 // deploys the unit with config and runs its first hooks.
 func deployUnit(t *testing.T, b *spinebed.Bed, config map[string]any) *kubebed.Unit {
@@ -384,14 +333,9 @@ func deployUnit(t *testing.T, b *spinebed.Bed, config map[string]any) *kubebed.U
 			t.Fatal(err)
 		}
 	}
-	u, err := b.Kubebed.Deploy(ctx, "lb", fakejuju.Defaults(t), config)
+	u, err := b.Kubebed.Deploy(ctx, "lb", config)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, hook := range []string{"install", "leader-elected", "calico-lb-pebble-ready", "config-changed"} {
-		if out, err := u.Hook(ctx, hook); err != nil {
-			t.Fatalf("%s: %v\n%s", hook, err, out)
-		}
 	}
 	return u
 }

@@ -23,7 +23,9 @@ type App struct {
 	Replicas int
 	Policy   corev1.ServiceExternalTrafficPolicy // default Cluster
 	Families []corev1.IPFamily                   // default the cluster's (IPv4)
-	Nodes    []string                            // the pods only on these nodes
+	// DualStack asks for both families (RequireDualStack).
+	DualStack bool
+	Nodes     []string // the pods only on these nodes
 }
 
 // Echo deploys the test application as a Deployment of a.Replicas pods
@@ -69,6 +71,10 @@ func (b *Bed) Echo(ctx context.Context, a App) (*corev1.Service, error) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: labels, ExternalTrafficPolicy: a.Policy, IPFamilies: a.Families,
 			Ports: []corev1.ServicePort{{Port: EchoPort, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if a.DualStack {
+		svc.Spec.IPFamilyPolicy = ptr(corev1.IPFamilyPolicyRequireDualStack)
+		svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
 	}
 	svc, err := b.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,9 +15,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/netns"
+	workloadconfig "github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
@@ -40,10 +45,51 @@ const (
 	workloadPebbleDir = "/charm/container"
 )
 
-// Deploy creates the unit's pod in namespace model with the charm's
-// config and waits until both containers run; the hooks are then run with
-// Hook. config is added to config.yaml's defaults.
-func (b *Bed) Deploy(ctx context.Context, model string, defaults, config map[string]any) (*Unit, error) {
+// Deploy deploys the unit in namespace model with config (on top of
+// config.yaml's defaults, as `juju deploy --config` gives it), waits until
+// both containers run, and runs the hooks Juju runs first: install,
+// leader-elected, calico-lb-pebble-ready and config-changed.
+func (b *Bed) Deploy(ctx context.Context, model string, config map[string]any) (*Unit, error) {
+	u, err := b.create(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	st, err := u.FreshState(ctx, config)
+	if err != nil {
+		return nil, err
+	}
+	if err := u.SetState(ctx, st); err != nil {
+		return nil, err
+	}
+	for _, hook := range []string{"install", "leader-elected", "calico-lb-pebble-ready", "config-changed"} {
+		if out, err := u.Hook(ctx, hook); err != nil {
+			return nil, fmt.Errorf("%s: %w\n%s", hook, err, out)
+		}
+	}
+	return u, nil
+}
+
+// FreshState is the hook tools' state of a unit just deployed with config:
+// the leader, its address the pod's.
+func (u *Unit) FreshState(ctx context.Context, config map[string]any) (*fakejuju.State, error) {
+	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := workloadconfig.CharmDefaults(data)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(cfg, config)
+	pod, err := u.b.Kube.CoreV1().Pods(u.Model).Get(ctx, u.Pod, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return &fakejuju.State{Config: cfg, Leader: true, Address: pod.Status.PodIP}, nil
+}
+
+// create makes the unit's objects and waits until its pod runs.
+func (b *Bed) create(ctx context.Context, model string) (*Unit, error) {
 	kube := b.Kube
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: model}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
@@ -89,24 +135,7 @@ func (b *Bed) Deploy(ctx context.Context, model string, defaults, config map[str
 		return nil, err
 	}
 	u := &Unit{b: b, Model: model, Pod: app + "-0"}
-	if err := u.WaitRunning(ctx, 3*time.Minute); err != nil {
-		return nil, err
-	}
-	cfg := map[string]any{}
-	for k, v := range defaults {
-		cfg[k] = v
-	}
-	for k, v := range config {
-		cfg[k] = v
-	}
-	pod, err := kube.CoreV1().Pods(model).Get(ctx, u.Pod, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	if err := u.SetState(ctx, &fakejuju.State{Config: cfg, Leader: true, Address: pod.Status.PodIP}); err != nil {
-		return nil, err
-	}
-	return u, nil
+	return u, u.WaitRunning(ctx, 3*time.Minute)
 }
 
 // WaitRunning waits until the unit's pod has both containers running.

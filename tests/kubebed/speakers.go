@@ -1,0 +1,72 @@
+package kubebed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/controller"
+)
+
+// WaitSpeakers waits until want speaker pods in ns are Ready and returns
+// them in node order.
+func (b *Bed) WaitSpeakers(ctx context.Context, ns string, want int, limit time.Duration) ([]corev1.Pod, error) {
+	var pods []corev1.Pod
+	if _, err := netns.WaitFor(ctx, limit, func() bool {
+		l, err := b.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
+		if err != nil {
+			return false
+		}
+		pods = pods[:0]
+		for _, p := range l.Items {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+					pods = append(pods, p)
+				}
+			}
+		}
+		return len(pods) == want
+	}); err != nil {
+		return nil, fmt.Errorf("%d speaker pods Ready, want %d\n%s", len(pods), want, b.Describe(ctx, ns))
+	}
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Spec.NodeName, b.Spec.NodeName) })
+	return pods, nil
+}
+
+// MoveApp moves the pods of the test application ns/name (deployed with
+// App.Nodes) to node and waits until they are ready there.
+func (b *Bed) MoveApp(ctx context.Context, ns, name, node string) error {
+	d, err := b.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	d.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values = []string{node}
+	if _, err := b.Kube.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	return b.WaitReady(ctx, ns, name, int(*d.Spec.Replicas), 2*time.Minute)
+}
+
+// Answer is what the test application answers: the connection as the pod
+// saw it.
+type Answer struct{ Client, Server, Pod, Node string }
+
+// Ask connects to the test application at host (an IP, IPv6 in brackets)
+// from namespace ns, as a client outside the cluster does.
+func Ask(ns, host string, limit time.Duration) (Answer, error) {
+	var a Answer
+	resp, err := netns.HTTPClient(ns, limit).Get("http://" + host + "/")
+	if err != nil {
+		return a, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	return a, err
+}
