@@ -35,7 +35,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -o bin/calico-lb-juju ./charm/cmd/calico-lb-juju
 
 # A real control plane on loopback, the real controller, a handful of
-# Services, and a held-back pool change applied. Builds what it needs.
+# Services, and a held-back pool change applied; then spine mode (MODE=l2:
+# L2 mode) on real nodes with calico-lb deployed as Juju deploys it. Builds
+# what it needs.
 demo: build tools deps
 	$(GO) run ./tests/demo --binary bin/calico-lb --mode "$(MODE)"
 
@@ -103,16 +105,17 @@ bench-summary:
 bench-controller: build tools
 	$(GO) run ./tests/bench/controller --binary bin/calico-lb --services 5000 --clients 8
 
-# Spine-mode timings with the real controller, speakers and an FRR spine in
-# network namespaces (root); the last line is the summary README quotes.
-bench-bgp: build tools deps
-	$(GO) run ./tests/bench/bgp --binary bin/calico-lb
+# Spine-mode timings on real nodes (containerd, kubelet, kube-proxy) with
+# calico-lb deployed as Juju deploys it and an FRR spine, in network
+# namespaces (root); the last line is the summary README quotes.
+bench-bgp: tools deps
+	$(GO) run ./tests/bench/bgp
 
-# L2-mode failover as a client sees it: 20 speaker SIGKILLs and 20 owner
-# link-downs on one segment in network namespaces (root); the last line is
-# the summary README quotes.
-bench-l2: build tools deps
-	$(GO) run ./tests/bench/l2 --binary bin/calico-lb --trials 20
+# L2-mode failover as a client sees it on three real nodes: 20 speaker
+# SIGKILLs (in their pods) and 20 owner link-downs on one segment, in network
+# namespaces (root); the last line is the summary README quotes.
+bench-l2: tools deps
+	$(GO) run ./tests/bench/l2 --trials 20
 
 # The real dispatch binary's wall time for config-changed with the fake hook
 # tools and a live Pebble, median of 20; the last line is the summary.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,7 +243,7 @@ func TestSpineFailures(t *testing.T) {
 	// The speaker process SIGKILLed inside its pod: the kernel closes its
 	// BGP session, FRR withdraws, and the image's Pebble starts it again.
 	pods = waitSpeakers(t, b, 2)
-	pid, err := speakerPID(b.Nodes[0])
+	pid, err := kubebed.SpeakerPID(b.Nodes[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +257,7 @@ func TestSpineFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := speakerPID(b.Nodes[0])
+	again, err := kubebed.SpeakerPID(b.Nodes[0])
 	if err != nil || again == pid {
 		t.Fatalf("after SIGKILL the speaker is pid %d (was %d): %v", again, pid, err)
 	}
@@ -338,25 +336,4 @@ func deployUnit(t *testing.T, b *spinebed.Bed, config map[string]any) *kubebed.U
 		t.Fatal(err)
 	}
 	return u
-}
-
-// speakerPID finds the speaker process of the node whose network
-// namespace (and cgroup) is ns.
-func speakerPID(ns string) (int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if strings.HasPrefix(string(cmd), "/usr/bin/calico-lb\x00speaker\x00") && strings.Contains(string(cg), "/"+ns+"/") {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no speaker process in %s", ns)
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 // WaitSpeakers waits until want speaker pods in ns are Ready and returns
@@ -69,4 +72,27 @@ func Ask(ns, host string, limit time.Duration) (Answer, error) {
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&a)
 	return a, err
+}
+
+// SpeakerPID finds the speaker process of the node whose network namespace
+// (and so cgroup) is ns, as the machine sees it.
+func SpeakerPID(ns string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if !strings.HasPrefix(string(cmd), rock.Binary+"\x00speaker\x00") {
+			continue
+		}
+		if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); strings.Contains(string(cg), "/"+ns+"/") {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no speaker process in %s", ns)
 }

@@ -1,12 +1,15 @@
-// Command bgp is `make bench-bgp`: spine-mode timings with the real
-// controller and speakers against a real FRR spine, in network namespaces.
-// It prints one line per measurement, ending with the summary:
+// Command bgp is `make bench-bgp`: spine-mode timings on real nodes
+// (containerd, kubelet, kube-proxy in network namespaces) against a real
+// FRR spine, with calico-lb deployed as Juju deploys it: the controller in
+// its pod, the speakers as the DaemonSet it writes, the test application's
+// pods behind the Services. It prints one line per measurement, ending
+// with the summary:
 //
-//	bgp-local-move ms=…          EndpointSlice update -> route moved at FRR (median)
-//	bgp-withdraw-graceful ms=…   speaker SIGTERM -> route gone at FRR (median)
+//	bgp-local-move ms=…          the Local pod Ready on its new node -> route moved at FRR (median)
+//	bgp-withdraw-graceful ms=…   speaker pod deleted -> its route gone at FRR (median)
 //	bgp-bfd-failover ms=…        node black-holed, BFD 100 ms x 3 -> route gone at FRR (median)
-//	bgp-announce routes=10000 s=…  speaker start -> FRR has every route
-//	bgp-summary announce_s=… withdraw_ms=… bfd_ms=… move_ms=…
+//	bgp-announce routes=10000 s=…  speaker pod started -> FRR has every route
+//	bgp-summary announce_s=… withdraw_ms=… bfd_ms=… move_ms=… client_failed=…
 package main
 
 import (
@@ -16,71 +19,74 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
 
 func main() {
-	binary := flag.String("binary", filepath.Join(cluster.Root(), "bin", "calico-lb"), "the calico-lb binary")
 	routes := flag.Int("routes", 10000, "Service IPs to announce in the announce run")
 	trials := flag.Int("trials", 5, "trials of each failover measurement")
 	flag.Parse()
-	if m := netns.Missing(); len(m) > 0 {
+	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-bgp needs:", m, "(run as root after `make deps`)")
 		os.Exit(1)
 	}
-	if err := run(*binary, *routes, *trials); err != nil {
+	if err := run(*routes, *trials); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-bgp:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binary string, nRoutes, trials int) error {
+const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}"
+
+func run(nRoutes, trials int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "calico-lb-bench-bgp-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, Binary: binary, Dir: dir, Log: func(s string) { fmt.Println(s) }})
+	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, RealNodes: true, Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	fail := func(err error) error { return fmt.Errorf("%w\n%s", err, b.Logs()) }
-	// The bench pool is a /16 so that the announce run fits; peers use BFD.
-	if err := b.StartWorkload(b.Config("  bench: {addresses: [10.120.0.0/16]}\n", ", bfd: true, bfd-interval: 100, bfd-multiplier: 3")); err != nil {
-		return err
-	}
-	kube := b.Kube.CoreV1()
-	if _, err := kube.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
-	svc := func(name string, local bool) *corev1.Service {
-		s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bench"},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
-		if local {
-			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-		}
-		return s
-	}
-	for _, s := range []*corev1.Service{svc("web", false), svc("local", true)} {
-		if _, err := kube.Services("bench").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+	kb := b.Kubebed
+	fail := func(err error) error { return fmt.Errorf("%w\n%s", err, kb.Describe(ctx, "lb")) }
+	rack := func(node, r string) error {
+		n, err := b.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
 			return err
 		}
+		n.Labels["rack"] = r
+		_, err = b.Kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	}
+	for _, n := range []string{"node1", "node2"} {
+		if err := rack(n, "bench"); err != nil {
+			return err
+		}
+	}
+	// The bench pool is a /16 so that the announce run fits; peers use BFD.
+	if _, err := kb.Deploy(ctx, "lb", map[string]any{"pools": "10.120.0.0/16", "peering-mode": "spine", "as-number": 64512.0,
+		"subnet-spine-peers":    "{10.212.1.0/24: [" + fmt.Sprintf(peer, 1) + "], 10.212.2.0/24: [" + fmt.Sprintf(peer, 2) + "]}",
+		"speaker-node-selector": "rack=bench"}); err != nil {
+		return err
+	}
+	if _, err := kb.WaitSpeakers(ctx, "lb", 2, 3*time.Minute); err != nil {
+		return err
+	}
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "bench", Name: "web", Replicas: 2}); err != nil {
+		return err
+	}
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "bench", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1"}}); err != nil {
+		return err
 	}
 	vip, err := b.WaitIP("bench", "web", 30*time.Second)
 	if err != nil {
@@ -90,61 +96,67 @@ func run(binary string, nRoutes, trials int) error {
 	if err != nil {
 		return fail(err)
 	}
+	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
 	if _, err := b.WaitNextHops(vip, 30*time.Second, n1, n2); err != nil {
 		return fail(err)
-	}
-	time.Sleep(3 * time.Second) // let BFD come up on both sessions
-
-	// Local: the endpoint moves between the nodes; the route follows.
-	node, ready := "node1", true
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "local-1", Namespace: "bench", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.168.0.9"}, NodeName: &node, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-	}
-	if es, err = b.Kube.DiscoveryV1().EndpointSlices("bench").Create(ctx, es, metav1.CreateOptions{}); err != nil {
-		return err
 	}
 	if _, err := b.WaitNextHops(lvip, 30*time.Second, n1); err != nil {
 		return fail(err)
 	}
-	var moves []time.Duration
+	time.Sleep(3 * time.Second) // let BFD come up on both sessions
+
+	// Local: the pod moves between the nodes; timed from the new pod
+	// Ready (what calico-lb reacts to) to the route moved at the spine.
+	var moves, totals []time.Duration
 	for i := range 2 * trials {
 		to, hop := "node2", n2
 		if i%2 == 1 {
 			to, hop = "node1", n1
 		}
-		es.Endpoints[0].NodeName = &to
 		start := time.Now()
-		if es, err = b.Kube.DiscoveryV1().EndpointSlices("bench").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+		var ready time.Time
+		errc := make(chan error, 1)
+		go func() { errc <- kb.MoveApp(ctx, "bench", "local", to) }()
+		if _, err := netns.WaitFor(ctx, 2*time.Minute, func() bool {
+			if ready.IsZero() && podReadyOn(ctx, b, "bench", "app=local", to) {
+				ready = time.Now()
+			}
+			return !ready.IsZero() && slicesEqual(b.NextHops(lvip), hop)
+		}); err != nil {
+			return fail(fmt.Errorf("local move to %s: next hops %v", to, b.NextHops(lvip)))
+		}
+		moves, totals = append(moves, time.Since(ready)), append(totals, time.Since(start))
+		if err := <-errc; err != nil {
 			return err
 		}
-		if _, err := b.WaitNextHops(lvip, 10*time.Second, hop); err != nil {
-			return fail(err)
-		}
-		moves = append(moves, time.Since(start))
 	}
-	fmt.Printf("local move: %v\n", moves)
+	fmt.Printf("local move, pod Ready -> route moved: %v\nlocal move, Deployment changed -> route moved: %v\n", moves, totals)
 
-	// Graceful withdraw: SIGTERM of node1's speaker, then restart it.
+	// Graceful withdraw: node1's speaker pod deleted; the DaemonSet
+	// recreates it. A client requests the VIP every 10 ms meanwhile.
 	var withdraws []time.Duration
+	probe := startProbe(b.Client, vip)
 	for range trials {
+		pods, err := kb.WaitSpeakers(ctx, "lb", 2, 2*time.Minute)
+		if err != nil {
+			return err
+		}
 		start := time.Now()
-		b.Signal(1, syscall.SIGTERM)
-		if _, err := b.WaitNextHops(vip, 10*time.Second, n2); err != nil {
+		if err := b.Kube.CoreV1().Pods("lb").Delete(ctx, pods[0].Name, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+		if _, err := b.WaitNextHops(vip, 30*time.Second, n2); err != nil {
 			return fail(err)
 		}
 		withdraws = append(withdraws, time.Since(start))
-		if err := b.StartSpeaker(1); err != nil {
-			return err
-		}
-		if _, err := b.WaitNextHops(vip, 30*time.Second, n1, n2); err != nil {
+		if _, err := b.WaitNextHops(vip, 60*time.Second, n1, n2); err != nil {
 			return fail(err)
 		}
 	}
-	fmt.Printf("graceful withdraw: %v\n", withdraws)
+	sent, failed := probe()
+	fmt.Printf("graceful withdraw: %v; client requests meanwhile: %d, failed %d\n", withdraws, sent, failed)
 
-	// BFD: black-hole node1 (its process keeps running); hold time is 9 s.
+	// BFD: black-hole node1 (its speaker keeps running); hold time is 9 s.
 	time.Sleep(3 * time.Second) // BFD back up after the last restart
 	var bfds []time.Duration
 	for range trials {
@@ -166,39 +178,110 @@ func run(binary string, nRoutes, trials int) error {
 	}
 	fmt.Printf("BFD failover: %v\n", bfds)
 
-	// Announce: nRoutes Services with IPs exist while no speaker runs; then
-	// node1's speaker starts, and the clock runs until FRR has every route
-	// from it (the BGP session set-up included).
-	b.Signal(1, syscall.SIGTERM)
-	b.Signal(2, syscall.SIGTERM)
+	// Announce: the nodes leave the speakers' selector, nRoutes Services
+	// get IPs, then node1 rejoins; timed from its speaker container's
+	// start until FRR has every route from it.
+	for _, n := range []string{"node1", "node2"} {
+		if err := rack(n, "none"); err != nil {
+			return err
+		}
+	}
+	if _, err := kb.WaitSpeakers(ctx, "lb", 0, 2*time.Minute); err != nil {
+		return err
+	}
 	fmt.Printf("creating %d Services with IPs\n", nRoutes)
 	if err := createMany(ctx, b, nRoutes); err != nil {
 		return err
 	}
-	start := time.Now()
-	if err := b.StartSpeaker(1); err != nil {
+	labelled := time.Now()
+	if err := rack("node1", "bench"); err != nil {
 		return err
 	}
 	var have int
-	if _, err := netns.WaitFor(ctx, 120*time.Second, func() bool {
+	var started time.Time
+	if _, err := netns.WaitFor(ctx, 180*time.Second, func() bool {
+		if started.IsZero() {
+			if _, err := kubebed.SpeakerPID(b.Nodes[0]); err == nil {
+				started = time.Now()
+			}
+		}
 		have = countVia(b, n1)
 		return have >= nRoutes
 	}); err != nil {
 		return fail(fmt.Errorf("FRR has %d of %d routes via node1", have, nRoutes))
 	}
-	announce := time.Since(start)
+	total := time.Since(labelled)
+	announce := time.Since(started)
+	fmt.Printf("announce: node labelled -> every route at FRR %.2f s (the DaemonSet's pod scheduled and started on the way); speaker process started -> every route %.2f s\n",
+		total.Seconds(), announce.Seconds())
 
 	fmt.Printf("bgp-local-move ms=%s\n", stats.MS(stats.Median(moves)))
 	fmt.Printf("bgp-withdraw-graceful ms=%s\n", stats.MS(stats.Median(withdraws)))
 	fmt.Printf("bgp-bfd-failover ms=%s\n", stats.MS(stats.Median(bfds)))
 	fmt.Printf("bgp-announce routes=%d s=%.2f\n", nRoutes, announce.Seconds())
-	fmt.Printf("bgp-summary announce_s=%.2f withdraw_ms=%s bfd_ms=%s move_ms=%s\n", announce.Seconds(), stats.MS(stats.Median(withdraws)), stats.MS(stats.Median(bfds)), stats.MS(stats.Median(moves)))
+	fmt.Printf("bgp-summary announce_s=%.2f withdraw_ms=%s bfd_ms=%s move_ms=%s client_failed=%d/%d\n", announce.Seconds(),
+		stats.MS(stats.Median(withdraws)), stats.MS(stats.Median(bfds)), stats.MS(stats.Median(moves)), failed, sent)
 	return nil
+}
+
+func slicesEqual(got []string, want ...string) bool {
+	return strings.Join(got, ",") == strings.Join(want, ",")
+}
+
+// podReadyOn reports whether a pod matching selector in ns is Ready on node.
+func podReadyOn(ctx context.Context, b *spinebed.Bed, ns, selector, node string) bool {
+	l, err := b.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return false
+	}
+	for _, p := range l.Items {
+		if p.Spec.NodeName != node || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// startProbe requests the test application at vip from ns every 10 ms
+// (each request limited to 200 ms) until the returned function is called,
+// which reports how many requests were sent and how many failed.
+func startProbe(ns, vip string) func() (sent, failed int) {
+	var s, f atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			attempt := time.Now()
+			s.Add(1)
+			if _, err := kubebed.Ask(ns, vip, 200*time.Millisecond); err != nil {
+				f.Add(1)
+			}
+			time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
+		}
+	}()
+	return func() (int, int) {
+		close(stop)
+		<-done
+		return int(s.Load()), int(f.Load())
+	}
 }
 
 // createMany creates n LoadBalancer Services, each asking for its own IP
 // of the bench pool, 16 clients at a time, and waits until the controller
-// has given them.
+// has given them. kube-proxy is told to leave them alone
+// (service-proxy-name): they have no pods, and 10,000 Services' rules
+// would only measure iptables.
 func createMany(ctx context.Context, b *spinebed.Bed, n int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -209,7 +292,8 @@ func createMany(ctx context.Context, b *spinebed.Bed, n int) error {
 			c := b.Cluster.Client(cluster.UserAdmin).CoreV1().Services("bench")
 			for i := w; i < n; i += 16 {
 				no := false
-				s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("many-%05d", i), Namespace: "bench"},
+				s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("many-%05d", i), Namespace: "bench",
+					Labels: map[string]string{"service.kubernetes.io/service-proxy-name": "none"}},
 					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: &no, Ports: []corev1.ServicePort{{Port: 80}},
 						LoadBalancerIP: fmt.Sprintf("10.120.%d.%d", 100+i/250, 1+i%250)}}
 				if _, err := c.Create(ctx, s, metav1.CreateOptions{}); err != nil {
@@ -224,7 +308,6 @@ func createMany(ctx context.Context, b *spinebed.Bed, n int) error {
 	if err := <-errs; err != nil {
 		return err
 	}
-	// The controller gives each its requested IP.
 	_, err := netns.WaitFor(ctx, 300*time.Second, func() bool {
 		list, err := b.Kube.CoreV1().Services("bench").List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -259,7 +342,7 @@ func countVia(b *spinebed.Bed, hop string) int {
 	}
 	n := 0
 	for _, r := range routes {
-		if !strings.HasPrefix(r.Dst, "10.120.") {
+		if !strings.HasPrefix(r.Dst, "10.120.") || strings.HasPrefix(r.Dst, "10.120.0.") {
 			continue
 		}
 		via := r.Gateway == hop
