@@ -23,7 +23,7 @@ func runL2(ctx context.Context) error {
 		return fmt.Errorf("L2 mode needs %s (run `sudo make demo MODE=l2`; make deps installs them)", strings.Join(m, ", "))
 	}
 	step("L2 mode: one segment (a bridge), a client and node1..node3 as real Kubernetes nodes (containerd, kubelet, kube-proxy)")
-	b, err := spinebed.StartL2(ctx, spinebed.Options{RealNodes: true, Log: func(s string) { fmt.Println("    " + s) }})
+	b, err := spinebed.StartL2(ctx, spinebed.Options{Log: func(s string) { fmt.Println("    " + s) }})
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ func runSpine(ctx context.Context) error {
 		return nil
 	}
 	step("Spine mode: FRR spine (AS 64500), node1 and node2 as real Kubernetes nodes (containerd, kubelet, kube-proxy), a client")
-	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, RealNodes: true, Log: func(s string) { fmt.Println("    " + s) }})
+	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, Log: func(s string) { fmt.Println("    " + s) }})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
@@ -35,10 +34,7 @@ func arpingMACs(b *spinebed.Bed, ip string, count int) []string {
 	return macs
 }
 
-func newL2(t *testing.T) *spinebed.Bed {
-	cluster.RequireNodes(t)
-	return newBed(t, spinebed.StartL2, spinebed.Options{RealNodes: true})
-}
+func newL2(t *testing.T) *spinebed.Bed { return newBed(t, spinebed.StartL2, spinebed.Options{}) }
 
 // TestL2EndToEnd runs calico-lb in l2 mode on three real nodes, deployed as
 // Juju deploys it: one speaker answers ARP (and NDP) for each IP, the client

@@ -19,17 +19,18 @@ import (
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
 
-// newBed starts a test bed with start for one test, and removes it (after
-// logging what the processes said, if the test failed) when the test ends.
+// newBed starts a test bed with real nodes with start for one test, and
+// removes it (after saying what calico-lb's pods did, if the test failed)
+// when the test ends.
 func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spinebed.Bed, error), opts spinebed.Options) *spinebed.Bed {
 	t.Helper()
-	netns.Require(t)
+	cluster.RequireNodes(t)
 	if _, _, err := cluster.Binaries(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	opts.Binary, opts.Dir = binary, t.TempDir()
+	opts.Log = func(s string) { t.Log(s) }
 	b, err := start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +53,7 @@ func newBed(t *testing.T, start func(context.Context, spinebed.Options) (*spineb
 // gets its answer from the test application's pods through the spine and
 // kube-proxy.
 func TestSpineEndToEnd(t *testing.T) {
-	cluster.RequireNodes(t)
-	b := newBed(t, spinebed.Start, spinebed.Options{RealNodes: true})
+	b := newBed(t, spinebed.Start, spinebed.Options{})
 	kb := b.Kubebed
 	ctx := context.Background()
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
@@ -204,8 +204,7 @@ func echo(ns, vip string) (kubebed.Answer, error) { return kubebed.Ask(ns, vip, 
 // it), and the controller pod deleted (the StatefulSet recreates it; no IP
 // moves, and a Service created meanwhile is served).
 func TestSpineFailures(t *testing.T) {
-	cluster.RequireNodes(t)
-	b := newBed(t, spinebed.Start, spinebed.Options{RealNodes: true})
+	b := newBed(t, spinebed.Start, spinebed.Options{})
 	kb := b.Kubebed
 	ctx := context.Background()
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)

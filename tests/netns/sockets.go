@@ -50,65 +50,6 @@ func inNS(ns string, fn func() error) error {
 	return <-errc
 }
 
-// Listen opens a TCP listener on addr inside ns.
-func Listen(ns, addr string) (net.Listener, error) {
-	var ln net.Listener
-	err := inNS(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	})
-	return ln, err
-}
-
-// Serve answers every connection to addr in ns with name and a newline,
-// standing in for kube-proxy and a pod. Close the listener to stop.
-func Serve(ns, addr, name string) (net.Listener, error) {
-	ln, err := Listen(ns, addr)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte(name + "\n"))
-			c.Close()
-		}
-	}()
-	return ln, nil
-}
-
-// Ask connects to addr from ns and returns the first line it answers.
-func Ask(ns, addr string) (string, error) { return AskWithin(ns, addr, 2*time.Second) }
-
-// AskWithin is Ask with a limit on connecting and reading, for probes
-// that must notice recovery quickly.
-func AskWithin(ns, addr string, limit time.Duration) (string, error) {
-	var c net.Conn
-	if err := inNS(ns, func() (err error) {
-		c, err = net.DialTimeout("tcp", addr, limit)
-		return err
-	}); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(limit))
-	buf := make([]byte, 128)
-	n, err := c.Read(buf)
-	if n == 0 {
-		return "", err
-	}
-	line := string(buf[:n])
-	for i, r := range line {
-		if r == '\n' {
-			return line[:i], nil
-		}
-	}
-	return line, nil
-}
-
 // HTTPClient is an HTTP client whose connections are made from inside ns,
 // each request limited to limit: a client in the bed, as a user's would be.
 func HTTPClient(ns string, limit time.Duration) *http.Client {

@@ -1,8 +1,10 @@
-// Package spinebed is the spine-mode test bed shared by the end-to-end
-// tests, `make bench-bgp` and the demo: a spine router (FRR, AS 64500),
-// nodes on their own links to it, a client behind it, a real control plane
-// reachable from the nodes over a management bridge, and the real
-// calico-lb controller and speakers.
+// Package spinebed is the network test beds shared by the end-to-end
+// tests, the benchmarks and the demo, with a real Kubernetes cluster on
+// them (tests/kubebed: real nodes, calico-lb deployed as Juju deploys it).
+// The spine bed: a spine router (FRR, AS 64500), nodes on their own links
+// to it, a client behind it, and a management bridge through which the
+// nodes reach the control plane. The L2 bed (StartL2): one segment with a
+// client and the nodes.
 //
 //	client 10.212.3.2 -- 10.212.3.1 \
 //	node1  10.212.1.2 -- 10.212.1.1  > spine (FRR, ECMP)
@@ -13,18 +15,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -35,18 +29,9 @@ import (
 
 // Options shape the bed.
 type Options struct {
-	Nodes  int    // default 2
-	BFD    bool   // FRR runs bfdd, peers use BFD 100 ms x 3
-	Binary string // the calico-lb binary
-	// APIAddress is the controller's local API (default: a free loopback
-	// port).
-	APIAddress string
-	Dir        string // logs and config
-	Log        func(string)
-	// RealNodes runs each node as a real Kubernetes node (containerd,
-	// kubelet, kube-proxy; tests/kubebed) with the control plane's
-	// controller-manager and scheduler; calico-lb then runs as pods.
-	RealNodes bool
+	Nodes int  // default 2 (spine), 3 (L2)
+	BFD   bool // FRR runs bfdd, peers use BFD 100 ms x 3
+	Log   func(string)
 }
 
 // Bed is a running spine topology.
@@ -68,11 +53,7 @@ type Bed struct {
 	// MgmtIPs are the nodes' addresses on the management bridge, which
 	// the root namespace (the controller's) reaches.
 	MgmtIPs []string
-	// ControllerAPI is the controller's local API, once it runs.
-	ControllerAPI string
-	opts          Options
-	controller    *exec.Cmd
-	speakers      []*exec.Cmd
+	opts    Options
 }
 
 // NodeIP is node i's (1-based) address on its spine link.
@@ -91,7 +72,7 @@ func newBed(opts *Options, nodes int) (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Bed{Net: nb, opts: *opts, ConfigPath: filepath.Join(opts.Dir, "config.yaml")}, nil
+	return &Bed{Net: nb, opts: *opts}, nil
 }
 
 // Start builds the topology and the control plane; the controller and the
@@ -183,41 +164,25 @@ func (b *Bed) management(net int) (string, error) {
 	return mgmt, nil
 }
 
-// startControlPlane starts etcd and kube-apiserver on the management
-// address and creates a Node object per node, or with RealNodes the real
-// cluster whose nodes register themselves.
+// startControlPlane starts the real cluster on the management address,
+// each node of the bed a real node.
 func (b *Bed) startControlPlane(ctx context.Context, mgmt string) error {
+	var nodes []cluster.NodeOptions
+	for i, ns := range b.Nodes {
+		o := cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
+			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]}
+		if len(b.NodeIP6s) > i {
+			o.IP6, o.PodCIDR6 = b.NodeIP6s[i], fmt.Sprintf("fd44:0:0:%d::/64", i+1)
+		}
+		nodes = append(nodes, o)
+	}
 	var err error
-	if b.opts.RealNodes {
-		var nodes []cluster.NodeOptions
-		for i, ns := range b.Nodes {
-			o := cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
-				PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]}
-			if len(b.NodeIP6s) > i {
-				o.IP6, o.PodCIDR6 = b.NodeIP6s[i], fmt.Sprintf("fd44:0:0:%d::/64", i+1)
-			}
-			nodes = append(nodes, o)
-		}
-		if b.Kubebed, err = kubebed.Start(ctx, kubebed.Options{Address: mgmt, Nodes: nodes, Log: b.opts.Log}); err != nil {
-			return err
-		}
-		b.Cluster, b.Kube = b.Kubebed.Cluster, b.Kubebed.Kube
-		b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin)
+	if b.Kubebed, err = kubebed.Start(ctx, kubebed.Options{Address: mgmt, Nodes: nodes, Log: b.opts.Log}); err != nil {
 		return err
 	}
-	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: mgmt, Log: b.opts.Log}); err != nil {
-		return err
-	}
-	b.Kube = b.Cluster.Client(cluster.UserAdmin)
-	if b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin); err != nil {
-		return err
-	}
-	for i, ip := range b.NodeIPs {
-		if err := createNode(ctx, b.Kube, fmt.Sprint("node", i+1), ip); err != nil {
-			return err
-		}
-	}
-	return nil
+	b.Cluster, b.Kube = b.Kubebed.Cluster, b.Kubebed.Kube
+	b.Kubeconfig, err = b.Cluster.WriteKubeconfig(cluster.UserAdmin)
+	return err
 }
 
 // L2NodeIP is node i's (1-based) address on the L2 segment, and
@@ -227,8 +192,8 @@ func L2NodeIP6(i int) string { return fmt.Sprintf("fd14::%d", 10+i) }
 
 // StartL2 builds the L2 topology: one segment (a bridge in a switch
 // namespace) joining a client (10.214.0.2, fd14::2) and the nodes, and the
-// control plane. The nodes accept traffic for VIPs put on their loopback,
-// but their kernels never answer ARP for them: that is the speakers' job.
+// control plane. kube-proxy accepts traffic for the VIPs on the nodes, but
+// their kernels never answer ARP for them: that is the speakers' job.
 func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 	if b, err = newBed(&opts, 3); err != nil {
 		return nil, err
@@ -296,140 +261,6 @@ func (b *Bed) MAC(ns string) string {
 	return strings.ToUpper(strings.TrimSpace(out))
 }
 
-func createNode(ctx context.Context, client kubernetes.Interface, name, ip string) error {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
-	n, err := client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
-	_, err = client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-	return err
-}
-
-// Config is a spine-mode config for this bed: pools as given, and each node
-// peering with its own side of the spine.
-func (b *Bed) Config(pools string, peerExtra string) string {
-	var peers strings.Builder
-	for i := 1; i <= len(b.Nodes); i++ {
-		fmt.Fprintf(&peers, "    10.212.%d.0/24: [{address: 10.212.%d.1, as-number: 64500, hold-time: 9%s}]\n", i, i, peerExtra)
-	}
-	return "mode: spine\npools:\n" + pools + "bgp:\n  as-number: 64512\n  subnet-peers:\n" + peers.String()
-}
-
-// WriteConfig writes the config file the controller and the speakers read.
-func (b *Bed) WriteConfig(cfg string) error {
-	tmp := b.ConfigPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.ConfigPath)
-}
-
-// StartController runs the controller in the root namespace.
-func (b *Bed) StartController() error {
-	logf, err := os.Create(filepath.Join(b.opts.Dir, "controller.log"))
-	if err != nil {
-		return err
-	}
-	addr := b.opts.APIAddress
-	if addr == "" {
-		if addr, err = cluster.FreeAddress(); err != nil {
-			return err
-		}
-	}
-	cmd := exec.Command(b.opts.Binary, "controller", "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig,
-		"--identity", "controller", "--lease-namespace", "default", "--api-address", addr, "--metrics-address", "127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	b.controller = cmd
-	b.ControllerAPI = "http://" + addr
-	return nil
-}
-
-// StartWorkload writes cfg and starts the controller and every node's speaker.
-func (b *Bed) StartWorkload(cfg string) error {
-	if err := b.WriteConfig(cfg); err != nil {
-		return err
-	}
-	if err := b.StartController(); err != nil {
-		return err
-	}
-	for i := 1; i <= len(b.Nodes); i++ {
-		if err := b.StartSpeaker(i); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ReportSpeakerPods creates the speaker pods as the DaemonSet controller
-// and the kubelets would (there are none here): one per node, running,
-// ready, with the node's management address as its host-network IP.
-func (b *Bed) ReportSpeakerPods(ctx context.Context) error {
-	// The apiserver admits a pod only with an existing ServiceAccount; the
-	// controller creates this one when it has a speaker image to deploy.
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "calico-lb-speaker", Namespace: "default"}}
-	if _, err := b.Kube.CoreV1().ServiceAccounts("default").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	no := false
-	for i, node := range b.Nodes {
-		name := fmt.Sprint("node", i+1)
-		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "calico-lb-speaker-" + name, Namespace: "default",
-				Labels: map[string]string{"app.kubernetes.io/name": "calico-lb-speaker"}},
-			Spec: corev1.PodSpec{NodeName: name, HostNetwork: true, ServiceAccountName: sa.Name, AutomountServiceAccountToken: &no, Containers: []corev1.Container{{Name: "speaker", Image: "calico-lb"}}},
-		}
-		p, err := b.Kube.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("speaker pod on %s: %w", node, err)
-		}
-		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: b.MgmtIPs[i], HostIP: b.MgmtIPs[i],
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-		if _, err := b.Kube.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("speaker pod on %s: %w", node, err)
-		}
-	}
-	return nil
-}
-
-// StartSpeaker runs node i's (1-based) speaker in its namespace, replacing
-// one that was stopped.
-func (b *Bed) StartSpeaker(i int) error {
-	for len(b.speakers) < i {
-		b.speakers = append(b.speakers, nil)
-	}
-	name := fmt.Sprint("node", i)
-	cmd, err := b.Net.Start(b.Nodes[i-1], filepath.Join(b.opts.Dir, name+".log"), b.opts.Binary, "speaker",
-		"--node-name", name, "--config", b.ConfigPath, "--kubeconfig", b.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	b.speakers[i-1] = cmd
-	return nil
-}
-
-// Signal sends sig to node i's speaker and, for SIGTERM or SIGKILL, waits
-// for it to exit.
-func (b *Bed) Signal(i int, sig syscall.Signal) {
-	cmd := b.speakers[i-1]
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	// ip netns exec execs the speaker, so the pid is the speaker's.
-	_ = cmd.Process.Signal(sig)
-	if sig == syscall.SIGTERM || sig == syscall.SIGKILL {
-		deadline := time.Now().Add(10 * time.Second)
-		for syscall.Kill(cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-}
-
 // NextHops is the spine's kernel next hops for ip, sorted.
 func (b *Bed) NextHops(ip string) []string {
 	hops := b.FRR.Routes(ip)
@@ -463,82 +294,23 @@ func (b *Bed) WaitIP(ns, name string, limit time.Duration) (string, error) {
 	return ip, nil
 }
 
-// Logs returns the tail of every process log, for failures.
+// Close stops the cluster and removes the namespaces.
+func (b *Bed) Close() {
+	if b.Kubebed != nil {
+		b.Kubebed.Close()
+	}
+	_ = b.Net.Close()
+}
+
+// Logs says what the cluster's calico-lb namespace holds and what FRR
+// logged, for failures.
 func (b *Bed) Logs() string {
 	var out strings.Builder
-	entries, _ := os.ReadDir(b.opts.Dir)
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".log") {
-			continue
-		}
-		data, _ := os.ReadFile(filepath.Join(b.opts.Dir, e.Name()))
-		if len(data) > 3000 {
-			data = data[len(data)-3000:]
-		}
-		fmt.Fprintf(&out, "--- %s\n%s\n", e.Name(), data)
+	if b.Kubebed != nil {
+		out.WriteString(b.Kubebed.Describe(context.Background(), "lb"))
 	}
 	if b.FRR != nil {
 		fmt.Fprintf(&out, "--- FRR\n%s\n", b.FRR.Log())
 	}
 	return out.String()
-}
-
-// Close stops everything and removes the namespaces.
-func (b *Bed) Close() {
-	for _, cmd := range b.speakers {
-		if cmd != nil && cmd.Process != nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
-	if b.controller != nil && b.controller.Process != nil {
-		_ = b.controller.Process.Signal(syscall.SIGTERM)
-		_, _ = b.controller.Process.Wait()
-	}
-	if b.Kubebed != nil {
-		b.Kubebed.Close()
-	} else if b.Cluster != nil {
-		b.Cluster.Stop()
-	}
-	_ = b.Net.Close()
-}
-
-// ServeVIP puts vip on every node's loopback and answers TCP on port with
-// the node's name ("node1", ...), standing in for kube-proxy and a pod.
-// Stop the listeners with the returned function.
-func (b *Bed) ServeVIP(vip string, port uint16) (stop func(), err error) {
-	addr := netip.MustParseAddr(vip)
-	var lns []net.Listener
-	stop = func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}
-	for i, ns := range b.Nodes {
-		if _, err := b.Net.Exec(ns, "ip", "addr", "add", netip.PrefixFrom(addr, addr.BitLen()).String(), "dev", "lo"); err != nil {
-			stop()
-			return nil, err
-		}
-		ln, err := netns.Serve(ns, netip.AddrPortFrom(addr, port).String(), fmt.Sprint("node", i+1))
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		lns = append(lns, ln)
-	}
-	return stop, nil
-}
-
-// WaitOtherAnswer probes target from the client every 10 ms (each attempt
-// limited to 100 ms, through the client's own ARP cache) until a node
-// other than not answers, and returns who answered and how long after
-// since. It gives up after limit.
-func (b *Bed) WaitOtherAnswer(target, not string, since time.Time, limit time.Duration) (string, time.Duration, error) {
-	for time.Since(since) <= limit {
-		attempt := time.Now()
-		if who, err := netns.AskWithin(b.Client, target, 100*time.Millisecond); err == nil && who != not {
-			return who, time.Since(since), nil
-		}
-		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
-	}
-	return "", 0, fmt.Errorf("no node other than %s answered %s within %s", not, target, limit)
 }

@@ -52,7 +52,7 @@ const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, 
 
 func run(nRoutes, trials int) error {
 	ctx := context.Background()
-	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, RealNodes: true, Log: func(s string) { fmt.Println(s) }})
+	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ const settle = 5 * time.Second // hold-down (3 s) and the move back, with margin
 
 func run(trials int) error {
 	ctx := context.Background()
-	b, err := spinebed.StartL2(ctx, spinebed.Options{RealNodes: true, Log: func(s string) { fmt.Println(s) }})
+	b, err := spinebed.StartL2(ctx, spinebed.Options{Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
 		return err
 	}
