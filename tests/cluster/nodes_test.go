@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,6 +160,20 @@ func TestRealNodes(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("answers came from %v, want both pods", seen)
+	}
+	cp, perNode := c.Memory()
+	var total uint64
+	var parts []string
+	for _, m := range []map[string]uint64{cp, perNode} {
+		for name, b := range m {
+			total += b
+			parts = append(parts, fmt.Sprintf("%s %d MiB", name, b>>20))
+		}
+	}
+	sort.Strings(parts)
+	t.Logf("memory (RSS): %d MiB in all: %s", total>>20, strings.Join(parts, ", "))
+	if perNode["node1"] == 0 || cp["kube-apiserver"] == 0 {
+		t.Fatalf("memory not measured: %v %v", cp, perNode)
 	}
 }
 
