@@ -25,6 +25,7 @@ import (
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 // Container is the workload container's name in metadata.yaml.
@@ -169,13 +170,16 @@ func (c *Charm) push(s *reactive.State) error {
 		moved.APIAddress = a
 		cfg = &moved
 	}
+	uid := rock.UID
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
-		PodName: podName(env.UnitName)}
+		PodName: podName(env.UnitName), UID: &uid}
 	if root, bin, extra := containerLayout(); root != "" {
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
 		cfg = &moved
-		in.Binary, in.ConfigPath, in.Env = bin, root+config.DefaultPath, extra
+		// On the host, the workload runs as the tests' user and reads
+		// their root-only kubeconfig.
+		in.Binary, in.ConfigPath, in.Env, in.UID = bin, root+config.DefaultPath, extra, nil
 	}
 	p, err := plan.Make(cfg, in)
 	if err != nil {

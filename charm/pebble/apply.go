@@ -41,15 +41,16 @@ type Result struct {
 // Apply makes the container match p.
 func Apply(c Client, p *plan.Plan, wait time.Duration) (Result, error) {
 	var res Result
+	var kept []plan.File // unchanged content, so not pushed
 	for _, f := range p.Files {
 		var cur bytes.Buffer
 		err := c.Pull(&client.PullOptions{Path: f.Path, Target: &cur})
 		if err == nil && bytes.Equal(cur.Bytes(), f.Content) {
+			kept = append(kept, f)
 			continue
 		}
-		if err := c.Push(&client.PushOptions{Source: bytes.NewReader(f.Content), Path: f.Path,
-			Permissions: os.FileMode(f.Mode), MakeDirs: true}); err != nil {
-			return res, fmt.Errorf("push %s: %w", f.Path, err)
+		if err := push(c, f); err != nil {
+			return res, err
 		}
 		res.Pushed = append(res.Pushed, f.Path)
 	}
@@ -67,6 +68,17 @@ func Apply(c Client, p *plan.Plan, wait time.Duration) (Result, error) {
 	if bytes.Equal(before, after) {
 		return res, nil
 	}
+	// The layer changed, and with it perhaps the user the workload runs
+	// as: files it owns are pushed again, so that an existing file gets
+	// its new owner (Pull does not say who owns a file).
+	for _, f := range kept {
+		if f.UID != nil {
+			if err := push(c, f); err != nil {
+				return res, err
+			}
+			res.Pushed = append(res.Pushed, f.Path)
+		}
+	}
 	id, err := c.Replan(&client.ServiceOptions{})
 	if err != nil {
 		return res, fmt.Errorf("replan: %w", err)
@@ -82,4 +94,12 @@ func Apply(c Client, p *plan.Plan, wait time.Duration) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+func push(c Client, f plan.File) error {
+	if err := c.Push(&client.PushOptions{Source: bytes.NewReader(f.Content), Path: f.Path,
+		Permissions: os.FileMode(f.Mode), UserID: f.UID, GroupID: f.GID, MakeDirs: true}); err != nil {
+		return fmt.Errorf("push %s: %w", f.Path, err)
+	}
+	return nil
 }

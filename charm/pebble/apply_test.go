@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ func TestApplyRealPebble(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	var uid *int
 	mk := func(pools, api string) *plan.Plan {
 		t.Helper()
 		o := config.DefaultOptions()
@@ -36,7 +38,7 @@ func TestApplyRealPebble(t *testing.T) {
 		}
 		cfg.APIAddress = api
 		cfg.BGP.PasswordFile = filepath.Join(dir, "etc", "bgp-passwords.yaml")
-		p, err := plan.Make(cfg, plan.Inputs{Binary: bin, ConfigPath: filepath.Join(dir, "etc", "config.yaml"), Passwords: map[string]string{"k": "v"}})
+		p, err := plan.Make(cfg, plan.Inputs{Binary: bin, ConfigPath: filepath.Join(dir, "etc", "config.yaml"), Passwords: map[string]string{"k": "v"}, UID: uid})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,6 +91,32 @@ func TestApplyRealPebble(t *testing.T) {
 	planBytes, err := d.Client.PlanBytes(nil)
 	if err != nil || !contains(planBytes, "127.0.0.1:9500/readyz") {
 		t.Fatalf("plan after the layer change:\n%s (%v)", planBytes, err)
+	}
+
+	// The workload's user set (as in the image): the service runs as it
+	// and the files it reads, unchanged in content, become its own.
+	if os.Geteuid() != 0 {
+		t.Skip("changing owners needs root")
+	}
+	user := 584792
+	uid = &user
+	// The user must reach the stand-in workload through the test's directories.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err = Apply(d.Client, mk("10.0.1.0/24", "127.0.0.1:9500"), 30*time.Second); err != nil || !res.Replaned || len(res.Pushed) != 2 {
+		t.Fatalf("user change: %+v, %v", res, err)
+	}
+	for _, path := range []string{"config.yaml", "bgp-passwords.yaml"} {
+		fi, err := os.Stat(filepath.Join(dir, "etc", path))
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != 584792 || fi.Sys().(*syscall.Stat_t).Gid != 584792 {
+			t.Fatalf("%s: not owned by the workload's user (%v)", path, err)
+		}
+	}
+	if planBytes, _ = d.Client.PlanBytes(nil); !contains(planBytes, "user-id: 584792") || !contains(planBytes, "group-id: 584792") {
+		t.Fatalf("plan with the workload's user:\n%s", planBytes)
 	}
 }
 

@@ -32,6 +32,9 @@ type File struct {
 	Path    string
 	Content []byte
 	Mode    uint32 // permission bits
+	// UID and GID own the file when set (the workload's user, so that it
+	// can read a 0600 file); nil leaves it to Pebble (root).
+	UID, GID *int
 }
 
 // Plan is everything the container needs.
@@ -56,6 +59,9 @@ type Inputs struct {
 	ConfigPath string
 	// Env is added to the service's environment.
 	Env map[string]string
+	// UID, when set, runs the controller as that user (and group) and
+	// gives it the files: it needs no privilege, only the apiserver.
+	UID *int
 }
 
 // Make builds the plan for a validated config.
@@ -80,8 +86,8 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 	}
 	return &Plan{
 		Files: []File{
-			{Path: in.ConfigPath, Content: data, Mode: 0o644},
-			{Path: cfg.BGP.PasswordFile, Content: pw, Mode: 0o600},
+			{Path: in.ConfigPath, Content: data, Mode: 0o644, UID: in.UID, GID: in.UID},
+			{Path: cfg.BGP.PasswordFile, Content: pw, Mode: 0o600, UID: in.UID, GID: in.UID},
 		},
 		Layer: layer,
 	}, nil
@@ -91,7 +97,7 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 func (p *Plan) Digest() string {
 	h := sha256.New()
 	for _, f := range p.Files {
-		fmt.Fprintf(h, "%s\x00%o\x00%d\x00", f.Path, f.Mode, len(f.Content))
+		fmt.Fprintf(h, "%s\x00%o\x00%d\x00%s\x00", f.Path, f.Mode, len(f.Content), owner(f))
 		h.Write(f.Content)
 	}
 	h.Write(p.Layer)
@@ -124,6 +130,8 @@ func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 			// In-cluster config comes from the pod's ServiceAccount; the
 			// rest from the environment so the command line stays stable.
 			Environment:    env,
+			UserID:         in.UID,
+			GroupID:        in.UID,
 			OnCheckFailure: map[string]string{Check: "restart"},
 			BackoffLimit:   "10s",
 		}},
@@ -141,4 +149,11 @@ func passwordMap(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
+}
+
+func owner(f File) string {
+	if f.UID == nil || f.GID == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", *f.UID, *f.GID)
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -87,5 +88,34 @@ func TestDigests(t *testing.T) {
 	d, _ := Make(testConfig(t, "127.0.0.1:9500"), in)
 	if d.LayerDigest() == a.LayerDigest() {
 		t.Fatal("a new API address must change the layer (the check's URL)")
+	}
+}
+
+// With the workload's user the controller runs as it, and owns the files
+// it reads (the password file is 0600); the plan's digest says so.
+func TestWorkloadUser(t *testing.T) {
+	cfg, _, err := config.FromOptions(config.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := Make(cfg, Inputs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := 584792
+	p, err := Make(cfg, Inputs{UID: &uid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(p.Layer), "user-id: 584792") || !strings.Contains(string(p.Layer), "group-id: 584792") || strings.Contains(string(root.Layer), "user-id") {
+		t.Fatalf("layer:\n%s", p.Layer)
+	}
+	for _, f := range p.Files {
+		if f.UID == nil || *f.UID != uid || f.GID == nil || *f.GID != uid {
+			t.Fatalf("%s is not the workload user's", f.Path)
+		}
+	}
+	if p.Digest() == root.Digest() {
+		t.Fatal("the owner does not change the digest")
 	}
 }

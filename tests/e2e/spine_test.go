@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,6 +69,20 @@ func TestSpineEndToEnd(t *testing.T) {
 	t.Logf("unit status after config-changed: %s: %s", st.UnitStatus.Name, st.UnitStatus.Message)
 	if st.UnitStatus.Name != "active" || !strings.HasPrefix(st.UnitStatus.Message, "spine mode") {
 		t.Fatalf("unit status %+v", st.UnitStatus)
+	}
+
+	// The controller runs as the image's unprivileged user: it needs only
+	// the apiserver.
+	pod, err := b.Kube.CoreV1().Pods("lb").Get(ctx, u.Pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := kubebed.WorkloadPID(b.Nodes[slices.Index([]string{"node1", "node2"}, pod.Spec.NodeName)], "controller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, err := kubebed.UID(pid); err != nil || uid != "584792" {
+		t.Fatalf("the controller runs as uid %q (%v), want the image's _daemon_ (584792)", uid, err)
 	}
 
 	// The speakers are the controller's DaemonSet, from the image the

@@ -76,7 +76,11 @@ func Ask(ns, host string, limit time.Duration) (Answer, error) {
 
 // SpeakerPID finds the speaker process of the node whose network namespace
 // (and so cgroup) is ns, as the machine sees it.
-func SpeakerPID(ns string) (int, error) {
+func SpeakerPID(ns string) (int, error) { return WorkloadPID(ns, "speaker") }
+
+// WorkloadPID finds the `calico-lb <subcommand>` process on the node whose
+// network namespace (and so cgroup) is ns.
+func WorkloadPID(ns, subcommand string) (int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
@@ -87,12 +91,26 @@ func SpeakerPID(ns string) (int, error) {
 			continue
 		}
 		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if !strings.HasPrefix(string(cmd), rock.Binary+"\x00speaker\x00") {
+		if !strings.HasPrefix(string(cmd), rock.Binary+"\x00"+subcommand+"\x00") {
 			continue
 		}
 		if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); strings.Contains(string(cg), "/"+ns+"/") {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no speaker process in %s", ns)
+	return 0, fmt.Errorf("no calico-lb %s process in %s", subcommand, ns)
+}
+
+// UID is the user a process runs as.
+func UID(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("no Uid in /proc/%d/status", pid)
 }

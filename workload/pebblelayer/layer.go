@@ -20,6 +20,8 @@ type Service struct {
 	Command        string            `yaml:"command"`
 	Startup        string            `yaml:"startup"`
 	Environment    map[string]string `yaml:"environment,omitempty"`
+	UserID         *int              `yaml:"user-id,omitempty"`
+	GroupID        *int              `yaml:"group-id,omitempty"`
 	OnCheckFailure map[string]string `yaml:"on-check-failure"`
 	BackoffLimit   string            `yaml:"backoff-limit"`
 }
