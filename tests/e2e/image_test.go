@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"archive/tar"
 	"debug/elf"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,30 +48,13 @@ func TestImageBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		layers, err := img.Layers()
+		_, data, err := image.Contents(img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := layers[0].Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			name := "/" + h.Name
-			if name != rock.Binary && name != rock.Pebble {
-				continue
-			}
+		for _, name := range []string{rock.Binary, rock.Pebble} {
 			out := filepath.Join(dir, arch+"-"+filepath.Base(name))
-			b, _ := io.ReadAll(tr)
-			if err := os.WriteFile(out, b, 0o755); err != nil {
+			if err := os.WriteFile(out, data[name], 0o755); err != nil {
 				t.Fatal(err)
 			}
 			f, err := elf.Open(out)
@@ -90,7 +71,6 @@ func TestImageBuild(t *testing.T) {
 			}
 			f.Close()
 		}
-		rc.Close()
 	}
 	if len(im.Manifests) != 2 {
 		t.Fatalf("%d images in the index", len(im.Manifests))

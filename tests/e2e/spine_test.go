@@ -60,8 +60,11 @@ func TestSpineEndToEnd(t *testing.T) {
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
 
 	// Deploy and configure as an operator would: speakers on the nodes
-	// speaker-node-selector selects, each peering with its rack's spine side.
-	u := deployUnit(t, b, spineConfig)
+	// speaker-node-selector selects (rack r1 only, to begin with), each
+	// peering with its rack's spine side.
+	first := maps.Clone(spineConfig)
+	first["speaker-node-selector"] = "rack in (r1)"
+	u := deployUnit(t, b, first)
 	st, err := u.State(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -85,17 +88,7 @@ func TestSpineEndToEnd(t *testing.T) {
 		t.Fatalf("the controller runs as uid %q (%v), want the image's _daemon_ (584792)", uid, err)
 	}
 
-	// The speakers are the controller's DaemonSet, from the image the
-	// controller's own Pod runs, Ready under the image's Pebble.
-	speakers := waitSpeakers(t, b, 2)
-	for _, p := range speakers {
-		if img := p.Spec.Containers[0].Image; img != kb.Image(images.CalicoLB) {
-			t.Fatalf("speaker %s runs %s, want the controller's %s", p.Name, img, kb.Image(images.CalicoLB))
-		}
-	}
-
-	// A Cluster Service: both nodes announce its IP; the spine has ECMP,
-	// and the client reaches both pods through kube-proxy.
+	// A Cluster Service: the selected node announces it, and no other.
 	created := time.Now()
 	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
 		t.Fatal(err)
@@ -104,10 +97,33 @@ func TestSpineEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WaitNextHops(vip, 30*time.Second, n1, n2); err != nil {
+	if _, err := b.WaitNextHops(vip, 60*time.Second, n1); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("web got %s; Deployment and Service applied -> route at the spine from both nodes: %s", vip, time.Since(created).Round(time.Millisecond))
+	t.Logf("web got %s; Deployment and Service applied -> route at the spine from node1, the one selected node: %s", vip, time.Since(created).Round(time.Millisecond))
+	if pods := waitSpeakers(t, b, 1); pods[0].Spec.NodeName != "node1" {
+		t.Fatalf("the speaker runs on %s, which speaker-node-selector does not select", pods[0].Spec.NodeName)
+	}
+
+	// The operator selects rack r2 too (config-changed through the real
+	// dispatch): its node gets a speaker and announces as well. The
+	// speakers are the controller's DaemonSet, from the image the
+	// controller's own Pod runs, Ready under the image's Pebble.
+	if out, err := u.Configure(ctx, map[string]any{"speaker-node-selector": spineConfig["speaker-node-selector"]}); err != nil {
+		t.Fatalf("config-changed: %v\n%s", err, out)
+	}
+	speakers := waitSpeakers(t, b, 2)
+	for _, p := range speakers {
+		if img := p.Spec.Containers[0].Image; img != kb.Image(images.CalicoLB) {
+			t.Fatalf("speaker %s runs %s, want the controller's %s", p.Name, img, kb.Image(images.CalicoLB))
+		}
+	}
+
+	// Both nodes announce the Cluster Service now; the spine has ECMP,
+	// and the client reaches both pods through kube-proxy.
+	if _, err := b.WaitNextHops(vip, 60*time.Second, n1, n2); err != nil {
+		t.Fatal(err)
+	}
 	pods := map[string]bool{}
 	if _, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
 		for range 8 {

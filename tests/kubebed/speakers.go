@@ -18,19 +18,32 @@ import (
 	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
-// WaitSpeakers waits until want speaker pods in ns are Ready and returns
-// them in node order.
+// WaitSpeakers waits until the speaker DaemonSet in ns has rolled out
+// (every pod of its current template, none terminating) with want pods
+// Ready, and returns them in node order.
 func (b *Bed) WaitSpeakers(ctx context.Context, ns string, want int, limit time.Duration) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	if _, err := netns.WaitFor(ctx, limit, func() bool {
+		ds, err := b.Kube.AppsV1().DaemonSets(ns).Get(ctx, controller.SpeakerName, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		st := ds.Status
+		if st.ObservedGeneration < ds.Generation || int(st.DesiredNumberScheduled) != want ||
+			int(st.UpdatedNumberScheduled) != want || int(st.NumberReady) != want {
+			return false
+		}
 		l, err := b.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
 		if err != nil {
 			return false
 		}
 		pods = pods[:0]
 		for _, p := range l.Items {
+			if p.DeletionTimestamp != nil {
+				return false
+			}
 			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
 					pods = append(pods, p)
 				}
 			}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,16 +50,10 @@ func jujuPod(ns string) *corev1.Pod {
 // policy and pull secrets of the controller's own container.
 func TestSpeakerImageFromOwnPod(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
 	createJujuPod(t, e)
 	e.config(spineCfg)
 	e.start("a", func(o *Options) { o.PodName = "calico-lb-0" })
-	var ds *appsv1.DaemonSet
-	waitUntil(t, "the speaker DaemonSet exists", func() bool {
-		var err error
-		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
-		return err == nil
-	})
+	ds := e.waitDaemonSet()
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
 	if c.Image != "registry.example:5000/calico-lb:1.2" || c.ImagePullPolicy != corev1.PullAlways ||

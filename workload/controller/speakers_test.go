@@ -24,17 +24,24 @@ bgp:
   peers: [{address: 10.0.255.1, as-number: 65100}]
 `
 
+// waitDaemonSet waits until the controller has made the speaker DaemonSet.
+func (e *env) waitDaemonSet() *appsv1.DaemonSet {
+	e.t.Helper()
+	var ds *appsv1.DaemonSet
+	waitUntil(e.t, "the speaker DaemonSet exists", func() bool {
+		var err error
+		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(context.Background(), SpeakerName, metav1.GetOptions{})
+		return err == nil
+	})
+	return ds
+}
+
 func TestSpeakerDaemonSet(t *testing.T) {
 	e := newEnv(t)
 	e.config(spineCfg)
 	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
 	ctx := context.Background()
-	var ds *appsv1.DaemonSet
-	waitUntil(t, "the speaker DaemonSet exists", func() bool {
-		var err error
-		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
-		return err == nil
-	})
+	ds := e.waitDaemonSet()
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
 	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/usr/bin/pebble", "enter", "--create-dirs", "--verbose"}) ||

@@ -240,3 +240,37 @@ func tarOf(files []File, mtime time.Time) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// Contents reads an image's single layer: each entry's header and data by
+// absolute path, for checks of what an image holds.
+func Contents(img v1.Image) (map[string]*tar.Header, map[string][]byte, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(layers) != 1 {
+		return nil, nil, fmt.Errorf("image has %d layers, want 1", len(layers))
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rc.Close()
+	hdrs, data := map[string]*tar.Header{}, map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hdrs, data, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, nil, err
+		}
+		p := "/" + strings.TrimSuffix(h.Name, "/")
+		hdrs[p], data[p] = h, b
+	}
+}

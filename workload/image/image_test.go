@@ -31,29 +31,11 @@ func bins(tag string) map[string]image.Binaries {
 // files reads the single layer of an image into path -> header and data.
 func files(t *testing.T, img v1.Image) (map[string]*tar.Header, map[string][]byte) {
 	t.Helper()
-	layers, err := img.Layers()
-	if err != nil || len(layers) != 1 {
-		t.Fatalf("layers %d, %v", len(layers), err)
-	}
-	rc, err := layers[0].Uncompressed()
+	hdrs, data, err := image.Contents(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
-	hdrs, data := map[string]*tar.Header{}, map[string][]byte{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return hdrs, data
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		p := "/" + strings.TrimSuffix(h.Name, "/")
-		hdrs[p], data[p] = h, b
-	}
+	return hdrs, data
 }
 
 func TestIndexLayoutAndConfig(t *testing.T) {
