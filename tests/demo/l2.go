@@ -119,12 +119,13 @@ func runL2(ctx context.Context) error {
 	if took == 0 {
 		return fmt.Errorf("no answer within 20 s of %s's link going down", was)
 	}
-	fmt.Printf("    answered again after %s; %s now answers ARP (liveness timeout 350 ms, then gratuitous ARP)\n", took.Round(time.Millisecond), owner())
+	taker := owner()
+	fmt.Printf("    answered again after %s; %s now answers ARP (liveness timeout 350 ms, then gratuitous ARP)\n", took.Round(time.Millisecond), taker)
 	if _, err := b.Net.Exec(b.Nodes[n-1], "ip", "link", "set", "eth0", "up"); err != nil {
 		return err
 	}
 	step("%s's link is back: it waits out the 3 s hold-down before taking its IPs back, so ownership moves at most once", was)
-	last, moves := owner(), 0
+	last, moves := taker, 0
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
 		if now := owner(); now != last && now != "nobody" {
 			moves++

@@ -86,6 +86,14 @@ func runSpine(ctx context.Context) error {
 		}
 		return strings.Join(answers, " ")
 	}
+	// kube-proxy follows the ready endpoints within a second or so.
+	answered := map[string]bool{}
+	_, _ = netns.WaitFor(ctx, 20*time.Second, func() bool {
+		if a, err := kubebed.Ask(b.Client, vip, 2*time.Second); err == nil {
+			answered[a.Pod] = true
+		}
+		return len(answered) == 2
+	})
 	fmt.Printf("    8 requests answered by: %s\n", ask(8))
 
 	step("Failover: node1's network to the spine goes silent (black-holed, its speaker still running); BFD 100 ms x 3")
