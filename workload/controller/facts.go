@@ -91,8 +91,14 @@ func (c *Controller) endpointNodes(ctx context.Context, only string) (map[string
 	if err != nil {
 		return nil, fmt.Errorf("list EndpointSlices: %w", err)
 	}
+	return readyNodes(list.Items), nil
+}
+
+// readyNodes maps each Service (ns/name) of the slices to the nodes, sorted,
+// where it has an endpoint that is not known to be unready.
+func readyNodes(items []discoveryv1.EndpointSlice) map[string][]string {
 	out := map[string][]string{}
-	for _, es := range list.Items {
+	for _, es := range items {
 		key := es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]
 		for _, ep := range es.Endpoints {
 			if ep.NodeName == nil || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
@@ -106,5 +112,5 @@ func (c *Controller) endpointNodes(ctx context.Context, only string) (map[string
 	for k := range out {
 		slices.Sort(out[k])
 	}
-	return out, nil
+	return out
 }

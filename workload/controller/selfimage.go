@@ -76,6 +76,13 @@ func podImage(ctx context.Context, client kubernetes.Interface, namespace, name,
 	case err != nil:
 		return speakerImage{}, fmt.Errorf("read the controller's own Pod %s/%s: %w", namespace, name, err)
 	}
+	return imageOf(pod, container)
+}
+
+// imageOf is the image of container in pod, with its pull policy and the
+// pod's pull secrets.
+func imageOf(pod *corev1.Pod, container string) (speakerImage, error) {
+	namespace, name := pod.Namespace, pod.Name
 	var names []string
 	for _, c := range pod.Spec.Containers {
 		if c.Name == container {

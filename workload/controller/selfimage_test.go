@@ -15,20 +15,6 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// createJujuPod makes the Pod and its ServiceAccount (this control plane
-// has no controller-manager to make namespaces' default one).
-func createJujuPod(t *testing.T, e *env) {
-	t.Helper()
-	ctx := context.Background()
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "calico-lb"}}
-	if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.client.CoreV1().Pods(e.ns).Create(ctx, jujuPod(e.ns), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // jujuPod is a unit Pod as Juju shapes a sidecar charm's: the charm
 // container and the workload container, whose image is the oci-image
 // resource, pulled with the secret Juju made for it.
@@ -36,8 +22,7 @@ func jujuPod(ns string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "calico-lb-0"},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: "calico-lb",
-			ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}},
+			ImagePullSecrets: []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}},
 			Containers: []corev1.Container{
 				{Name: "charm", Image: "public.ecr.aws/juju/charm-base:ubuntu-24.04"},
 				{Name: "calico-lb", Image: "registry.example:5000/calico-lb:1.2", ImagePullPolicy: corev1.PullAlways},
@@ -47,18 +32,22 @@ func jujuPod(ns string) *corev1.Pod {
 }
 
 // Under Juju nothing sets --speaker-image: the speakers get the image, pull
-// policy and pull secrets of the controller's own container.
-func TestSpeakerImageFromOwnPod(t *testing.T) {
-	e := newEnv(t)
-	createJujuPod(t, e)
-	e.config(spineCfg)
-	e.start("a", func(o *Options) { o.PodName = "calico-lb-0" })
-	ds := e.waitDaemonSet()
-	pod := ds.Spec.Template.Spec
-	c := pod.Containers[0]
-	if c.Image != "registry.example:5000/calico-lb:1.2" || c.ImagePullPolicy != corev1.PullAlways ||
-		!slices.Equal(pod.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}}) {
-		t.Fatalf("speaker image %q policy %q secrets %v", c.Image, c.ImagePullPolicy, pod.ImagePullSecrets)
+// policy and pull secrets of the controller's own container (read from a
+// real Pod in the end-to-end tests; here from one in memory).
+func TestImageOf(t *testing.T) {
+	img, err := imageOf(jujuPod("lb"), DefaultContainer)
+	if err != nil || img.Image != "registry.example:5000/calico-lb:1.2" || img.PullPolicy != corev1.PullAlways ||
+		!slices.Equal(img.PullSecrets, []corev1.LocalObjectReference{{Name: "calico-lb-calico-lb-secret"}}) {
+		t.Fatalf("%+v, %v", img, err)
+	}
+	_, err = imageOf(jujuPod("lb"), "workload")
+	if err == nil || !strings.Contains(err.Error(), `no container "workload" (it has charm, calico-lb)`) {
+		t.Fatalf("wrong container: %v", err)
+	}
+	p := jujuPod("lb")
+	p.Spec.Containers[1].ImagePullPolicy = ""
+	if img, err := imageOf(p, DefaultContainer); err != nil || img.PullPolicy != corev1.PullIfNotPresent {
+		t.Fatalf("no pull policy: %+v, %v", img, err)
 	}
 }
 
@@ -91,19 +80,14 @@ func TestNoSpeakerImageIsReported(t *testing.T) {
 	})
 }
 
-// What the errors say when the Pod cannot be read or has no such
-// container: each names the fix.
+// Reading the Pod: not allowed without --trust, or not there; each error
+// names the fix.
 func TestPodImageErrors(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	createJujuPod(t, e)
 	_, err := podImage(ctx, e.cl.Client(cluster.UserNobody), e.ns, "calico-lb-0", DefaultContainer)
 	if err == nil || !strings.Contains(err.Error(), "--trust") {
 		t.Fatalf("forbidden: %v", err)
-	}
-	_, err = podImage(ctx, e.client, e.ns, "calico-lb-0", "workload")
-	if err == nil || !strings.Contains(err.Error(), `no container "workload" (it has charm, calico-lb)`) {
-		t.Fatalf("wrong container: %v", err)
 	}
 	_, err = podImage(ctx, e.client, e.ns, "calico-lb-9", DefaultContainer)
 	if err == nil || !strings.Contains(err.Error(), "calico-lb-9") {
