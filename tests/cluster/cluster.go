@@ -117,7 +117,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	} else if etcdBin, apiBin, err = Binaries(ctx, logf); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "calico-lb-cluster-")
+	Sweep()
+	// The process ID in the name lets a later run remove what a crashed
+	// one left.
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", dirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}

@@ -78,7 +78,6 @@ func (c *Cluster) StartNode(ctx context.Context, o NodeOptions) (n *Node, err er
 			o.ClusterCIDR += ",fd44::/48"
 		}
 	}
-	SweepNodes()
 	n = &Node{Name: o.Name, Dir: filepath.Join(c.Dir, "nodes", o.Name), opts: o, cg: o.NetNS}
 	c.nodesMu.Lock()
 	c.nodes = append(c.nodes, n)
@@ -357,10 +356,10 @@ func killCgroup(dir string) {
 	}
 }
 
-// removeCgroups removes a node's cgroup tree from every hierarchy,
-// deepest first.
+// removeCgroups removes a node's cgroup tree from every hierarchy (and
+// the cgroup v2 one, where runc also puts containers), deepest first.
 func removeCgroups(cg string) {
-	for _, h := range cgroupHierarchies {
+	for _, h := range append(cgroupHierarchies, "unified") {
 		root := filepath.Join(cgroupFS, h, cg)
 		var dirs []string
 		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -380,18 +379,33 @@ func removeCgroups(cg string) {
 	}
 }
 
-// SweepNodes kills what the nodes of crashed runs left running (found by
-// their cgroups, named after the network namespaces of test beds whose
-// process is gone) and removes those cgroups.
-func SweepNodes() {
-	entries, err := os.ReadDir(filepath.Join(cgroupFS, "pids"))
-	if err != nil {
-		return
+// dirPrefix starts the name of a cluster's work directory, followed by the
+// process ID of the run that made it.
+const dirPrefix = "calico-lb-cluster-"
+
+// Sweep removes what crashed runs left: it kills what their nodes left
+// running (shims and containers are no children of the run, so they
+// outlive it; they are found by their cgroups, named after the network
+// namespaces of test beds whose process is gone), removes those cgroups,
+// and removes the work directories of clusters whose process is gone.
+// Leftovers of runs still going are not touched.
+func Sweep() {
+	seen := map[string]bool{}
+	for _, h := range append(cgroupHierarchies, "unified") {
+		entries, _ := os.ReadDir(filepath.Join(cgroupFS, h))
+		for _, e := range entries {
+			if e.IsDir() && !seen[e.Name()] && netns.Leftover(e.Name()) {
+				seen[e.Name()] = true
+				killCgroup(filepath.Join(cgroupFS, "pids", e.Name()))
+				removeCgroups(e.Name())
+			}
+		}
 	}
-	for _, e := range entries {
-		if e.IsDir() && netns.Leftover(e.Name()) {
-			killCgroup(filepath.Join(cgroupFS, "pids", e.Name()))
-			removeCgroups(e.Name())
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, d := range dirs {
+		pidPart, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), dirPrefix), "-")
+		if pid, err := strconv.Atoi(pidPart); err == nil && pid > 0 && syscall.Kill(pid, 0) != nil {
+			_ = os.RemoveAll(d)
 		}
 	}
 }

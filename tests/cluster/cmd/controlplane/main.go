@@ -3,6 +3,7 @@
 //
 //	controlplane build      # etcd, the Kubernetes components, containerd and pebble into .cache/bin
 //	controlplane up         # start, print the kubeconfig path, wait for Ctrl-C
+//	controlplane sweep      # remove what crashed test runs left (their nodes' processes and cgroups, work directories)
 package main
 
 import (
@@ -16,9 +17,13 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 || (os.Args[1] != "build" && os.Args[1] != "up") {
-		fmt.Fprintln(os.Stderr, "usage: controlplane build|up")
+	if len(os.Args) != 2 || (os.Args[1] != "build" && os.Args[1] != "up" && os.Args[1] != "sweep") {
+		fmt.Fprintln(os.Stderr, "usage: controlplane build|up|sweep")
 		os.Exit(2)
+	}
+	if os.Args[1] == "sweep" {
+		cluster.Sweep()
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
