@@ -141,7 +141,6 @@ func leftoverProcs(mark string) []string {
 	return out
 }
 
-
 // zombie reports whether a /proc/<pid>/stat line is a zombie's (its state,
 // after the command in parentheses, is Z).
 func zombie(stat string) bool {
