@@ -117,7 +117,7 @@ func build(ctx context.Context, t tool, log func(string)) (string, error) {
 		return out, nil
 	}
 	if log != nil {
-		log(fmt.Sprintf("building %s from %s (the first build of kube-apiserver takes several minutes)", t.name, t.module))
+		log(fmt.Sprintf("building %s from %s (a cold build takes minutes; kube-apiserver the longest)", t.name, t.module))
 	}
 	start := time.Now()
 	tmp := out + ".tmp"
