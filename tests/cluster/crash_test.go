@@ -111,7 +111,7 @@ func crashChild(t *testing.T) {
 	}
 	ctx := context.Background()
 	kb, err := kubebed.Start(ctx, kubebed.Options{Address: mgmt, Nodes: []cluster.NodeOptions{{Name: "node1", NetNS: ns,
-		IP: netns.ManagementAddr(218, 0), PodCIDR: "10.244.1.0/24"}}})
+		IP: netns.ManagementAddr(218, 0), PodCIDR: podRange(218, 1)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,4 +146,9 @@ func leftoverProcs(mark string) []string {
 func zombie(stat string) bool {
 	i := strings.LastIndexByte(stat, ')')
 	return i >= 0 && strings.HasPrefix(strings.TrimSpace(stat[i+1:]), "Z")
+}
+
+func podRange(net, i int) string {
+	v4, _ := cluster.PodRanges(net, i)
+	return v4
 }

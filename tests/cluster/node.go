@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,7 @@ type NodeOptions struct {
 	Name    string // the Node's name and the hostname hostNetwork pods see
 	NetNS   string // the node's network namespace (made by a tests/netns bed)
 	IP      string // the Node's InternalIP: an address of the node in NetNS
-	PodCIDR string // this node's pod addresses, e.g. 10.244.1.0/24
+	PodCIDR string // this node's pod addresses (PodRanges)
 	// RouteVia is the address through which the other nodes and the root
 	// namespace reach this node's pods (default IP); RouteNodes routes them.
 	RouteVia string
@@ -32,8 +33,8 @@ type NodeOptions struct {
 	// ProxyMode is kube-proxy's mode: iptables (the default, as Charmed
 	// Kubernetes runs it) or nftables.
 	ProxyMode string
-	// ClusterCIDR covers every node's PodCIDR (default 10.244.0.0/16, and
-	// fd44::/48 for dual-stack nodes).
+	// ClusterCIDR covers every node's pod ranges (default: the /16 around
+	// PodCIDR, and the /32 around PodCIDR6; see PodRanges).
 	ClusterCIDR string
 	// IP6 and PodCIDR6 make the node dual-stack: its IPv6 InternalIP (on a
 	// link the other nodes share, through which they reach its IPv6 pods)
@@ -73,9 +74,16 @@ func (c *Cluster) StartNode(ctx context.Context, o NodeOptions) (n *Node, err er
 		o.ProxyMode = "iptables"
 	}
 	if o.ClusterCIDR == "" {
-		o.ClusterCIDR = "10.244.0.0/16"
+		var err error
+		if o.ClusterCIDR, err = around(o.PodCIDR, 16); err != nil {
+			return nil, fmt.Errorf("node %s: PodCIDR: %w", o.Name, err)
+		}
 		if o.PodCIDR6 != "" {
-			o.ClusterCIDR += ",fd44::/48"
+			v6, err := around(o.PodCIDR6, 32)
+			if err != nil {
+				return nil, fmt.Errorf("node %s: PodCIDR6: %w", o.Name, err)
+			}
+			o.ClusterCIDR += "," + v6
 		}
 	}
 	n = &Node{Name: o.Name, Dir: filepath.Join(c.Dir, "nodes", o.Name), opts: o, cg: o.NetNS}
@@ -141,6 +149,25 @@ func (c *Cluster) StartNode(ctx context.Context, o NodeOptions) (n *Node, err er
 }
 
 func (n *Node) file(name string) string { return filepath.Join(n.Dir, name) }
+
+// PodRanges are the pod ranges of node i (1-based) of the bed whose
+// management network is net (the third octet of its management
+// addresses): distinct per bed, because every bed routes its pods from the
+// one root namespace and beds run side by side (go test runs packages in
+// parallel). Within a bed's /16 (v4) and /32 (v6).
+func PodRanges(net, i int) (v4, v6 string) {
+	return fmt.Sprintf("10.%d.%d.0/24", net+20, i), fmt.Sprintf("fd44:%d:0:%d::/64", net, i)
+}
+
+// around is the prefix of bits around cidr.
+func around(cidr string, bits int) (string, error) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return "", err
+	}
+	wide, err := p.Addr().Prefix(bits)
+	return wide.String(), err
+}
 
 // makeCgroups makes the node's cgroup in every hierarchy, with system/ for
 // its daemons and pods/ as the kubelet's cgroupRoot.

@@ -48,7 +48,7 @@ func TestRealNodes(t *testing.T) {
 	nodes := []cluster.NodeOptions{}
 	for i := range 2 {
 		nodes = append(nodes, cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: spaces[i],
-			IP: netns.ManagementAddr(216, i), PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1)})
+			IP: netns.ManagementAddr(216, i), PodCIDR: podRange(216, i+1)})
 	}
 	if err := cluster.RouteNodes(nodes, mgmt); err != nil {
 		t.Fatal(err)

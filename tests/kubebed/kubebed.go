@@ -57,34 +57,37 @@ func Images() (map[string]v1.Image, error) {
 // Start builds (once) and pushes the images, starts the control plane and
 // every node, and returns when all nodes are Ready. The nodes' network
 // namespaces must exist; Start routes pods between them (RouteNodes).
-func Start(ctx context.Context, opts Options) (b *Bed, err error) {
+func Start(ctx context.Context, opts Options) (*Bed, error) {
+	b := &Bed{Nodes: map[string]*cluster.Node{}}
+	if err := b.start(ctx, opts); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bed) start(ctx context.Context, opts Options) (err error) {
 	log := opts.Log
 	if log == nil {
 		log = func(string) {}
 	}
 	start := time.Now()
-	b = &Bed{Nodes: map[string]*cluster.Node{}}
-	defer func() {
-		if err != nil {
-			b.Close()
-		}
-	}()
 	if err := cluster.NodeBinaries(ctx, log); err != nil {
-		return nil, err
+		return err
 	}
 	if err := cluster.RouteNodes(opts.Nodes, opts.Address); err != nil {
-		return nil, err
+		return err
 	}
 	if b.Registry, err = cluster.StartRegistry(net.JoinHostPort(opts.Address, "0")); err != nil {
-		return nil, err
+		return err
 	}
 	imgs, err := Images()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for name, img := range imgs {
 		if err := b.Registry.Push(ctx, name, img); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var names []string
@@ -93,7 +96,7 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 	}
 	if b.Cluster, err = cluster.Start(ctx, cluster.Options{BindAddress: opts.Address, Nodes: names,
 		NodeMonitorGracePeriod: opts.NodeMonitorGracePeriod, Log: log}); err != nil {
-		return nil, err
+		return err
 	}
 	b.Kube = b.Cluster.Client(cluster.UserAdmin)
 	b.ControlPlaneReady = time.Since(start)
@@ -101,14 +104,14 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 		o.Registry = b.Registry.Host
 		n, err := b.Cluster.StartNode(ctx, o)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		b.Nodes[o.Name] = n
 	}
 	b.NodesReady = time.Since(start)
 	log(fmt.Sprintf("cluster with %d real nodes Ready in %s (control plane %s)", len(opts.Nodes),
 		b.NodesReady.Round(time.Millisecond), b.ControlPlaneReady.Round(time.Millisecond)))
-	return b, nil
+	return nil
 }
 
 // Image is the full name of one of the images (images.CalicoLB, ...).
@@ -116,6 +119,9 @@ func (b *Bed) Image(name string) string { return b.Registry.Ref(name) }
 
 // Close stops the nodes, the control plane and the registry.
 func (b *Bed) Close() {
+	if b == nil {
+		return
+	}
 	if b.Cluster != nil {
 		_ = b.Cluster.Stop()
 	}

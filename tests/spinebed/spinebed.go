@@ -54,6 +54,7 @@ type Bed struct {
 	// the root namespace (the controller's) reaches.
 	MgmtIPs []string
 	opts    Options
+	mgmtNet int // the management network's third octet
 }
 
 // NodeIP is node i's (1-based) address on its spine link.
@@ -81,10 +82,10 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 	if b, err = newBed(&opts, 2); err != nil {
 		return nil, err
 	}
-	nb := b.Net
+	nb, bed := b.Net, b // b is nil after a failed return; bed is what to close
 	defer func() {
 		if err != nil {
-			b.Close()
+			bed.Close()
 		}
 	}()
 	if b.Spine, err = nb.NS("spine"); err != nil {
@@ -154,6 +155,7 @@ exit
 
 // management joins the nodes and the root namespace on bridge net.
 func (b *Bed) management(net int) (string, error) {
+	b.mgmtNet = net
 	mgmt, err := b.Net.Management(net, b.Nodes...)
 	if err != nil {
 		return "", err
@@ -169,10 +171,10 @@ func (b *Bed) management(net int) (string, error) {
 func (b *Bed) startControlPlane(ctx context.Context, mgmt string) error {
 	var nodes []cluster.NodeOptions
 	for i, ns := range b.Nodes {
-		o := cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i],
-			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i+1), RouteVia: b.MgmtIPs[i]}
+		v4, v6 := cluster.PodRanges(b.mgmtNet, i+1)
+		o := cluster.NodeOptions{Name: fmt.Sprint("node", i+1), NetNS: ns, IP: b.NodeIPs[i], PodCIDR: v4, RouteVia: b.MgmtIPs[i]}
 		if len(b.NodeIP6s) > i {
-			o.IP6, o.PodCIDR6 = b.NodeIP6s[i], fmt.Sprintf("fd44:0:0:%d::/64", i+1)
+			o.IP6, o.PodCIDR6 = b.NodeIP6s[i], v6
 		}
 		nodes = append(nodes, o)
 	}
@@ -198,10 +200,10 @@ func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 	if b, err = newBed(&opts, 3); err != nil {
 		return nil, err
 	}
-	nb := b.Net
+	nb, bed := b.Net, b // b is nil after a failed return; bed is what to close
 	defer func() {
 		if err != nil {
-			b.Close()
+			bed.Close()
 		}
 	}()
 	sw, err := nb.NS("switch")
@@ -296,6 +298,9 @@ func (b *Bed) WaitIP(ns, name string, limit time.Duration) (string, error) {
 
 // Close stops the cluster and removes the namespaces.
 func (b *Bed) Close() {
+	if b == nil {
+		return
+	}
 	if b.Kubebed != nil {
 		b.Kubebed.Close()
 	}
