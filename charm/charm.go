@@ -243,14 +243,17 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 	if err := c.get("/v1/allocations", &snap); err != nil {
 		return status.Status{Name: "waiting", Message: "waiting for the workload's API: " + err.Error()}
 	}
-	if c.cfgDigest != "" && snap.ConfigDigest != c.cfgDigest {
+	// A pushed file the workload rejected counts as taken in: the status
+	// then says why it was rejected rather than waiting for it.
+	takenIn := func() bool { return snap.ConfigDigest == c.cfgDigest || snap.RejectedConfigDigest == c.cfgDigest }
+	if c.cfgDigest != "" && !takenIn() {
 		// A file pushed in this hook (or one the workload missed): have it
 		// read now, so that the status speaks of the new config, e.g. a
 		// pool change it holds back, rather than of the old one.
 		if err := c.request(http.MethodPost, "/v1/reload", 10*time.Second, &snap); err != nil {
 			return status.Status{Name: "waiting", Message: "waiting for the workload to reload its config: " + err.Error()}
 		}
-		if snap.ConfigDigest != c.cfgDigest {
+		if !takenIn() {
 			return status.Status{Name: "waiting", Message: "waiting for the workload to take in the new config"}
 		}
 	}

@@ -145,8 +145,24 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 		t.Fatalf("status with a stale workload %+v", out.UnitStatus)
 	}
 
-	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
+	// A workload that read the pushed file and rejected it: the status says
+	// why, rather than waiting for a file that will never be in force.
 	ctr, src := container(t, true)
+	rejecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		snap := api.Snapshot{Mode: config.ModeCalico, ConfigDigest: "an-older-file"}
+		if data, err := os.ReadFile(filepath.Join(src, config.DefaultPath)); err == nil && r.URL.Path == "/v1/reload" {
+			snap.RejectedConfigDigest, snap.ConfigError = api.ConfigDigest(data), "pools: this workload knows no such field"
+		}
+		_ = json.NewEncoder(w).Encode(snap)
+	}))
+	defer rejecting.Close()
+	out, _ = run(t, rejecting.URL, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "rejected its config: pools: this workload knows no such field") {
+		t.Fatalf("status with a workload that rejected the pushed file %+v", out.UnitStatus)
+	}
+
+	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
+	ctr, src = container(t, true)
 	base = workloadAPI(t, api.Snapshot{Mode: config.ModeL2, PendingChange: true}, held, src)
 	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "web/shop") || !strings.Contains(out.UnitStatus.Message, "apply-pool-change") {

@@ -25,8 +25,13 @@ type Snapshot struct {
 	// or not up to date (the leader's view; empty on a standby).
 	SpeakersError string `json:"speakersError,omitempty"`
 	// ConfigDigest is the SHA-256 of the config file whose content this
-	// answer reflects; empty while a newer file is being taken in.
+	// answer reflects: the config in force; empty while a newer file is
+	// being taken in.
 	ConfigDigest string `json:"configDigest,omitempty"`
+	// RejectedConfigDigest is the SHA-256 of the last file read when it was
+	// rejected (ConfigError says why); the config in force is still
+	// ConfigDigest's.
+	RejectedConfigDigest string `json:"rejectedConfigDigest,omitempty"`
 }
 
 // PoolView is one pool's capacity and use. Capacities are decimal strings

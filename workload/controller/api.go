@@ -196,6 +196,9 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if e := c.cfgErr.Load(); e != nil {
 		s.ConfigError = *e
+		if f := c.file.Load(); f != nil {
+			s.RejectedConfigDigest = f.rejected
+		}
 	}
 	if e := c.speakersErr.Load(); e != nil && c.leading.Load() {
 		s.SpeakersError = *e

@@ -332,6 +332,45 @@ func TestReloadNow(t *testing.T) {
 	e.waitIPs("web", "10.97.0.1")
 }
 
+// A rejected file never passes for the config in force: the answer names
+// the in-force file as configDigest and the rejected one apart, and the
+// next good file clears it.
+func TestRejectedFileDigest(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.99.0.1-10.99.0.2]}\n")
+	r := e.start("a", func(o *Options) { o.ConfigPoll = time.Hour })
+	digest := func() string {
+		data, err := os.ReadFile(e.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return api.ConfigDigest(data)
+	}
+	good := digest()
+	var snap Snapshot
+	waitUntil(t, "the first file is in force", func() bool {
+		_, body := httpGet(t, r, "/v1/allocations")
+		return json.Unmarshal([]byte(body), &snap) == nil && snap.ConfigDigest == good
+	})
+	e.config("pools: [this is not a pool\n")
+	bad := digest()
+	code, body := httpPost(t, r, "/v1/reload")
+	snap = Snapshot{}
+	if err := json.Unmarshal([]byte(body), &snap); code != 200 || err != nil || snap.ConfigError == "" {
+		t.Fatalf("reload of a broken file: %d %s", code, body)
+	}
+	if snap.ConfigDigest != good || snap.RejectedConfigDigest != bad {
+		t.Fatalf("after a rejected file: configDigest %q (want the file in force, %q), rejectedConfigDigest %q (want %q)",
+			snap.ConfigDigest, good, snap.RejectedConfigDigest, bad)
+	}
+	e.config("pools:\n  p: {addresses: [10.99.0.1-10.99.0.3]}\n")
+	_, body = httpPost(t, r, "/v1/reload")
+	snap = Snapshot{}
+	if err := json.Unmarshal([]byte(body), &snap); err != nil || snap.ConfigDigest != digest() || snap.RejectedConfigDigest != "" || snap.ConfigError != "" {
+		t.Fatalf("after a good file again: %s", body)
+	}
+}
+
 // The nodes with ready endpoints come from the real EndpointSlice
 // controller in the end-to-end tests; here, from slices in memory.
 func TestReadyNodes(t *testing.T) {

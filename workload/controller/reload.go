@@ -19,13 +19,14 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
-// fileState ties the digest of the file last read to the config in force
-// after reading it (the previous one when it was rejected or unchanged),
-// so that the local API can say whether a file the charm pushed is in
-// force yet.
+// fileState ties the digest of the file whose config is in force to that
+// config, so that the local API can say whether a file the charm pushed is
+// in force yet; a file read since and rejected is kept apart, under its
+// own digest, so it is never taken for the one in force.
 type fileState struct {
-	digest string
-	cfg    *config.Config
+	digest   string // of the file that gave cfg
+	cfg      *config.Config
+	rejected string // of the last file read, when it was rejected
 }
 
 // loadConfig reads the config file. A file that does not parse leaves the
@@ -33,11 +34,18 @@ type fileState struct {
 func (c *Controller) loadConfig() (changed bool) {
 	data, err := os.ReadFile(c.opts.ConfigPath)
 	if err == nil {
-		// Stored after the config it gave: whoever sees this digest sees
-		// that config too.
-		defer func() { c.file.Store(&fileState{digest: api.ConfigDigest(data), cfg: c.cfg.Load()}) }()
+		digest := api.ConfigDigest(data)
 		var cfg *config.Config
-		if cfg, err = config.Parse(data); err == nil {
+		if cfg, err = config.Parse(data); err != nil {
+			st := fileState{rejected: digest}
+			if prev := c.file.Load(); prev != nil {
+				st.digest, st.cfg = prev.digest, prev.cfg
+			}
+			c.file.Store(&st)
+		} else {
+			// Stored after the config it gave: whoever sees this digest
+			// sees that config too.
+			defer func() { c.file.Store(&fileState{digest: digest, cfg: c.cfg.Load()}) }()
 			c.cfgErr.Store(nil)
 			if old := c.cfg.Load(); old != nil && reflect.DeepEqual(old, cfg) {
 				return false
