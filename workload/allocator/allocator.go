@@ -740,7 +740,34 @@ func (st *state) exhausted(cands []*pool, fams []Family, req *Request) error {
 	if len(fams) == 2 {
 		what = "IPv4 and IPv6 addresses from one pool"
 	}
-	return errorf(ReasonExhausted, "no %s for %s: %s", what, req.Service, strings.Join(parts, "; "))
+	fix := "add addresses to the pool (juju config calico-lb pools=…) or delete Services that no longer need theirs"
+	if others := st.withFree(cands, fams, req); len(others) > 0 {
+		fix += fmt.Sprintf(", or request %s, which %s free addresses, with the calico-lb.io/address-pool annotation",
+			strings.Join(others, " or "), map[bool]string{true: "has", false: "have"}[len(others) == 1])
+	}
+	return errorf(ReasonExhausted, "no %s for %s: %s; %s", what, req.Service, strings.Join(parts, "; "), fix)
+}
+
+// withFree names the pools besides cands that admit req and have a free
+// address of every family in fams: where an exhausted request could go.
+func (st *state) withFree(cands []*pool, fams []Family, req *Request) []string {
+	var out []string
+	for _, p := range st.pools {
+		if slices.Contains(cands, p) {
+			continue
+		}
+		if ok, _ := p.admits(req.Service.Namespace, req.Labels); !ok {
+			continue
+		}
+		free := true
+		for _, f := range fams {
+			free = free && p.free(f) != nil
+		}
+		if free {
+			out = append(out, fmt.Sprintf("pool %q", p.Name))
+		}
+	}
+	return out
 }
 
 // canServe reports whether pool p can give family f to req, and the shared

@@ -57,7 +57,14 @@ func TestAllocateReleaseAndRequests(t *testing.T) {
 	e.waitAnyIP("c")
 	e.waitAnyIP("d")
 	e.service("e")
-	e.waitEvent("e", "AllocationFailed", `pool "general" has no free IPv4 address (4 of 4 in use)`)
+	msg := e.waitEvent("e", "AllocationFailed", `pool "general" has no free IPv4 address (4 of 4 in use)`)
+	// ... and what to do about it.
+	for _, fix := range []string{"add addresses to the pool (juju config calico-lb pools=…)", "delete Services that no longer need theirs",
+		`request pool "reserved", which has free addresses, with the calico-lb.io/address-pool annotation`} {
+		if !strings.Contains(msg, fix) {
+			t.Errorf("the exhaustion event does not say %q: %s", fix, msg)
+		}
+	}
 	if err := e.client.CoreV1().Services(e.ns).Delete(context.Background(), "c", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
