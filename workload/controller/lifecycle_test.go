@@ -427,3 +427,39 @@ func TestServiceFacts(t *testing.T) {
 		t.Fatalf("missing Service: %d %s", code, body)
 	}
 }
+
+// Released addresses are announced where the operator looks: an IPReleased
+// Event names each address and the pool it went back to, when the Service
+// stops being a LoadBalancer and when it is deleted (the Event then names
+// the deleted Service), also for many at once.
+func TestReleaseEvents(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.88.0.0/24]}\n")
+	e.start("a")
+	e.service("typed")
+	ip := e.waitAnyIP("typed")
+	svc := e.get("typed")
+	svc.Spec.Type = corev1.ServiceTypeClusterIP
+	svc.Spec.Ports[0].NodePort = 0
+	if _, err := e.client.CoreV1().Services(e.ns).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("typed", "IPReleased", "Released "+ip+" to pool p")
+
+	const n = 60
+	ips := map[string]string{}
+	for i := range n {
+		e.service(fmt.Sprintf("gone-%02d", i))
+	}
+	for i := range n {
+		ips[fmt.Sprintf("gone-%02d", i)] = e.waitAnyIP(fmt.Sprintf("gone-%02d", i))
+	}
+	for name := range ips {
+		if err := e.client.CoreV1().Services(e.ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, ip := range ips {
+		e.waitEvent(name, "IPReleased", "Released "+ip+" to pool p: the Service was deleted")
+	}
+}

@@ -237,9 +237,10 @@ func (t *term) process(ctx context.Context, key string) {
 	sk := allocator.ServiceKey{Namespace: ns, Name: name}
 	svc, err := t.c.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		if t.alloc.Release(sk) {
+		if asg, held := t.alloc.Get(sk); held && t.alloc.Release(sk) {
 			t.c.metrics.allocations.WithLabelValues("released").Inc()
 			t.c.log.Info("released", "service", key, "reason", "deleted")
+			t.recordRelease(nil, sk, asg, "the Service was deleted")
 			t.retryWaiting()
 		}
 		delete(t.outside, sk)
@@ -376,7 +377,7 @@ func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service
 		t.alloc.Release(sk)
 		t.retryWaiting()
 		t.c.metrics.allocations.WithLabelValues("released").Inc()
-		t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPReleased", "Released %s: the Service is no longer a LoadBalancer served by calico-lb", joinIPs(asg.List()))
+		t.recordRelease(svc, sk, asg, "the Service is no longer a LoadBalancer served by calico-lb")
 		if slices.Equal(IngressOf(svc), asg.List()) {
 			// The mirrored externalIPs go on the next pass, which the
 			// status update brings.
