@@ -62,6 +62,24 @@ func TestL2EndToEnd(t *testing.T) {
 		}
 		return macOf[macs[0]]
 	}
+	// steady waits until 5 broadcast probes in a row are answered by one
+	// node. Speakers that miss heartbeats for 350 ms (a starved machine:
+	// go test runs the real-node packages side by side) may both answer
+	// for a moment; what must hold is that they settle on one owner.
+	steady := func(ip, when string) {
+		t.Helper()
+		var macs []string
+		took, err := netns.WaitFor(ctx, 20*time.Second, func() bool {
+			macs = arpingMACs(b, ip, 5)
+			return len(macs) == 1
+		})
+		if err != nil {
+			t.Fatalf("%s: 5 ARP probes answered by %v, want one node, for 20 s", when, macs)
+		}
+		if took > 6*time.Second {
+			t.Logf("%s: one node answered every probe only after %s", when, took.Round(time.Millisecond))
+		}
+	}
 	answer := func(vip string) kubebed.Answer {
 		t.Helper()
 		var a kubebed.Answer
@@ -83,9 +101,7 @@ func TestL2EndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := owner(vip, 0)
-	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
-		t.Fatalf("5 ARP probes answered by %v, want one node", macs)
-	}
+	steady(vip, "at start")
 	a := answer(vip)
 	t.Logf("%s owned by node%d; answered by %s on %s", vip, first, a.Pod, a.Node)
 
@@ -147,10 +163,7 @@ func TestL2EndToEnd(t *testing.T) {
 	if _, err := b.Net.Exec(b.Nodes[now-1], "ip", "link", "set", "eth0", "up"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	if macs := arpingMACs(b, vip, 5); len(macs) != 1 {
-		t.Fatalf("after the partition healed, 5 broadcast ARP probes were answered by %v, want one node", macs)
-	}
+	steady(vip, "after the partition healed")
 
 	// Local: the owner is the node with the pod, the pod sees the client's
 	// address, and the owner follows the pod.
