@@ -139,6 +139,16 @@ func TestSharingAndDualStack(t *testing.T) {
 	if a != b {
 		t.Fatalf("shared pair got %s and %s", a, b)
 	}
+	// The same key with a port that is taken: an address of its own, and
+	// a Warning that says which Service holds the port.
+	e.service("dns-tcp-2", func(s *corev1.Service) {
+		s.Annotations = map[string]string{AnnotationSharing: "dns"}
+		s.Spec.Ports = []corev1.ServicePort{{Port: 53, Protocol: corev1.ProtocolTCP}}
+	})
+	if c := e.waitAnyIP("dns-tcp-2"); c == a {
+		t.Fatalf("dns-tcp-2 joined %s although its port is taken there", a)
+	}
+	e.waitEvent("dns-tcp-2", "SharingNotPossible", a+": port TCP/53 is taken there by "+e.ns+"/dns-tcp")
 	policy := corev1.IPFamilyPolicyRequireDualStack
 	e.service("dual", func(s *corev1.Service) { s.Spec.IPFamilyPolicy = &policy })
 	s := e.waitFor("dual", "got two IPs", func(s *corev1.Service) bool { return len(s.Status.LoadBalancer.Ingress) == 2 })

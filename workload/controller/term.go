@@ -290,6 +290,10 @@ func (t *term) process(ctx context.Context, key string) {
 		if asg.IPs != before.IPs {
 			t.c.metrics.allocations.WithLabelValues("allocated").Inc()
 			t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPAllocated", "Assigned %s from pool %s", joinIPs(asg.List()), strings.Join(uniq(asg.Pools()), ","))
+			if misses := t.alloc.SharingMisses(&req.Request, asg); len(misses) > 0 {
+				t.c.recorder.Eventf(svc, corev1.EventTypeWarning, "SharingNotPossible", "allow-shared-ip %q: joined no address shared under the key, so %s is this Service's own: %s",
+					req.SharingKey, joinIPs(asg.List()), strings.Join(misses, "; "))
+			}
 		}
 	}
 	handedOff = t.sync(key, svc, asg.List())
