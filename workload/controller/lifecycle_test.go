@@ -463,3 +463,42 @@ func TestReleaseEvents(t *testing.T) {
 		e.waitEvent(name, "IPReleased", "Released "+ip+" to pool p: the Service was deleted")
 	}
 }
+
+// A Service whose request cannot be met is one decision, however often it
+// is retried: the counter of outcomes counts it once, and the gauge of
+// waiting Services says why it waits, until it is served.
+func TestFailuresCountedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.87.0.0/24]}\n")
+	r := e.start("a")
+	e.service("buggy", func(s *corev1.Service) { s.Spec.LoadBalancerIP = "10.87.0.255" })
+	e.waitEvent("buggy", "AllocationFailed", ".255")
+	// Every release retries the waiting Services.
+	for i := range 5 {
+		name := fmt.Sprintf("churn-%d", i)
+		e.service(name)
+		e.waitAnyIP(name)
+		if err := e.client.CoreV1().Services(e.ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the release is seen", func() bool {
+			return counterValue(t, r, `calico_lb_allocations_total{result="released"}`) == float64(i+1)
+		})
+	}
+	if got := counterValue(t, r, `calico_lb_allocations_total{result="BuggyIP"}`); got != 1 {
+		t.Fatalf(`calico_lb_allocations_total{result="BuggyIP"} = %v after 5 retries, want 1`, got)
+	}
+	if got := counterValue(t, r, `calico_lb_services_waiting{reason="BuggyIP"}`); got != 1 {
+		t.Fatalf(`calico_lb_services_waiting{reason="BuggyIP"} = %v, want 1`, got)
+	}
+	// Served: it waits no more.
+	svc := e.get("buggy")
+	svc.Spec.LoadBalancerIP = "10.87.0.7"
+	if _, err := e.client.CoreV1().Services(e.ns).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIPs("buggy", "10.87.0.7")
+	waitUntil(t, "nothing waits", func() bool {
+		return counterValue(t, r, `calico_lb_services_waiting{reason="BuggyIP"}`) == 0
+	})
+}

@@ -65,6 +65,8 @@ var (
 		"Addresses a pool can hand out (without .0/.255 when it avoids them).", []string{"pool", "family"}, nil)
 	poolUseDesc = prometheus.NewDesc("calico_lb_pool_addresses_in_use",
 		"Addresses of a pool held by Services.", []string{"pool", "family"}, nil)
+	waitingDesc = prometheus.NewDesc("calico_lb_services_waiting",
+		"Services waiting for an address, by the reason their request cannot be met (the leader's view).", []string{"reason"}, nil)
 )
 
 // poolCollector reads pool usage when scraped, from the allocation loop on
@@ -74,11 +76,23 @@ type poolCollector struct{ c *Controller }
 func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- poolSizeDesc
 	ch <- poolUseDesc
+	ch <- waitingDesc
 }
 
 func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if v, err := p.c.call(ctx, func(t *term) any {
+		by := map[string]int{}
+		for _, why := range t.waiting {
+			by[why]++
+		}
+		return by
+	}); err == nil {
+		for why, n := range v.(map[string]int) {
+			ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), why)
+		}
+	}
 	snap, err := p.c.snapshot(ctx)
 	if err != nil {
 		return

@@ -46,9 +46,10 @@ type term struct {
 	// warned remembers the last Warning per Service so that a resync does
 	// not repeat it.
 	warned map[string]string
-	// waiting holds the Services whose request could not be met; they are
-	// retried whenever addresses are released, rather than every Service.
-	waiting map[string]bool
+	// waiting holds the Services whose request could not be met, with the
+	// reason; they are retried whenever addresses are released, rather
+	// than every Service.
+	waiting map[string]string
 
 	mu      sync.Mutex       // guards written, shared with the writers
 	written map[string]wrote // the last status write per key
@@ -96,7 +97,7 @@ func newTerm(c *Controller, cfg *config.Config) (*term, error) {
 		api:     make(chan apiCall),
 		outside: map[allocator.ServiceKey][]netip.Addr{},
 		warned:  map[string]string{},
-		waiting: map[string]bool{},
+		waiting: map[string]string{},
 
 		speakerCfg: make(chan *config.Config, 1),
 		written:    map[string]wrote{},
@@ -278,12 +279,17 @@ func (t *term) process(ctx context.Context, key string) {
 	t.c.metrics.decide.Observe(time.Since(start).Seconds())
 	if aerr != nil {
 		var ae *allocator.Error
-		reason := "AllocationFailed"
+		reason, why := "AllocationFailed", "AllocationFailed"
 		if errors.As(aerr, &ae) {
-			t.c.metrics.allocations.WithLabelValues(string(ae.Reason)).Inc()
+			why = string(ae.Reason)
+		}
+		// A decision, not a retry: counted once until the request, the
+		// pools or the answer change (the message says all three).
+		if t.warned[key] != aerr.Error() {
+			t.c.metrics.allocations.WithLabelValues(why).Inc()
 		}
 		t.warn(svc, key, reason, aerr.Error())
-		t.waiting[key] = true
+		t.waiting[key] = why
 	} else {
 		delete(t.warned, key)
 		delete(t.waiting, key)
