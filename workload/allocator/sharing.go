@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 )
 
@@ -16,24 +17,26 @@ func (a *Allocator) SharingMisses(req *Request, asg Assignment) []string {
 		return nil
 	}
 	var out []string
-	for _, ip := range asg.List() {
+	for i, ip := range asg.IPs {
+		if !ip.IsValid() {
+			continue
+		}
 		f := FamilyOf(ip)
-		var ours *shareGroup
+		// The address's own group is found directly; only a Service that
+		// took a fresh address needs the scan of every group below.
+		if st.joined(shareIdx{pool: asg.pools[i], key: req.SharingKey, backend: req.BackendKey, fam: f}, ip) {
+			continue
+		}
 		var others []*shareGroup
 		for idx, groups := range st.shared {
 			if idx.key != req.SharingKey || idx.fam != f {
 				continue
 			}
 			for _, g := range groups {
-				if g.ip == ip {
-					ours = g
-				} else {
+				if g.ip != ip {
 					others = append(others, g)
 				}
 			}
-		}
-		if ours != nil && len(ours.services) > 1 {
-			continue // joined
 		}
 		sort.Slice(others, func(i, j int) bool { return others[i].ip.Less(others[j].ip) })
 		for _, g := range others {
@@ -41,6 +44,16 @@ func (a *Allocator) SharingMisses(req *Request, asg Assignment) []string {
 		}
 	}
 	return out
+}
+
+// joined reports whether the group of idx on ip has other members.
+func (st *state) joined(idx shareIdx, ip netip.Addr) bool {
+	for _, g := range st.shared[idx] {
+		if g.ip == ip {
+			return len(g.services) > 1
+		}
+	}
+	return false
 }
 
 func (st *state) whyNotJoined(g *shareGroup, req *Request) string {
