@@ -36,15 +36,26 @@ func (c *Cluster) Memory() (controlPlane, nodes map[string]uint64) {
 
 // rss is a process's resident set size (VmRSS), 0 when it is gone.
 func rss(pid int) uint64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
+	v, ok := ProcStatus(pid, "VmRSS")
+	if !ok {
 		return 0
 	}
+	kb, _ := strconv.ParseUint(v, 10, 64)
+	return kb * 1024
+}
+
+// ProcStatus is the first word of field's value in /proc/<pid>/status
+// (VmRSS in kB, Uid the real user), false when the process or the field
+// is not there.
+func ProcStatus(pid int, field string) (string, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", false
+	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseUint(f[1], 10, 64)
-			return kb * 1024
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
+			return f[1], true
 		}
 	}
-	return 0
+	return "", false
 }

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/rock"
@@ -42,10 +43,8 @@ func (b *Bed) WaitSpeakers(ctx context.Context, ns string, want int, limit time.
 			if p.DeletionTimestamp != nil {
 				return false
 			}
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-					pods = append(pods, p)
-				}
+			if PodReady(&p) {
+				pods = append(pods, p)
 			}
 		}
 		return len(pods) == want
@@ -114,16 +113,23 @@ func WorkloadPID(ns, subcommand string) (int, error) {
 	return 0, fmt.Errorf("no calico-lb %s process in %s", subcommand, ns)
 }
 
-// UID is the user a process runs as.
+// UID is the (real) user a process runs as.
 func UID(pid int) (string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "", err
+	if uid, ok := cluster.ProcStatus(pid, "Uid"); ok {
+		return uid, nil
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" {
-			return f[1], nil
+	return "", fmt.Errorf("no Uid for process %d", pid)
+}
+
+// PodReady reports whether a pod, not being deleted, is Ready.
+func PodReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
 		}
 	}
-	return "", fmt.Errorf("no Uid in /proc/%d/status", pid)
+	return false
 }

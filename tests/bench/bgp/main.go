@@ -259,13 +259,8 @@ func podReadyOn(ctx context.Context, b *spinebed.Bed, ns, selector, node string)
 		return false
 	}
 	for _, p := range l.Items {
-		if p.Spec.NodeName != node || p.DeletionTimestamp != nil {
-			continue
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true
-			}
+		if p.Spec.NodeName == node && kubebed.PodReady(&p) {
+			return true
 		}
 	}
 	return false

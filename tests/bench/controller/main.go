@@ -243,15 +243,10 @@ func cpuSeconds(pid int) float64 {
 
 // rssMiB reads a process's resident set size.
 func rssMiB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	v, ok := cluster.ProcStatus(pid, "VmRSS")
+	if !ok {
 		return -1
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return -1
+	kb, _ := strconv.ParseFloat(v, 64)
+	return kb / 1024
 }
