@@ -136,13 +136,18 @@ func BuildDispatch(t testing.TB) string {
 // sets anything: config.yaml's defaults.
 func Defaults(t testing.TB) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := config.CharmDefaults(data)
+	d, err := DefaultConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// DefaultConfig is Defaults for callers that are not tests.
+func DefaultConfig() (map[string]any, error) {
+	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	return config.CharmDefaults(data)
 }

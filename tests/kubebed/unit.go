@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,11 +13,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/netns"
-	workloadconfig "github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
@@ -72,11 +68,7 @@ func (b *Bed) Deploy(ctx context.Context, model string, config map[string]any) (
 // FreshState is the hook tools' state of a unit just deployed with config:
 // the leader, its address the pod's.
 func (u *Unit) FreshState(ctx context.Context, config map[string]any) (*fakejuju.State, error) {
-	data, err := os.ReadFile(filepath.Join(cluster.Root(), "config.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := workloadconfig.CharmDefaults(data)
+	cfg, err := fakejuju.DefaultConfig()
 	if err != nil {
 		return nil, err
 	}
