@@ -229,7 +229,7 @@ func build(pools []Pool) (*state, error) {
 			st.ranges[f] = append(st.ranges[f], pr)
 			size := r.Size()
 			if p.AvoidBuggyIPs {
-				size.Sub(size, new(big.Int).SetUint64(r.BuggyCount()))
+				size.Sub(size, new(big.Int).SetUint64(r.AvoidedCount()))
 			}
 			p.capacity[f].Add(p.capacity[f], size)
 		}
@@ -907,7 +907,7 @@ func (st *state) allocateExplicit(req *Request) (int32, error) {
 			}
 			groups[i] = g
 		} else if r.t.isForbidden(r.off(ip)) {
-			return -1, errorf(ReasonBuggyIP, "%s ends in .0 or .255 and pool %q avoids such addresses; request another address or set avoid-buggy-ips: false on the pool", ip, p.Name)
+			return -1, errorf(ReasonBuggyIP, "%s %s and pool %q avoids such addresses; request another address or set avoid-buggy-ips: false on the pool", ip, whyAvoided(ip), p.Name)
 		}
 		rngs[i] = r
 	}
@@ -917,6 +917,14 @@ func (st *state) allocateExplicit(req *Request) (int32, error) {
 	}
 	st.svcs[slot].orderPrimaryFirst(req.Families[0])
 	return slot, nil
+}
+
+// whyAvoided says why avoid-buggy-ips keeps ip back.
+func whyAvoided(ip netip.Addr) string {
+	if ip.Is4() {
+		return "ends in .0 or .255"
+	}
+	return "is the Subnet-Router anycast address of the pool's prefix (RFC 4291), which routers may answer for themselves"
 }
 
 // accepts reports whether req may join the group (nil: an unshared address).

@@ -148,6 +148,45 @@ func TestAvoidBuggyIPs(t *testing.T) {
 	}
 }
 
+func TestAvoidSubnetRouterAnycast(t *testing.T) {
+	v6req := func(name string) *Request {
+		return &Request{Service: svc("ns", name), Families: []Family{IPv6}}
+	}
+	a := mustNew(t, Pool{Name: "p", Ranges: rngs("fd00:208::/126", "fd00:209::/127"), AutoAssign: true, AvoidBuggyIPs: true})
+	if got := a.Usage()[0].CapacityV6.Int64(); got != 3+2 {
+		t.Fatalf("capacity = %d, want 5: a /126 without its anycast address and a whole /127", got)
+	}
+	var got []string
+	for i := 0; ; i++ {
+		asg, err := a.Allocate(v6req(fmt.Sprint("s", i)))
+		if err != nil {
+			wantErr(t, err, ReasonExhausted, "5 of 5 in use")
+			break
+		}
+		got = append(got, asg.IPs[0].String())
+	}
+	if want := "fd00:208::1 fd00:208::2 fd00:208::3 fd00:209:: fd00:209::1"; strings.Join(got, " ") != want {
+		t.Fatalf("handed out %s, want %s", got, want)
+	}
+	// Asked for explicitly: refused with the reason and the fix.
+	b := mustNew(t, Pool{Name: "p", Ranges: rngs("fd00:208::/120"), AutoAssign: true, AvoidBuggyIPs: true})
+	r := v6req("x")
+	r.IPs = addrs("fd00:208::")
+	_, err := b.Allocate(r)
+	wantErr(t, err, ReasonBuggyIP, "Subnet-Router anycast", "avoid-buggy-ips: false")
+	// Adopted (the pool turned avoid-buggy-ips on later): kept, flagged.
+	r.Families = []Family{IPv6}
+	asg, err := b.Adopt(r, addrs("fd00:208::"))
+	if err != nil || asg.Issues&IssueBuggyIP == 0 {
+		t.Fatalf("adopting fd00:208:: = %+v, %v; want kept and flagged", asg, err)
+	}
+	// Without avoid-buggy-ips it is an address like any other.
+	c := mustNew(t, Pool{Name: "p", Ranges: rngs("fd00:208::/120"), AutoAssign: true})
+	if got := mustAlloc(t, c, v6req("x")).IPs[0]; got != netip.MustParseAddr("fd00:208::") {
+		t.Fatalf("first address without avoid-buggy-ips = %s, want fd00:208::", got)
+	}
+}
+
 func TestCapacityDoesNotOverflow(t *testing.T) {
 	a := mustNew(t,
 		Pool{Name: "v6", Ranges: rngs("fd00::/48", "fd01::/64"), AutoAssign: true},
@@ -759,7 +798,7 @@ func TestUsageAndListing(t *testing.T) {
 	mustAlloc(t, a, &Request{Service: svc("b", "x"), Families: []Family{IPv4, IPv6}, Policy: RequireDualStack})
 	mustAlloc(t, a, v4req("a", "y"))
 	u := a.Usage()
-	if len(u) != 2 || u[0].Name != "dual" || u[0].InUseV4 != 2 || u[0].InUseV6 != 1 || u[0].CapacityV4.Int64() != 254 || u[0].CapacityV6.String() != "18446744073709551616" {
+	if len(u) != 2 || u[0].Name != "dual" || u[0].InUseV4 != 2 || u[0].InUseV6 != 1 || u[0].CapacityV4.Int64() != 254 || u[0].CapacityV6.String() != "18446744073709551615" { // 2^64 less the anycast address
 		t.Fatalf("usage: %+v", u[0])
 	}
 	if u[1].AutoAssign || u[1].CapacityV4.Int64() != 3 || u[1].Ranges[0].String() != "10.9.0.1-10.9.0.3" {

@@ -23,17 +23,21 @@ import (
 // cycle at the cursor does not build and tear down nodes each time.
 //
 // Addresses that are never handed out (outside the range at the right edge,
-// and IPv4 .0/.255 when avoiding buggy IPs) are "forbidden": they are
+// and, when avoiding buggy IPs, IPv4 .0/.255 and an IPv6 prefix's
+// Subnet-Router anycast address) are "forbidden": they are
 // counted as full but never as used.
 type trie struct {
-	span   iprange.U128 // last valid offset
-	first  uint64       // low 64 bits of the range's first address (for .0/.255)
-	avoid  bool         // skip IPv4 addresses ending in .0 or .255
-	levels int          // root level; leaves are level 0
-	root   *node
-	spare  []*node      // recycled nodes, so steady-state churn does not allocate
-	used   uint64       // allocated addresses
-	cursor iprange.U128 // next-fit: searches start here
+	span  iprange.U128 // last valid offset
+	first uint64       // low 64 bits of the range's first address (for .0/.255)
+	avoid bool         // skip IPv4 addresses ending in .0 or .255
+	// skipFirst keeps back offset 0: an IPv6 prefix's Subnet-Router anycast
+	// address, when avoiding buggy IPs.
+	skipFirst bool
+	levels    int // root level; leaves are level 0
+	root      *node
+	spare     []*node      // recycled nodes, so steady-state churn does not allocate
+	used      uint64       // allocated addresses
+	cursor    iprange.U128 // next-fit: searches start here
 	// cpath caches the nodes from the root to the leaf holding the cursor
 	// (when that leaf exists), so that the common take and clear, both at
 	// or near the cursor, touch one leaf instead of walking the tree. The
@@ -66,11 +70,13 @@ func newTrie(r iprange.Range, avoidBuggy bool) *trie {
 	if l := span.BitLen(); l > 6 {
 		levels = (l - 1) / 6
 	}
+	_, anycast := r.SubnetRouterAnycast()
 	t := &trie{
-		span:   span,
-		first:  iprange.FromAddr(r.First).Lo,
-		avoid:  avoidBuggy && r.Is4(),
-		levels: levels,
+		span:      span,
+		first:     iprange.FromAddr(r.First).Lo,
+		avoid:     avoidBuggy && r.Is4(),
+		skipFirst: avoidBuggy && anycast,
+		levels:    levels,
 	}
 	t.root = t.newNode(t.levels, iprange.U128{})
 	return t
@@ -143,6 +149,9 @@ func (t *trie) forbidden(base iprange.U128) uint64 {
 	if rem := t.span.Sub(base); rem.Hi == 0 && rem.Lo < 63 {
 		m = allFull << (rem.Lo + 1)
 	}
+	if t.skipFirst && base.IsZero() {
+		m |= 1
+	}
 	if t.avoid {
 		low := (t.first + base.Lo) & 255
 		if i := (256 - low) & 255; i < 64 {
@@ -157,6 +166,9 @@ func (t *trie) forbidden(base iprange.U128) uint64 {
 
 func (t *trie) isForbidden(off iprange.U128) bool {
 	if off.Cmp(t.span) > 0 {
+		return true
+	}
+	if t.skipFirst && off.IsZero() {
 		return true
 	}
 	if !t.avoid {

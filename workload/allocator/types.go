@@ -83,7 +83,7 @@ type Pool struct {
 	Name          string
 	Ranges        []iprange.Range
 	AutoAssign    bool     // false: only explicit requests (by pool or IP)
-	AvoidBuggyIPs bool     // never hand out IPv4 .0 / .255
+	AvoidBuggyIPs bool     // never hand out IPv4 .0 / .255, nor an IPv6 prefix's all-zeros address
 	Namespaces    []string // non-empty: only Services in these namespaces
 	Selector      Selector // non-nil: only Services whose labels match
 	// Priority orders pools for automatic allocation: lower values first,
@@ -217,7 +217,9 @@ type Issue uint8
 
 // Issues.
 const (
-	// IssueBuggyIP: an IPv4 .0/.255 address in a pool that now avoids them.
+	// IssueBuggyIP: an address avoid-buggy-ips keeps back (IPv4 .0/.255, an
+	// IPv6 prefix's Subnet-Router anycast address) in a pool that now
+	// avoids them.
 	IssueBuggyIP Issue = 1 << iota
 	// IssueNotAdmitted: the pool no longer admits the Service (namespaces or selector).
 	IssueNotAdmitted
@@ -226,7 +228,7 @@ const (
 func (i Issue) String() string {
 	var s []string
 	if i&IssueBuggyIP != 0 {
-		s = append(s, "buggy IP (.0 or .255) in a pool that avoids them")
+		s = append(s, "buggy IP (.0 or .255, or IPv6 subnet-router anycast) in a pool that avoids them")
 	}
 	if i&IssueNotAdmitted != 0 {
 		s = append(s, "pool no longer admits the Service")

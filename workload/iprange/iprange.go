@@ -215,6 +215,34 @@ func congruent(a, b, rem uint64) uint64 {
 	return upTo(b) - upTo(a-1)
 }
 
+// SubnetRouterAnycast returns the all-zeros address of an IPv6 range that is
+// exactly one prefix of length 126 or shorter: RFC 4291 §2.6.1 reserves it
+// as the Subnet-Router anycast address of that prefix, and a router with the
+// prefix on an interface answers for it itself. A /127 (RFC 6164) or /128
+// has none, and neither has a range that is not a single prefix, whose
+// first address is not a prefix's all-zeros address in any sense the
+// operator wrote.
+func (r Range) SubnetRouterAnycast() (netip.Addr, bool) {
+	if r.Is4() {
+		return netip.Addr{}, false
+	}
+	cidrs := r.CIDRs()
+	if len(cidrs) != 1 || cidrs[0].Bits() > 126 {
+		return netip.Addr{}, false
+	}
+	return r.First, true
+}
+
+// AvoidedCount returns how many addresses of r avoid-buggy-ips keeps back:
+// the IPv4 .0 and .255 addresses, or an IPv6 prefix's Subnet-Router anycast
+// address.
+func (r Range) AvoidedCount() uint64 {
+	if _, ok := r.SubnetRouterAnycast(); ok {
+		return 1
+	}
+	return r.BuggyCount()
+}
+
 // IsBuggy reports whether a is an IPv4 address ending in .0 or .255, which
 // some routers and clients drop as network or broadcast addresses.
 func IsBuggy(a netip.Addr) bool {

@@ -95,6 +95,36 @@ func TestSizeAndBuggyCount(t *testing.T) {
 	}
 }
 
+func TestSubnetRouterAnycast(t *testing.T) {
+	tests := []struct {
+		r       string
+		anycast string // "" for none
+		avoided uint64
+	}{
+		{"fd00:208::/120", "fd00:208::", 1},
+		{"fd00::-fd00::ff", "fd00::", 1}, // the same prefix, written as a range
+		{"fd00::/64", "fd00::", 1},
+		{"fd00::/126", "fd00::", 1},
+		{"fd00::/127", "", 0}, // RFC 6164 point-to-point: both usable
+		{"fd00::5", "", 0},    // a single address
+		{"fd00::1-fd00::ff", "", 0},
+		{"fd00::-fd00::1ff", "fd00::", 1},
+		{"fd00::100-fd00::1ff", "fd00::100", 1}, // fd00::100/120
+		{"fd00::-fd00::2ff", "", 0},             // two prefixes
+		{"10.0.0.0/24", "", 2},                  // IPv4: .0 and .255 instead
+	}
+	for _, tc := range tests {
+		r := MustParse(tc.r)
+		a, ok := r.SubnetRouterAnycast()
+		if got := map[bool]string{true: a.String(), false: ""}[ok]; got != tc.anycast {
+			t.Errorf("%s SubnetRouterAnycast = %q, want %q", tc.r, got, tc.anycast)
+		}
+		if got := r.AvoidedCount(); got != tc.avoided {
+			t.Errorf("%s AvoidedCount = %d, want %d", tc.r, got, tc.avoided)
+		}
+	}
+}
+
 // checkCover verifies that the prefixes tile r exactly, in order, and that
 // no two neighbours could merge into one larger prefix (minimality).
 func checkCover(t testing.TB, r Range) {
