@@ -54,6 +54,10 @@ type pool struct {
 	ranges   [2][]*prange // per family, in config order
 	capacity [2]*big.Int  // addresses that may be handed out, per family
 	inUse    [2]int       // addresses held, per family
+	// cur is the index in ranges of the range fresh addresses come from,
+	// per family: next-fit goes through a pool's ranges in order, as if
+	// they were one, before it wraps to the first.
+	cur [2]int
 }
 
 type prange struct {
@@ -656,10 +660,32 @@ func (st *state) allocateSimple(req *Request) (int32, bool) {
 	return -1, false
 }
 
-// free returns the first range of family f with a free address, or nil.
+// free returns the range of family f that the next fresh address comes
+// from, or nil when the pool has none: the current range while it has a
+// free address ahead of its cursor, else the next range with a free
+// address, which is then entered from its start. Only when every other
+// range is full does a range start again behind its own cursor, so an
+// address released a moment ago waits while any other range has room.
 func (p *pool) free(f Family) *prange {
-	for _, r := range p.ranges[fi(f)] {
-		if !r.t.exhausted() {
+	rs := p.ranges[fi(f)]
+	switch len(rs) {
+	case 0:
+		return nil
+	case 1:
+		if rs[0].t.exhausted() {
+			return nil
+		}
+		return rs[0]
+	}
+	c := p.cur[fi(f)]
+	if rs[c].t.ahead() {
+		return rs[c]
+	}
+	for k := 1; k <= len(rs); k++ {
+		i := (c + k) % len(rs)
+		if r := rs[i]; !r.t.exhausted() {
+			p.cur[fi(f)] = i
+			r.t.seek(iprange.U128{})
 			return r
 		}
 	}

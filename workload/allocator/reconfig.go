@@ -67,6 +67,7 @@ func (st *state) rebuild(pools []Pool) (*state, Change, error) {
 		return nil, Change{}, err
 	}
 	(&Allocator{st: next}).Grow(st.index.len())
+	next.carryPositions(st)
 	var ch Change
 	// Adopt in a fixed order so that the outcome (and any error) does not
 	// depend on map iteration.

@@ -38,6 +38,10 @@ type trie struct {
 	spare     []*node      // recycled nodes, so steady-state churn does not allocate
 	used      uint64       // allocated addresses
 	cursor    iprange.U128 // next-fit: searches start here
+	// wrapped is set when the cursor went past the end back to 0: the range
+	// has been gone through, and a pool with more ranges moves to the next
+	// one (see pool.free) rather than starting this one again.
+	wrapped bool
 	// cpath caches the nodes from the root to the leaf holding the cursor
 	// (when that leaf exists), so that the common take and clear, both at
 	// or near the cursor, touch one leaf instead of walking the tree. The
@@ -259,6 +263,7 @@ func (t *trie) find(n *node, level int, base, from iprange.U128) (iprange.U128, 
 
 // take allocates the first free offset at or after the cursor for owner.
 func (t *trie) take(owner int32) (iprange.U128, bool) {
+	t.wrapped = false // a new pass, if the cursor had wrapped
 	if t.cok {
 		// Fast path, written out because it is most of every allocation: a
 		// free address in the cursor's own leaf.
@@ -288,6 +293,31 @@ func (t *trie) take(owner int32) (iprange.U128, bool) {
 	return off, true
 }
 
+// ahead reports whether a free address lies at or after the cursor before
+// the range wraps.
+func (t *trie) ahead() bool {
+	if t.wrapped || t.exhausted() {
+		return false
+	}
+	if t.cok && ^t.cpath[0].full&(allFull<<(t.cursor.Lo&63)) != 0 {
+		return true
+	}
+	_, ok := t.find(t.root, t.levels, iprange.U128{}, t.cursor)
+	return ok
+}
+
+// seek puts the cursor at off (which must be within the range), as a fresh
+// start: the range counts as not yet gone through.
+func (t *trie) seek(off iprange.U128) {
+	t.wrapped = false
+	if off == t.cursor {
+		return
+	}
+	old := t.cursor
+	t.cursor = off
+	t.moved(old)
+}
+
 // advance moves the cursor past off, recycling the leaf it leaves if that
 // is empty, and caches the path to the cursor's new leaf.
 func (t *trie) advance(off iprange.U128) {
@@ -295,7 +325,14 @@ func (t *trie) advance(off iprange.U128) {
 	t.cursor = off.AddSmall(1)
 	if t.cursor.Cmp(t.span) > 0 {
 		t.cursor = iprange.U128{}
+		t.wrapped = true
 	}
+	t.moved(old)
+}
+
+// moved follows a cursor that moved from old: it recycles the leaf left
+// behind if that is empty and caches the path to the cursor's leaf.
+func (t *trie) moved(old iprange.U128) {
 	leaf := t.cursor.Shr(6)
 	if t.inCursorLeaf(t.cursor) {
 		return

@@ -163,6 +163,13 @@ func (e *env) service(name string, mod ...func(*corev1.Service)) *corev1.Service
 	return out
 }
 
+func (e *env) delete(name string) {
+	e.t.Helper()
+	if err := e.client.CoreV1().Services(e.ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		e.t.Fatalf("delete service %s: %v", name, err)
+	}
+}
+
 func (e *env) get(name string) *corev1.Service {
 	e.t.Helper()
 	svc, err := e.client.CoreV1().Services(e.ns).Get(context.Background(), name, metav1.GetOptions{})

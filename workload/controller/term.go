@@ -110,6 +110,7 @@ func (t *term) run(ctx context.Context) {
 	defer t.queue.ShutDown()
 	start := time.Now()
 	n, outside := t.adoptAll()
+	t.alloc.ResumeAfterHighest()
 	t.c.log.Info("adopted existing assignments", "services", n, "outside-pools", outside, "took", time.Since(start).Round(time.Microsecond))
 	if outside > 0 {
 		t.holdBack(t.active, nil)
