@@ -40,6 +40,13 @@ type state struct {
 	freeGrp []int32
 	shared  map[shareIdx][]*shareGroup
 
+	// within, while set, limits fresh addresses to those that the pools of
+	// a held-back change keep (see allocateNew).
+	within *state
+	// heldBack holds the pools of a held-back change, while there is one
+	// (an empty state: only its ranges are used).
+	heldBack *state
+
 	// offTrie holds the owners of addresses that are held but that the trie
 	// forbids: .0/.255 addresses adopted after avoid-buggy-ips was turned on.
 	offTrie map[netip.Addr]int32
@@ -568,6 +575,22 @@ func (st *state) allocateNew(req *Request, avoid *[2]netip.Addr) (int32, error) 
 	if len(req.IPs) > 0 {
 		return st.allocateExplicit(req)
 	}
+	if st.heldBack != nil {
+		// A pool change is held back: an address it would keep first, so
+		// that the Services it would move are the ones the operator was
+		// shown. Failing that, any address (PendingLoss then lists it).
+		st.within = st.heldBack
+		slot, err := st.allocateAuto(req, avoid)
+		st.within = nil
+		if err == nil {
+			return slot, nil
+		}
+	}
+	return st.allocateAuto(req, avoid)
+}
+
+// allocateAuto is allocateNew for a Service that names no address.
+func (st *state) allocateAuto(req *Request, avoid *[2]netip.Addr) (int32, error) {
 	if req.SharingKey == "" && req.Pool == "" {
 		// Fast path (most Services): nothing to share, so the best pool is
 		// the first admitting one with every wanted family free.
@@ -640,13 +663,13 @@ func (st *state) allocateSimple(req *Request) (int32, bool) {
 		if !p.AutoAssign || !p.admitsReq(req) {
 			continue
 		}
-		r0 := p.free(req.Families[0])
+		r0 := st.free(p, req.Families[0])
 		if r0 == nil {
 			continue
 		}
 		var r1 *prange
 		if want == 2 {
-			if r1 = p.free(req.Families[1]); r1 == nil {
+			if r1 = st.free(p, req.Families[1]); r1 == nil {
 				continue
 			}
 		}
@@ -694,7 +717,12 @@ func (p *pool) free(f Family) *prange {
 
 // takeFresh gives slot the next free address of r, recorded under owner.
 func (st *state) takeFresh(slot int32, r *prange, owner int32) netip.Addr {
-	off, _ := r.t.take(owner)
+	var off iprange.U128
+	if st.within != nil {
+		off = st.takeWithin(r, owner)
+	} else {
+		off, _ = r.t.take(owner)
+	}
 	ip := r.at(off)
 	r.pool.inUse[fi(FamilyOf(ip))]++
 	e := &st.svcs[slot]
@@ -787,7 +815,7 @@ func (st *state) withFree(cands []*pool, fams []Family, req *Request) []string {
 		}
 		free := true
 		for _, f := range fams {
-			free = free && p.free(f) != nil
+			free = free && st.free(p, f) != nil
 		}
 		if free {
 			out = append(out, fmt.Sprintf("pool %q", p.Name))
@@ -802,7 +830,7 @@ func (st *state) canServe(p *pool, f Family, req *Request, avoid *[2]netip.Addr)
 	if g := st.joinable(p, f, req, avoid); g != nil {
 		return true, g
 	}
-	return p.free(f) != nil, nil
+	return st.free(p, f) != nil, nil
 }
 
 // joinable returns a shared address of pool p and family f that req can
@@ -814,6 +842,9 @@ func (st *state) joinable(p *pool, f Family, req *Request, avoid *[2]netip.Addr)
 	for _, g := range st.shared[shareIdx{pool: p, key: req.SharingKey, backend: req.BackendKey, fam: f}] {
 		if avoid != nil && slices.Contains(avoid[:], g.ip) {
 			continue
+		}
+		if st.within != nil && st.within.rangeOf(g.ip) == nil {
+			continue // the held-back change would take it away
 		}
 		if portsFree(g, req.Ports, req.Service) {
 			return g
@@ -833,7 +864,7 @@ func (st *state) take(p *pool, f Family, req *Request, slot int32, avoid *[2]net
 		e.ips[i], e.rngs[i], e.offs[i] = g.ip, r, r.off(g.ip)
 		return
 	}
-	r := p.free(f)
+	r := st.free(p, f)
 	if r == nil {
 		panic("allocator: take called without a free address") // canServe said yes just before
 	}

@@ -54,6 +54,7 @@ func (a *Allocator) SetPools(pools []Pool, force bool) (Change, error) {
 		return ch, err
 	}
 	if len(ch.Orphans) > 0 && !force {
+		a.st.holdBack(pools)
 		return ch, ErrHeldBack
 	}
 	a.st = next

@@ -219,6 +219,15 @@ func (t *trie) next() (iprange.U128, bool) {
 	return t.find(t.root, t.levels, iprange.U128{}, iprange.U128{})
 }
 
+// firstFree returns the first free offset in [lo, hi].
+func (t *trie) firstFree(lo, hi iprange.U128) (iprange.U128, bool) {
+	off, ok := t.find(t.root, t.levels, iprange.U128{}, lo)
+	if !ok || off.Cmp(hi) > 0 {
+		return iprange.U128{}, false
+	}
+	return off, true
+}
+
 // find returns the first free offset >= from below n (which covers base..).
 // n may be nil: a subtree nobody has touched, free but for forbidden offsets.
 func (t *trie) find(n *node, level int, base, from iprange.U128) (iprange.U128, bool) {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/labels"
@@ -45,9 +47,12 @@ func (c *Controller) api() http.Handler {
 	mux.HandleFunc("POST /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.call(r.Context(), func(t *term) any {
 			pc := t.poolChange()
-			if _, err := t.applyPending(); err != nil {
+			ch, err := t.applyPending()
+			if err != nil {
 				return err
 			}
+			// What did move, which the list shown before names exactly.
+			pc.Services = orphanViews(ch.Orphans)
 			pc.Applied, pc.Pending = true, false
 			return pc
 		})
@@ -144,16 +149,23 @@ func (t *term) poolChange() PoolChange {
 	if t.pending == nil {
 		return PoolChange{Services: []ServiceView{}}
 	}
-	pc := PoolChange{Pending: true, Since: &t.pending.since, Services: []ServiceView{}}
-	for _, o := range t.pending.orphans {
-		pc.Services = append(pc.Services, ServiceView{Namespace: o.Service.Namespace, Name: o.Service.Name, IPs: ipStrings(o.IPs)})
-	}
+	pc := PoolChange{Pending: true, Since: &t.pending.since, Services: orphanViews(t.pending.list())}
 	for _, p := range t.pending.cfg.Pools {
 		for _, r := range p.Addresses {
 			pc.NewPools = append(pc.NewPools, p.Name+" "+r.String())
 		}
 	}
 	return pc
+}
+
+// orphanViews lists orphans sorted by Service, as the API shows them.
+func orphanViews(orphans []allocator.Orphan) []ServiceView {
+	out := make([]ServiceView, 0, len(orphans))
+	for _, o := range orphans {
+		out = append(out, ServiceView{Namespace: o.Service.Namespace, Name: o.Service.Name, IPs: ipStrings(o.IPs)})
+	}
+	slices.SortFunc(out, func(a, b ServiceView) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	return out
 }
 
 // snapshot describes pools and assignments: the leader's own, or, on a

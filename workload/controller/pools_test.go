@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,4 +75,90 @@ func TestNextFitKeepsItsPlace(t *testing.T) {
 	e.start("b")
 	e.service("f")
 	e.waitIPs("f", "10.96.0.5")
+}
+
+// poolChange reads GET /v1/pool-change.
+func poolChange(t *testing.T, r *running) PoolChange {
+	t.Helper()
+	_, body := httpGet(t, r, "/v1/pool-change")
+	var pc PoolChange
+	if err := json.Unmarshal([]byte(body), &pc); err != nil {
+		t.Fatalf("GET /v1/pool-change: %v: %s", err, body)
+	}
+	return pc
+}
+
+func viewNames(vs []ServiceView) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// While a pool change is held back, a new Service takes an address the new
+// pools keep; when none is free it is held back with the others: listed,
+// evented and counted. The operator is shown exactly the Services that
+// applying the change moves.
+func TestAllocationWhileHeldBack(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.98.0.1-10.98.0.12]}\n")
+	r := e.start("a")
+	var names []string
+	for i := range 6 {
+		name := fmt.Sprintf("old-%d", i)
+		names = append(names, name)
+		e.service(name)
+		e.waitIPs(name, fmt.Sprintf("10.98.0.%d", i+1))
+	}
+	// The new pools keep .10-.12 and add another range: old-* would move.
+	e.config("pools:\n  p: {addresses: [10.98.0.10-10.98.0.12, 10.98.1.0/24]}\n")
+	waitUntil(t, "the change is held back", func() bool { return poolChange(t, r).Pending })
+	if got := viewNames(poolChange(t, r).Services); !slices.Equal(got, names) {
+		t.Fatalf("held back %v, want %v", got, names)
+	}
+
+	// Three new Services get what the new pools keep.
+	for i := range 3 {
+		name := fmt.Sprintf("new-%d", i)
+		e.service(name)
+		e.waitIPs(name, fmt.Sprintf("10.98.0.%d", 10+i))
+	}
+	// Nothing kept is free: the next one is held back with the others.
+	e.service("late")
+	ip := e.waitAnyIP("late")
+	e.waitEvent("late", "PoolChangeHeldBack", ip)
+	names = append(names, "late")
+	slices.Sort(names)
+	if got := viewNames(poolChange(t, r).Services); !slices.Equal(got, names) {
+		t.Fatalf("held back %v, want %v", got, names)
+	}
+	if got := counterValue(t, r, "calico_lb_pool_change_held_back"); got != float64(len(names)) {
+		t.Fatalf("held-back gauge %v, want %d", got, len(names))
+	}
+	// A listed Service that is deleted leaves the list.
+	e.delete("old-0")
+	names = slices.DeleteFunc(names, func(n string) bool { return n == "old-0" })
+	waitUntil(t, "old-0 leaves the list", func() bool { return slices.Equal(viewNames(poolChange(t, r).Services), names) })
+
+	before := map[string]string{}
+	for _, n := range append(slices.Clone(names), "new-0", "new-1", "new-2") {
+		before[n] = e.waitAnyIP(n)
+	}
+	code, body := httpPost(t, r, "/v1/pool-change")
+	var applied PoolChange
+	if err := json.Unmarshal([]byte(body), &applied); code != 200 || err != nil {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	if got := viewNames(applied.Services); !slices.Equal(got, names) {
+		t.Fatalf("apply moved %v, want the %v shown", got, names)
+	}
+	for n, ip := range before {
+		moved := slices.Contains(names, n)
+		e.waitFor(n, "settled", func(s *corev1.Service) bool {
+			got := ingressStrings(s)
+			return len(got) == 1 && (got[0] != ip) == moved
+		})
+	}
 }

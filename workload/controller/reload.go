@@ -3,18 +3,11 @@ package controller
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
-	"net/netip"
 	"os"
 	"reflect"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/tools/cache"
-
-	"github.com/calico-lb/calico-lb/workload/allocator"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -102,132 +95,6 @@ func (c *Controller) watchConfig(ctx context.Context) {
 			case c.configChanged <- struct{}{}:
 			default:
 			}
-		}
-	}
-}
-
-// reconfigure applies a new config in the running term. A pool change that
-// would take addresses in use out of every pool is held back.
-func (t *term) reconfigure(cfg *config.Config) {
-	if cfg == nil || cfg == t.takenIn {
-		return
-	}
-	t.takenIn = cfg
-	if reflect.DeepEqual(cfg.Pools, t.active.Pools) {
-		// Reverting to the pools in force drops a held-back change.
-		if t.pending != nil {
-			t.c.log.Info("pool change reverted; nothing held back any more")
-			t.pending = nil
-			t.c.metrics.heldBack.Set(0)
-		}
-		t.active = withPools(cfg, t.active.Pools)
-		t.speakersChanged()
-		t.requeueAll()
-		return
-	}
-	pools, err := cfg.AllocatorPools()
-	if err != nil {
-		t.c.log.Error("config pools rejected", "error", err)
-		return
-	}
-	ch, err := t.alloc.SetPools(pools, false)
-	switch {
-	case errors.Is(err, allocator.ErrHeldBack):
-		// Other settings apply now; the pools wait.
-		t.active = withPools(cfg, t.active.Pools)
-		t.speakersChanged()
-		t.holdBack(cfg, ch.Orphans)
-		t.requeueAll()
-		return
-	case err != nil:
-		t.c.log.Error("config pools rejected", "error", err)
-		return
-	}
-	t.applied(cfg, ch)
-}
-
-// withPools is cfg with the pools of another config.
-func withPools(cfg *config.Config, pools []config.Pool) *config.Config {
-	out := *cfg
-	out.Pools = pools
-	return &out
-}
-
-// holdBack records a pool change that waits for the operator, and tells
-// each affected Service.
-func (t *term) holdBack(cfg *config.Config, orphans []allocator.Orphan) {
-	for sk, ips := range t.outside {
-		orphans = append(orphans, allocator.Orphan{Service: sk, IPs: ips})
-	}
-	t.pending = &pendingChange{cfg: cfg, since: time.Now(), orphans: orphans}
-	t.c.metrics.heldBack.Set(float64(len(orphans)))
-	summary := allocator.Change{Orphans: orphans}.Summary()
-	t.c.log.Warn("pool change held back: it would take addresses in use out of every pool; apply it with POST /v1/pool-change or revert the pools", "services", summary)
-	for _, o := range orphans {
-		if svc, err := t.c.services.Services(o.Service.Namespace).Get(o.Service.Name); err == nil {
-			t.c.recorder.Eventf(svc, corev1.EventTypeWarning, "PoolChangeHeldBack",
-				"The new pools leave %s outside every pool; the change is held back until the operator runs apply-pool-change or reverts the pools", joinIPs(o.IPs))
-		}
-	}
-}
-
-// applyPending forces the held-back change: Services that lose their
-// addresses get new ones.
-func (t *term) applyPending() (allocator.Change, error) {
-	if t.pending == nil {
-		return allocator.Change{}, errNothingPending
-	}
-	cfg := t.pending.cfg
-	pools, err := cfg.AllocatorPools()
-	if err != nil {
-		return allocator.Change{}, err
-	}
-	ch, err := t.alloc.SetPools(pools, true)
-	if err != nil {
-		return ch, err
-	}
-	for sk, ips := range t.outside {
-		ch.Orphans = append(ch.Orphans, allocator.Orphan{Service: sk, IPs: ips})
-	}
-	t.outside = map[allocator.ServiceKey][]netip.Addr{}
-	t.applied(cfg, ch)
-	return ch, nil
-}
-
-var errNothingPending = errors.New("no pool change is held back")
-
-// applied makes cfg active after its pools went into the allocator.
-func (t *term) applied(cfg *config.Config, ch allocator.Change) {
-	t.active = cfg
-	if t.pending != nil {
-		t.pending = nil
-		t.c.metrics.heldBack.Set(0)
-	}
-	// Services held outside the old pools may lie inside the new ones.
-	for sk, ips := range t.outside {
-		svc, err := t.c.services.Services(sk.Namespace).Get(sk.Name)
-		if err != nil {
-			delete(t.outside, sk)
-			continue
-		}
-		req, _ := RequestFor(svc)
-		if _, err := t.alloc.Adopt(&req.Request, ips); err == nil {
-			delete(t.outside, sk)
-		}
-	}
-	if len(t.outside) > 0 {
-		t.holdBack(cfg, nil)
-	}
-	t.c.log.Info("pools applied", "pools", len(cfg.Pools), "moved", len(ch.Orphans))
-	t.speakersChanged()
-	t.requeueAll()
-}
-
-func (t *term) requeueAll() {
-	all, _ := t.c.services.List(labels.Everything())
-	for _, svc := range all {
-		if key, err := cache.MetaNamespaceKeyFunc(svc); err == nil {
-			t.queue.Add(key)
 		}
 	}
 }

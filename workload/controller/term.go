@@ -59,12 +59,6 @@ type term struct {
 	speakerCfg chan *config.Config
 }
 
-type pendingChange struct {
-	cfg     *config.Config
-	since   time.Time
-	orphans []allocator.Orphan
-}
-
 type wrote struct {
 	sentRV  string // the resourceVersion the write was based on
 	ingress []corev1.LoadBalancerIngress
@@ -248,6 +242,7 @@ func (t *term) process(ctx context.Context, key string) {
 		delete(t.outside, sk)
 		delete(t.warned, key)
 		delete(t.waiting, key)
+		t.trackPending(nil, sk)
 		t.forget(key)
 		return
 	}
@@ -303,6 +298,7 @@ func (t *term) process(ctx context.Context, key string) {
 			}
 		}
 	}
+	t.trackPending(svc, sk)
 	handedOff = t.sync(key, svc, asg.List())
 }
 
@@ -383,6 +379,7 @@ func mirror(svc *corev1.Service, ips []netip.Addr, on bool) (*corev1.Service, bo
 // changed) and clears what calico-lb wrote on it.
 func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service) bool {
 	delete(t.outside, sk)
+	defer t.trackPending(nil, sk)
 	delete(t.waiting, key)
 	if asg, held := t.alloc.Get(sk); held {
 		t.alloc.Release(sk)
