@@ -26,13 +26,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -111,7 +108,7 @@ type Controller struct {
 	log      *slog.Logger
 	services corelisters.ServiceLister
 	synced   cache.InformerSynced
-	recorder record.EventRecorder
+	events   *outbox
 	metrics  *metrics
 
 	cfg           atomic.Pointer[config.Config] // latest valid config from the file
@@ -138,6 +135,7 @@ func New(opts Options) (*Controller, error) {
 	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
 		pod: opts.PodName, container: opts.Container}
 	c.metrics = newMetrics(c)
+	c.events = newOutbox(opts.EventClient, opts.Identity, c.log, c.metrics)
 	return c, nil
 }
 
@@ -155,10 +153,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.opts.EventClient.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	c.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "calico-lb-controller"})
+	go c.events.run(ctx)
 
 	c.loadConfig()
 	go c.watchConfig(ctx)

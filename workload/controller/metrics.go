@@ -10,14 +10,16 @@ import (
 )
 
 type metrics struct {
-	reg         *prometheus.Registry
-	allocations *prometheus.CounterVec
-	writes      *prometheus.CounterVec
-	reloads     *prometheus.CounterVec
-	latency     prometheus.Histogram
-	decide      prometheus.Histogram
-	heldBack    prometheus.Gauge
-	leader      prometheus.Gauge
+	reg          *prometheus.Registry
+	allocations  *prometheus.CounterVec
+	writes       *prometheus.CounterVec
+	reloads      *prometheus.CounterVec
+	latency      prometheus.Histogram
+	decide       prometheus.Histogram
+	heldBack     prometheus.Gauge
+	leader       prometheus.Gauge
+	events       *prometheus.CounterVec
+	eventsQueued prometheus.Gauge
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -53,8 +55,16 @@ func newMetrics(c *Controller) *metrics {
 			Name: "calico_lb_leader",
 			Help: "1 while this instance is the leader that allocates.",
 		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calico_lb_events_total",
+			Help: "Kubernetes Events by fate: sent, replaced (a later Event on the same matter went instead), dropped (queue full or refused).",
+		}, []string{"result"}),
+		eventsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calico_lb_events_queued",
+			Help: "Events waiting to be sent.",
+		}),
 	}
-	m.reg.MustRegister(m.allocations, m.writes, m.reloads, m.latency, m.decide, m.heldBack, m.leader,
+	m.reg.MustRegister(m.allocations, m.writes, m.reloads, m.latency, m.decide, m.heldBack, m.leader, m.events, m.eventsQueued,
 		&poolCollector{c: c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -62,7 +72,7 @@ func newMetrics(c *Controller) *metrics {
 
 var (
 	poolSizeDesc = prometheus.NewDesc("calico_lb_pool_addresses",
-		"Addresses a pool can hand out (without .0/.255 when it avoids them).", []string{"pool", "family"}, nil)
+		"Addresses a pool can hand out (without those avoid-buggy-ips keeps back, when the pool avoids them).", []string{"pool", "family"}, nil)
 	poolUseDesc = prometheus.NewDesc("calico_lb_pool_addresses_in_use",
 		"Addresses of a pool held by Services.", []string{"pool", "family"}, nil)
 	waitingDesc = prometheus.NewDesc("calico_lb_services_waiting",

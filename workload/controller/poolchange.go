@@ -27,6 +27,7 @@ func (t *term) reconfigure(cfg *config.Config) {
 		// Reverting to the pools in force drops a held-back change.
 		if t.pending != nil {
 			t.c.log.Info("pool change reverted; nothing held back any more")
+			t.endPending("PoolChangeReverted", "The pool change that would have taken %s out of every pool was reverted; the Service keeps its addresses")
 			t.alloc.DropPending()
 			t.pending = nil
 			t.c.metrics.heldBack.Set(0)
@@ -53,6 +54,9 @@ func (t *term) reconfigure(cfg *config.Config) {
 	case err != nil:
 		t.c.log.Error("config pools rejected", "error", err)
 		return
+	}
+	if t.pending != nil {
+		t.endPending("PoolChangeReverted", "The held-back pool change was replaced by one that keeps %s in a pool; the Service keeps its addresses")
 	}
 	t.applied(cfg, ch)
 }
@@ -104,9 +108,26 @@ func (t *term) holdBack(cfg *config.Config, orphans []allocator.Orphan) {
 	}
 }
 
+// The Events of a pool change go under one key per Service, so that the
+// latest word on the change replaces one not sent yet: a revert or an apply
+// right after a change over a thousand Services sends each one Event, not
+// a thousand stale ones first.
+func poolChangeKey(sk allocator.ServiceKey) string { return "pool-change/" + sk.String() }
+
 func (t *term) eventHeldBack(svc *corev1.Service, ips []netip.Addr) {
-	t.c.recorder.Eventf(svc, corev1.EventTypeWarning, "PoolChangeHeldBack",
+	t.c.events.post(svc, corev1.EventTypeWarning, "PoolChangeHeldBack", poolChangeKey(allocator.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}),
 		"The new pools leave %s outside every pool; the change is held back until the operator runs apply-pool-change or reverts the pools", joinIPs(ips))
+}
+
+// endPending tells each Service of the held-back change how it ended.
+func (t *term) endPending(reason, format string) {
+	for _, o := range t.pending.list() {
+		svc, err := t.c.services.Services(o.Service.Namespace).Get(o.Service.Name)
+		if err != nil {
+			continue
+		}
+		t.c.events.post(svc, corev1.EventTypeNormal, reason, poolChangeKey(o.Service), format, joinIPs(o.IPs))
+	}
 }
 
 // trackPending keeps the held-back change's list true for one Service
@@ -157,6 +178,7 @@ func (t *term) applyPending() (allocator.Change, error) {
 		ch.Orphans = append(ch.Orphans, allocator.Orphan{Service: sk, IPs: ips})
 	}
 	t.outside = map[allocator.ServiceKey][]netip.Addr{}
+	t.endPending("PoolChangeApplied", "The pool change was applied: %s left the pools, and the Service gets new addresses")
 	t.applied(cfg, ch)
 	return ch, nil
 }

@@ -1,13 +1,20 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/tests/cluster"
 )
 
 func ipv6Only(s *corev1.Service) {
@@ -161,4 +168,121 @@ func TestAllocationWhileHeldBack(t *testing.T) {
 			return len(got) == 1 && (got[0] != ip) == moved
 		})
 	}
+}
+
+// A pool change held back over many Services and reverted at once: each
+// Service hears of the revert once, and no PoolChangeHeldBack Event goes
+// out after the first PoolChangeReverted (the queued ones are dropped
+// rather than sent late), with Events sent at the rate the controller
+// uses in production.
+func TestPoolChangeEventsNotStale(t *testing.T) {
+	e := newEnv(t)
+	const n = 300
+	oldPools := "pools:\n  p: {addresses: [10.99.0.0/23]}\n  spare: {addresses: [10.99.8.0/24], auto-assign: false}\n"
+	e.config(oldPools)
+	evCfg := e.cl.Config(cluster.UserAdmin)
+	evCfg.QPS, evCfg.Burst = EventQPS, EventBurst
+	r := e.start("a", func(o *Options) { o.EventClient = kubernetes.NewForConfigOrDie(evCfg) })
+	for i := range n {
+		e.service(fmt.Sprintf("s-%03d", i))
+	}
+	for i := range n {
+		e.waitAnyIP(fmt.Sprintf("s-%03d", i))
+	}
+
+	// Watch this namespace's pool-change Events from here on, in the
+	// order the apiserver stored them.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := e.client.CoreV1().Events(e.ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	// The IPAllocated Events go out first (15 s at this rate).
+	for deadline := time.Now().Add(time.Minute); counterValue(t, r, "calico_lb_events_queued") > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the IPAllocated Events were not sent within a minute")
+		}
+	}
+
+	heldBack, reverted := map[string]int{}, map[string]int{}
+	late := 0
+	e.config("pools:\n  spare: {addresses: [10.99.8.0/24]}\n")
+	// Revert once the first PoolChangeHeldBack Events are out.
+	for len(heldBack) < 10 {
+		select {
+		case <-time.After(time.Minute):
+			t.Fatal("no PoolChangeHeldBack Events within a minute")
+		case ev := <-w.ResultChan():
+			if e, ok := ev.Object.(*corev1.Event); ok && ev.Type == watch.Added && e.Reason == "PoolChangeHeldBack" {
+				heldBack[e.InvolvedObject.Name]++
+			}
+		}
+	}
+	e.config(oldPools)
+	waitUntil(t, "the revert is taken in", func() bool { return !poolChange(t, r).Pending })
+
+	deadline := time.After(2 * time.Minute)
+	for len(reverted) < n {
+		select {
+		case <-deadline:
+			t.Fatalf("after 2 minutes, %d of %d Services had a PoolChangeReverted Event", len(reverted), n)
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("event watch closed")
+			}
+			e, isEvent := ev.Object.(*corev1.Event)
+			if !isEvent || ev.Type != watch.Added {
+				continue
+			}
+			switch e.Reason {
+			case "PoolChangeHeldBack":
+				heldBack[e.InvolvedObject.Name]++
+				if len(reverted) > 0 {
+					late++
+				}
+			case "PoolChangeReverted":
+				reverted[e.InvolvedObject.Name]++
+			}
+		}
+	}
+	time.Sleep(time.Second) // anything still to come would be a duplicate or late
+	for drained := false; !drained; {
+		select {
+		case ev := <-w.ResultChan():
+			if e, ok := ev.Object.(*corev1.Event); ok && ev.Type == watch.Added {
+				switch e.Reason {
+				case "PoolChangeHeldBack":
+					heldBack[e.InvolvedObject.Name]++
+					late++
+				case "PoolChangeReverted":
+					reverted[e.InvolvedObject.Name]++
+				}
+			}
+		default:
+			drained = true
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d PoolChangeHeldBack Events went out after the revert had", late)
+	}
+	for name, k := range reverted {
+		if k != 1 {
+			t.Errorf("%s got %d PoolChangeReverted Events, want 1", name, k)
+		}
+	}
+	for name, k := range heldBack {
+		if k != 1 {
+			t.Errorf("%s got %d PoolChangeHeldBack Events, want at most 1", name, k)
+		}
+	}
+	if len(heldBack) == n {
+		t.Errorf("every PoolChangeHeldBack Event went out although the revert came first for most; none was dropped")
+	}
+	if got := counterValue(t, r, `calico_lb_events_total{result="replaced"}`); got != float64(n-len(heldBack)) {
+		t.Errorf("events replaced = %v, want %d (the PoolChangeHeldBack Events not sent)", got, n-len(heldBack))
+	}
+	t.Logf("%d Services: %d PoolChangeHeldBack sent before the revert, %d PoolChangeReverted", n, len(heldBack), len(reverted))
 }

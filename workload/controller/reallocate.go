@@ -87,7 +87,7 @@ func (t *term) reallocate(key string) (api.Reallocation, error) {
 	}
 	old, now := before.List(), asg.List()
 	t.c.metrics.allocations.WithLabelValues("reallocated").Inc()
-	t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPReallocated", "Moved from %s to %s (reallocate action)", joinIPs(old), joinIPs(now))
+	t.c.events.post(svc, corev1.EventTypeNormal, "IPReallocated", "", "Moved from %s to %s (reallocate action)", joinIPs(old), joinIPs(now))
 	t.c.log.Info("reallocated", "service", key, "from", joinIPs(old), "to", joinIPs(now))
 	t.retryWaiting()
 	// The Service's own pass writes the status: it alone may hand the

@@ -17,7 +17,7 @@ func (t *term) recordRelease(svc *corev1.Service, sk allocator.ServiceKey, asg a
 	if svc == nil {
 		svc = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: sk.Name}}
 	}
-	t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPReleased", "Released %s: %s", releasedTo(asg), why)
+	t.c.events.post(svc, corev1.EventTypeNormal, "IPReleased", "", "Released %s: %s", releasedTo(asg), why)
 }
 
 // releasedTo says where each address went: "10.0.0.1 to pool a, fd00::1 to pool b".

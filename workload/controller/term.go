@@ -291,9 +291,9 @@ func (t *term) process(ctx context.Context, key string) {
 		delete(t.waiting, key)
 		if asg.IPs != before.IPs {
 			t.c.metrics.allocations.WithLabelValues("allocated").Inc()
-			t.c.recorder.Eventf(svc, corev1.EventTypeNormal, "IPAllocated", "Assigned %s from pool %s", joinIPs(asg.List()), strings.Join(uniq(asg.Pools()), ","))
+			t.c.events.post(svc, corev1.EventTypeNormal, "IPAllocated", "", "Assigned %s from pool %s", joinIPs(asg.List()), strings.Join(uniq(asg.Pools()), ","))
 			if misses := t.alloc.SharingMisses(&req.Request, asg); len(misses) > 0 {
-				t.c.recorder.Eventf(svc, corev1.EventTypeWarning, "SharingNotPossible", "allow-shared-ip %q: joined no address shared under the key, so %s is this Service's own: %s",
+				t.c.events.post(svc, corev1.EventTypeWarning, "SharingNotPossible", "", "allow-shared-ip %q: joined no address shared under the key, so %s is this Service's own: %s",
 					req.SharingKey, joinIPs(asg.List()), strings.Join(misses, "; "))
 			}
 		}
@@ -425,7 +425,7 @@ func (t *term) warn(svc *corev1.Service, key, reason, msg string) {
 		return
 	}
 	t.warned[key] = msg
-	t.c.recorder.Event(svc, corev1.EventTypeWarning, reason, msg)
+	t.c.events.post(svc, corev1.EventTypeWarning, reason, "", "%s", msg)
 	t.c.log.Warn(reason, "service", key, "error", msg)
 }
 
@@ -434,7 +434,7 @@ func (t *term) warnOnce(svc *corev1.Service, id, reason, msg string) {
 		return
 	}
 	t.warned[id] = msg
-	t.c.recorder.Event(svc, corev1.EventTypeWarning, reason, msg)
+	t.c.events.post(svc, corev1.EventTypeWarning, reason, "", "%s", msg)
 }
 
 // writer performs status and spec writes. It owns the key until it calls

@@ -98,10 +98,8 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
-	// Events get their own, slower client: a burst of Events must never
-	// delay status writes.
 	evCfg := rest.CopyConfig(restCfg)
-	evCfg.QPS, evCfg.Burst = 20, 50
+	evCfg.QPS, evCfg.Burst = controller.EventQPS, controller.EventBurst
 	events, err := kubernetes.NewForConfig(evCfg)
 	if err != nil {
 		return err
