@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -501,4 +502,78 @@ func TestFailuresCountedOnce(t *testing.T) {
 	waitUntil(t, "nothing waits", func() bool {
 		return counterValue(t, r, `calico_lb_services_waiting{reason="BuggyIP"}`) == 0
 	})
+}
+
+// What the leader remembers about a Service goes with it: 10,000 Services
+// with a MetalLB annotation (which earns a once-only Warning) created and
+// deleted leave no Warning state behind in the term.
+func TestWarningsForgottenWithTheService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 10,000 Services")
+	}
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.80.0.0/18]}\n")
+	r := e.start("a")
+	const n, workers = 10000, 16
+	noNodePorts := false
+	each := func(do func(i int) error) {
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += workers {
+					if err := do(i); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	class := e.class
+	each(func(i int) error {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: fmt.Sprintf("s-%05d", i), Annotations: map[string]string{"metallb.io/address-pool": "p"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, AllocateLoadBalancerNodePorts: &noNodePorts,
+				Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+		}
+		_, err := e.client.CoreV1().Services(e.ns).Create(context.Background(), svc, metav1.CreateOptions{})
+		return err
+	})
+	sizes := func() (warned, once int) {
+		v, err := r.c.call(context.Background(), func(t *term) any { return [2]int{len(t.warned), len(t.warnedOnce)} })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := v.([2]int)
+		return s[0], s[1]
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for _, once := sizes(); once < n; _, once = sizes() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 3 minutes %d of %d Services were warned about their annotation", once, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	each(func(i int) error {
+		return e.client.CoreV1().Services(e.ns).Delete(context.Background(), fmt.Sprintf("s-%05d", i), metav1.DeleteOptions{})
+	})
+	deadline = time.Now().Add(3 * time.Minute)
+	for {
+		warned, once := sizes()
+		if warned == 0 && once == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after deleting every Service the term still remembers Warnings for %d and %d of them", warned, once)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

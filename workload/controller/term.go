@@ -46,6 +46,9 @@ type term struct {
 	// warned remembers the last Warning per Service so that a resync does
 	// not repeat it.
 	warned map[string]string
+	// warnedOnce holds, per Service, the Warnings given once for its life
+	// (a MetalLB annotation in use), so that they are not repeated.
+	warnedOnce map[string]map[string]bool
 	// waiting holds the Services whose request could not be met, with the
 	// reason; they are retried whenever addresses are released, rather
 	// than every Service.
@@ -91,7 +94,9 @@ func newTerm(c *Controller, cfg *config.Config) (*term, error) {
 		api:     make(chan apiCall),
 		outside: map[allocator.ServiceKey][]netip.Addr{},
 		warned:  map[string]string{},
-		waiting: map[string]string{},
+
+		warnedOnce: map[string]map[string]bool{},
+		waiting:    map[string]string{},
 
 		speakerCfg: make(chan *config.Config, 1),
 		written:    map[string]wrote{},
@@ -240,7 +245,7 @@ func (t *term) process(ctx context.Context, key string) {
 			t.retryWaiting()
 		}
 		delete(t.outside, sk)
-		delete(t.warned, key)
+		t.forgetWarnings(key)
 		delete(t.waiting, key)
 		t.trackPending(nil, sk)
 		t.forget(key)
@@ -267,7 +272,7 @@ func (t *term) process(ctx context.Context, key string) {
 		return
 	}
 	for _, a := range req.Compat {
-		t.warnOnce(svc, key+"#"+a, "DeprecatedAnnotation", fmt.Sprintf("annotation %s is MetalLB's; calico-lb honours it, but prefer calico-lb.io/%s", a, a[strings.Index(a, "/")+1:]))
+		t.warnOnce(svc, key, a, "DeprecatedAnnotation", fmt.Sprintf("annotation %s is MetalLB's; calico-lb honours it, but prefer calico-lb.io/%s", a, a[strings.Index(a, "/")+1:]))
 	}
 	before, _ := t.alloc.Get(sk)
 	start := time.Now()
@@ -379,6 +384,7 @@ func mirror(svc *corev1.Service, ips []netip.Addr, on bool) (*corev1.Service, bo
 // changed) and clears what calico-lb wrote on it.
 func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service) bool {
 	delete(t.outside, sk)
+	t.forgetWarnings(key)
 	defer t.trackPending(nil, sk)
 	delete(t.waiting, key)
 	if asg, held := t.alloc.Get(sk); held {
@@ -429,12 +435,23 @@ func (t *term) warn(svc *corev1.Service, key, reason, msg string) {
 	t.c.log.Warn(reason, "service", key, "error", msg)
 }
 
-func (t *term) warnOnce(svc *corev1.Service, id, reason, msg string) {
-	if _, done := t.warned[id]; done {
+// warnOnce records a Warning Event about id once for the Service's life.
+func (t *term) warnOnce(svc *corev1.Service, key, id, reason, msg string) {
+	if t.warnedOnce[key][id] {
 		return
 	}
-	t.warned[id] = msg
+	if t.warnedOnce[key] == nil {
+		t.warnedOnce[key] = map[string]bool{}
+	}
+	t.warnedOnce[key][id] = true
 	t.c.events.post(svc, corev1.EventTypeWarning, reason, "", "%s", msg)
+}
+
+// forgetWarnings drops what was said about a Service that is gone or no
+// longer calico-lb's: a term lives for weeks, through millions of them.
+func (t *term) forgetWarnings(key string) {
+	delete(t.warned, key)
+	delete(t.warnedOnce, key)
 }
 
 // writer performs status and spec writes. It owns the key until it calls
