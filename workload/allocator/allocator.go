@@ -963,8 +963,8 @@ func (st *state) allocateExplicit(req *Request) (int32, error) {
 				return -1, st.inUse(ip, owner, req)
 			}
 			groups[i] = g
-		} else if r.t.isForbidden(r.off(ip)) {
-			return -1, errorf(ReasonBuggyIP, "%s %s and pool %q avoids such addresses; request another address or set avoid-buggy-ips: false on the pool", ip, whyAvoided(ip), p.Name)
+		} else if x, excluded := r.exclusion(ip); excluded {
+			return -1, x.refuse(ip)
 		}
 		rngs[i] = r
 	}
@@ -974,14 +974,6 @@ func (st *state) allocateExplicit(req *Request) (int32, error) {
 	}
 	st.svcs[slot].orderPrimaryFirst(req.Families[0])
 	return slot, nil
-}
-
-// whyAvoided says why avoid-buggy-ips keeps ip back.
-func whyAvoided(ip netip.Addr) string {
-	if ip.Is4() {
-		return "ends in .0 or .255"
-	}
-	return "is the Subnet-Router anycast address of the pool's prefix (RFC 4291), which routers may answer for themselves"
 }
 
 // accepts reports whether req may join the group (nil: an unshared address).
@@ -1005,8 +997,10 @@ func (st *state) hold(slot int32, ip netip.Addr, r *prange, g *shareGroup, req *
 		owner = groupOwner(st.newGroup(ip, r.pool, req).id)
 	}
 	if r.t.isForbidden(off) {
+		// Excluded (the trie forbids nothing else inside the range).
+		x, _ := r.exclusion(ip)
 		st.offTrie[ip] = owner
-		e.issues |= IssueBuggyIP
+		e.issues |= x.issue
 	} else {
 		r.t.set(off, owner)
 	}

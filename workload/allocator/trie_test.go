@@ -17,7 +17,14 @@ type model struct {
 }
 
 func (m *model) allowed(off iprange.U128) bool {
-	return !(m.avoid && iprange.IsBuggy(m.r.At(off)))
+	if !m.avoid {
+		return true
+	}
+	ip := m.r.At(off)
+	if a, ok := m.r.SubnetRouterAnycast(); ok && a == ip {
+		return false
+	}
+	return !iprange.IsBuggy(ip)
 }
 
 // next scans from the cursor, wrapping, over at most limit offsets.
