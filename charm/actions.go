@@ -249,20 +249,19 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 	for i, cf := range st.Conflicts {
 		res["conflicts."+strconv.Itoa(i)] = cf
 	}
-	ch := c.link.change
-	if ch == nil {
-		res["summary"] = fmt.Sprintf("%s mode: nothing of calico-lb's goes into calico", mode)
+	o := c.link.outcome
+	res["summary"] = o.Summary(dry)
+	if dry && o.Change != nil && o.Change.Changed() {
+		res["summary"] += "; run with dry-run=false to apply"
+	}
+	if o.Change == nil {
 		return res, nil
 	}
+	ch := o.Change
 	res["option"], res["before"], res["after"] = st.Option, ch.Before, ch.Value
 	res["added"], res["removed"] = strings.Join(ch.Added, " "), strings.Join(ch.Removed, " ")
-	switch {
-	case !ch.Changed():
-		res["summary"] = fmt.Sprintf("calico %s is already in line: %q", st.Option, ch.Value)
-	case dry:
-		res["summary"] = fmt.Sprintf("would set calico %s from %q to %q (dry run; run with dry-run=false to apply)", st.Option, ch.Before, ch.Value)
-	default:
-		res["summary"] = fmt.Sprintf("set calico %s from %q to %q", st.Option, ch.Before, ch.Value)
+	if len(o.Kept) > 0 {
+		res["kept"] = strings.Join(o.Kept, " ")
 	}
 	res["applied"] = strconv.FormatBool(!dry && ch.Changed())
 	return res, nil

@@ -54,10 +54,10 @@ type linkState struct {
 
 // link is this hook's Calico link outcome, for the status.
 type link struct {
-	state  linkState
-	err    error          // reaching or reading calico
-	change *calico.Change // what the sync did
-	hint   string         // the command to run by hand, without credentials
+	state   linkState
+	err     error               // reaching or reading calico
+	outcome *calicolink.Outcome // what the sync found and did
+	hint    string              // the command to run by hand, without credentials
 }
 
 // applyLink applies the stored decision: auto's mode and calico's option,
@@ -129,44 +129,34 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 		return linkState{}, err
 	}
 	defer l.Client.Close()
-	read, _, err := l.Read(ctx)
-	if err != nil {
-		return linkState{}, err
+	o, err := l.Sync(ctx, calicolink.Request{Config: c.cfg, PeeringMode: c.option("peering-mode"),
+		OptionSetting: c.option("calico-service-ip-option"), Topology: c.topology(),
+		InForce: c.inForce(), Memory: peerMemory{c}, DryRun: dryRun})
+	c.link.outcome = &o
+	if o.Read == nil {
+		return linkState{}, err // calico could not be read: nothing decided
 	}
-	a := calicolink.Assess(c.cfg, c.option("peering-mode"), c.option("calico-service-ip-option"), read, c.topology())
-	st := linkState{Peers: peersFingerprint(c.cfg.BGP)}
+	a := o.Assessment
+	st := linkState{Peers: peersFingerprint(c.cfg.BGP), Option: a.Option}
 	for _, cf := range a.Conflicts {
 		st.Conflicts = append(st.Conflicts, cf.String())
 	}
 	if c.option("peering-mode") == "auto" {
 		st.Mode, st.Reason = a.Decision.Mode, a.Decision.Reason
 	}
-	if a.OptionErr != nil {
-		if a.Mode == config.ModeCalico {
-			return st, a.OptionErr
-		}
-		return st, nil // nothing of ours to put into calico
-	}
-	st.Option = a.Option
-	// Calico advertises what the workload's pools are and what they are
-	// about to be: a held-back pool change keeps the old pools in force,
-	// and their Services must keep their routes.
-	want := a.Want
-	if a.Mode == config.ModeCalico {
-		want = c.poolsInForce(want)
-	}
-	opt := a.Option
-	before := c.ours()
-	ch, err := l.Sync(ctx, opt, want, before, dryRun)
-	c.link.change = &ch
-	if err != nil {
-		return st, err
-	}
-	if !dryRun && !slices.Equal(ch.Ours, before) {
-		b, _ := json.Marshal(ch.Ours)
-		c.setPeerData(map[string]string{keyOurs: string(b)})
-	}
-	return st, nil
+	return st, err
+}
+
+// peerMemory keeps the CIDRs calico-lb added to calico's option in the
+// peer relation, where every unit (and the next leader) finds them.
+type peerMemory struct{ c *Charm }
+
+func (m peerMemory) Added() []string { return m.c.ours() }
+
+func (m peerMemory) Remember(cidrs []string) error {
+	b, _ := json.Marshal(cidrs)
+	m.c.setPeerData(map[string]string{keyOurs: string(b)})
+	return nil
 }
 
 // unlinkCalico takes the CIDRs calico-lb added out of calico's option when
@@ -189,7 +179,7 @@ func (c *Charm) unlinkCalico() {
 			return err
 		}
 		defer l.Client.Close()
-		ch, err := l.Sync(ctx, opt, nil, ours, false)
+		ch, err := l.SetOption(ctx, opt, nil, ours, false)
 		if err == nil {
 			goops.LogInfof("removed calico-lb's CIDRs from calico %s: %s", opt, strings.Join(ch.Removed, " "))
 		}
@@ -256,22 +246,25 @@ func (c *Charm) keepDecision(st linkState) {
 	}
 }
 
-// poolsInForce adds the CIDRs of the pools the workload has now to want.
-func (c *Charm) poolsInForce(want []string) []string {
+// inForce asks the workload which pools it has in force; a held-back
+// pool change keeps the old ones. A workload that does not answer leaves it
+// unknown, and the link then takes nothing out of calico.
+func (c *Charm) inForce() calicolink.InForce {
 	var snap api.Snapshot
 	if err := c.get("/v1/allocations", &snap); err != nil {
-		return want
+		return calicolink.InForce{Why: "the workload does not answer, so the pools it has in force are not known"}
 	}
+	var cidrs []string
 	for _, p := range snap.Pools {
 		for _, a := range p.Addresses {
 			for _, cidr := range cidrsOf(a) {
-				if !slices.Contains(want, cidr) {
-					want = append(want, cidr)
+				if !slices.Contains(cidrs, cidr) {
+					cidrs = append(cidrs, cidr)
 				}
 			}
 		}
 	}
-	return want
+	return calicolink.InForce{Known: true, CIDRs: cidrs}
 }
 
 // cidrsOf is the exact CIDR cover of a pool's address string (a CIDR or

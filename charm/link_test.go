@@ -1,6 +1,7 @@
 package charm
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gruyaume/goops/goopstest"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/tests/fakecontroller"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/calico"
@@ -217,5 +219,94 @@ func TestLinkRemove(t *testing.T) {
 	_, _ = runHook(t, "http://127.0.0.1:1", "remove", st)
 	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24" {
 		t.Fatalf("after remove calico has %v", got)
+	}
+}
+
+// The charm's hooks and calico-lb-juju run one flow: through the same
+// pool change, held back and then applied, they leave calico's option the
+// same. While the change is held back, the CIDR whose addresses Services
+// still hold stays in calico for both.
+func TestCharmAndCLIAgree(t *testing.T) {
+	const lbModel = "9a7d3c21-5b4e-4f60-8d2a-1c3b5e7f9a0b"
+	oldPool := api.PoolView{Name: "default", Addresses: []string{"10.208.1.0/28"}, Capacity: "14"}
+	newPool := api.PoolView{Name: "default", Addresses: []string{"10.208.2.0/28"}, Capacity: "14"}
+	heldBack := "pool change held back: it would take the IPs of web/shop; run the apply-pool-change action to apply it, or revert pools"
+	steps := []struct {
+		pools   string
+		inForce api.PoolView
+		held    bool
+		want    string
+	}{
+		{"10.208.1.0/28", oldPool, false, "198.51.100.0/24 10.208.1.0/28"},
+		{"10.208.2.0/28", oldPool, true, "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28"},
+		{"10.208.2.0/28", newPool, false, "198.51.100.0/24 10.208.2.0/28"},
+	}
+
+	// The charm, with juju-credentials.
+	fc, st := linked(t, nil)
+	for i, s := range steps {
+		st.Config["pools"] = s.pools
+		snap := api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{s.inForce}, PendingChange: s.held}
+		base := workloadAPI(t, snap, api.PoolChange{Pending: s.held}, st.Containers[0].Mounts["etc"].Source)
+		out, ctx := run(t, base, st)
+		if ctx.CharmErr != nil {
+			t.Fatal(ctx.CharmErr)
+		}
+		if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != s.want {
+			t.Fatalf("charm, step %d: calico has %q, want %q", i, got, s.want)
+		}
+		st.PeerRelations = out.PeerRelations
+	}
+
+	// calico-lb-juju, with the operator's login, calico-lb showing the
+	// status the charm sets.
+	fc, _ = linked(t, nil)
+	dir := t.TempDir()
+	t.Setenv("JUJU_DATA", dir)
+	if err := fc.WriteClientStore(dir, "lb", jujuPass, map[string]string{"admin/k8s": lbModel, "admin/machines": calicoModel}, "admin/k8s"); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range steps {
+		status := fakecontroller.AppStatus{Status: "active", Info: "calico mode"}
+		if s.held {
+			status = fakecontroller.AppStatus{Status: "blocked", Info: heldBack}
+		}
+		fc.Lock()
+		fc.Users["lb"].Models[lbModel] = fakecontroller.Write
+		fc.Apps[lbModel] = map[string]map[string]fakecontroller.Option{"calico-lb": {
+			"pools":              {Type: "string", Value: s.pools},
+			"peering-mode":       {Type: "string", Value: "calico"},
+			"calico-model":       {Type: "string", Value: calicoModel},
+			"calico-application": {Type: "string", Value: "calico"},
+		}}
+		fc.Statuses[lbModel] = map[string]fakecontroller.AppStatus{"calico-lb": status}
+		fc.Unlock()
+		var out strings.Builder
+		if code := calicolink.CLI(context.Background(), []string{"sync"}, &out); code != 0 {
+			t.Fatalf("calico-lb-juju sync, step %d: exit %d\n%s", i, code, out.String())
+		}
+		if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != s.want {
+			t.Fatalf("calico-lb-juju, step %d: calico has %q, want %q\n%s", i, got, s.want, out.String())
+		}
+	}
+}
+
+// A workload that does not answer cannot say which pools it has in force
+// (a held-back change keeps the old ones): the link adds the new CIDRs and
+// takes nothing of its own out.
+func TestLinkKeepsCIDRsWhileWorkloadIsSilent(t *testing.T) {
+	fc, st := linked(t, nil)
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Addresses: []string{"10.208.1.0/28"}, Capacity: "14"}}}, api.PoolChange{}, st.Containers[0].Mounts["etc"].Source)
+	out, ctx := run(t, base, st)
+	if ctx.CharmErr != nil || calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("first sync: %v, calico has %v", ctx.CharmErr, calicoValue(fc, calico.OptLoadBalancerIPs))
+	}
+	st.PeerRelations = out.PeerRelations
+	st.Config["pools"] = "10.208.2.0/28"
+	if _, ctx := run(t, "http://127.0.0.1:1", st); ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28" {
+		t.Fatalf("with the workload silent calico has %q; the old CIDR must stay", got)
 	}
 }

@@ -145,52 +145,58 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 		defer calClient.Close()
 	}
 	link := &Link{Client: calClient, App: calApp}
-	read, _, err := link.Read(ctx)
-	if err != nil {
-		return 0, err
-	}
-	a := Assess(cfg, opts.PeeringMode, opts.CalicoServiceIPOption, read, calico.Topology{})
 	fmt.Fprintf(r.out, "controller %s: %s in %s, %s in %s\n", ctrl.Name, r.app, lbName, calApp, calName)
 	if cmd == "check" {
+		read, _, err := link.Read(ctx)
+		if err != nil {
+			return 0, err
+		}
+		a := Assess(cfg, opts.PeeringMode, opts.CalicoServiceIPOption, read, calico.Topology{})
 		return r.report(cfg, opts.PeeringMode, read, a), nil
 	}
-
-	if a.OptionErr != nil {
-		if a.Mode == config.ModeCalico {
-			return 0, a.OptionErr
-		}
-		fmt.Fprintf(r.out, "%s mode: nothing of %s's goes into calico\n", a.Mode, r.app)
-		return 0, nil
-	}
-	statePath := filepath.Join(r.store.Dir, "calico-lb", calModel+"-"+calApp+".json")
-	var before []string
-	if data, err := os.ReadFile(statePath); err == nil {
-		_ = json.Unmarshal(data, &before)
-	}
-	ch, err := link.Sync(ctx, a.Option, a.Want, before, dry)
+	mem := fileMemory(filepath.Join(r.store.Dir, "calico-lb", calModel+"-"+calApp+".json"))
+	o, err := link.Sync(ctx, Request{Config: cfg, PeeringMode: opts.PeeringMode, OptionSetting: opts.CalicoServiceIPOption,
+		InForce: r.inForce(ctx, lbClient, cfg), Memory: mem, DryRun: dry})
 	if err != nil {
 		return 0, err
 	}
-	switch {
-	case !ch.Changed():
-		fmt.Fprintf(r.out, "calico %s is already in line: %q\n", a.Option, ch.Value)
-	case dry:
-		fmt.Fprintf(r.out, "would set calico %s\n  from %q\n  to   %q\n(dry run: nothing changed)\n", a.Option, ch.Before, ch.Value)
-	default:
-		fmt.Fprintf(r.out, "set calico %s\n  from %q\n  to   %q\n", a.Option, ch.Before, ch.Value)
-	}
-	if !dry {
-		// Remember what this tool added, so that the next sync removes
-		// only those.
-		data, _ := json.Marshal(ch.Ours)
-		if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
-			return 0, err
-		}
-		if err := os.WriteFile(statePath, data, 0o600); err != nil {
-			return 0, err
-		}
-	}
+	fmt.Fprintln(r.out, o.Summary(dry))
 	return 0, nil
+}
+
+// inForce tells what calico-lb's workload has in force from the status
+// its leader shows: only an active calico-lb has its config's pools in
+// force. Otherwise (a held-back pool change, a config the workload
+// rejected, a unit not up) it is not known, and Sync removes nothing.
+func (r *run) inForce(ctx context.Context, lb Client, cfg *config.Config) InForce {
+	status, msg, err := lb.AppStatus(ctx, r.app)
+	switch {
+	case err != nil:
+		return InForce{Why: fmt.Sprintf("%s's status cannot be read (%v)", r.app, err)}
+	case status != "active":
+		return InForce{Why: fmt.Sprintf("%s is %s (%q): the pools it has in force may not be its config's; sync again once it is active", r.app, status, msg)}
+	}
+	return InForce{Known: true, CIDRs: calico.PoolCIDRs(cfg.Pools)}
+}
+
+// fileMemory keeps the CIDRs calico-lb-juju added in a file of the
+// operator's Juju data directory.
+type fileMemory string
+
+func (f fileMemory) Added() []string {
+	var out []string
+	if data, err := os.ReadFile(string(f)); err == nil {
+		_ = json.Unmarshal(data, &out)
+	}
+	return out
+}
+
+func (f fileMemory) Remember(cidrs []string) error {
+	data, _ := json.Marshal(cidrs)
+	if err := os.MkdirAll(filepath.Dir(string(f)), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(string(f), data, 0o600)
 }
 
 // report prints check's findings; 1 when there are conflicts.

@@ -3,7 +3,6 @@ package calicolink
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,26 +19,9 @@ const k8sModel = "9a7d3c21-5b4e-4f60-8d2a-1c3b5e7f9a0b"
 func clientStore(t *testing.T, c *fakecontroller.Controller) {
 	dir := t.TempDir()
 	t.Setenv("JUJU_DATA", dir)
-	files := map[string]string{
-		"controllers.yaml": fmt.Sprintf("controllers:\n  prod:\n    uuid: %s\n    api-endpoints: [%q]\n    ca-cert: |\n%s\ncurrent-controller: prod\n",
-			c.UUID, c.Address(), indent(c.CACert, "      ")),
-		"accounts.yaml": fmt.Sprintf("controllers:\n  prod:\n    user: lb\n    password: %s\n    last-known-access: superuser\n", password),
-		"models.yaml": fmt.Sprintf("controllers:\n  prod:\n    models:\n      admin/k8s: {uuid: %s, type: caas}\n      admin/machines: {uuid: %s, type: iaas}\n    current-model: admin/k8s\n",
-			k8sModel, model),
+	if err := c.WriteClientStore(dir, "lb", password, map[string]string{"admin/k8s": k8sModel, "admin/machines": model}, "admin/k8s"); err != nil {
+		t.Fatal(err)
 	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func indent(s, by string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i := range lines {
-		lines[i] = by + lines[i]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // withLB adds calico-lb to the k8s model with options set.
@@ -62,6 +44,7 @@ func withLB(c *fakecontroller.Controller, set map[string]string) {
 	c.Lock()
 	c.Users["lb"].Models[k8sModel] = fakecontroller.Write
 	c.Apps[k8sModel] = map[string]map[string]fakecontroller.Option{"calico-lb": opts}
+	c.Statuses[k8sModel] = map[string]fakecontroller.AppStatus{"calico-lb": {Status: "active", Info: "calico mode"}}
 	c.Unlock()
 }
 
@@ -111,7 +94,7 @@ func TestCLISync(t *testing.T) {
 	clientStore(t, c)
 	withLB(c, nil)
 	code, out := cli(t, "sync", "--dry-run")
-	if code != 0 || !strings.Contains(out, `to   "198.51.100.0/24 10.208.1.0/28"`) || !strings.Contains(out, "dry run") || len(c.CallsTo("Application", "SetConfigs")) != 0 {
+	if code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.1.0/28"`) || !strings.Contains(out, "dry run") || len(c.CallsTo("Application", "SetConfigs")) != 0 {
 		t.Fatalf("dry run: exit %d\n%s", code, out)
 	}
 	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "set calico bgp-service-loadbalancer-ips") {
@@ -126,10 +109,23 @@ func TestCLISync(t *testing.T) {
 	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "already in line") || len(c.CallsTo("Application", "SetConfigs")) != 1 {
 		t.Fatalf("second sync: exit %d\n%s", code, out)
 	}
-	// The pool moves: only what the tool added goes, the operator's stays.
+	// The pool moves while calico-lb holds the change back: the old
+	// CIDR stays in calico (its Services still hold addresses there) and
+	// the output says why.
 	withLB(c, map[string]string{"pools": "10.208.2.0/28"})
-	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to   "198.51.100.0/24 10.208.2.0/28"`) {
-		t.Fatalf("sync after a pool change: exit %d\n%s", code, out)
+	c.Lock()
+	c.Statuses[k8sModel]["calico-lb"] = fakecontroller.AppStatus{Status: "blocked", Info: "pool change held back: it would take the IPs of web/shop; run the apply-pool-change action to apply it, or revert pools"}
+	c.Unlock()
+	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28"`) ||
+		!strings.Contains(out, "kept 10.208.1.0/28, which calico-lb added before, because calico-lb is blocked (\"pool change held back") {
+		t.Fatalf("sync during a held-back change: exit %d\n%s", code, out)
+	}
+	// Applied: only what the tool added goes, the operator's stays.
+	c.Lock()
+	c.Statuses[k8sModel]["calico-lb"] = fakecontroller.AppStatus{Status: "active", Info: "calico mode"}
+	c.Unlock()
+	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.2.0/28"`) {
+		t.Fatalf("sync after the change was applied: exit %d\n%s", code, out)
 	}
 	// Bad password in the store: a clear error, no password shown.
 	data, _ := os.ReadFile(filepath.Join(os.Getenv("JUJU_DATA"), "accounts.yaml"))

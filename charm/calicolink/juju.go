@@ -78,6 +78,9 @@ type Client interface {
 	Config(ctx context.Context, app string) (map[string]any, error)
 	// SetConfig sets options to string values.
 	SetConfig(ctx context.Context, app string, values map[string]string) error
+	// AppStatus returns the application's status and message, as its
+	// leader set them.
+	AppStatus(ctx context.Context, app string) (status, message string, err error)
 	Close() error
 }
 
@@ -166,6 +169,22 @@ func (j *jujuClient) SetConfig(ctx context.Context, app string, values map[strin
 		return classify(err, j.creds, j.model, app)
 	}
 	return nil
+}
+
+func (j *jujuClient) AppStatus(ctx context.Context, app string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, j.timeout)
+	defer cancel()
+	// The Client facade's FullStatus, called directly: its client package
+	// wants a logger of Juju's own for nothing this needs.
+	var res params.FullStatus
+	if err := j.conn.APICall(ctx, "Client", j.conn.BestFacadeVersion("Client"), "", "FullStatus", params.StatusParams{Patterns: []string{app}}, &res); err != nil {
+		return "", "", classify(err, j.creds, j.model, app)
+	}
+	st, ok := res.Applications[app]
+	if !ok {
+		return "", "", &Error{NoApplication, fmt.Sprintf("model %s has no application %q", j.model, app)}
+	}
+	return st.Status.Status, st.Status.Info, nil
 }
 
 func (j *jujuClient) Close() error { return j.conn.Close() }

@@ -55,12 +55,13 @@ func Option(setting string, c *calico.Config) (string, error) {
 	return "", fmt.Errorf("calico-service-ip-option %q: use auto, loadbalancer or external", setting)
 }
 
-// Sync makes option hold our CIDRs (want) and the operator's, removing
-// only the ones in addedBefore that are no longer wanted. It reads the
-// option right before writing (SetConfigs is last-writer-wins) and writes
-// only when something changes, so a second Sync writes nothing. With
-// dryRun it only reports.
-func (l *Link) Sync(ctx context.Context, option string, want, addedBefore []string, dryRun bool) (calico.Change, error) {
+// SetOption makes option hold our CIDRs (want) and the operator's,
+// removing only the ones in addedBefore that are no longer wanted. It
+// reads the option right before writing (SetConfigs is last-writer-wins)
+// and writes only when something changes, so a second call writes
+// nothing. With dryRun it only reports. Sync decides want; the one other
+// caller is the charm's removal, which takes every CIDR of its own out.
+func (l *Link) SetOption(ctx context.Context, option string, want, addedBefore []string, dryRun bool) (calico.Change, error) {
 	values, err := l.Client.Config(ctx, l.App)
 	if err != nil {
 		return calico.Change{}, err

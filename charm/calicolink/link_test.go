@@ -80,7 +80,7 @@ func TestReadAndSyncOnTheWire(t *testing.T) {
 	if err != nil || opt != calico.OptLoadBalancerIPs {
 		t.Fatalf("option %q %v", opt, err)
 	}
-	ch, err := link.Sync(ctx, opt, []string{"10.208.1.0/28"}, nil, false)
+	ch, err := link.SetOption(ctx, opt, []string{"10.208.1.0/28"}, nil, false)
 	if err != nil || !ch.Changed() || ch.Value != "198.51.100.0/24 10.208.1.0/28" {
 		t.Fatalf("sync: %+v %v", ch, err)
 	}
@@ -103,12 +103,12 @@ func TestReadAndSyncOnTheWire(t *testing.T) {
 		t.Fatalf("the controller has %v", got)
 	}
 	// Idempotent: a second sync reads and writes nothing.
-	ch, err = link.Sync(ctx, opt, []string{"10.208.1.0/28"}, ch.Ours, false)
+	ch, err = link.SetOption(ctx, opt, []string{"10.208.1.0/28"}, ch.Ours, false)
 	if err != nil || ch.Changed() || len(c.CallsTo("Application", "SetConfigs")) != 1 {
 		t.Fatalf("second sync wrote: %+v %v", ch, err)
 	}
 	// Dry run: reports, writes nothing.
-	ch, err = link.Sync(ctx, opt, []string{"10.208.2.0/28"}, []string{"10.208.1.0/28"}, true)
+	ch, err = link.SetOption(ctx, opt, []string{"10.208.2.0/28"}, []string{"10.208.1.0/28"}, true)
 	if err != nil || ch.Value != "198.51.100.0/24 10.208.2.0/28" || len(c.CallsTo("Application", "SetConfigs")) != 1 {
 		t.Fatalf("dry run: %+v %v", ch, err)
 	}
@@ -155,7 +155,7 @@ func TestLinkErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = (&Link{Client: ro, App: "calico"}).Sync(ctx, calico.OptLoadBalancerIPs, []string{"10.0.0.0/28"}, nil, false)
+	_, err = (&Link{Client: ro, App: "calico"}).SetOption(ctx, calico.OptLoadBalancerIPs, []string{"10.0.0.0/28"}, nil, false)
 	noPassword(err)
 	if kind(err) != Denied || !strings.Contains(err.Error(), "juju grant ro write") {
 		t.Fatalf("read-only user: %v", err)

@@ -20,6 +20,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +52,11 @@ type User struct {
 	Models   map[string]Access // model UUID -> access
 }
 
+// AppStatus is an application's status as its leader set it.
+type AppStatus struct {
+	Status, Info string
+}
+
 // Call is one request the server received.
 type Call struct {
 	Facade  string
@@ -70,7 +78,9 @@ type Controller struct {
 	Delay time.Duration
 	// ApplicationVersion is the Application facade version offered (20, as 3.6).
 	ApplicationVersion int
-	Calls              []Call
+	// Statuses holds each model's applications' status, for FullStatus.
+	Statuses map[string]map[string]AppStatus
+	Calls    []Call
 
 	srv    *httptest.Server
 	CACert string // PEM
@@ -80,7 +90,7 @@ type Controller struct {
 // Start runs a controller until the test ends.
 func Start(t testing.TB) *Controller {
 	t.Helper()
-	c := &Controller{Users: map[string]User{}, Apps: map[string]map[string]map[string]Option{}, ApplicationVersion: 20,
+	c := &Controller{Users: map[string]User{}, Apps: map[string]map[string]map[string]Option{}, Statuses: map[string]map[string]AppStatus{}, ApplicationVersion: 20,
 		UUID: "deadbeef-0000-4000-8000-00000000c0de"}
 	caPEM, cert, err := certificates()
 	if err != nil {
@@ -211,6 +221,27 @@ func (c *Controller) handle(user *string, model string, req request) (any, *rpcE
 		}
 		return map[string]any{"application": p.App, "charm": p.App, "config": cfg, "constraints": map[string]any{},
 			"base": map[string]any{"name": "ubuntu", "channel": "24.04"}, "channel": "stable"}, nil
+	case "Client.FullStatus":
+		if req.Version != 8 {
+			return nil, &rpcError{fmt.Sprintf("unknown version %d of interface \"Client\"", req.Version), "not implemented"}
+		}
+		var p struct {
+			Patterns []string `json:"patterns"`
+		}
+		_ = json.Unmarshal(req.Params, &p)
+		apps := map[string]any{}
+		for name := range c.Apps[model] {
+			if len(p.Patterns) > 0 && !slices.Contains(p.Patterns, name) {
+				continue
+			}
+			st, ok := c.Statuses[model][name]
+			if !ok {
+				st = AppStatus{Status: "unknown"}
+			}
+			apps[name] = map[string]any{"charm": name, "units": map[string]any{},
+				"status": map[string]any{"status": st.Status, "info": st.Info, "data": map[string]any{}}}
+		}
+		return map[string]any{"model": map[string]any{"name": "m"}, "applications": apps, "machines": map[string]any{}}, nil
 	case "Application.SetConfigs":
 		if c.Users[*user].Models[model] != Write {
 			return nil, &rpcError{"permission denied", "unauthorized access"}
@@ -260,7 +291,7 @@ func (c *Controller) login(user *string, model string, raw json.RawMessage) (any
 		"model-tag":      "model-" + model,
 		"controller-tag": "controller-" + c.UUID,
 		"user-info":      map[string]any{"display-name": name, "identity": "user-" + name, "controller-access": "login", "model-access": string(u.Models[model])},
-		"facades":        []map[string]any{{"name": "Application", "versions": []int{c.ApplicationVersion}}, {"name": "Pinger", "versions": []int{1}}},
+		"facades":        []map[string]any{{"name": "Application", "versions": []int{c.ApplicationVersion}}, {"name": "Client", "versions": []int{8}}, {"name": "Pinger", "versions": []int{1}}},
 		"server-version": "3.6.12",
 	}, nil
 }
@@ -313,4 +344,27 @@ func certificates() (caPEM string, cert tls.Certificate, err error) {
 	}
 	cert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})), cert, nil
+}
+
+// WriteClientStore writes a Juju client store (as `juju login` leaves
+// one) in dir for this controller, named "prod": logged in as user with
+// password, with models (qualified name -> UUID) and current the current
+// model. Point JUJU_DATA at dir.
+func (c *Controller) WriteClientStore(dir, user, password string, models map[string]string, current string) error {
+	var ms strings.Builder
+	for name, uuid := range models {
+		fmt.Fprintf(&ms, "      %s: {uuid: %s, type: iaas}\n", name, uuid)
+	}
+	ca := "      " + strings.ReplaceAll(strings.TrimRight(c.CACert, "\n"), "\n", "\n      ")
+	files := map[string]string{
+		"controllers.yaml": fmt.Sprintf("controllers:\n  prod:\n    uuid: %s\n    api-endpoints: [%q]\n    ca-cert: |\n%s\ncurrent-controller: prod\n", c.UUID, c.Address(), ca),
+		"accounts.yaml":    fmt.Sprintf("controllers:\n  prod:\n    user: %s\n    password: %s\n    last-known-access: superuser\n", user, password),
+		"models.yaml":      fmt.Sprintf("controllers:\n  prod:\n    models:\n%s    current-model: %s\n", ms.String(), current),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
