@@ -41,9 +41,19 @@ type PeerStatus = lbapi.PeerStatus
 // re-keys the BFD session at Established and sends a Down); the second
 // avoids a GoBGP v4.8.0 bug where a BFD expiry while BGP is down queues a
 // NOTIFICATION that kills the next session the moment it comes up.
+//
+// The switches are applied by one goroutine (switchBFD), in order, always
+// to the latest wanted state: applied from a goroutine each, two quick
+// state changes could land in reverse and leave BFD on while the session
+// is down, the very case the switching exists to prevent.
 type BGP struct {
 	s   *server.BgpServer
 	log *slog.Logger
+	// updatePeer is s.UpdatePeer (a test of the switching replaces it).
+	updatePeer func(context.Context, *api.UpdatePeerRequest) error
+	bfdKick    chan struct{}
+	stopped    context.Context // done once Stop is called
+	stop       context.CancelFunc
 
 	mu     sync.Mutex
 	peers  map[netip.Addr]*peerState
@@ -51,10 +61,11 @@ type BGP struct {
 }
 
 type peerState struct {
-	cfg   Peer
-	state bgp.FSMState
-	since time.Time
-	bfdOn bool
+	cfg     Peer
+	state   bgp.FSMState
+	since   time.Time
+	bfdWant bool // what the session's state calls for
+	bfdOn   bool // what GoBGP has been told
 }
 
 // StartBGP starts a speaker with AS asn and the router ID routerID. It
@@ -68,12 +79,26 @@ func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Lo
 		s.Stop()
 		return nil, fmt.Errorf("start BGP (AS %d, router ID %s): %w", asn, routerID, err)
 	}
-	b := &BGP{s: s, log: log, peers: map[netip.Addr]*peerState{}, routes: map[netip.Prefix]Route{}}
+	b := newBGP(log, func(ctx context.Context, r *api.UpdatePeerRequest) error {
+		_, err := s.UpdatePeer(ctx, r)
+		return err
+	})
+	b.s = s
 	if err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: b.onPeer}, server.WatchPeer()); err != nil {
+		b.stop()
 		s.Stop()
 		return nil, err
 	}
 	return b, nil
+}
+
+// newBGP makes the bookkeeping of a speaker and starts its BFD switcher.
+func newBGP(log *slog.Logger, updatePeer func(context.Context, *api.UpdatePeerRequest) error) *BGP {
+	b := &BGP{log: log, updatePeer: updatePeer, bfdKick: make(chan struct{}, 1),
+		peers: map[netip.Addr]*peerState{}, routes: map[netip.Prefix]Route{}}
+	b.stopped, b.stop = context.WithCancel(context.Background())
+	go b.switchBFD()
+	return b
 }
 
 func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
@@ -89,18 +114,68 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	}
 	p.state, p.since = ev.Peer.State.SessionState, time.Now()
 	b.log.Info("BGP session", "peer", addr, "state", stateName(p.state), "reason", ev.Peer.State.DisconnectMessage)
-	wantBFD := p.cfg.BFD && p.state == bgp.BGP_FSM_ESTABLISHED
-	if wantBFD != p.bfdOn {
-		p.bfdOn = wantBFD
-		cfg := p.cfg
-		// UpdatePeer blocks on the server loop that is calling us: do it
-		// from another goroutine. It changes BFD only; BGP stays up.
-		go func() {
-			if _, err := b.s.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: apiPeer(cfg, wantBFD)}); err != nil {
-				b.log.Warn("switch BFD", "peer", addr, "on", wantBFD, "error", err)
-			}
-		}()
+	if want := p.cfg.BFD && p.state == bgp.BGP_FSM_ESTABLISHED; want != p.bfdWant {
+		// UpdatePeer blocks on the server loop that is calling us: the
+		// switcher does it.
+		p.bfdWant = want
+		b.kickBFD()
 	}
+}
+
+func (b *BGP) kickBFD() {
+	select {
+	case b.bfdKick <- struct{}{}:
+	default:
+	}
+}
+
+// switchBFD brings each peer's BFD in line with what its session's state
+// calls for, one UpdatePeer at a time (it changes BFD only; BGP stays up),
+// until Stop.
+func (b *BGP) switchBFD() {
+	for {
+		select {
+		case <-b.stopped.Done():
+			return
+		case <-b.bfdKick:
+		}
+		for {
+			addr, cfg, on, ok := b.nextBFDSwitch()
+			if !ok {
+				break
+			}
+			err := b.updatePeer(b.stopped, &api.UpdatePeerRequest{Peer: apiPeer(cfg, on)})
+			b.mu.Lock()
+			if p := b.peers[addr]; p != nil && reflect.DeepEqual(p.cfg, cfg) && err == nil {
+				p.bfdOn = on
+			}
+			b.mu.Unlock()
+			if err != nil {
+				if b.stopped.Err() == nil {
+					b.log.Warn("switch BFD; trying again in a second", "peer", addr, "on", on, "error", err)
+					time.AfterFunc(time.Second, b.kickBFD)
+				}
+				break
+			}
+		}
+	}
+}
+
+// nextBFDSwitch returns a peer whose BFD is not as its session calls for
+// (the lowest address first), with its config and the wanted state.
+func (b *BGP) nextBFDSwitch() (netip.Addr, Peer, bool, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var best *peerState
+	for _, p := range b.peers {
+		if p.bfdWant != p.bfdOn && (best == nil || p.cfg.Address.Less(best.cfg.Address)) {
+			best = p
+		}
+	}
+	if best == nil {
+		return netip.Addr{}, Peer{}, false, false
+	}
+	return best.cfg.Address, best.cfg, best.bfdWant, true
 }
 
 func stateName(s bgp.FSMState) string {
@@ -184,16 +259,19 @@ func (b *BGP) SetPeers(ctx context.Context, peers []Peer) error {
 	return nil
 }
 
-// SetRoutes makes the announced routes exactly routes.
+// SetRoutes makes the announced routes exactly routes. One goroutine
+// calls it; the lock is not held across the calls into GoBGP, whose loop
+// may be calling onPeer, which takes it.
 func (b *BGP) SetRoutes(routes []Route) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	have := b.routes
+	b.mu.Unlock()
 	want := map[netip.Prefix]Route{}
 	for _, r := range routes {
 		want[r.Prefix] = r
 	}
 	var add, del []*apiutil.Path
-	for pfx, r := range b.routes {
+	for pfx, r := range have {
 		if w, keep := want[pfx]; !keep || !sameRoute(w, r) {
 			p, err := path(r)
 			if err != nil {
@@ -205,7 +283,7 @@ func (b *BGP) SetRoutes(routes []Route) error {
 		}
 	}
 	for pfx, r := range want {
-		if old, have := b.routes[pfx]; !have || !sameRoute(old, r) {
+		if old, had := have[pfx]; !had || !sameRoute(old, r) {
 			p, err := path(r)
 			if err != nil {
 				return err
@@ -223,7 +301,9 @@ func (b *BGP) SetRoutes(routes []Route) error {
 			return fmt.Errorf("announce: %w", err)
 		}
 	}
+	b.mu.Lock()
 	b.routes = want
+	b.mu.Unlock()
 	return nil
 }
 
@@ -307,6 +387,7 @@ func (b *BGP) Status() []PeerStatus {
 // Stop withdraws every route at once (a Cease NOTIFICATION to each peer,
 // which drops the routes learnt from this speaker) and stops the speaker.
 func (b *BGP) Stop(ctx context.Context) {
+	b.stop()
 	_ = b.s.StopBgp(ctx, &api.StopBgpRequest{})
 	b.s.Stop()
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -42,6 +44,18 @@ type command struct {
 	Routes   []Route      `json:"routes,omitempty"`
 	Status   []PeerStatus `json:"status,omitempty"`
 	Error    string       `json:"error,omitempty"`
+	// A whole Speaker: spine-peers (YAML) to start it with, and what a
+	// teardown measured.
+	SpinePeers string        `json:"spinePeers,omitempty"`
+	Readyz     *readyzReport `json:"readyz,omitempty"`
+}
+
+// readyzReport is how /readyz answered while the speaker tore BGP down.
+type readyzReport struct {
+	Polls      int           `json:"polls"`
+	Slowest    time.Duration `json:"slowest"`
+	Failed     int           `json:"failed"`
+	TeardownIn time.Duration `json:"teardownIn"`
 }
 
 func runChild() {
@@ -49,6 +63,9 @@ func runChild() {
 	in := bufio.NewScanner(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
 	var b *BGP
+	var sp *Speaker
+	var api *httptest.Server
+	node := Node{Name: "node", Addresses: []netip.Addr{netip.MustParseAddr("10.211.1.2")}}
 	ctx := context.Background()
 	for in.Scan() {
 		var c command
@@ -66,6 +83,31 @@ func runChild() {
 				err = b.SetRoutes(c.Routes)
 			case "status":
 				reply.Status = b.Status()
+			case "speaker":
+				o := config.DefaultOptions()
+				o.PeeringMode, o.SpinePeers = "spine", c.SpinePeers
+				var cfg *config.Config
+				if cfg, _, err = config.FromOptions(o); err == nil {
+					sp = NewSpeaker(Options{NodeName: node.Name, Log: log})
+					sp.cfg, sp.synced = cfg, true
+					api = httptest.NewServer(sp.Handler())
+					sp.reconcile(ctx, node, nil, nil)
+				}
+			case "flood":
+				// Routes enough to fill the socket to a peer that has
+				// stopped answering, so that its teardown waits.
+				sp.mu.Lock()
+				fb := sp.bgp
+				sp.mu.Unlock()
+				var rs []Route
+				for i := range c.ASN {
+					rs = append(rs, Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>16), byte(i >> 8), byte(i)}), 32), NextHop: node.Addresses[0]})
+				}
+				err = fb.SetRoutes(rs)
+			case "speakerstatus":
+				reply.Status = sp.status().Peers
+			case "teardown":
+				reply.Readyz = teardownWatchingReadyz(ctx, sp, api.URL, node)
 			case "stop":
 				b.Stop(ctx)
 				_ = out.Encode(reply)
@@ -77,6 +119,52 @@ func runChild() {
 		}
 		_ = out.Encode(reply)
 	}
+}
+
+// teardownWatchingReadyz takes the speaker out of spine mode, which tears
+// its BGP speaker down, while /readyz is asked every 50 ms, as Pebble's
+// check does (more often).
+func teardownWatchingReadyz(ctx context.Context, sp *Speaker, url string, node Node) *readyzReport {
+	rep := &readyzReport{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	client := &http.Client{Timeout: 5 * time.Second}
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			start := time.Now()
+			resp, err := client.Get(url + "/readyz")
+			took := time.Since(start)
+			rep.Polls++
+			rep.Slowest = max(rep.Slowest, took)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				rep.Failed++
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sp.mu.Lock()
+	l2 := *sp.cfg
+	l2.Mode = config.ModeL2
+	sp.cfg = &l2
+	sp.mu.Unlock()
+	start := time.Now()
+	sp.reconcile(ctx, node, nil, nil)
+	rep.TeardownIn = time.Since(start)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	return rep
 }
 
 type child struct {
@@ -356,6 +444,86 @@ func TestBGPBFD(t *testing.T) {
 	}
 	if len(s.frr.Routes("10.211.100.5")) == 0 {
 		t.Fatal("route lost again after recovery")
+	}
+}
+
+// Quick flaps, again and again: each time the router resets the session
+// (Established -> Idle -> Established), BFD follows the session, and the
+// router sees exactly one new session per reset, never an extra flap from a
+// stale BFD switch.
+func TestBGPBFDFollowsFlaps(t *testing.T) {
+	s := newSpineBed(t, " neighbor 10.211.1.2 bfd\n neighbor 10.211.1.2 bfd profile fast\n", true)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	p := peerCfg("10.211.1.1", func(p *config.Peer) { p.BFD = true })
+	sp.do(command{Op: "peers", Peers: []Peer{p}})
+	bfdUp := func() bool {
+		out, _ := s.frr.Vtysh("-c", "show bfd peers brief")
+		return strings.Contains(out, "10.211.1.2") && strings.Contains(out, " up ")
+	}
+	ours := func() PeerStatus {
+		st := sp.do(command{Op: "status"}).Status
+		if len(st) != 1 {
+			t.Fatalf("speaker has %d peers", len(st))
+		}
+		return st[0]
+	}
+	settled := func(round int) {
+		t.Helper()
+		if _, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool {
+			o := ours()
+			return o.State == "established" && o.BFD && bfdUp()
+		}); err != nil {
+			out, _ := s.frr.Vtysh("-c", "show bfd peers brief")
+			t.Fatalf("round %d: session and BFD never both up: ours %+v; router's BFD: %s", round, ours(), out)
+		}
+	}
+	settled(0)
+	const flaps = 10
+	for i := 1; i <= flaps; i++ {
+		before := s.established(t, "10.211.1.2")
+		if out, err := s.frr.Vtysh("-c", "clear bgp 10.211.1.2"); err != nil {
+			t.Fatalf("clear bgp: %v %s", err, out)
+		}
+		if _, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool { return s.established(t, "10.211.1.2") > before }); err != nil {
+			t.Fatalf("round %d: the session did not come back", i)
+		}
+		settled(i)
+	}
+	time.Sleep(2 * time.Second) // a stale switch would reset the session now
+	if n := s.established(t, "10.211.1.2"); n != flaps+1 {
+		t.Fatalf("%d resets gave %d sessions, want %d: an extra flap reached the router", flaps, n, flaps+1)
+	}
+	if o := ours(); o.State != "established" || !o.BFD || !bfdUp() {
+		t.Fatalf("after the flaps: ours %+v, router's BFD up %v", o, bfdUp())
+	}
+}
+
+// Readiness never waits on BGP: while the speaker tears down a session
+// to a peer that has stopped answering (black-holed, with 50,000 routes
+// queued to it, so that GoBGP's Cease waits out its one-second write
+// deadline), /readyz, asked every 50 ms, answers each time within 100 ms.
+// Were it held up, Pebble's check would restart the speaker and withdraw
+// every route. It answered after 950 ms while the lock was held.
+func TestReadyzDuringTeardown(t *testing.T) {
+	s := newSpineBed(t, "", false)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "speaker", SpinePeers: "[{address: 10.211.1.1, as-number: 64500, hold-time: 9, keepalive: 3}]"})
+	if _, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool {
+		st := sp.do(command{Op: "speakerstatus"}).Status
+		return len(st) == 1 && st[0].State == "established"
+	}); err != nil {
+		t.Fatalf("no session: %+v", sp.do(command{Op: "speakerstatus"}).Status)
+	}
+	if err := s.bed.Blackhole(s.node, "10.211.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	sp.do(command{Op: "flood", ASN: 50000})
+	time.Sleep(2 * time.Second)
+	rep := sp.do(command{Op: "teardown"}).Readyz
+	t.Logf("teardown took %s; /readyz asked %d times, slowest answer %s, %d not ok", rep.TeardownIn.Round(time.Millisecond), rep.Polls, rep.Slowest.Round(time.Microsecond), rep.Failed)
+	if rep.Polls < 4 || rep.Failed > 0 || rep.Slowest > 100*time.Millisecond {
+		t.Fatalf("/readyz during the teardown: %+v", rep)
 	}
 }
 

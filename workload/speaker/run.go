@@ -300,7 +300,7 @@ func (s *Speaker) reconcile(ctx context.Context, node Node, services []*corev1.S
 	}
 	selected, err := Selected(cfg, node)
 	if err != nil || cfg.Mode != config.ModeSpine || !selected {
-		s.stopBGP(ctx)
+		s.stopBGP(ctx, "this node does not announce in the current config")
 		return
 	}
 	routes, err := Announcements(cfg, node, services, endpoints)
@@ -314,48 +314,65 @@ func (s *Speaker) reconcile(ctx context.Context, node Node, services []*corev1.S
 		return
 	}
 	key := fmt.Sprintf("%d/%s", asn, rid)
+	// Only this goroutine changes the BGP speaker; the lock guards the
+	// fields that /readyz, /v1/bgp and the metrics read, and is never held
+	// across a call into GoBGP: a teardown that waits on a peer that no
+	// longer answers must not hold up readiness, which Pebble would answer
+	// with a restart that withdraws every route.
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bgp != nil && s.bgpKey != key {
-		s.bgp.Stop(ctx)
-		s.bgp = nil
+	b, running, announced := s.bgp, s.bgpKey, s.routes
+	s.mu.Unlock()
+	if b != nil && running != key {
+		s.stopBGP(ctx, "its AS or router ID changes")
+		b, announced = nil, nil
 	}
-	if s.bgp == nil {
-		b, err := StartBGP(ctx, asn, rid, s.log)
+	if b == nil {
+		nb, err := StartBGP(ctx, asn, rid, s.log)
 		if err != nil {
 			s.log.Error("start BGP", "error", err)
 			return
 		}
+		b = nb
+		s.mu.Lock()
 		s.bgp, s.bgpKey = b, key
+		s.mu.Unlock()
 		s.log.Info("BGP speaker started", "as", asn, "router-id", rid)
 	}
 	peers, perr := peersFor(cfg, node, asn)
-	s.peerErr = ""
+	peerErr := ""
 	if perr != nil {
-		s.peerErr = perr.Error()
+		peerErr = perr.Error()
 		s.log.Error("peers", "error", perr)
 	}
-	if err := s.bgp.SetPeers(ctx, peers); err != nil {
+	s.mu.Lock()
+	s.peerErr = peerErr
+	s.mu.Unlock()
+	if err := b.SetPeers(ctx, peers); err != nil {
 		s.log.Error("set peers", "error", err)
 	}
-	if !slices.EqualFunc(routes, s.routes, func(a, b Route) bool { return sameRoute(a, b) }) {
-		if err := s.bgp.SetRoutes(routes); err != nil {
+	if !slices.EqualFunc(routes, announced, func(a, b Route) bool { return sameRoute(a, b) }) {
+		if err := b.SetRoutes(routes); err != nil {
 			s.log.Error("set routes", "error", err)
 			return
 		}
+		s.mu.Lock()
 		s.routes = routes
+		s.mu.Unlock()
 		s.updates.Inc()
 		s.log.Info("routes", "count", len(routes))
 	}
 }
 
-func (s *Speaker) stopBGP(ctx context.Context) {
+// stopBGP stops the BGP speaker, if one runs. Readers see it gone at once;
+// the teardown (a Cease to each peer) happens outside the lock.
+func (s *Speaker) stopBGP(ctx context.Context, why string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bgp != nil {
-		s.bgp.Stop(ctx)
-		s.bgp, s.routes = nil, nil
-		s.log.Info("BGP speaker stopped: this node does not announce in the current config")
+	b := s.bgp
+	s.bgp, s.bgpKey, s.routes = nil, "", nil
+	s.mu.Unlock()
+	if b != nil {
+		b.Stop(ctx)
+		s.log.Info("BGP speaker stopped: " + why)
 	}
 }
 
@@ -363,7 +380,7 @@ func (s *Speaker) stopBGP(ctx context.Context) {
 func (s *Speaker) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s.stopBGP(ctx)
+	s.stopBGP(ctx, "the speaker is shutting down")
 }
 
 // asFor is the node's AS: subnet-as-numbers (longest match) or as-number.
@@ -464,10 +481,11 @@ func (s *Speaker) watchFiles(ctx context.Context) {
 		data, err := os.ReadFile(s.opts.ConfigPath)
 		var pw []byte
 		s.mu.Lock()
-		if s.cfg != nil {
-			pw, _ = os.ReadFile(s.cfg.BGP.PasswordFile)
-		}
+		cur := s.cfg
 		s.mu.Unlock()
+		if cur != nil {
+			pw, _ = os.ReadFile(cur.BGP.PasswordFile)
+		}
 		if err == nil && bytes.Equal(data, lastCfg) && bytes.Equal(pw, lastPw) {
 			continue
 		}
