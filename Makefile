@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzParse \
 	./workload/calico:FuzzMerge
 
-.PHONY: all build demo test unit fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
+.PHONY: all build demo test unit e2e fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
 
 all: build
 
@@ -41,12 +41,19 @@ build:
 demo: build tools deps
 	$(GO) run ./tests/demo --binary bin/calico-lb --mode "$(MODE)"
 
-test: lint unit fuzz
+test: lint e2e fuzz
 
-# The test beds (tests/...) run one package at a time: each starts real
-# clusters and nodes, and two side by side starve each other's timers on
-# 2 cores (L2 heartbeats are 350 ms).
-unit: tools deps
+# The fast tests alone: pure logic, fakes for unit tests, no control plane,
+# no network namespaces, no root (-short skips the others).
+unit:
+	$(GO) test -short -race -count=1 ./...
+
+# Every test, real parts included: real control planes, kubelets, routers
+# in network namespaces, Pebble (root, packages from `make deps`). The test
+# beds (tests/...) run one package at a time: each starts real clusters and
+# nodes, and two side by side starve each other's timers on 2 cores (L2
+# heartbeats are 350 ms).
+e2e: tools deps
 	$(GO) test -race -count=1 -timeout 30m ./charm/... ./workload/...
 	$(GO) test -race -count=1 -timeout 30m -p 1 ./tests/...
 

@@ -1,4 +1,6 @@
-// Package verify is the verify action's judgement: seed 002's checks, as a
+// Package verify is the verify action's judgement: the checks of the
+// MetalLB-with-Calico validation procedure (allocation, announcement at the
+// router, reachability, source IP, failover readiness), as a
 // pure function of what the workload, the speakers and calico report, each
 // failed check naming its fix.
 package verify

@@ -13,11 +13,21 @@ import (
 // skip.
 func E2E() bool { return os.Getenv("CALICO_LB_E2E") == "1" }
 
+// SkipShort skips a test that needs real parts (what) under -short: `make
+// unit` runs the fast tests alone, `make e2e` all of them.
+func SkipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make unit): needs " + what)
+	}
+}
+
 // StartT starts a control plane for a test and stops it when the test ends,
 // also when it fails. Without CALICO_LB_E2E=1 it skips when the binaries
 // have not been built (`make tools`), instead of building for minutes.
 func StartT(t testing.TB) *Cluster {
 	t.Helper()
+	SkipShort(t, "a real control plane")
 	_, errE := os.Stat(filepath.Join(BinDir(), "etcd"))
 	_, errA := os.Stat(filepath.Join(BinDir(), "kube-apiserver"))
 	if (errE != nil || errA != nil) && !E2E() {

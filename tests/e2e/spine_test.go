@@ -153,7 +153,7 @@ func TestSpineEndToEnd(t *testing.T) {
 	t.Logf("bgp-status:\n%s", r["table"])
 
 	// Local: only the node with a ready pod announces, and the pod sees the
-	// client's own address (seed 002's source-IP check).
+	// client's own address (source IP preserved, as Local promises).
 	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package fakejuju fakes Juju's hook tools out of process, for tests that
 // run the real dispatch binary: one executable (cmd/fakejuju) linked under
 // each tool's name on PATH, following the real tools' arguments, output
-// formats and exit codes (../shared/reference/juju-go-charm.md §3), with
+// formats and exit codes (as Juju 3.6's hook tools print them), with
 // the unit's state in a JSON file that tests set up and read back.
 package fakejuju
 

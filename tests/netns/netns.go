@@ -52,6 +52,9 @@ func Missing() []string {
 // packages missing), or fails it when CALICO_LB_E2E=1.
 func Require(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make unit): needs a network test bed")
+	}
 	if m := Missing(); len(m) > 0 {
 		msg := "network test bed needs: " + strings.Join(m, ", ") + " (run as root after `make deps`)"
 		if os.Getenv("CALICO_LB_E2E") == "1" {

@@ -40,6 +40,7 @@ type Options struct {
 // the test ends.
 func StartT(t testing.TB, opts ...Options) *Daemon {
 	t.Helper()
+	cluster.SkipShort(t, "a real Pebble daemon")
 	var o Options
 	if len(opts) > 0 {
 		o = opts[0]

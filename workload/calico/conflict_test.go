@@ -28,21 +28,22 @@ func spine(t *testing.T, peers, subnetPeers string) config.BGP {
 	return c.BGP
 }
 
-// Seed 003's examples, seed 000's spine topology, and the mesh.
+// The calico charm's documented topologies (subnets, route reflectors, AS
+// per rack), racks whose ToRs peer with Calico under a spine, and the mesh.
 func TestConflicts(t *testing.T) {
-	twoSubnets := map[string]any{ // seed 003: one router between two subnets
+	twoSubnets := map[string]any{ // one router between two subnets
 		OptSubnetPeers: "{10.0.0.0/24: [{address: 10.0.0.1, as-number: 64512}], 10.0.1.0/24: [{address: 10.0.1.1, as-number: 64512}]}"}
-	routeReflectors := map[string]any{ // seed 003: calico/0 and calico/1 reflect, mesh off
+	routeReflectors := map[string]any{ // calico/0 and calico/1 reflect, mesh off
 		OptRouteReflectors: "{0: 0.0.0.0, 1: 0.0.0.0}", OptMesh: false,
 		OptGlobalPeers: "[{address: 10.0.0.2, as-number: 64512}, {address: 10.0.0.3, as-number: 64512}]"}
-	asPerRack := map[string]any{ // seed 003: AS per rack, ToRs on the reflectors' units
+	asPerRack := map[string]any{ // AS per rack, ToRs on the reflectors' units
 		OptSubnetAS:        "{10.0.0.0/24: 64512, 10.0.1.0/24: 64512, 10.0.2.0/24: 64513, 10.0.3.0/24: 64513}",
 		OptRouteReflectors: "{0: 0.0.0.0, 1: 0.0.0.0, 2: 0.0.0.1, 3: 0.0.0.1}", OptMesh: false,
 		OptUnitPeers: "{0: [{address: 10.0.0.1, as-number: 64512}], 1: [{address: 10.0.1.1, as-number: 64512}], " +
 			"2: [{address: 10.0.2.1, as-number: 64513}], 3: [{address: 10.0.3.1, as-number: 64513}]}",
 		OptSubnetPeers: "{10.0.0.0/24: [{address: 10.0.0.2, as-number: 64512}, {address: 10.0.1.2, as-number: 64512}], " +
 			"10.0.2.0/24: [{address: 10.0.2.2, as-number: 64513}, {address: 10.0.3.2, as-number: 64513}]}"}
-	racksToToRs := map[string]any{ // seed 000: Calico peers with the ToRs, not the spine
+	racksToToRs := map[string]any{ // Calico peers with the ToRs, not the spine
 		OptMesh:        false,
 		OptSubnetPeers: "{10.1.1.0/24: [{address: 10.1.1.1, as-number: 65001}], 10.1.2.0/24: [{address: 10.1.2.1, as-number: 65002}]}"}
 
@@ -70,9 +71,9 @@ func TestConflicts(t *testing.T) {
 			want: []string{"10.0.2.1 unit-bgp-peers[2]"}},
 		{name: "AS per rack: speakers peering with the spine", calico: asPerRack,
 			peers: "[{address: 10.255.0.1, as-number: 65100}]", nodes: addrs("10.0.2.7", "10.0.0.9")},
-		{name: "seed 000: speakers peer with the spine, Calico with the ToRs", calico: racksToToRs,
+		{name: "racks: speakers peer with the spine, Calico with the ToRs", calico: racksToToRs,
 			peers: "[{address: 10.255.0.1, as-number: 65000}]", nodes: addrs("10.1.1.10", "10.1.2.10")},
-		{name: "seed 000: speakers peer with the ToRs too", calico: racksToToRs,
+		{name: "racks: speakers peer with the ToRs too", calico: racksToToRs,
 			sub: "{10.1.1.0/24: [{address: 10.1.1.1, as-number: 65001}]}", nodes: addrs("10.1.1.10", "10.1.2.10"),
 			want:        []string{"10.1.1.1 subnet-bgp-peers[10.1.1.0/24]"},
 			wantSummary: "spine peer 10.1.1.1 (subnet-spine-peers[10.1.1.0/24]) is also Calico's BGP peer (calico subnet-bgp-peers[10.1.1.0/24])"},

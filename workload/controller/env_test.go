@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 
 func controlPlane(t *testing.T) *cluster.Cluster {
 	t.Helper()
+	cluster.SkipShort(t, "a real control plane")
 	_, errE := os.Stat(filepath.Join(cluster.BinDir(), "etcd"))
 	_, errA := os.Stat(filepath.Join(cluster.BinDir(), "kube-apiserver"))
 	if (errE != nil || errA != nil) && !cluster.E2E() {
