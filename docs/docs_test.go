@@ -1,0 +1,103 @@
+// Package docs holds the reference documentation; its test keeps it in
+// step with the code: every charm option, every action and every metric
+// the code registers is documented.
+package docs
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// corpus is every Markdown page under docs/.
+func corpus(t *testing.T) string {
+	t.Helper()
+	pages, err := filepath.Glob("*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no pages: %v", err)
+	}
+	var b strings.Builder
+	for _, p := range pages {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
+
+func topKeys(t *testing.T, path, under string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if under != "" {
+		m, _ = m[under].(map[string]any)
+	}
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestOptionsAndActionsDocumented(t *testing.T) {
+	docs := corpus(t)
+	for _, o := range topKeys(t, "../config.yaml", "options") {
+		if !strings.Contains(docs, "`"+o+"`") {
+			t.Errorf("option %s (config.yaml) is not in docs/", o)
+		}
+	}
+	for _, a := range topKeys(t, "../actions.yaml", "") {
+		if !strings.Contains(docs, "`"+a+"`") {
+			t.Errorf("action %s (actions.yaml) is not in docs/", a)
+		}
+	}
+}
+
+// metricName matches the name of a metric the code registers.
+var metricName = regexp.MustCompile(`"(calico_lb_[a-z0-9_]+)"`)
+
+func TestMetricsDocumented(t *testing.T) {
+	docs := corpus(t)
+	found := map[string]string{}
+	for _, root := range []string{"../workload", "../charm"} {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range metricName.FindAllStringSubmatch(string(data), -1) {
+				found[m[1]] = path
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(found) < 10 {
+		t.Fatalf("found only %d metrics in the code: %v", len(found), found)
+	}
+	for name, path := range found {
+		if !strings.Contains(docs, "`"+name) {
+			t.Errorf("metric %s (%s) is not in docs/", name, path)
+		}
+	}
+}
