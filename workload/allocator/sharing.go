@@ -3,6 +3,7 @@ package allocator
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -78,4 +79,173 @@ func (st *state) whyNotJoined(g *shareGroup, req *Request) string {
 		}
 	}
 	return fmt.Sprintf("%s: not available to this Service", g.ip)
+}
+
+// An owner code is a svcs slot (>= 0) for an address held by one Service,
+// or -(group id)-1 for a shared address.
+func groupOwner(id int32) int32 { return -id - 1 }
+
+// sharing is what a keyed Service needs to share: the key, the backend key
+// and its ports (ports matter only when sharing).
+type sharing struct {
+	key, backend string
+	ports        []Port
+}
+
+type shareIdx struct {
+	pool         *pool
+	key, backend string
+	fam          Family
+}
+
+type shareGroup struct {
+	id       int32
+	ip       netip.Addr
+	idx      shareIdx
+	services []ServiceKey
+	ports    map[Port]ServiceKey
+}
+
+func newSharing(req *Request) *sharing {
+	if req.SharingKey == "" {
+		return nil
+	}
+	return &sharing{key: req.SharingKey, backend: req.BackendKey, ports: slices.Clone(req.Ports)}
+}
+
+// holders names the Services behind an owner code.
+func (st *state) holders(owner int32) []ServiceKey {
+	if owner >= 0 {
+		return []ServiceKey{st.svcs[owner].svc}
+	}
+	return st.groups[-owner-1].services
+}
+
+// group returns the sharing group behind an owner code, or nil.
+func (st *state) group(owner int32) *shareGroup {
+	if owner >= 0 {
+		return nil
+	}
+	return st.groups[-owner-1]
+}
+
+// resetSharing brings the sharing records of a kept assignment in line with
+// req (key, backend, ports, labels) without moving any address.
+func (st *state) resetSharing(slot int32, req *Request) {
+	cur := &st.svcs[slot]
+	cur.labels = req.Labels
+	if cur.key() == req.SharingKey && cur.backend() == req.BackendKey && slices.Equal(cur.ports(), req.Ports) {
+		return
+	}
+	for i, ip := range cur.ips {
+		if !ip.IsValid() {
+			continue
+		}
+		r := cur.rngs[i]
+		owner, _ := st.ownerOf(r, ip)
+		if g := st.group(owner); g != nil {
+			if len(g.services) > 1 {
+				// Compatible (checked by keep): only the ports change.
+				dropPorts(g, req.Service)
+				addPorts(g, req.Ports, req.Service)
+				continue
+			}
+			st.dropGroup(g)
+		}
+		// Sole holder: re-home the address under the new key.
+		owner = slot
+		if req.SharingKey != "" {
+			owner = groupOwner(st.newGroup(ip, r.pool, req).id)
+		}
+		st.setOwnerOf(r, ip, owner)
+	}
+	cur.share = newSharing(req)
+}
+
+// joinable returns a shared address of pool p and family f that req can
+// join: same key and backend, disjoint ports.
+func (st *state) joinable(p *pool, f Family, req *Request, avoid *[2]netip.Addr) *shareGroup {
+	if req.SharingKey == "" {
+		return nil
+	}
+	for _, g := range st.shared[shareIdx{pool: p, key: req.SharingKey, backend: req.BackendKey, fam: f}] {
+		if avoid != nil && slices.Contains(avoid[:], g.ip) {
+			continue
+		}
+		if st.within != nil && st.within.rangeOf(g.ip) == nil {
+			continue // the held-back change would take it away
+		}
+		if portsFree(g, req.Ports, req.Service) {
+			return g
+		}
+	}
+	return nil
+}
+
+// newGroup opens a sharing group on ip with req as its first member.
+func (st *state) newGroup(ip netip.Addr, p *pool, req *Request) *shareGroup {
+	g := &shareGroup{
+		ip:    ip,
+		idx:   shareIdx{pool: p, key: req.SharingKey, backend: req.BackendKey, fam: FamilyOf(ip)},
+		ports: make(map[Port]ServiceKey, len(req.Ports)),
+	}
+	if k := len(st.freeGrp); k > 0 {
+		g.id = st.freeGrp[k-1]
+		st.freeGrp = st.freeGrp[:k-1]
+		st.groups[g.id] = g
+	} else {
+		g.id = int32(len(st.groups))
+		st.groups = append(st.groups, g)
+	}
+	st.shared[g.idx] = append(st.shared[g.idx], g)
+	g.join(req)
+	return g
+}
+
+func (g *shareGroup) join(req *Request) {
+	g.services = append(g.services, req.Service)
+	addPorts(g, req.Ports, req.Service)
+}
+
+// dropGroup forgets a group; its address is then held by nobody or re-homed.
+func (st *state) dropGroup(g *shareGroup) {
+	list := st.shared[g.idx]
+	if i := slices.Index(list, g); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(st.shared, g.idx)
+	} else {
+		st.shared[g.idx] = list
+	}
+	st.groups[g.id] = nil
+	st.freeGrp = append(st.freeGrp, g.id)
+}
+
+func portsFree(g *shareGroup, ports []Port, self ServiceKey) bool {
+	for _, p := range ports {
+		if holder, taken := g.ports[p]; taken && holder != self {
+			return false
+		}
+	}
+	return true
+}
+
+func addPorts(g *shareGroup, ports []Port, svc ServiceKey) {
+	for _, p := range ports {
+		g.ports[p] = svc
+	}
+}
+
+func dropPorts(g *shareGroup, svc ServiceKey) {
+	for p, holder := range g.ports {
+		if holder == svc {
+			delete(g.ports, p)
+		}
+	}
+}
+
+// accepts reports whether req may join the group (nil: an unshared address).
+func (g *shareGroup) accepts(req *Request) bool {
+	return g != nil && g.idx.key == req.SharingKey && g.idx.backend == req.BackendKey && portsFree(g, req.Ports, req.Service)
 }
