@@ -83,7 +83,7 @@ func TestParsePoolsNamed(t *testing.T) {
 		{Name: "public", Addresses: rangesOf("203.0.113.0/28"), AutoAssign: false, AvoidBuggyIPs: false},
 		{Name: "default", Addresses: rangesOf("10.208.1.0/24"), AutoAssign: true, AvoidBuggyIPs: true, Namespaces: []string{"prod"}, ServiceSelector: "tier=web", Priority: 10},
 		{Name: "v6", Addresses: rangesOf("fd00:1::/120"), AutoAssign: true},
-		{Name: "edge", Addresses: rangesOf("10.9.0.1-10.9.0.9", "10.9.1.0/30"), AutoAssign: true, Communities: []string{"65000:100", "no-export", "4200000000:1:2"}, LocalPref: 200},
+		{Name: "edge", Addresses: rangesOf("10.9.0.1-10.9.0.9", "10.9.1.0/30"), AutoAssign: true, Communities: []Community{MustCommunity("65000:100"), MustCommunity("no-export"), MustCommunity("4200000000:1:2")}, LocalPref: 200},
 	}
 	if !reflect.DeepEqual(pools, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", pools, want)
@@ -286,7 +286,7 @@ func fullConfig() *Config {
 	c.LogLevel = "debug"
 	c.APIAddress = "127.0.0.1:9500"
 	c.Pools = []Pool{
-		{Name: "public", Addresses: rangesOf("203.0.113.0/28", "2001:db8::/120"), AvoidBuggyIPs: true, Priority: 1, Communities: []string{"65000:1"}, LocalPref: 150},
+		{Name: "public", Addresses: rangesOf("203.0.113.0/28", "2001:db8::/120"), AvoidBuggyIPs: true, Priority: 1, Communities: []Community{MustCommunity("65000:1")}, LocalPref: 150},
 		{Name: "default", Addresses: rangesOf("10.208.1.1-10.208.1.9"), AutoAssign: true, Namespaces: []string{"prod", "staging"}, ServiceSelector: "tier in (web,api)"},
 	}
 	c.BGP = BGP{

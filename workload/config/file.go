@@ -181,6 +181,10 @@ func renderPools(pools []Pool) *yaml.Node {
 		for i, r := range p.Addresses {
 			addrs[i] = r.String()
 		}
+		communities := make([]string, len(p.Communities))
+		for i, c := range p.Communities {
+			communities[i] = c.String()
+		}
 		pool := mapNode(
 			"addresses", flowList(addrs),
 			"auto-assign", boolNode(p.AutoAssign),
@@ -188,7 +192,7 @@ func renderPools(pools []Pool) *yaml.Node {
 			"namespaces", flowList(p.Namespaces),
 			"service-selector", quoted(p.ServiceSelector),
 			"priority", scalar(strconv.Itoa(p.Priority)),
-			"communities", flowList(p.Communities),
+			"communities", flowList(communities),
 		)
 		if p.LocalPref != 0 {
 			addPair(pool, "local-pref", scalar(strconv.FormatUint(uint64(p.LocalPref), 10)))

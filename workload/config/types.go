@@ -7,6 +7,9 @@ package config
 
 import (
 	"net/netip"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/calico-lb/calico-lb/workload/iprange"
 	"github.com/calico-lb/calico-lb/workload/rock"
@@ -80,7 +83,7 @@ type Pool struct {
 	Priority int
 	// Communities and LocalPref are attached to the routes of this pool's
 	// IPs in spine mode. LocalPref 0 leaves the router's default.
-	Communities []string
+	Communities []Community
 	LocalPref   uint32
 }
 
@@ -128,6 +131,29 @@ type Peer struct {
 // Speakers selects where speakers run.
 type Speakers struct {
 	NodeSelector string // Kubernetes label selector; "" for every node
+}
+
+// parsedSelectors holds each node selector parsed once: speakers ask for
+// every node on every pass, and a Config stays a plain value that two
+// reads of one file give equal.
+var parsedSelectors sync.Map // string -> labels.Selector
+
+// Selects reports whether a node with these labels runs a speaker. A
+// selector that does not parse (validation rejects it; only a Config built
+// by hand can have one) selects no node.
+func (s Speakers) Selects(nodeLabels map[string]string) bool {
+	if s.NodeSelector == "" {
+		return true
+	}
+	v, ok := parsedSelectors.Load(s.NodeSelector)
+	if !ok {
+		sel, err := labels.Parse(s.NodeSelector)
+		if err != nil {
+			return false
+		}
+		v, _ = parsedSelectors.LoadOrStore(s.NodeSelector, sel)
+	}
+	return v.(labels.Selector).Matches(labels.Set(nodeLabels))
 }
 
 // L2 is what the speakers need in l2 mode.

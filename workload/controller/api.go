@@ -32,12 +32,12 @@ func (c *Controller) api() http.Handler {
 	// reflects the new file at once rather than after the next poll.
 	mux.HandleFunc("POST /v1/reload", serveJSON(func(ctx context.Context) (*Snapshot, error) {
 		if c.loadConfig() {
-			_, _ = c.call(ctx, func(t *term) any { t.reconfigure(c.cfg.Load()); return nil })
+			_, _ = inLoop(ctx, c, func(t *term) (struct{}, error) { t.reconfigure(c.cfg.Load()); return struct{}{}, nil })
 		}
 		return c.snapshot(ctx)
 	}))
 	mux.HandleFunc("GET /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
-		v, err := c.call(r.Context(), func(t *term) any { return t.poolChange() })
+		v, err := inLoop(r.Context(), c, func(t *term) (PoolChange, error) { return t.poolChange(), nil })
 		if err != nil {
 			c.notLeader(w, err)
 			return
@@ -45,22 +45,17 @@ func (c *Controller) api() http.Handler {
 		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
-		v, err := c.call(r.Context(), func(t *term) any {
+		v, err := inLoop(r.Context(), c, func(t *term) (PoolChange, error) {
 			pc := t.poolChange()
 			ch, err := t.applyPending()
 			if err != nil {
-				return err
+				return pc, err
 			}
 			// What did move, which the list shown before names exactly.
 			pc.Services = orphanViews(ch.Orphans)
 			pc.Applied, pc.Pending = true, false
-			return pc
+			return pc, nil
 		})
-		if err == nil {
-			if e, ok := v.(error); ok {
-				err = e
-			}
-		}
 		switch {
 		case errors.Is(err, errNothingPending):
 			http.Error(w, err.Error(), http.StatusConflict)
@@ -95,7 +90,7 @@ func (c *Controller) readOnly() *http.ServeMux {
 		// A leader whose loop stops answering is wedged: fail so that
 		// Pebble restarts it.
 		if c.term.Load() != nil {
-			if _, err := c.call(r.Context(), func(*term) any { return nil }); err != nil && !errors.Is(err, errNotLeader) {
+			if _, err := inLoop(r.Context(), c, func(*term) (struct{}, error) { return struct{}{}, nil }); err != nil && !errors.Is(err, errNotLeader) {
 				http.Error(w, "allocation loop not answering: "+err.Error(), http.StatusInternalServerError)
 				return
 			}
@@ -171,18 +166,16 @@ func orphanViews(orphans []allocator.Orphan) []ServiceView {
 // snapshot describes pools and assignments: the leader's own, or, on a
 // standby, rebuilt from the Services in the cache.
 func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
-	v, err := c.call(ctx, func(t *term) any {
+	s, err := inLoop(ctx, c, func(t *term) (*Snapshot, error) {
 		s := buildSnapshot(t.alloc)
 		s.Leader, s.Source, s.Mode, s.PendingChange = true, "allocator", t.active.Mode, t.pending != nil
 		if f := t.c.file.Load(); f != nil && f.cfg == t.takenIn {
 			s.ConfigDigest = f.digest
 		}
-		return s
+		return s, nil
 	})
-	var s *Snapshot
 	switch {
 	case err == nil:
-		s = v.(*Snapshot)
 	case errors.Is(err, errNotLeader):
 		cfg := c.cfg.Load()
 		if cfg == nil || !c.started.Load() {

@@ -35,10 +35,7 @@ func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.Servic
 	for _, s := range snap.Services {
 		held[s.Namespace+"/"+s.Name] = s
 	}
-	var warned map[string]string
-	if v, err := c.call(ctx, func(t *term) any { return maps.Clone(t.warned) }); err == nil {
-		warned = v.(map[string]string)
-	}
+	warned, _ := inLoop(ctx, c, func(t *term) (map[string]string, error) { return maps.Clone(t.warned), nil })
 	var svcs []*corev1.Service
 	if only != "" {
 		svc, err := c.servedService(only, cfg.LoadBalancerClass)

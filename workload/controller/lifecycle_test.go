@@ -548,11 +548,10 @@ func TestWarningsForgottenWithTheService(t *testing.T) {
 		return err
 	})
 	sizes := func() (warned, once int) {
-		v, err := r.c.call(context.Background(), func(t *term) any { return [2]int{len(t.warned), len(t.warnedOnce)} })
+		s, err := inLoop(context.Background(), r.c, func(t *term) ([2]int, error) { return [2]int{len(t.warned), len(t.warnedOnce)}, nil })
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := v.([2]int)
 		return s[0], s[1]
 	}
 	deadline := time.Now().Add(3 * time.Minute)

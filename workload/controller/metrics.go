@@ -92,14 +92,14 @@ func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if v, err := p.c.call(ctx, func(t *term) any {
+	if by, err := inLoop(ctx, p.c, func(t *term) (map[string]int, error) {
 		by := map[string]int{}
 		for _, why := range t.waiting {
 			by[why]++
 		}
-		return by
+		return by, nil
 	}); err == nil {
-		for why, n := range v.(map[string]int) {
+		for why, n := range by {
 			ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), why)
 		}
 	}

@@ -108,18 +108,7 @@ func classOf(svc *corev1.Service) string {
 // write is still on its way.
 func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("service")
-	v, err := c.call(r.Context(), func(t *term) any {
-		res, err := t.reallocate(key)
-		if err != nil {
-			return err
-		}
-		return res
-	})
-	if err == nil {
-		if e, ok := v.(error); ok {
-			err = e
-		}
-	}
+	res, err := inLoop(r.Context(), c, func(t *term) (api.Reallocation, error) { return t.reallocate(key) })
 	switch code, refused := refusal(err); {
 	case refused:
 		http.Error(w, err.Error(), code)
@@ -128,7 +117,6 @@ func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
 		c.notLeader(w, err)
 		return
 	}
-	res := v.(api.Reallocation)
 	res.Written = c.waitIngress(r.Context(), key, res.NewIPs, 10*time.Second)
 	writeJSON(w, http.StatusOK, res)
 }

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/lbservice"
@@ -23,9 +22,9 @@ import (
 type Route struct {
 	Prefix      netip.Prefix
 	NextHop     netip.Addr
-	Communities []string // sorted
-	LocalPref   uint32   // 0: the router's default
-	Services    []string // namespace/name of every Service on this IP, sorted
+	Communities []config.Community // sorted by how they are written
+	LocalPref   uint32             // 0: the router's default
+	Services    []string           // namespace/name of every Service on this IP, sorted
 }
 
 func (r Route) String() string {
@@ -64,16 +63,7 @@ func (n Node) address(ip netip.Addr) (netip.Addr, bool) {
 }
 
 // Selected reports whether speakers run on the node (speaker-node-selector).
-func Selected(cfg *config.Config, n Node) (bool, error) {
-	if cfg.Speakers.NodeSelector == "" {
-		return true, nil
-	}
-	sel, err := labels.Parse(cfg.Speakers.NodeSelector)
-	if err != nil {
-		return false, fmt.Errorf("speaker-node-selector: %w", err)
-	}
-	return sel.Matches(labels.Set(n.Labels)), nil
-}
+func Selected(cfg *config.Config, n Node) bool { return cfg.Speakers.Selects(n.Labels) }
 
 // EndpointsOf returns the EndpointSlices of a Service.
 type EndpointsOf func(namespace, service string) []*discoveryv1.EndpointSlice
@@ -90,8 +80,8 @@ func Announcements(cfg *config.Config, node Node, services []*corev1.Service, en
 	if cfg.Mode != config.ModeSpine {
 		return nil, nil
 	}
-	if ok, err := Selected(cfg, node); !ok || err != nil {
-		return nil, err
+	if !Selected(cfg, node) {
+		return nil, nil
 	}
 	byPrefix := map[netip.Prefix]*Route{}
 	for _, svc := range services {
@@ -130,7 +120,7 @@ func Announcements(cfg *config.Config, node Node, services []*corev1.Service, en
 	}
 	out := make([]Route, 0, len(byPrefix))
 	for _, r := range byPrefix {
-		slices.Sort(r.Communities)
+		slices.SortFunc(r.Communities, func(a, b config.Community) int { return strings.Compare(a.String(), b.String()) })
 		slices.Sort(r.Services)
 		out = append(out, *r)
 	}

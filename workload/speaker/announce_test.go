@@ -84,7 +84,7 @@ func TestAnnouncements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	comm := []string{"65000:200", "no-export"}
+	comm := []config.Community{config.MustCommunity("65000:200"), config.MustCommunity("no-export")}
 	nh4, nh6 := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00::2")
 	want := []Route{
 		{Prefix: netip.MustParsePrefix("10.1.0.5/32"), NextHop: nh4, Communities: comm, LocalPref: 150, Services: []string{"ns/web"}},

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -336,22 +335,10 @@ func path(r Route) (*apiutil.Path, error) {
 	var std []uint32
 	var large []*bgp.LargeCommunity
 	for _, c := range r.Communities {
-		if v, ok := bgp.WellKnownCommunityValueMap[c]; ok {
-			std = append(std, uint32(v))
-			continue
-		}
-		parts := strings.Split(c, ":")
-		switch len(parts) {
-		case 2:
-			hi, _ := strconv.ParseUint(parts[0], 10, 16)
-			lo, _ := strconv.ParseUint(parts[1], 10, 16)
-			std = append(std, uint32(hi)<<16|uint32(lo))
-		case 3:
-			l, err := bgp.ParseLargeCommunity(c)
-			if err != nil {
-				return nil, fmt.Errorf("community %q: %w", c, err)
-			}
-			large = append(large, l)
+		if v, ok := c.Standard(); ok {
+			std = append(std, v)
+		} else if p, ok := c.Large(); ok {
+			large = append(large, bgp.NewLargeCommunity(p[0], p[1], p[2]))
 		}
 	}
 	if len(std) > 0 {

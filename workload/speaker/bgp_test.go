@@ -91,14 +91,14 @@ func runChild() {
 					sp = NewSpeaker(Options{NodeName: node.Name, Log: log})
 					sp.cfg, sp.synced = cfg, true
 					api = httptest.NewServer(sp.Handler())
-					sp.reconcile(ctx, node, nil, nil)
+					sp.pass(ctx, world{node: node})
 				}
 			case "flood":
 				// Routes enough to fill the socket to a peer that has
 				// stopped answering, so that its teardown waits.
-				sp.mu.Lock()
-				fb := sp.bgp
-				sp.mu.Unlock()
+				sp.bgp.mu.Lock()
+				fb := sp.bgp.bgp
+				sp.bgp.mu.Unlock()
 				var rs []Route
 				for i := range c.ASN {
 					rs = append(rs, Route{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>16), byte(i >> 8), byte(i)}), 32), NextHop: node.Addresses[0]})
@@ -159,7 +159,7 @@ func teardownWatchingReadyz(ctx context.Context, sp *Speaker, url string, node N
 	sp.cfg = &l2
 	sp.mu.Unlock()
 	start := time.Now()
-	sp.reconcile(ctx, node, nil, nil)
+	sp.pass(ctx, world{node: node})
 	rep.TeardownIn = time.Since(start)
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
@@ -328,7 +328,7 @@ func TestBGPAnnounceWithdrawAndReload(t *testing.T) {
 	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
 	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1"), peerCfg("fd11::1")}})
 	routes := []Route{
-		{Prefix: netip.MustParsePrefix("10.211.100.5/32"), NextHop: s.nodeAddr, Communities: []string{"65000:100", "no-export"}},
+		{Prefix: netip.MustParsePrefix("10.211.100.5/32"), NextHop: s.nodeAddr, Communities: []config.Community{config.MustCommunity("65000:100"), config.MustCommunity("no-export"), config.MustCommunity("4200000000:1:2")}},
 		{Prefix: netip.MustParsePrefix("fd11:100::5/128"), NextHop: netip.MustParseAddr("fd11::2")},
 	}
 	start := time.Now()
@@ -340,7 +340,7 @@ func TestBGPAnnounceWithdrawAndReload(t *testing.T) {
 		t.Fatalf("next hops %v, want the node", hops)
 	}
 	out, _ := s.frr.Vtysh("-c", "show ip bgp 10.211.100.5/32 json")
-	if !strings.Contains(out, "65000:100") || !strings.Contains(out, "noExport") {
+	if !strings.Contains(out, "65000:100") || !strings.Contains(out, "noExport") || !strings.Contains(out, "4200000000:1:2") {
 		t.Fatalf("communities not received: %s", out)
 	}
 

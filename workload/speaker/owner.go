@@ -48,11 +48,7 @@ func L2Owners(cfg *config.Config, self string, members []Member, nodes map[strin
 		if !ok {
 			continue
 		}
-		sel, err := Selected(cfg, n)
-		if err != nil {
-			return nil, err
-		}
-		if sel {
+		if Selected(cfg, n) {
 			eligible = append(eligible, m)
 		}
 	}

@@ -1,0 +1,104 @@
+package speaker
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+)
+
+// Status is what GET /v1/bgp returns.
+type Status = api.BGPStatus
+
+func (s *Speaker) status() Status {
+	s.mu.Lock()
+	st := Status{Node: s.opts.NodeName, Peers: []PeerStatus{}, Routes: []string{}, Error: s.cfgErr}
+	if s.cfg != nil {
+		st.Mode = s.cfg.Mode
+	}
+	s.mu.Unlock()
+	v := s.bgp.view()
+	st.ASN, st.Announces = v.key, v.running
+	if v.running {
+		st.Peers = v.peers
+	}
+	for _, r := range v.routes {
+		st.Routes = append(st.Routes, r.String())
+	}
+	if st.Error == "" {
+		st.Error = v.peerErr
+	}
+	return st
+}
+
+// Handler is the speaker's local HTTP API.
+func (s *Speaker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
+		switch {
+		case !s.synced:
+			why = "caches not synced yet"
+		case s.cfg == nil:
+			why = "no valid config: " + s.cfgErr
+		case s.node == nil:
+			why = "own node " + s.opts.NodeName + " not seen yet"
+		}
+		s.mu.Unlock()
+		if !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/l2", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.l2.status())
+	})
+	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s.status())
+	})
+	return mux
+}
+
+var (
+	sessionDesc = prometheus.NewDesc("calico_lb_bgp_session_up", "1 while the BGP session to the peer is Established.", []string{"peer"}, nil)
+	routesDesc  = prometheus.NewDesc("calico_lb_bgp_routes_advertised", "Routes this speaker announces.", nil, nil)
+	ownedDesc   = prometheus.NewDesc("calico_lb_l2_owned_ips", "IPs this node answers ARP/NDP for.", nil, nil)
+	changesDesc = prometheus.NewDesc("calico_lb_l2_ownership_changes_total", "IPs this node took over or released.", nil, nil)
+	garpsDesc   = prometheus.NewDesc("calico_lb_l2_announcements_total", "Gratuitous ARPs and unsolicited neighbour advertisements sent.", nil, nil)
+)
+
+// collector exports the speaker's BGP and L2 state when scraped.
+type collector struct{ s *Speaker }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sessionDesc, routesDesc, ownedDesc, changesDesc, garpsDesc} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.status()
+	for _, p := range st.Peers {
+		v := 0.0
+		if p.State == "established" {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(sessionDesc, prometheus.GaugeValue, v, p.Address)
+	}
+	ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(len(st.Routes)))
+	l2 := c.s.l2.status()
+	ch <- prometheus.MustNewConstMetric(ownedDesc, prometheus.GaugeValue, float64(len(l2.Owned)))
+	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(l2.Changes))
+	ch <- prometheus.MustNewConstMetric(garpsDesc, prometheus.CounterValue, float64(l2.GARPs))
+}

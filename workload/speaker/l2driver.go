@@ -1,0 +1,192 @@
+package speaker
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+// l2Driver answers ARP/NDP for the IPs this node owns, in l2 mode: it
+// runs the liveness heartbeats with the other speakers, decides ownership
+// (L2Owners) and keeps the responder's owned set.
+type l2Driver struct {
+	log      *slog.Logger
+	port     int
+	holdDown time.Duration
+
+	mu   sync.Mutex // guards live, resp and err for readers
+	live *Liveness
+	resp *Responder
+	err  string
+
+	members map[string]bool // live speakers at the last decision; the runner's goroutine only
+}
+
+func (d *l2Driver) sync(ctx context.Context, w world) {
+	if !w.announces(config.ModeL2) {
+		if resp := d.responder(); resp != nil {
+			resp.SetOwned(ctx, nil)
+		}
+		return
+	}
+	live, resp := d.liveness(), d.responder()
+	if live == nil {
+		l, err := StartLiveness(ctx, w.node.Name, d.port, DefaultHeartbeat, DefaultTimeout)
+		if err != nil {
+			d.setErr(err)
+			return
+		}
+		live = l
+		d.mu.Lock()
+		d.live = l
+		d.mu.Unlock()
+	}
+	if resp == nil {
+		ifaces := w.cfg.L2.Interfaces
+		if len(ifaces) == 0 {
+			ifaces = interfacesOf(w.node)
+		}
+		r, err := StartResponder(ctx, ifaces, d.log)
+		if err != nil {
+			d.setErr(err)
+			return
+		}
+		resp = r
+		d.mu.Lock()
+		d.resp = r
+		d.mu.Unlock()
+		d.log.Info("L2 responder started", "interfaces", ifaces)
+	}
+	nodes := map[string]Node{}
+	peers := map[string]netip.AddrPort{}
+	for _, n := range w.nodes {
+		nd := NodeFrom(n)
+		nodes[nd.Name] = nd
+		if Selected(w.cfg, nd) {
+			if a := routerID(nd); a.IsValid() {
+				peers[nd.Name] = netip.AddrPortFrom(a, uint16(d.port))
+			}
+		}
+	}
+	live.SetPeers(peers)
+	now := time.Now()
+	if ok, _ := live.Settled(now); !ok {
+		resp.SetOwned(ctx, nil)
+		d.members = nil
+		return
+	}
+	members := live.Members(now)
+	owned, err := L2Owners(w.cfg, w.node.Name, members, nodes, w.services, w.endpoints, now, d.holdDown)
+	if err != nil {
+		d.setErr(err)
+		return
+	}
+	d.setErr(nil)
+	resp.SetOwned(ctx, owned)
+	// After a partition neighbours may have learned our stand-ins' MACs:
+	// say again which IPs are ours when a speaker (re)appears, or when a
+	// peer tells us it had given us up (after a short flap only one side
+	// may have noticed).
+	joined := false
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		seen[m.Node] = true
+		if d.members != nil && !d.members[m.Node] {
+			joined = true
+		}
+	}
+	if given := live.TakeGivenUp(); joined || given {
+		resp.Reannounce(ctx)
+	}
+	d.members = seen
+}
+
+// stop needs nothing: the responder and heartbeats end with the context,
+// and neighbours then move the IPs.
+func (d *l2Driver) stop(context.Context) {}
+
+// wake is when the runner must decide again, or zero: the instant a waiting
+// speaker becomes eligible (every speaker switches at the same instant), or
+// the heartbeats settle.
+func (d *l2Driver) wake(now time.Time) time.Time {
+	live := d.liveness()
+	if live == nil {
+		return time.Time{}
+	}
+	at := NextEligible(live.Members(now), now, d.holdDown)
+	if ok, until := live.Settled(now); !ok {
+		at = until
+	}
+	return at
+}
+
+// changed fires when the set of live speakers changes (nil before l2 mode).
+func (d *l2Driver) changed() <-chan struct{} {
+	if live := d.liveness(); live != nil {
+		return live.Changed()
+	}
+	return nil
+}
+
+func (d *l2Driver) liveness() *Liveness {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live
+}
+
+func (d *l2Driver) responder() *Responder {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.resp
+}
+
+func (d *l2Driver) setErr(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.err = ""
+		return
+	}
+	if d.err != err.Error() {
+		d.log.Error("L2", "error", err)
+	}
+	d.err = err.Error()
+}
+
+// status is what /v1/l2 and the metrics show.
+func (d *l2Driver) status() L2Status {
+	resp, live := d.responder(), d.liveness()
+	st := L2Status{Owned: []string{}, Alive: []string{}}
+	if resp != nil {
+		st = resp.status()
+		st.Alive = []string{}
+	}
+	if live != nil {
+		for _, m := range live.Members(time.Now()) {
+			st.Alive = append(st.Alive, m.Node)
+		}
+	}
+	return st
+}
+
+// interfacesOf returns the interfaces that hold one of the node's addresses.
+func interfacesOf(node Node) []string {
+	ifs, _ := net.Interfaces()
+	var out []string
+	for _, ifi := range ifs {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && slices.Contains(node.Addresses, p.Addr()) {
+				out = append(out, ifi.Name)
+				break
+			}
+		}
+	}
+	return out
+}
