@@ -222,7 +222,7 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 			return nil, errors.New("only the leader changes calico's config: juju run calico-lb/leader sync-calico dry-run=false")
 		}
 	}
-	if c.option("juju-credentials") == "" {
+	if c.opts.JujuCredentials == "" {
 		msg := "no juju-credentials: calico-lb cannot reach calico's model"
 		if c.cfg.Mode == config.ModeCalico {
 			msg += "; run: " + c.noLinkCommand()
@@ -294,7 +294,7 @@ func (c *Charm) verify() (map[string]string, error) {
 			in.Speakers = &sp
 		}
 	case config.ModeCalico:
-		if c.option("juju-credentials") == "" {
+		if c.opts.JujuCredentials == "" {
 			in.Command = c.noLinkCommand()
 			break
 		}

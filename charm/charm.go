@@ -6,7 +6,6 @@ package charm
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,7 +69,8 @@ type Charm struct {
 	// Dial reaches calico's model on the Juju controller.
 	Dial func(ctx context.Context, c calicolink.Credentials, model string, t calicolink.Timeouts) (calicolink.Client, error)
 
-	raw       map[string]any // config-get's answer
+	opts      config.Options // the options as Juju passes them, read once a hook
+	optsErr   error          // an option of the wrong type
 	cfg       *config.Config
 	cfgErr    error
 	passwords map[string]string
@@ -83,25 +83,32 @@ type Charm struct {
 	peer        *peerBag // the peer relation's application data, read once a hook
 	modeReason  string   // why auto picked the mode
 	cfgDigest   string   // of the config file the workload should have
+
+	overrides overrides // the tests' environment, read once in New
+}
+
+// overrides are what the integration tests set in the hook's environment
+// (SocketEnv, RootEnv, APIEnv, and KUBECONFIG passed on with RootEnv);
+// Juju sets none of them.
+type overrides struct {
+	socket, root, kubeconfig, api string
 }
 
 // New returns the charm with its defaults.
 func New() *Charm {
-	return &Charm{APIBase: "http://" + apiAddress(), Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial}
-}
-
-func apiAddress() string {
-	if a := os.Getenv(APIEnv); a != "" {
-		return a
+	o := overrides{socket: os.Getenv(SocketEnv), root: os.Getenv(RootEnv), kubeconfig: os.Getenv("KUBECONFIG"), api: os.Getenv(APIEnv)}
+	api := config.DefaultAPIAddress
+	if o.api != "" {
+		api = o.api
 	}
-	return config.DefaultAPIAddress
+	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, overrides: o}
 }
 
 // Facts describe the world at the start of every hook.
 func (c *Charm) Facts() []reactive.Fact {
 	return []reactive.Fact{
 		{Flag: PebbleReady, Eval: func() (bool, error) {
-			_, err := pebbleClient().SysInfo()
+			_, err := c.pebbleClient().SysInfo()
 			return err == nil, nil
 		}},
 		{Flag: Leader, Eval: func() (bool, error) {
@@ -133,12 +140,11 @@ func (c *Charm) Handlers() []reactive.Handler {
 }
 
 func (c *Charm) readConfig(s *reactive.State) error {
-	// Each hook tool call is a process: read the config once per hook.
-	c.raw = nil
-	if err := goops.GetConfig(&c.raw); err != nil {
-		return fmt.Errorf("read config: %w", err)
+	o, err := c.readOptions()
+	if err != nil {
+		return err
 	}
-	o, err := config.OptionsFromMap(c.raw)
+	err = c.optsErr
 	if err == nil {
 		var res config.Resolved
 		c.cfg, res, err = config.FromOptions(o)
@@ -150,9 +156,25 @@ func (c *Charm) readConfig(s *reactive.State) error {
 	return nil
 }
 
+// readOptions reads the options (each hook tool call is a process: once a
+// hook). Options of the wrong type leave their defaults, and optsErr says
+// which; the strings the charm itself uses are trimmed.
+func (c *Charm) readOptions() (config.Options, error) {
+	var raw map[string]any
+	if err := goops.GetConfig(&raw); err != nil {
+		return config.Options{}, fmt.Errorf("read config: %w", err)
+	}
+	o, err := config.OptionsFromMap(raw)
+	for _, p := range []*string{&o.JujuCredentials, &o.BGPPasswords, &o.PeeringMode, &o.CalicoServiceIPOption, &o.CalicoApplication, &o.CalicoModel} {
+		*p = strings.TrimSpace(*p)
+	}
+	c.opts, c.optsErr = o, err
+	return o, nil
+}
+
 func (c *Charm) readPasswords(s *reactive.State) error {
 	c.passwords, c.pwErr = nil, nil
-	if id, _ := c.raw["bgp-passwords"].(string); id != "" {
+	if id := c.opts.BGPPasswords; id != "" {
 		c.passwords, c.pwErr = goops.GetSecretByID(id, false, true)
 		if c.pwErr != nil {
 			c.pwErr = fmt.Errorf("bgp-passwords: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %w", id, c.pwErr)
@@ -165,7 +187,7 @@ func (c *Charm) readPasswords(s *reactive.State) error {
 func (c *Charm) push(s *reactive.State) error {
 	env := goops.ReadEnv()
 	cfg := c.cfg
-	if a := apiAddress(); a != cfg.APIAddress {
+	if a := c.overrides.api; a != "" && a != cfg.APIAddress {
 		moved := *cfg
 		moved.APIAddress = a
 		cfg = &moved
@@ -173,7 +195,7 @@ func (c *Charm) push(s *reactive.State) error {
 	uid := rock.UID
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
 		PodName: podName(env.UnitName), UID: &uid}
-	if root, bin, extra := containerLayout(); root != "" {
+	if root, bin, extra := c.containerLayout(); root != "" {
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
 		cfg = &moved
@@ -185,7 +207,7 @@ func (c *Charm) push(s *reactive.State) error {
 	if err != nil {
 		return err
 	}
-	if c.applied, err = pebble.Apply(pebbleClient(), p, c.Wait); err != nil {
+	if c.applied, err = pebble.Apply(c.pebbleClient(), p, c.Wait); err != nil {
 		return err
 	}
 	cfgPath := in.ConfigPath
@@ -205,12 +227,12 @@ func (c *Charm) push(s *reactive.State) error {
 // root of its file system ("" in production), the calico-lb binary, and
 // environment the workload needs besides its pod's (KUBECONFIG when tests
 // run it on the host under RootEnv).
-func containerLayout() (root, binary string, env map[string]string) {
-	root = os.Getenv(RootEnv)
+func (c *Charm) containerLayout() (root, binary string, env map[string]string) {
+	root = c.overrides.root
 	if root == "" {
 		return "", plan.DefaultBinary, nil
 	}
-	return root, root + plan.DefaultBinary, map[string]string{"KUBECONFIG": os.Getenv("KUBECONFIG")}
+	return root, root + plan.DefaultBinary, map[string]string{"KUBECONFIG": c.overrides.kubeconfig}
 }
 
 // podName is the sidecar pod of a unit: app/0 runs in pod app-0.
@@ -221,8 +243,61 @@ func podName(unit string) string {
 	return unit
 }
 
-// Status is the unit status after the handlers ran.
+// Status is the unit status after the handlers ran: it asks the workload
+// (readWorkload), then judges what it learnt (status).
 func (c *Charm) Status(s *reactive.State) status.Status {
+	return c.status(s, c.readWorkload(s))
+}
+
+// workloadView is what the status needs from the workload's local API.
+type workloadView struct {
+	snap    api.Snapshot
+	change  api.PoolChange
+	waiting string // why the workload's figures are not to be had yet
+}
+
+// readWorkload fetches the workload's figures, first making sure it has
+// taken in the config file just pushed, so that the status speaks of the
+// new config (a pool change it holds back, say) in this very hook. It asks
+// nothing when the status does not depend on the workload.
+func (c *Charm) readWorkload(s *reactive.State) workloadView {
+	var v workloadView
+	if s.Has(ConfigInvalid) || s.Has(PasswordsMissed) || !s.Has(PebbleReady) || !s.Has(Planned) {
+		return v
+	}
+	if _, _, linked := c.linkStatus(s); linked {
+		return v
+	}
+	if err := c.get("/v1/allocations", &v.snap); err != nil {
+		v.waiting = "waiting for the workload's API: " + err.Error()
+		return v
+	}
+	// A pushed file the workload rejected counts as taken in: the status
+	// then says why it was rejected rather than waiting for it.
+	takenIn := func() bool {
+		return v.snap.ConfigDigest == c.cfgDigest || v.snap.RejectedConfigDigest == c.cfgDigest
+	}
+	if c.cfgDigest != "" && !takenIn() {
+		// A file pushed in this hook (or one the workload missed): have it
+		// read now.
+		if err := c.request(http.MethodPost, "/v1/reload", 10*time.Second, &v.snap); err != nil {
+			v.waiting = "waiting for the workload to reload its config: " + err.Error()
+			return v
+		}
+		if !takenIn() {
+			v.waiting = "waiting for the workload to take in the new config"
+			return v
+		}
+	}
+	if v.snap.PendingChange {
+		_ = c.get("/v1/pool-change", &v.change) // the status still says a change is held back without the names
+	}
+	return v
+}
+
+// status judges the hook's outcome and the workload's figures; it does
+// no I/O.
+func (c *Charm) status(s *reactive.State, v workloadView) status.Status {
 	switch {
 	case s.Has(ConfigInvalid):
 		return status.InvalidConfig(c.cfgErr)
@@ -237,30 +312,10 @@ func (c *Charm) Status(s *reactive.State) status.Status {
 		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}
 	case !s.Has(Planned):
 		return status.Status{Name: "maintenance", Message: "configuring the workload"}
+	case v.waiting != "":
+		return status.Status{Name: "waiting", Message: v.waiting}
 	}
-	var snap api.Snapshot
-	var change api.PoolChange
-	if err := c.get("/v1/allocations", &snap); err != nil {
-		return status.Status{Name: "waiting", Message: "waiting for the workload's API: " + err.Error()}
-	}
-	// A pushed file the workload rejected counts as taken in: the status
-	// then says why it was rejected rather than waiting for it.
-	takenIn := func() bool { return snap.ConfigDigest == c.cfgDigest || snap.RejectedConfigDigest == c.cfgDigest }
-	if c.cfgDigest != "" && !takenIn() {
-		// A file pushed in this hook (or one the workload missed): have it
-		// read now, so that the status speaks of the new config, e.g. a
-		// pool change it holds back, rather than of the old one.
-		if err := c.request(http.MethodPost, "/v1/reload", 10*time.Second, &snap); err != nil {
-			return status.Status{Name: "waiting", Message: "waiting for the workload to reload its config: " + err.Error()}
-		}
-		if !takenIn() {
-			return status.Status{Name: "waiting", Message: "waiting for the workload to take in the new config"}
-		}
-	}
-	if snap.PendingChange {
-		_ = c.get("/v1/pool-change", &change) // the status still says a change is held back without the names
-	}
-	st := status.FromWorkload(snap, change)
+	st := status.FromWorkload(v.snap, v.change)
 	if st.Name == "active" {
 		if c.modeReason != "" {
 			st.Message = strings.Replace(st.Message, " mode;", " mode (auto: "+c.modeReason+");", 1)
@@ -324,40 +379,16 @@ func (c *Charm) Remove() error {
 	}
 	env := goops.ReadEnv()
 	c.unlinkCalico()
-	_, bin, cmdEnv := containerLayout()
+	_, bin, cmdEnv := c.containerLayout()
 	// Stop the controller first, or as leader it would recreate its Lease.
-	pc := pebbleClient()
+	pc := c.pebbleClient()
 	if id, err := pc.Stop(&client.ServiceOptions{Names: []string{plan.Service}}); err == nil {
 		if _, err := pc.WaitChange(id, &client.WaitChangeOptions{Timeout: 30 * time.Second}); err != nil {
 			return fmt.Errorf("stop the workload: %w", err)
 		}
 	}
 	opts := &client.ExecOptions{Command: []string{bin, "cleanup", "--namespace", env.ModelName}, Environment: cmdEnv, Timeout: time.Minute}
-	var wait func() error
-	switch p := pc.(type) {
-	case interface {
-		Exec(*client.ExecOptions) (*client.ExecProcess, error)
-	}:
-		proc, err := p.Exec(opts)
-		if err != nil {
-			return fmt.Errorf("cleanup: %w", err)
-		}
-		wait = proc.Wait
-	case interface {
-		Exec(*client.ExecOptions) (goops.PebbleExecProcess, error)
-	}:
-		proc, err := p.Exec(opts)
-		if err != nil {
-			return fmt.Errorf("cleanup: %w", err)
-		}
-		if proc == nil {
-			return errors.New("cleanup: Pebble started no process")
-		}
-		wait = proc.Wait
-	default:
-		return errors.New("cleanup: this Pebble client cannot exec")
-	}
-	if err := wait(); err != nil {
+	if err := pebble.Run(pc, opts); err != nil {
 		return fmt.Errorf("cleanup in the workload container: %w", err)
 	}
 	goops.LogInfof("removed the speakers, their RBAC and the Lease in %s", env.ModelName)
@@ -396,8 +427,8 @@ func (c *Charm) Hook() error {
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the
 // test fake), or the socket SocketEnv names.
-func pebbleClient() pebble.Client {
-	if sock := os.Getenv(SocketEnv); sock != "" {
+func (c *Charm) pebbleClient() pebble.Client {
+	if sock := c.overrides.socket; sock != "" {
 		cl, err := client.New(&client.Config{Socket: sock})
 		if err != nil {
 			return failing{err}

@@ -21,10 +21,6 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
-// PeerEndpoint is the peer relation, whose application data holds what
-// the leader decided about Calico, for the other units and later hooks.
-const PeerEndpoint = "calico-lb-peers"
-
 const (
 	keyLink = "calico-link" // linkState, JSON
 	// keyOurs lists the CIDRs calico-lb put into calico's option, so that
@@ -66,7 +62,7 @@ type link struct {
 // decided rather than flipping modes.
 func (c *Charm) applyLink(s *reactive.State) error {
 	c.link = link{}
-	if c.option("juju-credentials") == "" {
+	if c.opts.JujuCredentials == "" {
 		return nil // no link: the options alone decide
 	}
 	st, ok := c.peerData(keyLink)
@@ -82,8 +78,8 @@ func (c *Charm) applyLink(s *reactive.State) error {
 
 func (c *Charm) applyDecision(s *reactive.State) {
 	st := c.link.state
-	s.Toggle(LinkBlocked, len(st.Conflicts) > 0 && st.Peers == peersFingerprint(c.cfg.BGP) && c.option("peering-mode") == string(config.ModeSpine))
-	if c.option("peering-mode") == "auto" && st.Mode != "" {
+	s.Toggle(LinkBlocked, len(st.Conflicts) > 0 && st.Peers == peersFingerprint(c.cfg.BGP) && c.opts.PeeringMode == string(config.ModeSpine))
+	if c.opts.PeeringMode == "auto" && st.Mode != "" {
 		c.cfg.Mode, c.modeReason = st.Mode, st.Reason
 	}
 	switch st.Option {
@@ -105,7 +101,7 @@ func (c *Charm) calicoLink(s *reactive.State) error {
 	if err != nil {
 		return nil // status reports it; the workload keeps going
 	}
-	if c.option("juju-credentials") == "" {
+	if c.opts.JujuCredentials == "" {
 		return nil // no link, nothing decided to keep
 	}
 	c.link.state = st
@@ -117,7 +113,7 @@ func (c *Charm) calicoLink(s *reactive.State) error {
 // runLink does the link's work (with dryRun, changes nothing) and returns
 // the decision to keep.
 func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
-	uri := c.option("juju-credentials")
+	uri := c.opts.JujuCredentials
 	if uri == "" {
 		if c.cfg.Mode == config.ModeCalico {
 			c.link.hint = c.noLinkCommand()
@@ -129,8 +125,8 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 		return linkState{}, err
 	}
 	defer l.Client.Close()
-	o, err := l.Sync(ctx, calicolink.Request{Config: c.cfg, PeeringMode: c.option("peering-mode"),
-		OptionSetting: c.option("calico-service-ip-option"), Topology: c.topology(),
+	o, err := l.Sync(ctx, calicolink.Request{Config: c.cfg, PeeringMode: c.opts.PeeringMode,
+		OptionSetting: c.opts.CalicoServiceIPOption, Topology: c.topology(),
 		InForce: c.inForce(), Memory: peerMemory{c}, DryRun: dryRun})
 	c.link.outcome = &o
 	if o.Read == nil {
@@ -141,22 +137,10 @@ func (c *Charm) runLink(ctx context.Context, dryRun bool) (linkState, error) {
 	for _, cf := range a.Conflicts {
 		st.Conflicts = append(st.Conflicts, cf.String())
 	}
-	if c.option("peering-mode") == "auto" {
+	if c.opts.PeeringMode == "auto" {
 		st.Mode, st.Reason = a.Decision.Mode, a.Decision.Reason
 	}
 	return st, err
-}
-
-// peerMemory keeps the CIDRs calico-lb added to calico's option in the
-// peer relation, where every unit (and the next leader) finds them.
-type peerMemory struct{ c *Charm }
-
-func (m peerMemory) Added() []string { return m.c.ours() }
-
-func (m peerMemory) Remember(cidrs []string) error {
-	b, _ := json.Marshal(cidrs)
-	m.c.setPeerData(map[string]string{keyOurs: string(b)})
-	return nil
 }
 
 // unlinkCalico takes the CIDRs calico-lb added out of calico's option when
@@ -164,7 +148,7 @@ func (m peerMemory) Remember(cidrs []string) error {
 // removal: an unreachable controller is logged, and the operator told what
 // to remove.
 func (c *Charm) unlinkCalico() {
-	if err := goops.GetConfig(&c.raw); err != nil || c.option("juju-credentials") == "" {
+	if _, err := c.readOptions(); err != nil || c.opts.JujuCredentials == "" {
 		return
 	}
 	ours := c.ours()
@@ -186,22 +170,22 @@ func (c *Charm) unlinkCalico() {
 		return err
 	}()
 	if err != nil {
-		goops.LogWarningf("could not remove calico-lb's CIDRs (%s) from calico's service-IP option: %v; remove them by hand with juju config %s", strings.Join(ours, " "), err, c.option("calico-application"))
+		goops.LogWarningf("could not remove calico-lb's CIDRs (%s) from calico's service-IP option: %v; remove them by hand with juju config %s", strings.Join(ours, " "), err, c.opts.CalicoApplication)
 	}
 }
 
 // noLinkCommand is what the operator runs without the link.
 func (c *Charm) noLinkCommand() string {
 	opt := calico.OptLoadBalancerIPs
-	if c.option("calico-service-ip-option") == config.ServiceIPExternal {
+	if c.opts.CalicoServiceIPOption == config.ServiceIPExternal {
 		opt = calico.OptExternalIPs
 	}
-	return calicolink.Command(c.option("calico-application"), opt, calico.PoolCIDRs(c.cfg.Pools))
+	return calicolink.Command(c.opts.CalicoApplication, opt, calico.PoolCIDRs(c.cfg.Pools))
 }
 
 // openLink reaches calico's model with the juju-credentials secret.
 func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
-	uri := c.option("juju-credentials")
+	uri := c.opts.JujuCredentials
 	content, err := goops.GetSecretByID(uri, false, true)
 	if err != nil {
 		return nil, &calicolink.Error{Kind: calicolink.Other, Msg: fmt.Sprintf("juju-credentials: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %v", uri, err)}
@@ -210,7 +194,7 @@ func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	model := c.option("calico-model")
+	model := c.opts.CalicoModel
 	if model == "" {
 		return nil, &calicolink.Error{Kind: calicolink.NoModel, Msg: "calico-model is not set: set it to the UUID of calico's model (`juju show-model <model>`, model-uuid)"}
 	}
@@ -218,7 +202,7 @@ func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &calicolink.Link{Client: cl, App: c.option("calico-application")}, nil
+	return &calicolink.Link{Client: cl, App: c.opts.CalicoApplication}, nil
 }
 
 // openCalico opens the link, reads calico's options and picks the option
@@ -231,7 +215,7 @@ func (c *Charm) openCalico(ctx context.Context) (*calicolink.Link, *calico.Confi
 	read, _, err := l.Read(ctx)
 	if err == nil {
 		var opt string
-		if opt, err = calicolink.Option(c.option("calico-service-ip-option"), read); err == nil {
+		if opt, err = calicolink.Option(c.opts.CalicoServiceIPOption, read); err == nil {
 			return l, read, opt, nil
 		}
 	}
@@ -312,80 +296,6 @@ func peersFingerprint(b config.BGP) string {
 	}{b.Peers, b.SubnetPeers})
 	h := sha256.Sum256(data)
 	return hex.EncodeToString(h[:8])
-}
-
-func (c *Charm) option(name string) string {
-	s, _ := c.raw[name].(string)
-	return strings.TrimSpace(s)
-}
-
-// ours is the CIDRs calico-lb put into calico's option before.
-func (c *Charm) ours() []string {
-	var out []string
-	if v, ok := c.peerData(keyOurs); ok {
-		_ = json.Unmarshal([]byte(v), &out)
-	}
-	return out
-}
-
-// relationIDs is relation-ids. Juju prints [] for an endpoint without
-// relations; goopstest prints nothing when the unit has relations on other
-// endpoints, which goops.GetRelationIDs cannot parse, so empty means none.
-func relationIDs(endpoint string) ([]string, error) {
-	out, err := goops.GetCommandRunner().Run("relation-ids", endpoint, "--format=json")
-	if err != nil {
-		return nil, fmt.Errorf("relation-ids %s: %w", endpoint, err)
-	}
-	var ids []string
-	if len(strings.TrimSpace(string(out))) == 0 {
-		return nil, nil
-	}
-	if err := json.Unmarshal(out, &ids); err != nil {
-		return nil, fmt.Errorf("relation-ids %s: %w", endpoint, err)
-	}
-	return ids, nil
-}
-
-// peerBag is the peer relation's application data, as read this hook.
-type peerBag struct {
-	id   string // "" without the relation
-	data map[string]string
-}
-
-func (c *Charm) peerApp() *peerBag {
-	if c.peer != nil {
-		return c.peer
-	}
-	c.peer = &peerBag{data: map[string]string{}}
-	ids, err := relationIDs(PeerEndpoint)
-	if err != nil || len(ids) == 0 {
-		return c.peer
-	}
-	c.peer.id = ids[0]
-	if data, err := goops.GetAppRelationData(c.peer.id, goops.ReadEnv().UnitName); err == nil {
-		c.peer.data = data
-	}
-	return c.peer
-}
-
-func (c *Charm) peerData(key string) (string, bool) {
-	v := c.peerApp().data[key]
-	return v, v != ""
-}
-
-func (c *Charm) setPeerData(m map[string]string) {
-	p := c.peerApp()
-	if p.id == "" {
-		goops.LogWarningf("no %s relation yet: the Calico link's decision is not kept for other units", PeerEndpoint)
-		return
-	}
-	if err := goops.SetAppRelationData(p.id, m); err != nil {
-		goops.LogWarningf("keep the Calico link's decision: %v", err)
-		return
-	}
-	for k, v := range m {
-		p.data[k] = v
-	}
 }
 
 // linkStatus is the status the link imposes, if any: blocked for
