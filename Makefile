@@ -104,12 +104,7 @@ bench:
 # The median of each case in the last `make bench` run.
 bench-summary:
 	@echo; echo "median per case ($(CACHE)/bench.txt):"
-	@awk '/^Benchmark/ { n=$$1; sub(/-[0-9]+$$/, "", n); if (!(n in c)) o[++k]=n; v[n, ++c[n]]=$$3; a[n]=$$7 } \
-		END { for (i=1; i<=k; i++) { n=o[i]; m=c[n]; \
-			for (x=2; x<=m; x++) for (y=x; y>1 && v[n,y-1]+0 > v[n,y]+0; y--) { t=v[n,y]; v[n,y]=v[n,y-1]; v[n,y-1]=t } \
-			med=v[n, int((m+1)/2)]; \
-			if (med >= 1e6) printf "  %-40s %8.1f ms/op  %s allocs/op\n", n, med/1e6, a[n]; \
-			else printf "  %-40s %8.1f ns/op  %s allocs/op\n", n, med, a[n] } }' $(CACHE)/bench.txt
+	@$(GO) run ./tests/bench/cmd/benchsummary $(CACHE)/bench.txt
 
 # A burst of 5,000 Services from 8 clients against the real control plane and
 # the real controller; the last line is the summary README quotes.

@@ -11,11 +11,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
@@ -68,8 +68,7 @@ func BenchmarkDispatchConfigChanged(b *testing.B) {
 	if got, _ := os.ReadFile(filepath.Join(root, config.DefaultPath)); len(got) == 0 {
 		b.Fatal("the config file was never pushed")
 	}
-	slices.Sort(times)
-	med := times[len(times)/2]
+	med := stats.Median(times)
 	b.ReportMetric(float64(med.Microseconds())/1000, "ms/hook-median")
 	fmt.Printf("charm-dispatch hook=config-changed runs=%d ms=%.1f\n", len(times), float64(med.Microseconds())/1000)
 }

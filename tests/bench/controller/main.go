@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 )
 
@@ -196,7 +197,7 @@ func run(binary string, n, clients int, noController bool) error {
 		owners[ipOf[name]] = true
 	}
 	slices.Sort(lat)
-	pct := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	pct := func(p float64) float64 { return stats.Percentile(lat, p*100) }
 	if len(owners) != n || changed != 0 {
 		return fmt.Errorf("%d distinct IPs for %d Services, %d changed", len(owners), n, changed)
 	}
