@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,9 +95,9 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 	creds := Credentials{Addresses: ctrl.Addresses, CACert: ctrl.CACert, Username: user, Password: password}
 	if password == "" {
 		// Logged in with `juju login`: the controller's macaroons.
-		jar, err := cookiejar.New(&cookiejar.Options{Filename: r.store.CookieFile(ctrl.Name), NoPersist: true})
+		jar, err := loginCookies(r.store.CookieFile(ctrl.Name))
 		if err != nil {
-			return 0, fmt.Errorf("login cookies: %w", err)
+			return 0, err
 		}
 		creds.Jar = jar
 	}
@@ -162,6 +163,17 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 	}
 	fmt.Fprintln(r.out, o.Summary(dry))
 	return 0, nil
+}
+
+// loginCookies loads the login cookies `juju login` saved for the
+// controller. The jar is never saved: the file is the juju client's. (With
+// the jar's NoPersist option the file would not even be read.)
+func loginCookies(path string) (http.CookieJar, error) {
+	jar, err := cookiejar.New(&cookiejar.Options{Filename: path})
+	if err != nil {
+		return nil, fmt.Errorf("login cookies in %s: %w", path, err)
+	}
+	return jar, nil
 }
 
 // inForce tells what calico-lb's workload has in force from the status

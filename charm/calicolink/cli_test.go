@@ -3,10 +3,15 @@ package calicolink
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	cookiejar "github.com/juju/persistent-cookiejar"
 
 	"github.com/calico-lb/calico-lb/tests/fakecontroller"
 	"github.com/calico-lb/calico-lb/workload/calico"
@@ -132,5 +137,36 @@ func TestCLISync(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(os.Getenv("JUJU_DATA"), "accounts.yaml"), []byte(strings.Replace(string(data), password, "stale-"+password, 1)), 0o600)
 	if code, out := cli(t, "check"); code != 1 || !strings.Contains(out, "refused user lb's password") || strings.Contains(out, password) {
 		t.Fatalf("bad password: exit %d\n%s", code, out)
+	}
+}
+
+// The login cookies `juju login` saved are what calico-lb-juju presents
+// for a user without a stored password; reading them never rewrites the
+// file.
+func TestLoginCookies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cookies", "prod.json")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("https://10.0.0.10:17070/api")
+	saved, err := cookiejar.New(&cookiejar.Options{Filename: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved.SetCookies(u, []*http.Cookie{{Name: "macaroon-login", Value: "abc", Path: "/", Expires: time.Now().Add(time.Hour)}})
+	if err := saved.Save(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	jar, err := loginCookies(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := jar.Cookies(u); len(got) != 1 || got[0].Value != "abc" {
+		t.Fatalf("cookies for the controller: %v, want the saved one", got)
+	}
+	jar.SetCookies(u, []*http.Cookie{{Name: "other", Value: "x", Path: "/"}})
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("the juju client's cookie file was rewritten")
 	}
 }
