@@ -23,7 +23,8 @@ FUZZ_TARGETS := \
 	./workload/config:FuzzParsePeers \
 	./workload/config:FuzzParseFile \
 	./workload/calico:FuzzParse \
-	./workload/calico:FuzzMerge
+	./workload/calico:FuzzMerge \
+	./workload/speaker:FuzzOpenHeartbeat
 
 .PHONY: all build demo test unit e2e fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
 

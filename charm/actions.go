@@ -159,6 +159,9 @@ func speakersResult(st api.Speakers, now time.Time) map[string]string {
 		if errMsg == "" && sp.BGP != nil {
 			errMsg = sp.BGP.Error
 		}
+		if errMsg == "" && sp.L2 != nil && st.Mode == config.ModeL2 {
+			errMsg = sp.L2.Error
+		}
 		if errMsg != "" {
 			res[k+"error"] = errMsg
 			failing++

@@ -15,6 +15,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 var macRe = regexp.MustCompile(`\[([0-9A-F:]{17})\]`)
@@ -104,6 +105,36 @@ func TestL2EndToEnd(t *testing.T) {
 	steady(vip, "at start")
 	a := answer(vip)
 	t.Logf("%s owned by node%d; answered by %s on %s", vip, first, a.Pod, a.Node)
+
+	// A forger on the segment (the client) sends heartbeats for the owner,
+	// to every node, for 3 s: in the unauthenticated format of old,
+	// claiming the owner restarted just now (the others would take its IP
+	// while it still answers), and in today's format with a key it does
+	// not have. Nothing changes: one node answers, the same.
+	forged := fmt.Sprintf("CLB1 node%d %d 0", first, time.Now().UnixNano())
+	signed := fmt.Sprintf("CLB2 node%d %d 0 99999999 %d %s", first, time.Now().UnixNano(), time.Now().UnixNano(), strings.Repeat("ab", 32))
+	var sends []string
+	for _, ip := range b.NodeIPs {
+		sends = append(sends, fmt.Sprintf("printf '%%s' '%s' > /dev/udp/%s/%d; printf '%%s' '%s' > /dev/udp/%s/%d", forged, ip, speaker.DefaultL2Port, signed, ip, speaker.DefaultL2Port))
+	}
+	script := "for i in $(seq 60); do " + strings.Join(sends, "; ") + "; sleep 0.1; done"
+	forging := make(chan error, 1)
+	go func() {
+		out, err := b.Net.Exec(b.Client, "bash", "-c", script)
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		forging <- err
+	}()
+	time.Sleep(time.Second) // hold-down would have moved it by now
+	for i := 0; i < 3; i++ {
+		if macs := arpingMACs(b, vip, 1); len(macs) != 1 || macOf[macs[0]] != first {
+			t.Fatalf("while heartbeats were forged, ARP for %s was answered by %v, want node%d alone", vip, macs, first)
+		}
+	}
+	if err := <-forging; err != nil {
+		t.Fatalf("forger: %v", err)
+	}
 
 	// verify through the real dispatch: the owner the speakers report is
 	// the node that really answers ARP.

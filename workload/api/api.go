@@ -105,6 +105,7 @@ type L2Status struct {
 	LastChange time.Time `json:"lastOwnershipChange"`
 	Changes    int       `json:"ownershipChanges"`
 	GARPs      int       `json:"announcementsSent"`
+	Error      string    `json:"error,omitempty"` // why this speaker cannot take part in l2 mode
 }
 
 // Speakers is what the controller's GET /v1/speakers returns: each speaker

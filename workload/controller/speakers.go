@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 	"github.com/calico-lb/calico-lb/workload/rock"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 // Names of what the controller creates for the speakers.
@@ -49,6 +51,10 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 	var passwords []byte
 	if data, err := os.ReadFile(cfg.BGP.PasswordFile); err == nil {
 		passwords = data
+	}
+	keys, err := s.l2Keys(ctx)
+	if err != nil {
+		return err
 	}
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
@@ -89,14 +95,14 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			})
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{"bgp-passwords.yaml": passwords}}
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{"bgp-passwords.yaml": passwords, l2KeysKey: keys}}
 			return apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) bool {
 				have.Data = want.Data
 				return true
 			})
 		},
 		func() error {
-			ds, err := s.daemonSet(cfg, passwords, labelsSel)
+			ds, err := s.daemonSet(cfg, passwords, keys, labelsSel)
 			if err != nil {
 				return err
 			}
@@ -113,6 +119,25 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 		}
 	}
 	return nil
+}
+
+// l2KeysKey is the speakers' Secret's key for the heartbeat keys.
+const l2KeysKey = "l2-keys"
+
+// l2Keys returns the heartbeat keys the speakers' Secret holds, or a new
+// key when it holds none that parse: made once, kept across restarts and
+// leadership changes (a new key would roll every speaker).
+func (s speakerObjects) l2Keys(ctx context.Context) ([]byte, error) {
+	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, speakerSecretName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		if _, perr := speaker.ParseL2Keys(sec.Data[l2KeysKey]); perr == nil {
+			return sec.Data[l2KeysKey], nil
+		}
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("read the speakers' Secret: %w", err)
+	}
+	return []byte(speaker.NewL2Key() + "\n"), nil
 }
 
 func (s speakerObjects) roleName() string { return SpeakerName + "-" + s.ns }
@@ -158,7 +183,7 @@ func SpeakerLayer(port int) pebblelayer.Layer {
 // daemonSet is the speakers' DaemonSet: the controller's image, host
 // network, no capabilities in spine mode (BGP dials out; BFD uses a high
 // UDP port) and NET_RAW only in l2 mode (ARP/NDP).
-func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
+func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	if cfg.Mode == config.ModeL2 {
 		caps.Add = []corev1.Capability{"NET_RAW"}
@@ -210,6 +235,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "config", MountPath: "/etc/calico-lb/config.yaml", SubPath: "config.yaml", ReadOnly: true},
 							{Name: "passwords", MountPath: "/etc/calico-lb/bgp-passwords.yaml", SubPath: "bgp-passwords.yaml", ReadOnly: true},
+							{Name: "passwords", MountPath: speaker.DefaultL2KeyFile, SubPath: l2KeysKey, ReadOnly: true},
 							// Pebble's state is written; the root file system is not.
 							{Name: "pebble", MountPath: speakerPebbleDir},
 							{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
@@ -224,10 +250,18 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords []byte, sel map[
 			},
 		},
 	}
-	// A hash of the config and passwords in the pod template restarts the
-	// speakers when either changes (SubPath mounts do not update in place).
-	h := sha256.Sum256(append(append([]byte{}, s.configRaw...), passwords...))
-	ds.Spec.Template.Annotations = map[string]string{specHashKey: hex.EncodeToString(h[:8])}
+	// A digest of the config, the passwords and the keys in the pod
+	// template restarts the speakers when any changes (SubPath mounts do not
+	// update in place). It is an HMAC keyed with the heartbeat key, which
+	// only the Secret holds: a plain hash would let anyone who can read
+	// Pods test password guesses against it offline, the config being in a
+	// ConfigMap and the password file's format known.
+	m := hmac.New(sha256.New, keys)
+	for _, part := range [][]byte{s.configRaw, passwords, keys} {
+		m.Write(part)
+		m.Write([]byte{0})
+	}
+	ds.Spec.Template.Annotations = map[string]string{specHashKey: hex.EncodeToString(m.Sum(nil)[:8])}
 	return ds, nil
 }
 

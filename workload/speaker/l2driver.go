@@ -2,9 +2,11 @@ package speaker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ type l2Driver struct {
 	log      *slog.Logger
 	port     int
 	holdDown time.Duration
+	keyFile  string
 
 	mu   sync.Mutex // guards live, resp and err for readers
 	live *Liveness
@@ -37,7 +40,22 @@ func (d *l2Driver) sync(ctx context.Context, w world) {
 	}
 	live, resp := d.liveness(), d.responder()
 	if live == nil {
-		l, err := StartLiveness(ctx, w.node.Name, d.port, DefaultHeartbeat, DefaultTimeout)
+		self := routerID(w.node)
+		if !self.IsValid() {
+			d.setErr(fmt.Errorf("node %s has no IPv4 InternalIP to send heartbeats from", w.node.Name))
+			return
+		}
+		data, err := os.ReadFile(d.keyFile)
+		if err != nil {
+			d.setErr(fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err))
+			return
+		}
+		keys, err := ParseL2Keys(data)
+		if err != nil {
+			d.setErr(err)
+			return
+		}
+		l, err := StartLiveness(ctx, w.node.Name, netip.AddrPortFrom(self, uint16(d.port)), keys, DefaultHeartbeat, DefaultTimeout)
 		if err != nil {
 			d.setErr(err)
 			return
@@ -172,6 +190,9 @@ func (d *l2Driver) status() L2Status {
 			st.Alive = append(st.Alive, m.Node)
 		}
 	}
+	d.mu.Lock()
+	st.Error = d.err
+	d.mu.Unlock()
 	return st
 }
 

@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -29,12 +30,22 @@ import (
 // answering). When the partition heals, heartbeats resume within one
 // Interval and both sides compute the same owners again: two owners never
 // persist beyond Timeout after the heal.
+//
+// Heartbeats are authenticated (an HMAC with a key only the speakers hold),
+// numbered, dated and accepted only from the address the node's heartbeats
+// are sent to, so that nobody else on the segment can keep a dead node
+// alive, make a live one look restarted, or replay what it captured.
 type Liveness struct {
 	self     string
 	started  time.Time
 	conn     *net.UDPConn
 	interval time.Duration
 	timeout  time.Duration
+	keys     L2Keys
+	seq      uint64 // the last heartbeat's number; beat's goroutine only
+	// lost, when a test sets it, drops the heartbeats to the nodes it
+	// names, as a one-way network fault would.
+	lost func(node string) bool
 
 	mu    sync.Mutex
 	peers map[string]netip.AddrPort // node -> where heartbeats go
@@ -48,6 +59,7 @@ type Liveness struct {
 type peerSeen struct {
 	last    time.Time // last heartbeat
 	started time.Time // the peer's own start time, from its heartbeats
+	seq     uint64    // the number of its last heartbeat since started
 	// revived counts how often this speaker saw the peer come back from
 	// the dead; it travels to the peer in our heartbeats.
 	revived int64
@@ -67,13 +79,17 @@ const (
 	DefaultL2Port    = 7947
 )
 
-// StartLiveness listens on port (all addresses) and runs until ctx ends.
-func StartLiveness(ctx context.Context, self string, port int, interval, timeout time.Duration) (*Liveness, error) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
-	if err != nil {
-		return nil, fmt.Errorf("liveness: listen on UDP %d: %w", port, err)
+// StartLiveness listens on bind (the node's own address, not every
+// address) and runs until ctx ends.
+func StartLiveness(ctx context.Context, self string, bind netip.AddrPort, keys L2Keys, interval, timeout time.Duration) (*Liveness, error) {
+	if len(keys.Accept) == 0 {
+		return nil, errors.New("liveness: no key to authenticate heartbeats with")
 	}
-	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout,
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(bind))
+	if err != nil {
+		return nil, fmt.Errorf("liveness: listen on UDP %s: %w", bind, err)
+	}
+	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout, keys: keys,
 		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1)}
 	go l.receive()
 	go l.beat(ctx)
@@ -150,7 +166,6 @@ func (l *Liveness) beat(ctx context.Context) {
 	defer tick.Stop()
 	// The start time travels with every heartbeat, so that every speaker
 	// sees the same "alive since" for a peer and so decides the same owners.
-	prefix := "CLB1 " + l.self + " " + strconv.FormatInt(l.started.UnixNano(), 10) + " "
 	type dest struct {
 		addr netip.AddrPort
 		msg  []byte
@@ -165,11 +180,13 @@ func (l *Liveness) beat(ctx context.Context) {
 			// Interval later: peers settle sooner.
 		}
 		now := time.Now()
+		l.seq++
 		l.mu.Lock()
 		dests := make([]dest, 0, len(l.peers))
 		for n, a := range l.peers {
-			if n != l.self {
-				dests = append(dests, dest{a, []byte(prefix + strconv.FormatInt(l.seen[n].revived, 10))})
+			if n != l.self && (l.lost == nil || !l.lost(n)) {
+				hb := heartbeat{node: l.self, started: l.started.UnixNano(), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano()}
+				dests = append(dests, dest{a, hb.seal(l.keys.Sign)})
 			}
 		}
 		// A speaker that just fell silent changes the members.
@@ -198,44 +215,63 @@ func (l *Liveness) TakeGivenUp() bool {
 func (l *Liveness) receive() {
 	buf := make([]byte, 512)
 	for {
-		n, _, err := l.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if strings.Contains(err.Error(), "closed") {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		rest, ok := strings.CutPrefix(string(buf[:n]), "CLB1 ")
-		fields := strings.Fields(rest)
-		if !ok || len(fields) != 3 {
+		hb, ok := openHeartbeat(buf[:n], l.keys.Accept)
+		if !ok || hb.node == l.self {
 			continue
 		}
-		node := fields[0]
-		startNs, err1 := strconv.ParseInt(fields[1], 10, 64)
-		revivedUs, err2 := strconv.ParseInt(fields[2], 10, 64)
-		if err1 != nil || err2 != nil || node == l.self || len(node) > 253 {
-			continue
-		}
-		now := time.Now()
-		l.mu.Lock()
-		if _, known := l.peers[node]; known {
-			s, seen := l.seen[node]
-			started := time.Unix(0, startNs)
-			if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
-				l.signal() // new, back from the dead, or restarted
-			}
-			if seen && now.Sub(s.last) > l.timeout && s.started.Equal(started) {
-				s.revived++
-			}
-			if seen && s.started.Equal(started) && revivedUs > s.revivedUs {
-				l.given = true
-				l.signal()
-			}
-			s.last, s.started, s.revivedUs = now, started, revivedUs
-			l.seen[node] = s
-		}
-		l.mu.Unlock()
+		l.heard(hb, from, time.Now())
 	}
+}
+
+// replayWindow is how far a heartbeat's send time may be from the
+// receiver's clock: it bounds what a captured heartbeat is good for, on
+// top of the sequence numbers, and tolerates clocks that NTP keeps close.
+const replayWindow = 30 * time.Second
+
+// heard takes in an authentic heartbeat that came from from at now.
+func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	want, known := l.peers[hb.node]
+	if !known || from.Addr().Unmap() != want.Addr() || from.Port() != want.Port() {
+		return // not from where that node's heartbeats come from
+	}
+	if d := now.Sub(time.Unix(0, hb.sent)); d > replayWindow || d < -replayWindow {
+		return
+	}
+	s, seen := l.seen[hb.node]
+	started := time.Unix(0, hb.started)
+	switch {
+	case !seen:
+	case started.Equal(s.started):
+		if hb.seq <= s.seq {
+			return // a replay, or out of order
+		}
+	case started.Before(s.started) && now.Sub(s.last) <= replayWindow:
+		return // an earlier life of a node heard from since
+	}
+	if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
+		l.signal() // new, back from the dead, or restarted
+	}
+	if seen && now.Sub(s.last) > l.timeout && s.started.Equal(started) {
+		s.revived++
+	}
+	if seen && s.started.Equal(started) && hb.revived > s.revivedUs {
+		l.given = true
+		l.signal()
+	}
+	if !s.started.Equal(started) {
+		s.revivedUs = 0
+	}
+	s.last, s.started, s.seq, s.revivedUs = now, started, hb.seq, max(s.revivedUs, hb.revived)
+	l.seen[hb.node] = s
 }
 
 // String describes the live members, for logs and /v1/l2.

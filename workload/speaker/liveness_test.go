@@ -3,9 +3,24 @@ package speaker
 import (
 	"context"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// loopback is where the tests' speakers listen: any free port.
+var loopback = netip.MustParseAddrPort("127.0.0.1:0")
+
+// testKeys is the tests' heartbeat key.
+var testKeys = mustKeys("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+
+func mustKeys(lines string) L2Keys {
+	k, err := ParseL2Keys([]byte(lines))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
 
 func names(ms []Member) string {
 	s := ""
@@ -18,7 +33,7 @@ func names(ms []Member) string {
 func TestLiveness(t *testing.T) {
 	start := func(name string) (*Liveness, context.CancelFunc) {
 		ctx, cancel := context.WithCancel(context.Background())
-		l, err := StartLiveness(ctx, name, 0, DefaultHeartbeat, DefaultTimeout)
+		l, err := StartLiveness(ctx, name, loopback, testKeys, DefaultHeartbeat, DefaultTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,13 +141,17 @@ func TestLivenessGivenUp(t *testing.T) {
 	if b.TakeGivenUp() {
 		t.Fatal("b given up before anything happened")
 	}
-	// b's heartbeats to a go nowhere (port 9 on loopback: discard).
-	b.SetPeers(map[string]netip.AddrPort{"a": netip.MustParseAddrPort("127.0.0.1:9"), "b": lo(b)})
+	// b's heartbeats to a are lost.
+	var cut atomic.Bool
+	cut.Store(true)
+	b.mu.Lock()
+	b.lost = func(n string) bool { return n == "a" && cut.Load() }
+	b.mu.Unlock()
 	waitFor("a did not give b up", func() bool { return names(a.Members(time.Now())) == "a " })
 	if names(b.Members(time.Now())) != "a b " {
 		t.Fatal("b lost a, but a's heartbeats were never cut")
 	}
-	b.SetPeers(both)
+	cut.Store(false)
 	waitFor("b was not told it had been given up", b.TakeGivenUp)
 	if b.TakeGivenUp() {
 		t.Fatal("TakeGivenUp did not clear")
@@ -145,10 +164,10 @@ func startPair(t *testing.T) (a, b *Liveness) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var err error
-	if a, err = StartLiveness(ctx, "a", 0, DefaultHeartbeat, DefaultTimeout); err != nil {
+	if a, err = StartLiveness(ctx, "a", loopback, testKeys, DefaultHeartbeat, DefaultTimeout); err != nil {
 		t.Fatal(err)
 	}
-	if b, err = StartLiveness(ctx, "b", 0, DefaultHeartbeat, DefaultTimeout); err != nil {
+	if b, err = StartLiveness(ctx, "b", loopback, testKeys, DefaultHeartbeat, DefaultTimeout); err != nil {
 		t.Fatal(err)
 	}
 	return a, b

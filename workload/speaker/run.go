@@ -32,7 +32,13 @@ type Options struct {
 	// HoldDown is how long a returning speaker must be alive before it
 	// takes IPs back (default 3 s).
 	HoldDown time.Duration
+	// L2KeyFile holds the keys of the L2 heartbeats (default
+	// DefaultL2KeyFile; see ParseL2Keys).
+	L2KeyFile string
 }
+
+// DefaultL2KeyFile is where the speaker pods have the heartbeat keys.
+const DefaultL2KeyFile = "/etc/calico-lb/l2-keys"
 
 // Speaker announces the LoadBalancer IPs its node serves, through the
 // driver of the config's mode.
@@ -66,10 +72,13 @@ func NewSpeaker(opts Options) *Speaker {
 	if opts.HoldDown == 0 {
 		opts.HoldDown = 3 * time.Second
 	}
+	if opts.L2KeyFile == "" {
+		opts.L2KeyFile = DefaultL2KeyFile
+	}
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
 	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(),
 		bgp: &bgpDriver{log: opts.Log, updates: updates},
-		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown}}
+		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile}}
 	s.reg.MustRegister(updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }

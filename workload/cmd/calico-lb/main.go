@@ -163,6 +163,7 @@ func runSpeaker(args []string) error {
 	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/bgp, /v1/l2, /metrics, /readyz), on every node address: the controller gathers bgp-status from it and Prometheus scrapes it")
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
+	l2Keys := fs.String("l2-key-file", speaker.DefaultL2KeyFile, "the keys that authenticate the L2 heartbeats, one per line in hex, the first signing (the controller writes them into the speakers' Secret)")
 	_ = fs.Parse(args)
 	if *nodeName == "" {
 		return errors.New("speaker: --node-name (or NODE_NAME) is required")
@@ -184,7 +185,7 @@ func runSpeaker(args []string) error {
 		return err
 	}
 	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log,
-		L2Port: *l2Port, HoldDown: *holdDown})
+		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", *apiAddr)

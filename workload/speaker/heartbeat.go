@@ -1,0 +1,118 @@
+package speaker
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// heartbeat is one liveness message: "CLB2 node started revived seq sent",
+// then an HMAC-SHA256 of that text, in hex.
+type heartbeat struct {
+	node    string
+	started int64  // the sender's start, Unix ns: its "alive since"
+	revived int64  // how often the sender saw the receiver come back
+	seq     uint64 // numbers the sender's heartbeats since it started
+	sent    int64  // Unix ns
+}
+
+const heartbeatMagic = "CLB2"
+
+func (h heartbeat) text() string {
+	return fmt.Sprintf("%s %s %d %d %d %d", heartbeatMagic, h.node, h.started, h.revived, h.seq, h.sent)
+}
+
+func mac(key []byte, text string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(text))
+	return m.Sum(nil)
+}
+
+// seal is the heartbeat as sent, signed with key.
+func (h heartbeat) seal(key []byte) []byte {
+	t := h.text()
+	return []byte(t + " " + hex.EncodeToString(mac(key, t)))
+}
+
+// openHeartbeat reads a heartbeat signed with one of keys; anything else,
+// and anything malformed, is refused.
+func openHeartbeat(b []byte, keys [][]byte) (heartbeat, bool) {
+	i := bytes.LastIndexByte(b, ' ')
+	if i < 0 {
+		return heartbeat{}, false
+	}
+	text, sum := string(b[:i]), b[i+1:]
+	got := make([]byte, hex.DecodedLen(len(sum)))
+	if _, err := hex.Decode(got, sum); err != nil || len(got) != sha256.Size {
+		return heartbeat{}, false
+	}
+	authentic := false
+	for _, k := range keys {
+		// Every key is tried, so the time taken tells nothing.
+		authentic = hmac.Equal(got, mac(k, text)) || authentic
+	}
+	if !authentic {
+		return heartbeat{}, false
+	}
+	f := strings.Fields(text)
+	if len(f) != 6 || f[0] != heartbeatMagic || len(f[1]) > 253 {
+		return heartbeat{}, false
+	}
+	var h heartbeat
+	var errs [4]error
+	h.node = f[1]
+	h.started, errs[0] = strconv.ParseInt(f[2], 10, 64)
+	h.revived, errs[1] = strconv.ParseInt(f[3], 10, 64)
+	h.seq, errs[2] = strconv.ParseUint(f[4], 10, 64)
+	h.sent, errs[3] = strconv.ParseInt(f[5], 10, 64)
+	if errors.Join(errs[:]...) != nil || h.revived < 0 {
+		return heartbeat{}, false
+	}
+	return h, true
+}
+
+// L2Keys authenticate the heartbeats: Sign signs what this speaker sends,
+// and a heartbeat signed with any of Accept (Sign among them) is taken.
+// Two accepted keys let a new key roll out without a flap: first every
+// speaker accepts it, then every speaker signs with it, then the old one
+// goes.
+type L2Keys struct {
+	Sign   []byte
+	Accept [][]byte
+}
+
+// minKeyLen is the shortest key taken: 128 bits.
+const minKeyLen = 16
+
+// ParseL2Keys reads the key file the controller writes into the speakers'
+// Secret: one key per line in hex, the first signs, all are accepted.
+func ParseL2Keys(data []byte) (L2Keys, error) {
+	var k L2Keys
+	for i, line := range strings.Fields(string(data)) {
+		key, err := hex.DecodeString(line)
+		if err != nil || len(key) < minKeyLen {
+			return L2Keys{}, fmt.Errorf("L2 key file: line %d is not a key of at least %d hex-encoded bytes", i+1, minKeyLen)
+		}
+		if i == 0 {
+			k.Sign = key
+		}
+		k.Accept = append(k.Accept, key)
+	}
+	if len(k.Accept) == 0 {
+		return L2Keys{}, errors.New("L2 key file is empty")
+	}
+	return k, nil
+}
+
+// NewL2Key makes a random key, hex-encoded as the key file has it.
+func NewL2Key() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b)
+}
