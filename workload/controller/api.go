@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/labels"
@@ -87,13 +88,11 @@ func (c *Controller) api() http.Handler {
 func (c *Controller) readOnly() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		// A leader whose loop stops answering is wedged: fail so that
+		// A leader whose loop stops running is wedged: fail so that
 		// Pebble restarts it.
-		if c.term.Load() != nil {
-			if _, err := inLoop(r.Context(), c, func(*term) (struct{}, error) { return struct{}{}, nil }); err != nil && !errors.Is(err, errNotLeader) {
-				http.Error(w, "allocation loop not answering: "+err.Error(), http.StatusInternalServerError)
-				return
-			}
+		if why := c.loopStalled(time.Now()); why != "" {
+			http.Error(w, why, http.StatusInternalServerError)
+			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -211,9 +210,10 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 	return s, nil
 }
 
-func buildSnapshot(a *allocator.Allocator) *Snapshot {
-	s := &Snapshot{Pools: []PoolView{}, Services: []ServiceView{}}
-	for _, u := range a.Usage() {
+// poolViews shows pools' usage as the local API does.
+func poolViews(usage []allocator.PoolUsage) []PoolView {
+	out := []PoolView{}
+	for _, u := range usage {
 		pv := PoolView{
 			Name: u.Name, AutoAssign: u.AutoAssign,
 			Capacity: u.Capacity().String(), CapacityV4: u.CapacityV4.String(), CapacityV6: u.CapacityV6.String(),
@@ -222,8 +222,13 @@ func buildSnapshot(a *allocator.Allocator) *Snapshot {
 		for _, r := range u.Ranges {
 			pv.Addresses = append(pv.Addresses, r.String())
 		}
-		s.Pools = append(s.Pools, pv)
+		out = append(out, pv)
 	}
+	return out
+}
+
+func buildSnapshot(a *allocator.Allocator) *Snapshot {
+	s := &Snapshot{Pools: poolViews(a.Usage()), Services: []ServiceView{}}
 	for _, h := range a.Assignments() {
 		sv := ServiceView{Namespace: h.Service.Namespace, Name: h.Service.Name, IPs: ipStrings(h.List())}
 		for _, p := range h.Pools() {

@@ -118,11 +118,13 @@ type Controller struct {
 	images        *imageFinder
 	configChanged chan struct{}
 
-	leading  atomic.Bool
-	leader   atomic.Pointer[string] // identity of the current leader, as seen
-	term     atomic.Pointer[term]   // the running allocation loop, when leading
-	started  atomic.Bool            // informers started and synced
-	firstSee sync.Map               // Service UID -> time first seen without an IP (latency metric)
+	leading   atomic.Bool
+	leader    atomic.Pointer[string]  // identity of the current leader, as seen
+	term      atomic.Pointer[term]    // the running allocation loop, when leading
+	figures   atomic.Pointer[figures] // what the loop last published, when leading
+	loopCalls atomic.Int64            // calls handed to the loop (inLoop), for tests
+	started   atomic.Bool             // informers started and synced
+	firstSee  sync.Map                // Service UID -> time first seen without an IP (latency metric)
 }
 
 // New creates a Controller; Run starts it.
@@ -217,8 +219,10 @@ func (c *Controller) lead(ctx context.Context) {
 		c.log.Error("cannot start allocating", "error", err)
 		return
 	}
+	c.figures.Store(nil) // an earlier term's: stale
 	c.term.Store(t)
-	defer c.term.Store(nil)
+	// Only this term is cleared: the same process may already lead again.
+	defer c.term.CompareAndSwap(t, nil)
 	t.run(ctx)
 }
 

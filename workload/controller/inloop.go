@@ -20,6 +20,7 @@ func inLoop[T any](ctx context.Context, c *Controller, fn func(*term) (T, error)
 		v   T
 		err error
 	}
+	c.loopCalls.Add(1)
 	done := make(chan result, 1)
 	call := apiCall{fn: func(t *term) {
 		v, err := fn(t)

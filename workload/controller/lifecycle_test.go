@@ -576,3 +576,33 @@ func TestWarningsForgottenWithTheService(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// /metrics and /healthz read what the allocation loop publishes and never
+// call into it: scrapes cannot delay an allocation. The figures are the
+// loop's all the same.
+func TestScrapesDoNotCallTheLoop(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.81.0.0/24]}\n")
+	r := e.start("a")
+	for _, name := range []string{"a", "b", "c"} {
+		e.service(name)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		e.waitAnyIP(name)
+	}
+	waitUntil(t, "the figures show the three", func() bool {
+		return counterValue(t, r, `calico_lb_pool_addresses_in_use{family="ipv4",pool="p"}`) == 3
+	})
+	before := r.c.loopCalls.Load()
+	for range 50 {
+		if code, _ := httpGet(t, r, "/metrics"); code != 200 {
+			t.Fatalf("/metrics: %d", code)
+		}
+		if code, body := httpGet(t, r, "/healthz"); code != 200 {
+			t.Fatalf("/healthz: %d %s", code, body)
+		}
+	}
+	if calls := r.c.loopCalls.Load() - before; calls != 0 {
+		t.Fatalf("50 scrapes and health checks called into the allocation loop %d times", calls)
+	}
+}

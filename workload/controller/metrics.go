@@ -90,24 +90,23 @@ func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if by, err := inLoop(ctx, p.c, func(t *term) (map[string]int, error) {
-		by := map[string]int{}
-		for _, why := range t.waiting {
-			by[why]++
-		}
-		return by, nil
-	}); err == nil {
-		for why, n := range by {
+	var pools []PoolView
+	if f := p.c.figures.Load(); f != nil && p.c.term.Load() != nil {
+		// The leader: what its loop published, without a call into it.
+		for why, n := range f.waiting {
 			ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), why)
 		}
+		pools = poolViews(f.usage)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		snap, err := p.c.snapshot(ctx) // a standby's, from its caches
+		if err != nil {
+			return
+		}
+		pools = snap.Pools
 	}
-	snap, err := p.c.snapshot(ctx)
-	if err != nil {
-		return
-	}
-	for _, u := range snap.Pools {
+	for _, u := range pools {
 		// Capacities are exact decimal strings; a gauge is a float anyway.
 		sizeV4, _ := strconv.ParseFloat(u.CapacityV4, 64)
 		sizeV6, _ := strconv.ParseFloat(u.CapacityV6, 64)

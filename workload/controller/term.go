@@ -133,6 +133,9 @@ func (t *term) run(ctx context.Context) {
 		close(t.writes)
 		wg.Wait()
 	}()
+	publish := time.NewTicker(figuresEvery)
+	defer publish.Stop()
+	t.publish()
 	for {
 		select {
 		case <-ctx.Done():
@@ -146,6 +149,8 @@ func (t *term) run(ctx context.Context) {
 			t.reconfigure(t.c.cfg.Load())
 		case call := <-t.api:
 			call.fn(t)
+		case <-publish.C:
+			t.publish()
 		}
 	}
 }

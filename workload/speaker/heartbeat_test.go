@@ -58,8 +58,8 @@ func TestHeartbeatsResistForgery(t *testing.T) {
 		hb := heartbeat{node: "b", started: started.UnixNano(), seq: 1 << 40, sent: now.UnixNano()}
 		return [][]byte{
 			[]byte(fmt.Sprintf("CLB1 b %d 0", started.UnixNano())), // before authentication
-			hb.seal(wrongKey.Sign),                                   // a key the speakers do not have
-			hb.seal(testKeys.Sign),                                   // the key, from the wrong address
+			hb.seal(wrongKey.Sign),                                 // a key the speakers do not have
+			hb.seal(testKeys.Sign),                                 // the key, from the wrong address
 		}
 	}
 	send := func(started time.Time, d time.Duration) {
