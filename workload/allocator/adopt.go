@@ -111,8 +111,11 @@ func (st *state) adopt(req *Request, ips []netip.Addr) (int32, error) {
 			return -1, errorf(ReasonOutsidePools, "%s holds %s, which is not in any pool", req.Service, ip)
 		}
 		if owner, held := st.ownerOf(r, ip); held {
+			// An address shared already stays shared: adoption restores
+			// what the Services hold, even across namespaces in a pool
+			// that no longer allows it (new joiners are then refused).
 			g := st.group(owner)
-			if !g.accepts(req) {
+			if g == nil || g.idx.key != req.SharingKey || g.idx.backend != req.BackendKey || !portsFree(g, req.Ports, req.Service) {
 				return -1, st.inUse(ip, owner, req)
 			}
 			groups[i] = g

@@ -42,6 +42,9 @@ type state struct {
 	// within, while set, limits fresh addresses to those that the pools of
 	// a held-back change keep (see allocateNew).
 	within *state
+	// evicted lists Services that lost a shared address to its first
+	// holder, until TakeEvicted.
+	evicted []ServiceKey
 	// heldBack holds the pools of a held-back change, while there is one
 	// (an empty state: only its ranges are used).
 	heldBack *state
@@ -284,7 +287,10 @@ func (st *state) keep(slot int32, req *Request) bool {
 		return false
 	}
 	// Sharing: the Service may change its key or ports only if that keeps
-	// every shared address compatible with the other holders.
+	// every shared address compatible with the other holders, except that
+	// the address's first holder keeps it when it takes a port a later
+	// joiner has: the joiner moves (evict), never the first holder.
+	var takeBack []*shareGroup
 	for i, ip := range cur.ips {
 		if !ip.IsValid() {
 			continue
@@ -294,9 +300,18 @@ func (st *state) keep(slot int32, req *Request) bool {
 		if g == nil || len(g.services) == 1 {
 			continue
 		}
-		if g.idx.key != req.SharingKey || g.idx.backend != req.BackendKey || !portsFree(g, req.Ports, req.Service) {
+		if g.idx.key != req.SharingKey || g.idx.backend != req.BackendKey {
 			return false
 		}
+		if !portsFree(g, req.Ports, req.Service) {
+			if g.services[0] != req.Service {
+				return false
+			}
+			takeBack = append(takeBack, g)
+		}
+	}
+	for _, g := range takeBack {
+		st.evictPortHolders(g, req)
 	}
 	st.resetSharing(slot, req)
 	// Every address is admitted again (checked above), and the primary

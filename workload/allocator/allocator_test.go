@@ -694,7 +694,10 @@ func TestAdopt(t *testing.T) {
 	r := v4req("prod", "e")
 	r.IPs = addrs("10.0.0.255")
 	_, err = a.Allocate(r)
-	wantErr(t, err, ReasonIPInUse, "dev/d")
+	wantErr(t, err, ReasonIPInUse, "a Service of another namespace")
+	if strings.Contains(err.Error(), "dev/d") {
+		t.Fatalf("the error names another namespace's Service: %v", err)
+	}
 	a.Release(svc("dev", "d"))
 	if u := a.Usage()[0]; u.InUseV4 != 1 {
 		t.Fatalf("in use after release = %d", u.InUseV4)

@@ -72,6 +72,13 @@ func (st *state) withFree(cands []*pool, fams []Family, req *Request) []string {
 // inUse explains why ip cannot be given to req.
 func (st *state) inUse(ip netip.Addr, owner int32, req *Request) error {
 	g := st.group(owner)
+	// Another tenant's Services, and their sharing key, are not this
+	// Service's business: name neither.
+	for _, h := range st.holders(owner) {
+		if h.Namespace != req.Service.Namespace && (g == nil || !g.idx.pool.SharedAcrossNamespaces) {
+			return errorf(ReasonIPInUse, "%s is in use by a Service of another namespace; request another address", ip)
+		}
+	}
 	if g == nil {
 		return errorf(ReasonIPInUse, "%s is used by %s, which does not allow sharing; give both Services the same calico-lb.io/allow-shared-ip key", ip, st.svcs[owner].svc)
 	}

@@ -288,6 +288,17 @@ func TestPropertyRandomSequences(t *testing.T) {
 						}
 						counts["refused"]++
 					}
+					// Later joiners a first holder took a port back from are
+					// released; they are allocated again, as the controller does.
+					for _, ev := range w.a.TakeEvicted() {
+						if _, held := w.a.Get(ev); held {
+							t.Fatalf("step %d: evicted %s still holds an address", step, ev)
+						}
+						counts["evicted"]++
+						if _, err := w.a.Allocate(w.reqs[ev]); err != nil {
+							delete(w.reqs, ev)
+						}
+					}
 					w.check(step, "allocate "+k.String())
 				case op < 15:
 					if w.a.Release(k) != (w.reqs[k] != nil) {

@@ -25,7 +25,7 @@ func (a *Allocator) SharingMisses(req *Request, asg Assignment) []string {
 		f := FamilyOf(ip)
 		// The address's own group is found directly; only a Service that
 		// took a fresh address needs the scan of every group below.
-		if st.joined(shareIdx{pool: asg.pools[i], key: req.SharingKey, backend: req.BackendKey, fam: f}, ip) {
+		if st.joined(shareIdx{pool: asg.pools[i], ns: scope(asg.pools[i], req.Service), key: req.SharingKey, backend: req.BackendKey, fam: f}, ip) {
 			continue
 		}
 		var others []*shareGroup
@@ -94,6 +94,7 @@ type sharing struct {
 
 type shareIdx struct {
 	pool         *pool
+	ns           string // the namespace the key belongs to ("" in a pool shared across namespaces)
 	key, backend string
 	fam          Family
 }
@@ -168,7 +169,7 @@ func (st *state) joinable(p *pool, f Family, req *Request, avoid *[2]netip.Addr)
 	if req.SharingKey == "" {
 		return nil
 	}
-	for _, g := range st.shared[shareIdx{pool: p, key: req.SharingKey, backend: req.BackendKey, fam: f}] {
+	for _, g := range st.shared[shareIdx{pool: p, ns: scope(p, req.Service), key: req.SharingKey, backend: req.BackendKey, fam: f}] {
 		if avoid != nil && slices.Contains(avoid[:], g.ip) {
 			continue
 		}
@@ -186,7 +187,7 @@ func (st *state) joinable(p *pool, f Family, req *Request, avoid *[2]netip.Addr)
 func (st *state) newGroup(ip netip.Addr, p *pool, req *Request) *shareGroup {
 	g := &shareGroup{
 		ip:    ip,
-		idx:   shareIdx{pool: p, key: req.SharingKey, backend: req.BackendKey, fam: FamilyOf(ip)},
+		idx:   shareIdx{pool: p, ns: scope(p, req.Service), key: req.SharingKey, backend: req.BackendKey, fam: FamilyOf(ip)},
 		ports: make(map[Port]ServiceKey, len(req.Ports)),
 	}
 	if k := len(st.freeGrp); k > 0 {
@@ -245,7 +246,36 @@ func dropPorts(g *shareGroup, svc ServiceKey) {
 	}
 }
 
+// evictPortHolders releases the later joiners of g that hold a port req
+// (g's first holder) now wants, and records them for TakeEvicted: they get
+// new addresses on their next pass.
+func (st *state) evictPortHolders(g *shareGroup, req *Request) {
+	for _, p := range req.Ports {
+		if holder, taken := g.ports[p]; taken && holder != req.Service {
+			st.release(holder)
+			st.evicted = append(st.evicted, holder)
+		}
+	}
+}
+
+// TakeEvicted returns the Services that lost an address to its first
+// holder since the last call (see keep), for the caller to allocate anew.
+func (a *Allocator) TakeEvicted() []ServiceKey {
+	out := a.st.evicted
+	a.st.evicted = nil
+	return out
+}
+
+// scope is the namespace a sharing key of svc belongs to in pool p: its
+// own, unless the pool shares across namespaces.
+func scope(p *pool, svc ServiceKey) string {
+	if p.SharedAcrossNamespaces {
+		return ""
+	}
+	return svc.Namespace
+}
+
 // accepts reports whether req may join the group (nil: an unshared address).
 func (g *shareGroup) accepts(req *Request) bool {
-	return g != nil && g.idx.key == req.SharingKey && g.idx.backend == req.BackendKey && portsFree(g, req.Ports, req.Service)
+	return g != nil && g.idx.ns == scope(g.idx.pool, req.Service) && g.idx.key == req.SharingKey && g.idx.backend == req.BackendKey && portsFree(g, req.Ports, req.Service)
 }

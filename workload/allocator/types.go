@@ -89,6 +89,10 @@ type Pool struct {
 	// Priority orders pools for automatic allocation: lower values first,
 	// 0 (unset) after all others; see sortPools for ties.
 	Priority int
+	// SharedAcrossNamespaces lets Services of different namespaces share
+	// an address of this pool under one allow-shared-ip key. Off, a key is
+	// the namespace's own: another tenant cannot join, nor learn it.
+	SharedAcrossNamespaces bool
 }
 
 // restricted reports whether the pool limits which Services may use it.

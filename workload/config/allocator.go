@@ -21,12 +21,13 @@ func (c *Config) AllocatorPools() ([]allocator.Pool, error) {
 	out := make([]allocator.Pool, 0, len(c.Pools))
 	for _, p := range c.Pools {
 		ap := allocator.Pool{
-			Name:          p.Name,
-			Ranges:        slices.Clone(p.Addresses),
-			AutoAssign:    p.AutoAssign,
-			AvoidBuggyIPs: p.AvoidBuggyIPs,
-			Namespaces:    slices.Clone(p.Namespaces),
-			Priority:      p.Priority,
+			Name:                   p.Name,
+			Ranges:                 slices.Clone(p.Addresses),
+			AutoAssign:             p.AutoAssign,
+			AvoidBuggyIPs:          p.AvoidBuggyIPs,
+			SharedAcrossNamespaces: p.SharedAcrossNamespaces,
+			Namespaces:             slices.Clone(p.Namespaces),
+			Priority:               p.Priority,
 		}
 		if p.ServiceSelector != "" {
 			sel, err := labels.Parse(p.ServiceSelector)

@@ -189,6 +189,7 @@ func renderPools(pools []Pool) *yaml.Node {
 			"addresses", flowList(addrs),
 			"auto-assign", boolNode(p.AutoAssign),
 			"avoid-buggy-ips", boolNode(p.AvoidBuggyIPs),
+			"share-across-namespaces", boolNode(p.SharedAcrossNamespaces),
 			"namespaces", flowList(p.Namespaces),
 			"service-selector", quoted(p.ServiceSelector),
 			"priority", scalar(strconv.Itoa(p.Priority)),

@@ -132,6 +132,7 @@ func (d *decoder) pool(n *yaml.Node, path, name string, avoidBuggy bool) (Pool, 
 		}},
 		field{"auto-assign", func(v *yaml.Node, f string) { p.AutoAssign, _ = d.boolean(v, f) }},
 		field{"avoid-buggy-ips", func(v *yaml.Node, f string) { p.AvoidBuggyIPs, _ = d.boolean(v, f) }},
+		field{"share-across-namespaces", func(v *yaml.Node, f string) { p.SharedAcrossNamespaces, _ = d.boolean(v, f) }},
 		field{"namespaces", func(v *yaml.Node, f string) {
 			list, _ := d.strList(v, f)
 			for i, ns := range list {

@@ -73,12 +73,14 @@ type Config struct {
 
 // Pool is a named set of addresses and the rules for handing them out.
 type Pool struct {
-	Name            string
-	Addresses       []iprange.Range
-	AutoAssign      bool
-	AvoidBuggyIPs   bool
-	Namespaces      []string
-	ServiceSelector string // a Kubernetes label selector; "" matches all
+	Name          string
+	Addresses     []iprange.Range
+	AutoAssign    bool
+	AvoidBuggyIPs bool
+	// SharedAcrossNamespaces: see allocator.Pool.
+	SharedAcrossNamespaces bool
+	Namespaces             []string
+	ServiceSelector        string // a Kubernetes label selector; "" matches all
 	// Priority orders pools for automatic allocation: lower first, 0 (unset) last.
 	Priority int
 	// Communities and LocalPref are attached to the routes of this pool's

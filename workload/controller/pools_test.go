@@ -286,3 +286,109 @@ func TestPoolChangeEventsNotStale(t *testing.T) {
 	}
 	t.Logf("%d Services: %d PoolChangeHeldBack sent before the revert, %d PoolChangeReverted", n, len(heldBack), len(reverted))
 }
+
+// serviceIn creates a LoadBalancer Service of this test's class in ns.
+func (e *env) serviceIn(ns, name string, mod ...func(*corev1.Service)) {
+	e.t.Helper()
+	class := e.class
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}
+	for _, m := range mod {
+		m(svc)
+	}
+	if _, err := e.client.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+		e.t.Fatalf("create %s/%s: %v", ns, name, err)
+	}
+}
+
+func sharing(key string, ports ...int32) func(*corev1.Service) {
+	return func(s *corev1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[AnnotationSharing] = key
+		s.Spec.Ports = nil
+		for _, p := range ports {
+			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: fmt.Sprint("p", p), Port: p, Protocol: corev1.ProtocolTCP})
+		}
+	}
+}
+
+func askIP(ip string) func(*corev1.Service) {
+	return func(s *corev1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[AnnotationIPs] = ip
+	}
+}
+
+// A sharing key belongs to its namespace: another tenant cannot join a
+// shared address, nor learn who holds it or under which key, unless the
+// pool shares across namespaces. And a later joiner never pushes the
+// first holder off: when the first holder takes a port the joiner has,
+// the joiner moves.
+func TestSharingStaysInItsNamespace(t *testing.T) {
+	e := newEnv(t)
+	other := e.ns + "-b"
+	if _, err := e.client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.client.CoreV1().Namespaces().Delete(context.Background(), other, metav1.DeleteOptions{}) })
+	e.config("pools:\n  p: {addresses: [10.82.0.1-10.82.0.9]}\n  open: {addresses: [10.82.1.1-10.82.1.9], auto-assign: false, share-across-namespaces: true}\n")
+	e.start("a")
+	const key = "tenant-a-secret-key"
+	e.service("victim", sharing(key, 80))
+	ip := e.waitAnyIP("victim")
+
+	// Another namespace asks for the address with the key: refused, and
+	// told nothing about the holder or its key.
+	e.serviceIn(other, "attacker", sharing(key, 8080), askIP(ip))
+	var msg string
+	waitUntil(t, "the attacker is refused", func() bool {
+		evs, _ := e.client.CoreV1().Events(other).List(context.Background(), metav1.ListOptions{})
+		for _, ev := range evs.Items {
+			if ev.InvolvedObject.Name == "attacker" && ev.Reason == "AllocationFailed" {
+				msg = ev.Message
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(msg, "another namespace") || strings.Contains(msg, "victim") || strings.Contains(msg, key) {
+		t.Fatalf("the refusal tells another tenant too much, or not why: %q", msg)
+	}
+	if s, _ := e.client.CoreV1().Services(other).Get(context.Background(), "attacker", metav1.GetOptions{}); len(s.Status.LoadBalancer.Ingress) != 0 {
+		t.Fatalf("the attacker got %v", ingressStrings(s))
+	}
+
+	// A joiner of the victim's own namespace takes port 443; when the
+	// victim adds 443, the joiner moves and the victim keeps its address.
+	e.service("joiner", sharing(key, 443))
+	e.waitIPs("joiner", ip)
+	victim := e.get("victim")
+	victim.Spec.Ports = append(victim.Spec.Ports, corev1.ServicePort{Name: "p443", Port: 443, Protocol: corev1.ProtocolTCP})
+	if _, err := e.client.CoreV1().Services(e.ns).Update(context.Background(), victim, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("joiner", "moved off the victim's address", func(s *corev1.Service) bool {
+		got := ingressStrings(s)
+		return len(got) == 1 && got[0] != ip
+	})
+	e.waitEvent("joiner", "IPReleased", e.ns+"/victim, which held it first")
+	if got := ingressStrings(e.get("victim")); len(got) != 1 || got[0] != ip {
+		t.Fatalf("the first holder went from %s to %v", ip, got)
+	}
+
+	// A pool that shares across namespaces lets them.
+	e.service("open-a", sharing("shared", 80), func(s *corev1.Service) { s.Annotations[AnnotationPool] = "open" })
+	openIP := e.waitAnyIP("open-a")
+	e.serviceIn(other, "open-b", sharing("shared", 8080), askIP(openIP))
+	waitUntil(t, "open-b shares", func() bool {
+		s, err := e.client.CoreV1().Services(other).Get(context.Background(), "open-b", metav1.GetOptions{})
+		return err == nil && len(s.Status.LoadBalancer.Ingress) == 1 && s.Status.LoadBalancer.Ingress[0].IP == openIP
+	})
+}

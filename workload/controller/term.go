@@ -209,6 +209,7 @@ func (t *term) process(ctx context.Context, key string) {
 	start := time.Now()
 	asg, aerr := t.alloc.Allocate(&req.Request)
 	t.c.metrics.decide.Observe(time.Since(start).Seconds())
+	t.moveEvicted(svc)
 	if aerr != nil {
 		var ae *allocator.Error
 		reason, why := "AllocationFailed", "AllocationFailed"
