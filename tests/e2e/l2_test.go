@@ -107,17 +107,17 @@ func TestL2EndToEnd(t *testing.T) {
 	t.Logf("%s owned by node%d; answered by %s on %s", vip, first, a.Pod, a.Node)
 
 	// A forger on the segment (the client) sends heartbeats for the owner,
-	// to every node, for 3 s: in the unauthenticated format of old,
-	// claiming the owner restarted just now (the others would take its IP
-	// while it still answers), and in today's format with a key it does
-	// not have. Nothing changes: one node answers, the same.
-	forged := fmt.Sprintf("CLB1 node%d %d 0", first, time.Now().UnixNano())
-	signed := fmt.Sprintf("CLB2 node%d %d 0 99999999 %d %s", first, time.Now().UnixNano(), time.Now().UnixNano(), strings.Repeat("ab", 32))
+	// to every node, 20 a second for about 10 s, each claiming the owner
+	// started that very moment (the others would hold it down and take its
+	// IP while it still answers): in the unauthenticated format of old, and
+	// in today's with a key it does not have. Nothing changes: one node
+	// answers, the same.
 	var sends []string
 	for _, ip := range b.NodeIPs {
-		sends = append(sends, fmt.Sprintf("printf '%%s' '%s' > /dev/udp/%s/%d; printf '%%s' '%s' > /dev/udp/%s/%d", forged, ip, speaker.DefaultL2Port, signed, ip, speaker.DefaultL2Port))
+		sends = append(sends, fmt.Sprintf(`now=$(date +%%s%%N); printf 'CLB1 node%d %%s 0' "$now" > /dev/udp/%s/%d; printf 'CLB2 node%d %%s 0 99999999 %%s %s' "$now" "$now" > /dev/udp/%s/%d`,
+			first, ip, speaker.DefaultL2Port, first, strings.Repeat("ab", 32), ip, speaker.DefaultL2Port))
 	}
-	script := "for i in $(seq 60); do " + strings.Join(sends, "; ") + "; sleep 0.1; done"
+	script := "for i in $(seq 200); do " + strings.Join(sends, "; ") + "; sleep 0.05; done"
 	forging := make(chan error, 1)
 	go func() {
 		out, err := b.Net.Exec(b.Client, "bash", "-c", script)
@@ -128,7 +128,7 @@ func TestL2EndToEnd(t *testing.T) {
 	}()
 	time.Sleep(time.Second) // hold-down would have moved it by now
 	for i := 0; i < 3; i++ {
-		if macs := arpingMACs(b, vip, 1); len(macs) != 1 || macOf[macs[0]] != first {
+		if macs := arpingMACs(b, vip, 2); len(macs) != 1 || macOf[macs[0]] != first {
 			t.Fatalf("while heartbeats were forged, ARP for %s was answered by %v, want node%d alone", vip, macs, first)
 		}
 	}
