@@ -235,10 +235,13 @@ func echo(ns, vip string) (kubebed.Answer, error) { return kubebed.Ask(ns, vip, 
 // it), and the controller pod deleted (the StatefulSet recreates it; no IP
 // moves, and a Service created meanwhile is served).
 func TestSpineFailures(t *testing.T) {
-	b := newBed(t, spinebed.Start, spinebed.Options{})
+	b := newBed(t, spinebed.Start, spinebed.Options{BFD: true})
 	kb := b.Kubebed
 	ctx := context.Background()
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
+	spineConfig := maps.Clone(spineConfig)
+	spineConfig["subnet-spine-peers"] = "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}], " +
+		"10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}]}"
 	u := deployUnit(t, b, spineConfig)
 	waitSpeakers(t, b, 2)
 	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
@@ -296,6 +299,35 @@ func TestSpineFailures(t *testing.T) {
 		t.Fatalf("the speaker's container restarted (%v): Pebble should have restarted the process inside it", err)
 	}
 	t.Logf("speaker SIGKILLed in its pod: Pebble restarted it (pid %d -> %d), route back at the spine %s after it was gone", pid, again, back.Round(time.Millisecond))
+
+	// BFD from inside the speaker pod, under the DaemonSet's own security
+	// context (every capability dropped): node2 black-holed with its
+	// speaker running, the spine drops its route long before the 9 s hold
+	// time would.
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		out, _ := b.FRR.Vtysh("-c", "show bfd peers brief")
+		return strings.Count(out, " up ") >= 2
+	}); err != nil {
+		out, _ := b.FRR.Vtysh("-c", "show bfd peers brief")
+		t.Fatalf("BFD sessions with the speaker pods never came up:\n%s", out)
+	}
+	if err := b.Net.Blackhole(b.Nodes[1], "10.212.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	took, err := b.WaitNextHops(vip, 5*time.Second, n1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("node2 black-holed: route gone after %s, the hold time's doing, not BFD's", took)
+	}
+	t.Logf("node2 black-holed: its route gone at the spine after %s (BFD 100 ms x 3 from the speaker pod; hold time 9 s)", took.Round(time.Millisecond))
+	if err := b.Net.Unblackhole(b.Nodes[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitNextHops(vip, 60*time.Second, n1, n2); err != nil {
+		t.Fatal(err)
+	}
 
 	// The controller pod deleted: the StatefulSet recreates it, Juju runs
 	// pebble-ready in the new pod, and the controller re-adopts every IP.
