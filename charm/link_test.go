@@ -282,7 +282,7 @@ func TestCharmAndCLIAgree(t *testing.T) {
 		fc.Statuses[lbModel] = map[string]fakecontroller.AppStatus{"calico-lb": status}
 		fc.Unlock()
 		var out strings.Builder
-		if code := calicolink.CLI(context.Background(), []string{"sync"}, &out); code != 0 {
+		if code := calicolink.CLI(context.Background(), []string{"sync", "--yes"}, strings.NewReader(""), &out); code != 0 {
 			t.Fatalf("calico-lb-juju sync, step %d: exit %d\n%s", i, code, out.String())
 		}
 		if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != s.want {

@@ -23,7 +23,7 @@ const usage = `calico-lb-juju: the Calico link for operators who do not give cre
 Usage:
   calico-lb-juju [flags] check          conflicts between calico-lb's spine peers and Calico's
                                         BGP sessions, and the mode auto would pick
-  calico-lb-juju [flags] sync [--dry-run]
+  calico-lb-juju [flags] sync [--dry-run] [--yes]
                                         put calico-lb's pools into calico's service-IP option
                                         (bgp-service-loadbalancer-ips, or -external-ips), keeping
                                         the CIDRs others put there, removing only those this tool
@@ -36,9 +36,10 @@ strictly confined juju snap cannot start plugins.
 Flags:
 `
 
-// CLI runs calico-lb-juju with args, writing to out. It returns the
-// process exit code: 0 fine, 1 a problem found or an error, 2 bad usage.
-func CLI(ctx context.Context, args []string, out io.Writer) int {
+// CLI runs calico-lb-juju with args, reading answers from in and writing
+// to out. It returns the process exit code: 0 fine, 1 a problem found or
+// an error, 2 bad usage.
+func CLI(ctx context.Context, args []string, in io.Reader, out io.Writer) int {
 	fs := flag.NewFlagSet("calico-lb-juju", flag.ContinueOnError)
 	fs.SetOutput(out)
 	controller := fs.String("controller", "", "controller (default: the current one)")
@@ -65,10 +66,11 @@ func CLI(ctx context.Context, args []string, out io.Writer) int {
 	sub := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	sub.SetOutput(out)
 	dry := sub.Bool("dry-run", false, "show what sync would change, change nothing")
+	yes := sub.Bool("yes", false, "write to the calico application that calico-lb's config names without asking")
 	if err := sub.Parse(rest[1:]); err != nil {
 		return 2
 	}
-	r := &run{store: DefaultStore(), out: out, controller: *controller, model: *model, app: *app, calicoApp: *calicoApp, calicoModel: *calicoModel}
+	r := &run{store: DefaultStore(), in: in, out: out, yes: *yes, controller: *controller, model: *model, app: *app, calicoApp: *calicoApp, calicoModel: *calicoModel}
 	code, err := r.do(ctx, cmd, *dry)
 	if err != nil {
 		fmt.Fprintln(out, "error:", err)
@@ -79,7 +81,9 @@ func CLI(ctx context.Context, args []string, out io.Writer) int {
 
 type run struct {
 	store                                          Store
+	in                                             io.Reader
 	out                                            io.Writer
+	yes                                            bool
 	controller, model, app, calicoApp, calicoModel string
 }
 
@@ -123,8 +127,12 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 		return 0, fmt.Errorf("%s's config is invalid (its unit says so too): %w", r.app, err)
 	}
 	calApp := r.calicoApp
+	// redirected: calico-lb's config, which others may edit, points the
+	// sync somewhere other than calico in calico-lb's own model.
+	redirected := false
 	if calApp == "" {
 		calApp = opts.CalicoApplication
+		redirected = calApp != config.DefaultOptions().CalicoApplication
 	}
 	calModel, calName := lbModel, lbName
 	switch {
@@ -137,6 +145,7 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 		if _, q, err := r.store.Model(ctrl.Name, calModel); err == nil {
 			calName = q
 		}
+		redirected = redirected || calModel != lbModel
 	}
 	calClient := lbClient
 	if calModel != lbModel {
@@ -155,6 +164,10 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 		a := Assess(cfg, opts.PeeringMode, opts.CalicoServiceIPOption, read, calico.Topology{})
 		return r.report(cfg, opts.PeeringMode, read, a), nil
 	}
+	if redirected && !dry && !r.confirm(calApp, calName) {
+		fmt.Fprintln(r.out, "nothing written")
+		return 1, nil
+	}
 	mem := fileMemory(filepath.Join(r.store.Dir, "calico-lb", calModel+"-"+calApp+".json"))
 	o, err := link.Sync(ctx, Request{Config: cfg, PeeringMode: opts.PeeringMode, OptionSetting: opts.CalicoServiceIPOption,
 		InForce: r.inForce(ctx, lbClient, cfg), Memory: mem, DryRun: dry})
@@ -163,6 +176,23 @@ func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
 	}
 	fmt.Fprintln(r.out, o.Summary(dry))
 	return 0, nil
+}
+
+// confirm asks the operator before writing to a calico application that
+// calico-lb's config named: whoever may `juju config calico-lb` could
+// otherwise point an administrator's sync at another model's calico.
+func (r *run) confirm(app, model string) bool {
+	fmt.Fprintf(r.out, "%s's config names the calico application %q in model %s as the one to write to.\n", r.app, app, model)
+	if r.yes {
+		return true
+	}
+	fmt.Fprint(r.out, "Write there? [y/N] ")
+	var answer string
+	if _, err := fmt.Fscanln(r.in, &answer); err != nil {
+		fmt.Fprintln(r.out, "\nno answer: pass --yes, or name the target with --calico-app and --calico-model")
+		return false
+	}
+	return strings.EqualFold(strings.TrimSpace(answer), "y") || strings.EqualFold(strings.TrimSpace(answer), "yes")
 }
 
 // loginCookies loads the login cookies `juju login` saved for the

@@ -53,9 +53,12 @@ func withLB(c *fakecontroller.Controller, set map[string]string) {
 	c.Unlock()
 }
 
-func cli(t *testing.T, args ...string) (int, string) {
+func cli(t *testing.T, args ...string) (int, string) { return cliIn(t, "", args...) }
+
+// cliIn runs the CLI with in as what the operator types.
+func cliIn(t *testing.T, in string, args ...string) (int, string) {
 	var out bytes.Buffer
-	code := CLI(context.Background(), args, &out)
+	code := CLI(context.Background(), args, strings.NewReader(in), &out)
 	return code, out.String()
 }
 
@@ -102,7 +105,15 @@ func TestCLISync(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.1.0/28"`) || !strings.Contains(out, "dry run") || len(c.CallsTo("Application", "SetConfigs")) != 0 {
 		t.Fatalf("dry run: exit %d\n%s", code, out)
 	}
-	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "set calico bgp-service-loadbalancer-ips") {
+	// calico-lb's config names the target (another model): the operator is
+	// asked, and nothing is written without a yes.
+	if code, out := cli(t, "sync"); code != 1 || !strings.Contains(out, `names the calico application "calico" in model admin/machines`) || len(c.CallsTo("Application", "SetConfigs")) != 0 {
+		t.Fatalf("sync without an answer: exit %d\n%s", code, out)
+	}
+	if code, out := cliIn(t, "n\n", "sync"); code != 1 || len(c.CallsTo("Application", "SetConfigs")) != 0 {
+		t.Fatalf("sync answered no: exit %d\n%s", code, out)
+	}
+	if code, out := cliIn(t, "y\n", "sync"); code != 0 || !strings.Contains(out, "set calico bgp-service-loadbalancer-ips") {
 		t.Fatalf("sync: exit %d\n%s", code, out)
 	}
 	c.Lock()
@@ -111,7 +122,7 @@ func TestCLISync(t *testing.T) {
 	if got != "198.51.100.0/24 10.208.1.0/28" {
 		t.Fatalf("calico has %v", got)
 	}
-	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, "already in line") || len(c.CallsTo("Application", "SetConfigs")) != 1 {
+	if code, out := cli(t, "sync", "--yes"); code != 0 || !strings.Contains(out, "already in line") || len(c.CallsTo("Application", "SetConfigs")) != 1 {
 		t.Fatalf("second sync: exit %d\n%s", code, out)
 	}
 	// The pool moves while calico-lb holds the change back: the old
@@ -121,7 +132,7 @@ func TestCLISync(t *testing.T) {
 	c.Lock()
 	c.Statuses[k8sModel]["calico-lb"] = fakecontroller.AppStatus{Status: "blocked", Info: "pool change held back: it would take the IPs of web/shop; run the apply-pool-change action to apply it, or revert pools"}
 	c.Unlock()
-	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28"`) ||
+	if code, out := cli(t, "sync", "--yes"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28"`) ||
 		!strings.Contains(out, "kept 10.208.1.0/28, which calico-lb added before, because calico-lb is blocked (\"pool change held back") {
 		t.Fatalf("sync during a held-back change: exit %d\n%s", code, out)
 	}
@@ -129,7 +140,7 @@ func TestCLISync(t *testing.T) {
 	c.Lock()
 	c.Statuses[k8sModel]["calico-lb"] = fakecontroller.AppStatus{Status: "active", Info: "calico mode"}
 	c.Unlock()
-	if code, out := cli(t, "sync"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.2.0/28"`) {
+	if code, out := cli(t, "sync", "--yes"); code != 0 || !strings.Contains(out, `to "198.51.100.0/24 10.208.2.0/28"`) {
 		t.Fatalf("sync after the change was applied: exit %d\n%s", code, out)
 	}
 	// Bad password in the store: a clear error, no password shown.

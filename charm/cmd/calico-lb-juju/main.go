@@ -12,7 +12,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	code := calicolink.CLI(ctx, os.Args[1:], os.Stdout)
+	code := calicolink.CLI(ctx, os.Args[1:], os.Stdin, os.Stdout)
 	stop()
 	os.Exit(code)
 }
