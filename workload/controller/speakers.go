@@ -207,7 +207,14 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, se
 					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
 					Affinity:                      affinity,
 					TerminationGracePeriodSeconds: ptr(int64(10)),
-					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					// A node-level daemon: on control-plane nodes too, and
+					// (the DaemonSet controller adds these) through node
+					// pressure and not-ready conditions; not on nodes an
+					// operator tainted to keep workloads off.
+					Tolerations: []corev1.Toleration{
+						{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+						{Key: "node-role.kubernetes.io/master", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+					},
 					Containers: []corev1.Container{{
 						Name:            "speaker",
 						Image:           s.image.Image,
@@ -228,6 +235,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, se
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 							Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
 						SecurityContext: &corev1.SecurityContext{
+							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 							Capabilities:             caps,
 							AllowPrivilegeEscalation: &no,
 							ReadOnlyRootFilesystem:   &yes,

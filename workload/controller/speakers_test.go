@@ -50,6 +50,16 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9403 {
 		t.Fatalf("speaker pod spec: %+v", pod)
 	}
+	// Hardened: the runtime's default seccomp profile, and no blanket
+	// toleration (a node tainted to keep workloads off gets no speaker).
+	if sp := c.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Fatalf("speaker seccomp profile %+v, want RuntimeDefault", sp)
+	}
+	for _, tol := range pod.Tolerations {
+		if tol.Key == "" {
+			t.Fatalf("a toleration of every taint: %+v", tol)
+		}
+	}
 	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
 	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") ||
 		!strings.Contains(cm.Data["pebble-layer.yaml"], "command: /usr/bin/calico-lb speaker --config /etc/calico-lb/config.yaml --api-address :9403") {
