@@ -85,9 +85,11 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 		return nil, fmt.Errorf("render Pebble layer: %w", err)
 	}
 	return &Plan{
+		// The password file first: a config that names a new password
+		// key must find its password there when the workload reloads.
 		Files: []File{
-			{Path: in.ConfigPath, Content: data, Mode: 0o644, UID: in.UID, GID: in.UID},
 			{Path: cfg.BGP.PasswordFile, Content: pw, Mode: 0o600, UID: in.UID, GID: in.UID},
+			{Path: in.ConfigPath, Content: data, Mode: 0o644, UID: in.UID, GID: in.UID},
 		},
 		Layer: layer,
 	}, nil

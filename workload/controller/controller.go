@@ -117,6 +117,9 @@ type Controller struct {
 	speakersErr   atomic.Pointer[string]        // why the speakers are not as the config wants, if they are not
 	images        *imageFinder
 	configChanged chan struct{}
+	// passwordsChanged says the BGP password file changed: the speakers'
+	// Secret follows.
+	passwordsChanged chan struct{}
 
 	leading   atomic.Bool
 	leader    atomic.Pointer[string]  // identity of the current leader, as seen
@@ -133,7 +136,7 @@ func New(opts Options) (*Controller, error) {
 	if opts.Client == nil || opts.ConfigPath == "" {
 		return nil, errors.New("controller: Client and ConfigPath are required")
 	}
-	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1)}
+	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1), passwordsChanged: make(chan struct{}, 1)}
 	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
 		pod: opts.PodName, container: opts.Container}
 	c.metrics = newMetrics(c)

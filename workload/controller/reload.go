@@ -68,15 +68,28 @@ func (c *Controller) loadConfig() (changed bool) {
 // file is replaced (Pebble pushes it whole; editors rename), and a second
 // of delay is nothing next to a config change.
 func (c *Controller) watchConfig(ctx context.Context) {
-	var last []byte
+	var last, lastPw []byte
 	var lastMod time.Time
 	tick := time.NewTicker(c.opts.ConfigPoll)
 	defer tick.Stop()
-	for {
+	for first := true; ; first = false {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		// A new password reaches the speakers at once, not on their
+		// keeper's next round.
+		if cfg := c.cfg.Load(); cfg != nil {
+			if pw, err := os.ReadFile(cfg.BGP.PasswordFile); err == nil && !bytes.Equal(pw, lastPw) {
+				if !first && lastPw != nil {
+					select {
+					case c.passwordsChanged <- struct{}{}:
+					default:
+					}
+				}
+				lastPw = pw
+			}
 		}
 		fi, err := os.Stat(c.opts.ConfigPath)
 		if err == nil && fi.ModTime().Equal(lastMod) {

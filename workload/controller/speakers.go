@@ -48,14 +48,18 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 	if cfg.Mode == config.ModeCalico {
 		return s.remove(ctx)
 	}
-	var passwords []byte
-	if data, err := os.ReadFile(cfg.BGP.PasswordFile); err == nil {
-		passwords = data
-	}
-	keys, err := s.l2Keys(ctx)
+	have, err := s.secret(ctx)
 	if err != nil {
 		return err
 	}
+	passwords, err := os.ReadFile(cfg.BGP.PasswordFile)
+	if err != nil && have != nil {
+		// Unreadable (or not there yet): keep what the speakers have. An
+		// emptied Secret would roll every speaker without its passwords
+		// and drop their MD5 sessions.
+		passwords = have[bgpPasswordsKey]
+	}
+	keys := l2KeysOf(have)
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
 		func() error {
@@ -95,7 +99,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			})
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{"bgp-passwords.yaml": passwords, l2KeysKey: keys}}
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
 			return apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) bool {
 				have.Data = want.Data
 				return true
@@ -121,23 +125,35 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 	return nil
 }
 
-// l2KeysKey is the speakers' Secret's key for the heartbeat keys.
-const l2KeysKey = "l2-keys"
+// The speakers' Secret's keys: the BGP passwords and the heartbeat keys.
+const (
+	bgpPasswordsKey = "bgp-passwords.yaml"
+	l2KeysKey       = "l2-keys"
+)
 
-// l2Keys returns the heartbeat keys the speakers' Secret holds, or a new
-// key when it holds none that parse: made once, kept across restarts and
-// leadership changes (a new key would roll every speaker).
-func (s speakerObjects) l2Keys(ctx context.Context) ([]byte, error) {
+// secret returns the data of the speakers' Secret, nil when there is none.
+func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
 	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, speakerSecretName, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		if _, perr := speaker.ParseL2Keys(sec.Data[l2KeysKey]); perr == nil {
-			return sec.Data[l2KeysKey], nil
+		if sec.Data == nil {
+			return map[string][]byte{}, nil
 		}
-	case !apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("read the speakers' Secret: %w", err)
+		return sec.Data, nil
+	case apierrors.IsNotFound(err):
+		return nil, nil
 	}
-	return []byte(speaker.NewL2Key() + "\n"), nil
+	return nil, fmt.Errorf("read the speakers' Secret: %w", err)
+}
+
+// l2KeysOf returns the heartbeat keys the speakers' Secret holds, or a
+// new key when it holds none that parse: made once, kept across restarts
+// and leadership changes (a new key would roll every speaker).
+func l2KeysOf(have map[string][]byte) []byte {
+	if _, err := speaker.ParseL2Keys(have[l2KeysKey]); err == nil {
+		return have[l2KeysKey]
+	}
+	return []byte(speaker.NewL2Key() + "\n")
 }
 
 func (s speakerObjects) roleName() string { return SpeakerName + "-" + s.ns }

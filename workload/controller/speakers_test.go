@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authorization/v1"
@@ -234,5 +237,56 @@ func TestNodesEndpoint(t *testing.T) {
 				t.Fatalf("%+v", v)
 			}
 		}
+	}
+}
+
+// The speakers' passwords follow the password file at once, and a file
+// that cannot be read leaves them as they are: an emptied Secret would
+// roll every speaker without its passwords and drop the MD5 sessions.
+func TestSpeakerPasswordsKept(t *testing.T) {
+	e := newEnv(t)
+	pwFile := filepath.Join(t.TempDir(), "bgp-passwords.yaml")
+	if err := os.WriteFile(pwFile, []byte("spine: first\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := spineCfg + "  password-file: " + pwFile + "\n"
+	e.config(cfg)
+	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	e.waitDaemonSet()
+	secret := func() string {
+		s, err := e.client.CoreV1().Secrets(e.ns).Get(context.Background(), speakerSecretName, metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		return string(s.Data[bgpPasswordsKey])
+	}
+	waitUntil(t, "the Secret has the password", func() bool { return secret() == "spine: first\n" })
+
+	// Changed: in the Secret within seconds, not at the keeper's next
+	// 30 s round.
+	start := time.Now()
+	if err := os.WriteFile(pwFile, []byte("spine: second\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for secret() != "spine: second\n" {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("after 10 s the Secret still has %q", secret())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("password change in the speakers' Secret after %s", time.Since(start).Round(time.Millisecond))
+
+	// Unreadable (a directory in its place), then a config change that
+	// has the speakers reconciled: the Secret keeps the last good file.
+	if err := os.Remove(pwFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(pwFile, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.config(cfg + "log-level: debug\n")
+	time.Sleep(3 * time.Second)
+	if got := secret(); got != "spine: second\n" {
+		t.Fatalf("with the password file unreadable the Secret went to %q", got)
 	}
 }

@@ -147,6 +147,8 @@ func (t *term) run(ctx context.Context) {
 			t.process(ctx, key)
 		case <-t.c.configChanged:
 			t.reconfigure(t.c.cfg.Load())
+		case <-t.c.passwordsChanged:
+			t.speakersChanged()
 		case call := <-t.api:
 			call.fn(t)
 		case <-publish.C:
