@@ -36,10 +36,12 @@ func TestMake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Files) != 2 || p.Files[0].Path != config.DefaultPath || p.Files[0].Mode != 0o644 || p.Files[1].Mode != 0o600 {
+	// The password file goes first: a config naming a new password key
+	// must find it there when the workload reloads.
+	if len(p.Files) != 2 || p.Files[1].Path != config.DefaultPath || p.Files[1].Mode != 0o644 || p.Files[0].Mode != 0o600 {
 		t.Fatalf("files %+v", p.Files)
 	}
-	back, err := config.Parse(p.Files[0].Content)
+	back, err := config.Parse(p.Files[1].Content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,10 +49,10 @@ func TestMake(t *testing.T) {
 		t.Fatalf("the pushed config parses to\n%+v\nnot\n%+v", back, cfg)
 	}
 	var pw map[string]string
-	if err := yaml.Unmarshal(p.Files[1].Content, &pw); err != nil || pw["spine1"] != "s3cret" {
-		t.Fatalf("password file %q: %v", p.Files[1].Content, err)
+	if err := yaml.Unmarshal(p.Files[0].Content, &pw); err != nil || pw["spine1"] != "s3cret" {
+		t.Fatalf("password file %q: %v", p.Files[0].Content, err)
 	}
-	if bytes.Contains(p.Layer, []byte("s3cret")) || bytes.Contains(p.Files[0].Content, []byte("s3cret")) {
+	if bytes.Contains(p.Layer, []byte("s3cret")) || bytes.Contains(p.Files[1].Content, []byte("s3cret")) {
 		t.Fatal("a password leaked out of the password file")
 	}
 	var l pebblelayer.Layer
@@ -69,8 +71,8 @@ func TestMake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(p2.Files[1].Content) != "{}\n" {
-		t.Fatalf("empty password file %q", p2.Files[1].Content)
+	if string(p2.Files[0].Content) != "{}\n" {
+		t.Fatalf("empty password file %q", p2.Files[0].Content)
 	}
 }
 
