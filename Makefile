@@ -6,6 +6,12 @@ CACHE       := $(CURDIR)/.cache
 BIN         := $(CACHE)/bin
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+# govulncheck and the Go vulnerability database, both pinned: the database
+# is the golang.org/x/vulndb module (its data/osv directory), which the Go
+# module proxy serves, so the check needs no other network access.
+GOVULNCHECK_VERSION := v1.9.0
+GOVULNCHECK := $(BIN)/govulncheck-$(GOVULNCHECK_VERSION)
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
 # How much each fuzz target runs in `make test`: a count of executions, not a
 # duration. With a duration, Go 1.26's fuzz coordinator can report its own
 # deadline as a failure with no crasher (golang/go#75804, fixed in Go 1.27).
@@ -26,7 +32,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzMerge \
 	./workload/speaker:FuzzOpenHeartbeat
 
-.PHONY: all build demo test unit e2e fuzz lint tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
+.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
 
 all: build
 
@@ -42,7 +48,7 @@ build:
 demo: build tools deps
 	$(GO) run ./tests/demo --binary bin/calico-lb --mode "$(MODE)"
 
-test: lint e2e fuzz
+test: lint vulncheck e2e fuzz
 
 # The fast tests alone: pure logic, fakes for unit tests, no control plane,
 # no network namespaces, no root (-short skips the others).
@@ -90,6 +96,23 @@ lint: $(STATICCHECK)
 	if [ -n "$$out" ]; then echo "gofmt -l reports unformatted files:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+
+# Known vulnerabilities in code calico-lb calls: each must be fixed or listed,
+# with the reason, in .ci/vuln-allow.txt.
+vulncheck: $(GOVULNCHECK)
+	@mkdir -p $(CACHE)
+	@db=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	$(GOVULNCHECK) -db "file://$$db/data/osv" ./... > $(CACHE)/vulncheck.txt 2>&1; \
+	found=$$(sed -n 's/^Vulnerability #[0-9]*: \(GO-[0-9]*-[0-9]*\).*/\1/p' $(CACHE)/vulncheck.txt | sort -u); \
+	if [ -z "$$found" ] && ! grep -q "No vulnerabilities found\|Your code is affected" $(CACHE)/vulncheck.txt; then cat $(CACHE)/vulncheck.txt; echo "govulncheck did not run"; exit 1; fi; \
+	new=""; for id in $$found; do grep -q "^$$id " .ci/vuln-allow.txt || new="$$new $$id"; done; \
+	if [ -n "$$new" ]; then cat $(CACHE)/vulncheck.txt; echo "vulnerabilities in code calico-lb calls, not in .ci/vuln-allow.txt:$$new"; exit 1; fi; \
+	echo "govulncheck $(GOVULNCHECK_VERSION), vulndb $(VULNDB_VERSION): $$(echo $$found | wc -w) known, each listed with its reason in .ci/vuln-allow.txt; nothing new"
+
+$(GOVULNCHECK):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	mv $(BIN)/govulncheck $@
 
 $(STATICCHECK):
 	@mkdir -p $(BIN)
