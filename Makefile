@@ -70,7 +70,7 @@ e2e: tools deps
 # CNI plugins, iptables and conntrack for kube-proxy). Installed when missing
 # and running as root; otherwise those tests skip (or fail under
 # CALICO_LB_E2E=1).
-DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump runc containernetworking-plugins iptables conntrack
+DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump curl runc containernetworking-plugins iptables conntrack
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

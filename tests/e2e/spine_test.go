@@ -152,6 +152,17 @@ func TestSpineEndToEnd(t *testing.T) {
 	}
 	t.Logf("bgp-status:\n%s", r["table"])
 
+	// The speakers' status API tells the network (peers, AS numbers,
+	// routes) only to the controller, which bgp-status just went through:
+	// from the client, /v1/bgp wants the token; /metrics stays open.
+	for path, want := range map[string]string{"/v1/bgp": "401", "/metrics": "200"} {
+		out, err := b.Net.Exec(b.Client, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+			fmt.Sprintf("http://%s:9403%s", spinebed.NodeIP(1), path))
+		if err != nil || strings.TrimSpace(out) != want {
+			t.Fatalf("GET %s from the client: %q (%v), want %s", path, out, err, want)
+		}
+	}
+
 	// Local: only the node with a ready pod announces, and the pod sees the
 	// client's own address (source IP preserved, as Local promises).
 	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}); err != nil {

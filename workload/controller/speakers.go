@@ -60,6 +60,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 		passwords = have[bgpPasswordsKey]
 	}
 	keys := l2KeysOf(have)
+	token := apiTokenOf(have)
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
 		func() error {
@@ -99,14 +100,14 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			})
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys, apiTokenKey: token}}
 			return apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) bool {
 				have.Data = want.Data
 				return true
 			})
 		},
 		func() error {
-			ds, err := s.daemonSet(cfg, passwords, keys, labelsSel)
+			ds, err := s.daemonSet(cfg, [][]byte{passwords, keys, token}, keys, labelsSel)
 			if err != nil {
 				return err
 			}
@@ -129,7 +130,17 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 const (
 	bgpPasswordsKey = "bgp-passwords.yaml"
 	l2KeysKey       = "l2-keys"
+	apiTokenKey     = "api-token"
 )
+
+// apiTokenOf returns the token the speakers' status API wants, kept in
+// their Secret, or a new random one.
+func apiTokenOf(have map[string][]byte) []byte {
+	if t := have[apiTokenKey]; len(t) >= 32 {
+		return t
+	}
+	return []byte(speaker.NewKey())
+}
 
 // secret returns the data of the speakers' Secret, nil when there is none.
 func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
@@ -153,7 +164,7 @@ func l2KeysOf(have map[string][]byte) []byte {
 	if _, err := speaker.ParseL2Keys(have[l2KeysKey]); err == nil {
 		return have[l2KeysKey]
 	}
-	return []byte(speaker.NewL2Key() + "\n")
+	return []byte(speaker.NewKey() + "\n")
 }
 
 func (s speakerObjects) roleName() string { return SpeakerName + "-" + s.ns }
@@ -199,7 +210,10 @@ func SpeakerLayer(port int) pebblelayer.Layer {
 // daemonSet is the speakers' DaemonSet: the controller's image, host
 // network, no capabilities in spine mode (BGP dials out; BFD uses a high
 // UDP port) and NET_RAW only in l2 mode (ARP/NDP).
-func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
+// secrets are the Secret's contents the pods mount, for the digest that
+// rolls them when any changes; keys is the heartbeat key that digest is
+// keyed with.
+func (s speakerObjects) daemonSet(cfg *config.Config, secrets [][]byte, keys []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	if cfg.Mode == config.ModeL2 {
 		caps.Add = []corev1.Capability{"NET_RAW"}
@@ -247,7 +261,9 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, se
 						Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},
 						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
-							{Name: "PEBBLE", Value: speakerPebbleDir}},
+							{Name: "PEBBLE", Value: speakerPebbleDir},
+							// The status API listens on the node's address only.
+							{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 							Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
 						SecurityContext: &corev1.SecurityContext{
@@ -260,6 +276,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, se
 							{Name: "config", MountPath: "/etc/calico-lb/config.yaml", SubPath: "config.yaml", ReadOnly: true},
 							{Name: "passwords", MountPath: "/etc/calico-lb/bgp-passwords.yaml", SubPath: "bgp-passwords.yaml", ReadOnly: true},
 							{Name: "passwords", MountPath: speaker.DefaultL2KeyFile, SubPath: l2KeysKey, ReadOnly: true},
+							{Name: "passwords", MountPath: speaker.DefaultAPITokenFile, SubPath: apiTokenKey, ReadOnly: true},
 							// Pebble's state is written; the root file system is not.
 							{Name: "pebble", MountPath: speakerPebbleDir},
 							{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
@@ -281,7 +298,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, passwords, keys []byte, se
 	// Pods test password guesses against it offline, the config being in a
 	// ConfigMap and the password file's format known.
 	m := hmac.New(sha256.New, keys)
-	for _, part := range [][]byte{s.configRaw, passwords, keys} {
+	for _, part := range append([][]byte{s.configRaw}, secrets...) {
 		m.Write(part)
 		m.Write([]byte{0})
 	}

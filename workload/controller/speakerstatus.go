@@ -35,6 +35,10 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 	}
 	out.Speakers = make([]api.SpeakerView, len(pods.Items))
 	hc := &http.Client{Timeout: 3 * time.Second}
+	var token string
+	if sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{}); err == nil {
+		token = string(sec.Data[apiTokenKey])
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i := range pods.Items {
@@ -59,14 +63,14 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 			defer func() { <-sem }()
 			base := "http://" + net.JoinHostPort(v.Address, strconv.Itoa(c.opts.SpeakerPort))
 			var bgp api.BGPStatus
-			if err := getJSON(ctx, hc, base+"/v1/bgp", &bgp); err != nil {
+			if err := getJSON(ctx, hc, token, base+"/v1/bgp", &bgp); err != nil {
 				v.Error = err.Error()
 				return
 			}
 			v.BGP = &bgp
 			if out.Mode == config.ModeL2 {
 				var l2 api.L2Status
-				if err := getJSON(ctx, hc, base+"/v1/l2", &l2); err != nil {
+				if err := getJSON(ctx, hc, token, base+"/v1/l2", &l2); err != nil {
 					v.Error = err.Error()
 					return
 				}
@@ -94,11 +98,12 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+func getJSON(ctx context.Context, hc *http.Client, token, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("speaker API unreachable: %w", err)

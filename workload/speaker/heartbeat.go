@@ -110,8 +110,9 @@ func ParseL2Keys(data []byte) (L2Keys, error) {
 	return k, nil
 }
 
-// NewL2Key makes a random key, hex-encoded as the key file has it.
-func NewL2Key() string {
+// NewKey makes a random 256-bit key, hex-encoded as the key files (the
+// heartbeat keys, the status API's token) have it.
+func NewKey() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)
 	return hex.EncodeToString(b)

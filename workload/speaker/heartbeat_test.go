@@ -128,7 +128,7 @@ func FuzzOpenHeartbeat(f *testing.F) {
 
 // Keys: the first signs, all are accepted; bad files are refused.
 func TestParseL2Keys(t *testing.T) {
-	k1, k2 := NewL2Key(), NewL2Key()
+	k1, k2 := NewKey(), NewKey()
 	keys, err := ParseL2Keys([]byte(k1 + "\n" + k2 + "\n"))
 	if err != nil || len(keys.Accept) != 2 {
 		t.Fatalf("%+v %v", keys, err)

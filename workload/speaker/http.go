@@ -1,8 +1,12 @@
 package speaker
 
 import (
+	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,9 +38,24 @@ func (s *Speaker) status() Status {
 	return st
 }
 
-// Handler is the speaker's local HTTP API.
+// Handler is the speaker's HTTP API: /metrics, /healthz and /readyz for
+// anyone who reaches the node, /v1/ (peers, AS numbers, routes, owners)
+// only with the bearer token from the speakers' Secret, which the
+// controller presents.
 func (s *Speaker) Handler() http.Handler {
+	token, _ := os.ReadFile(s.opts.APITokenFile)
+	token = bytes.TrimSpace(token)
 	mux := http.NewServeMux()
+	authorized := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if len(token) == 0 || !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+				http.Error(w, "a bearer token is needed (the controller's, from the speakers' Secret)", http.StatusUnauthorized)
+				return
+			}
+			h(w, r)
+		}
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		s.mu.Lock()
@@ -57,16 +76,16 @@ func (s *Speaker) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/l2", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/l2", authorized(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.l2.status())
-	})
-	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	mux.HandleFunc("GET /v1/bgp", authorized(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.status())
-	})
+	}))
 	return mux
 }
 

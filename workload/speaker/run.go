@@ -35,7 +35,13 @@ type Options struct {
 	// L2KeyFile holds the keys of the L2 heartbeats (default
 	// DefaultL2KeyFile; see ParseL2Keys).
 	L2KeyFile string
+	// APITokenFile holds the token the status API's /v1/ paths want
+	// (default DefaultAPITokenFile).
+	APITokenFile string
 }
+
+// DefaultAPITokenFile is where the speaker pods have the status API's token.
+const DefaultAPITokenFile = "/etc/calico-lb/api-token"
 
 // DefaultL2KeyFile is where the speaker pods have the heartbeat keys.
 const DefaultL2KeyFile = "/etc/calico-lb/l2-keys"
@@ -74,6 +80,9 @@ func NewSpeaker(opts Options) *Speaker {
 	}
 	if opts.L2KeyFile == "" {
 		opts.L2KeyFile = DefaultL2KeyFile
+	}
+	if opts.APITokenFile == "" {
+		opts.APITokenFile = DefaultAPITokenFile
 	}
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
 	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(),

@@ -160,7 +160,8 @@ func runSpeaker(args []string) error {
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
-	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/bgp, /v1/l2, /metrics, /readyz), on every node address: the controller gathers bgp-status from it and Prometheus scrapes it")
+	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/bgp, /v1/l2 with the token; /metrics, /readyz open): the controller gathers bgp-status from it and Prometheus scrapes it; without a host, on NODE_IP (the node's address) when that is set")
+	apiToken := fs.String("api-token-file", speaker.DefaultAPITokenFile, "the bearer token /v1/ wants (the controller writes it into the speakers' Secret)")
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	l2Keys := fs.String("l2-key-file", speaker.DefaultL2KeyFile, "the keys that authenticate the L2 heartbeats, one per line in hex, the first signing (the controller writes them into the speakers' Secret)")
@@ -185,14 +186,19 @@ func runSpeaker(args []string) error {
 		return err
 	}
 	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log,
-		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys})
+		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, APITokenFile: *apiToken})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ln, err := net.Listen("tcp", *apiAddr)
+	addr := *apiAddr
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" && os.Getenv("NODE_IP") != "" {
+		addr = net.JoinHostPort(os.Getenv("NODE_IP"), port)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("local API: %w", err)
 	}
-	srv := &http.Server{Handler: sp.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: sp.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() { _ = srv.Serve(ln) }()
 	err = sp.Run(ctx) // withdraws every route before it returns
 	_ = srv.Close()
