@@ -606,3 +606,24 @@ func TestScrapesDoNotCallTheLoop(t *testing.T) {
 		t.Fatalf("50 scrapes and health checks called into the allocation loop %d times", calls)
 	}
 }
+
+// A term that ends clears only itself: when the same process leads again
+// at once, the old term's end must not wipe the new one (Events and the
+// local API would then go nowhere until a restart).
+func TestOldTermLeavesTheNewOne(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.83.0.0/28]}\n")
+	r := e.start("a")
+	waitUntil(t, "the first term runs", func() bool { return r.c.term.Load() != nil })
+	first := r.c.term.Load()
+	// The same process leads again before the first term has ended.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.c.lead(ctx)
+	waitUntil(t, "the second term runs", func() bool { return r.c.term.Load() != first && r.c.term.Load() != nil })
+	second := r.c.term.Load()
+	r.stop() // the first term ends
+	if got := r.c.term.Load(); got != second {
+		t.Fatalf("after the first term ended the running term is %p, want the second %p", got, second)
+	}
+}
