@@ -12,11 +12,12 @@ import (
 	"strings"
 )
 
-// heartbeat is one liveness message: "CLB2 node started revived seq sent",
-// then an HMAC-SHA256 of that text, in hex.
+// heartbeat is one liveness message: "CLB2 node started uptime revived seq
+// sent", then an HMAC-SHA256 of that text, in hex.
 type heartbeat struct {
 	node    string
-	started int64  // the sender's start, Unix ns: its "alive since"
+	started int64  // the sender's start, Unix ns: which life of the sender
+	uptime  int64  // ns since it started, on its monotonic clock: its "alive since"
 	revived int64  // how often the sender saw the receiver come back
 	seq     uint64 // numbers the sender's heartbeats since it started
 	sent    int64  // Unix ns
@@ -25,7 +26,7 @@ type heartbeat struct {
 const heartbeatMagic = "CLB2"
 
 func (h heartbeat) text() string {
-	return fmt.Sprintf("%s %s %d %d %d %d", heartbeatMagic, h.node, h.started, h.revived, h.seq, h.sent)
+	return fmt.Sprintf("%s %s %d %d %d %d %d", heartbeatMagic, h.node, h.started, h.uptime, h.revived, h.seq, h.sent)
 }
 
 func mac(key []byte, text string) []byte {
@@ -61,17 +62,18 @@ func openHeartbeat(b []byte, keys [][]byte) (heartbeat, bool) {
 		return heartbeat{}, false
 	}
 	f := strings.Fields(text)
-	if len(f) != 6 || f[0] != heartbeatMagic || len(f[1]) > 253 {
+	if len(f) != 7 || f[0] != heartbeatMagic || len(f[1]) > 253 {
 		return heartbeat{}, false
 	}
 	var h heartbeat
-	var errs [4]error
+	var errs [5]error
 	h.node = f[1]
 	h.started, errs[0] = strconv.ParseInt(f[2], 10, 64)
-	h.revived, errs[1] = strconv.ParseInt(f[3], 10, 64)
-	h.seq, errs[2] = strconv.ParseUint(f[4], 10, 64)
-	h.sent, errs[3] = strconv.ParseInt(f[5], 10, 64)
-	if errors.Join(errs[:]...) != nil || h.revived < 0 {
+	h.uptime, errs[1] = strconv.ParseInt(f[3], 10, 64)
+	h.revived, errs[2] = strconv.ParseInt(f[4], 10, 64)
+	h.seq, errs[3] = strconv.ParseUint(f[5], 10, 64)
+	h.sent, errs[4] = strconv.ParseInt(f[6], 10, 64)
+	if errors.Join(errs[:]...) != nil || h.revived < 0 || h.uptime < 0 {
 		return heartbeat{}, false
 	}
 	return h, true

@@ -145,3 +145,30 @@ func TestParseL2Keys(t *testing.T) {
 		}
 	}
 }
+
+// A peer's clock that runs ahead or behind does not move its hold-down:
+// "alive since" is when its heartbeat arrived less the uptime it carries,
+// on the receiver's own clock, not the peer's start time.
+func TestAliveSinceIgnoresClockSkew(t *testing.T) {
+	peers := map[string]netip.AddrPort{"b": netip.MustParseAddrPort("127.0.0.1:7947")}
+	now := time.Now()
+	for _, skew := range []time.Duration{10 * time.Second, -10 * time.Second} {
+		l := &Liveness{self: "a", started: now.Add(-time.Hour), peers: peers, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), timeout: DefaultTimeout}
+		theirs := now.Add(skew)
+		l.heard(heartbeat{node: "b", started: theirs.Add(-2 * time.Second).UnixNano(), uptime: int64(2 * time.Second), seq: 1, sent: theirs.UnixNano()}, peers["b"], now)
+		var since time.Time
+		for _, m := range l.Members(now) {
+			if m.Node == "b" {
+				since = m.AliveSince
+			}
+		}
+		if d := since.Sub(now.Add(-2 * time.Second)); d < -time.Millisecond || d > time.Millisecond {
+			t.Fatalf("clock %s off: b alive since %s, want 2 s before now (%s)", skew, since, now.Add(-2*time.Second))
+		}
+		// A later heartbeat of the same life does not move it.
+		l.heard(heartbeat{node: "b", started: theirs.Add(-2 * time.Second).UnixNano(), uptime: int64(3 * time.Second), seq: 2, sent: theirs.Add(time.Second).UnixNano()}, peers["b"], now.Add(1100*time.Millisecond))
+		if s := l.seen["b"].aliveSince; !s.Equal(since) {
+			t.Fatalf("alive since moved from %s to %s within one life", since, s)
+		}
+	}
+}

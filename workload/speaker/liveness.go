@@ -58,8 +58,14 @@ type Liveness struct {
 
 type peerSeen struct {
 	last    time.Time // last heartbeat
-	started time.Time // the peer's own start time, from its heartbeats
+	started time.Time // the peer's own start time: which life of the peer this is
 	seq     uint64    // the number of its last heartbeat since started
+	// aliveSince is when the peer started, on this speaker's clock: when
+	// its first heartbeat of this life arrived, less the uptime it
+	// carried (measured on the peer's monotonic clock). Clock skew between
+	// nodes therefore cannot shift hold-down; every speaker still sees the
+	// same instant, give or take a packet's transit.
+	aliveSince time.Time
 	// revived counts how often this speaker saw the peer come back from
 	// the dead; it travels to the peer in our heartbeats.
 	revived int64
@@ -135,7 +141,7 @@ func (l *Liveness) Members(now time.Time) []Member {
 	out := []Member{{Node: l.self, AliveSince: l.started}}
 	for n, s := range l.seen {
 		if now.Sub(s.last) <= l.timeout {
-			out = append(out, Member{Node: n, AliveSince: s.started})
+			out = append(out, Member{Node: n, AliveSince: s.aliveSince})
 		}
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
@@ -185,7 +191,7 @@ func (l *Liveness) beat(ctx context.Context) {
 		dests := make([]dest, 0, len(l.peers))
 		for n, a := range l.peers {
 			if n != l.self && (l.lost == nil || !l.lost(n)) {
-				hb := heartbeat{node: l.self, started: l.started.UnixNano(), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano()}
+				hb := heartbeat{node: l.self, started: l.started.UnixNano(), uptime: int64(now.Sub(l.started)), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano()}
 				dests = append(dests, dest{a, hb.seal(l.keys.Sign)})
 			}
 		}
@@ -267,8 +273,9 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 		l.given = true
 		l.signal()
 	}
-	if !s.started.Equal(started) {
+	if !seen || !s.started.Equal(started) {
 		s.revivedUs = 0
+		s.aliveSince = now.Add(-time.Duration(hb.uptime))
 	}
 	s.last, s.started, s.seq, s.revivedUs = now, started, hb.seq, max(s.revivedUs, hb.revived)
 	l.seen[hb.node] = s
