@@ -102,6 +102,10 @@ func (o *Options) defaults() {
 	}
 }
 
+// resyncEvery is how often every Service is reconciled even when nothing
+// about it changed.
+const resyncEvery = 10 * time.Minute
+
 // Controller reconciles LoadBalancer Services.
 type Controller struct {
 	opts     Options
@@ -147,7 +151,9 @@ func New(opts Options) (*Controller, error) {
 // Run runs until ctx ends: it watches the config file, keeps the caches,
 // serves nothing itself (see Handler), and allocates while it leads.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.opts.Client, 0)
+	// Every Service is looked at again every resyncEvery, so that nothing
+	// (a status write lost on the way, say) stays wrong for good.
+	factory := informers.NewSharedInformerFactory(c.opts.Client, resyncEvery)
 	inf := factory.Core().V1().Services()
 	c.services = inf.Lister()
 	c.synced = inf.Informer().HasSynced

@@ -15,7 +15,12 @@ import (
 type wrote struct {
 	sentRV  string // the resourceVersion the write was based on
 	ingress []corev1.LoadBalancerIngress
+	at      time.Time
 }
+
+// cacheLag is how long a status write may take to show in the cache
+// before the controller writes it again.
+const cacheLag = 30 * time.Second
 
 type write struct {
 	key  string
@@ -31,9 +36,11 @@ func (t *term) sync(key string, svc *corev1.Service, ips []netip.Addr) bool {
 		t.mu.Lock()
 		w, ok := t.written[key]
 		t.mu.Unlock()
-		if ok && w.sentRV == svc.ResourceVersion && sameIngress(w.ingress, want) {
+		if ok && w.sentRV == svc.ResourceVersion && sameIngress(w.ingress, want) && time.Since(w.at) < cacheLag {
 			// Our write succeeded; the cache has not caught up yet, and its
-			// update will bring the key back.
+			// update will bring the key back. Past cacheLag the write
+			// counts as lost and goes again: if it was not, the apiserver
+			// answers Conflict and the next pass sees the fresh object.
 			return false
 		}
 		out := svc.DeepCopy()
@@ -92,7 +99,7 @@ func (t *term) perform(ctx context.Context, w write) {
 		t.queue.Forget(w.key)
 		if !w.spec {
 			t.mu.Lock()
-			t.written[w.key] = wrote{sentRV: w.svc.ResourceVersion, ingress: w.svc.Status.LoadBalancer.Ingress}
+			t.written[w.key] = wrote{sentRV: w.svc.ResourceVersion, ingress: w.svc.Status.LoadBalancer.Ingress, at: time.Now()}
 			t.mu.Unlock()
 			if len(w.svc.Status.LoadBalancer.Ingress) > 0 && !w.seen.IsZero() {
 				t.c.metrics.latency.Observe(time.Since(w.seen).Seconds())
