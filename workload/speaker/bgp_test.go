@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	gobgpapi "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -83,6 +87,17 @@ func runChild() {
 				err = b.SetRoutes(c.Routes)
 			case "status":
 				reply.Status = b.Status()
+			case "received":
+				// Paths a peer sent that made it into the global RIB.
+				var n uint32
+				err = b.s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
+					for _, p := range paths {
+						if p.PeerAddress.IsValid() && !p.PeerAddress.IsUnspecified() {
+							n++
+						}
+					}
+				})
+				reply.ASN = n
 			case "speaker":
 				o := config.DefaultOptions()
 				o.PeeringMode, o.SpinePeers = "spine", c.SpinePeers
@@ -524,6 +539,33 @@ func TestReadyzDuringTeardown(t *testing.T) {
 	t.Logf("teardown took %s; /readyz asked %d times, slowest answer %s, %d not ok", rep.TeardownIn.Round(time.Millisecond), rep.Polls, rep.Slowest.Round(time.Microsecond), rep.Failed)
 	if rep.Polls < 4 || rep.Failed > 0 || rep.Slowest > 100*time.Millisecond {
 		t.Fatalf("/readyz during the teardown: %+v", rep)
+	}
+}
+
+// The speakers announce and never route: a spine that sends routes (a
+// full table, say) fills nothing, since every received path is rejected
+// on import; the speaker's own routes still reach the spine.
+func TestBGPRejectsReceivedRoutes(t *testing.T) {
+	s := newSpineBed(t, " address-family ipv4 unicast\n  network 10.211.200.0/24\n  network 10.211.201.0/24\n  neighbor 10.211.1.2 activate\n exit-address-family\n", false)
+	// (The bed's FRR has no bgp network import-check: it advertises these
+	// networks without routes to them.)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1")}})
+	sp.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.9/32"), NextHop: s.nodeAddr}}})
+	s.waitRoute(t, "10.211.100.9", true, 15*time.Second)
+	// The spine has sent its two networks by now (it advertises as the
+	// session comes up); give it a moment more.
+	if _, err := netns.WaitFor(context.Background(), 5*time.Second, func() bool {
+		out, _ := s.frr.Vtysh("-c", "show bgp ipv4 unicast neighbors 10.211.1.2 advertised-routes")
+		return strings.Contains(out, "10.211.200.0/24") && strings.Contains(out, "10.211.201.0/24")
+	}); err != nil {
+		out, _ := s.frr.Vtysh("-c", "show bgp ipv4 unicast neighbors 10.211.1.2 advertised-routes")
+		t.Fatalf("the spine never advertised its networks: %s", out)
+	}
+	time.Sleep(time.Second)
+	if n := sp.do(command{Op: "received"}).ASN; n != 0 {
+		t.Fatalf("the speaker's RIB holds %d paths from the spine, want none", n)
 	}
 }
 
