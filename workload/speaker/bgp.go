@@ -78,6 +78,15 @@ func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Lo
 		s.Stop()
 		return nil, fmt.Errorf("start BGP (AS %d, router ID %s): %w", asn, routerID, err)
 	}
+	// The speakers announce and never route: every path a peer sends is
+	// rejected on import (a neighbor-set condition, which a path of our
+	// own never matches: a default REJECT would drop those too), so a
+	// spine that sends a full table, or a hostile peer, cannot fill the
+	// speakers' RIB.
+	if err := rejectReceived(ctx, s); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("reject received routes: %w", err)
+	}
 	b := newBGP(log, func(ctx context.Context, r *api.UpdatePeerRequest) error {
 		_, err := s.UpdatePeer(ctx, r)
 		return err
@@ -377,4 +386,23 @@ func (b *BGP) Stop(ctx context.Context) {
 	b.stop()
 	_ = b.s.StopBgp(ctx, &api.StopBgpRequest{})
 	b.s.Stop()
+}
+
+// rejectReceived installs the global import policy that drops every path
+// learnt from a peer.
+func rejectReceived(ctx context.Context, s *server.BgpServer) error {
+	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "any-peer", List: []string{"0.0.0.0/0", "::/0"}}}); err != nil {
+		return err
+	}
+	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: "reject-received", Statements: []*api.Statement{{
+		Name:       "from-any-peer",
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "any-peer"}},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
+	}}}}); err != nil {
+		return err
+	}
+	return s.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies: []*api.Policy{{Name: "reject-received"}}, DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT}})
 }
