@@ -243,10 +243,14 @@ func podName(unit string) string {
 	return unit
 }
 
-// Status is the unit status after the handlers ran: it asks the workload
-// (readWorkload), then judges what it learnt (status).
+// Status is the unit status after the handlers ran: what the hook's own
+// outcome imposes (hookStatus), else the workload's, which it asks for
+// (readWorkload) and then judges (workloadStatus).
 func (c *Charm) Status(s *reactive.State) status.Status {
-	return c.status(s, c.readWorkload(s))
+	if st, ok := c.hookStatus(s); ok {
+		return st
+	}
+	return c.workloadStatus(c.readWorkload())
 }
 
 // workloadView is what the status needs from the workload's local API.
@@ -258,16 +262,9 @@ type workloadView struct {
 
 // readWorkload fetches the workload's figures, first making sure it has
 // taken in the config file just pushed, so that the status speaks of the
-// new config (a pool change it holds back, say) in this very hook. It asks
-// nothing when the status does not depend on the workload.
-func (c *Charm) readWorkload(s *reactive.State) workloadView {
+// new config (a pool change it holds back, say) in this very hook.
+func (c *Charm) readWorkload() workloadView {
 	var v workloadView
-	if s.Has(ConfigInvalid) || s.Has(PasswordsMissed) || !s.Has(PebbleReady) || !s.Has(Planned) {
-		return v
-	}
-	if _, _, linked := c.linkStatus(s); linked {
-		return v
-	}
 	if err := c.get("/v1/allocations", &v.snap); err != nil {
 		v.waiting = "waiting for the workload's API: " + err.Error()
 		return v
@@ -295,24 +292,30 @@ func (c *Charm) readWorkload(s *reactive.State) workloadView {
 	return v
 }
 
-// status judges the hook's outcome and the workload's figures; it does
-// no I/O.
-func (c *Charm) status(s *reactive.State, v workloadView) status.Status {
+// hookStatus is the status the hook's outcome imposes whatever the
+// workload says, if any; it does no I/O.
+func (c *Charm) hookStatus(s *reactive.State) (status.Status, bool) {
 	switch {
 	case s.Has(ConfigInvalid):
-		return status.InvalidConfig(c.cfgErr)
+		return status.InvalidConfig(c.cfgErr), true
 	case s.Has(PasswordsMissed):
-		return status.Status{Name: "blocked", Message: c.pwErr.Error()}
+		return status.Status{Name: "blocked", Message: c.pwErr.Error()}, true
 	}
 	if name, msg, ok := c.linkStatus(s); ok {
-		return status.Status{Name: name, Message: msg}
+		return status.Status{Name: name, Message: msg}, true
 	}
 	switch {
 	case !s.Has(PebbleReady):
-		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}
+		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}, true
 	case !s.Has(Planned):
-		return status.Status{Name: "maintenance", Message: "configuring the workload"}
-	case v.waiting != "":
+		return status.Status{Name: "maintenance", Message: "configuring the workload"}, true
+	}
+	return status.Status{}, false
+}
+
+// workloadStatus judges the workload's figures; it does no I/O.
+func (c *Charm) workloadStatus(v workloadView) status.Status {
+	if v.waiting != "" {
 		return status.Status{Name: "waiting", Message: v.waiting}
 	}
 	st := status.FromWorkload(v.snap, v.change)
