@@ -115,7 +115,7 @@ func (st *state) adopt(req *Request, ips []netip.Addr) (int32, error) {
 			// what the Services hold, even across namespaces in a pool
 			// that no longer allows it (new joiners are then refused).
 			g := st.group(owner)
-			if g == nil || g.idx.key != req.SharingKey || g.idx.backend != req.BackendKey || !portsFree(g, req.Ports, req.Service) {
+			if !g.compatible(req) {
 				return -1, st.inUse(ip, owner, req)
 			}
 			groups[i] = g

@@ -277,5 +277,13 @@ func scope(p *pool, svc ServiceKey) string {
 
 // accepts reports whether req may join the group (nil: an unshared address).
 func (g *shareGroup) accepts(req *Request) bool {
-	return g != nil && g.idx.ns == scope(g.idx.pool, req.Service) && g.idx.key == req.SharingKey && g.idx.backend == req.BackendKey && portsFree(g, req.Ports, req.Service)
+	return g.compatible(req) && g.idx.ns == scope(g.idx.pool, req.Service)
+}
+
+// compatible reports whether req could share g's address, whichever
+// namespace it is in: the same key and backend, and disjoint ports.
+// Adoption asks only this (a share that exists stays); new joiners must
+// also be in g's scope (accepts).
+func (g *shareGroup) compatible(req *Request) bool {
+	return g != nil && g.idx.key == req.SharingKey && g.idx.backend == req.BackendKey && portsFree(g, req.Ports, req.Service)
 }
