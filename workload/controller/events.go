@@ -69,18 +69,18 @@ func refTo(svc *corev1.Service) corev1.ObjectReference {
 func (o *outbox) post(svc *corev1.Service, typ, reason, key, format string, args ...any) {
 	ev := &outEvent{ref: refTo(svc), typ: typ, reason: reason, message: fmt.Sprintf(format, args...), key: key, at: time.Now()}
 	o.mu.Lock()
-	if key != "" {
-		if old := o.byKey[key]; old != nil {
-			old.stale = true
-			o.metrics.events.WithLabelValues("replaced").Inc()
-		}
-	}
 	if len(o.queue) >= maxQueuedEvents {
+		// Full: this one is dropped, and one queued under its key still
+		// goes (marking it stale first would have lost both).
 		o.mu.Unlock()
 		o.metrics.events.WithLabelValues("dropped").Inc()
 		return
 	}
 	if key != "" {
+		if old := o.byKey[key]; old != nil {
+			old.stale = true
+			o.metrics.events.WithLabelValues("replaced").Inc()
+		}
 		o.byKey[key] = ev
 	}
 	o.queue = append(o.queue, ev)

@@ -50,3 +50,18 @@ func TestOutboxReplacesQueued(t *testing.T) {
 		t.Fatalf("%d keys left after the queue emptied", n)
 	}
 }
+
+// A full outbox drops the new Event, and the one queued under its key
+// still goes out: the matter is not left without a word.
+func TestOutboxFullKeepsTheQueuedOne(t *testing.T) {
+	o := newOutbox(nil, "test", slog.Default(), newMetrics(&Controller{}))
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+	o.post(svc, corev1.EventTypeWarning, "PoolChangeHeldBack", "k/a", "held a")
+	for i := 1; i < maxQueuedEvents; i++ {
+		o.post(svc, corev1.EventTypeNormal, "Filler", "", "filler")
+	}
+	o.post(svc, corev1.EventTypeNormal, "PoolChangeReverted", "k/a", "reverted a")
+	if ev := o.next(); ev == nil || ev.message != "held a" {
+		t.Fatalf("first out: %+v, want the queued held-back Event", ev)
+	}
+}
