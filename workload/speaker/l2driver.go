@@ -38,48 +38,10 @@ func (d *l2Driver) sync(ctx context.Context, w world) {
 		}
 		return
 	}
-	live, resp := d.liveness(), d.responder()
-	if live == nil {
-		self := routerID(w.node)
-		if !self.IsValid() {
-			d.setErr(fmt.Errorf("node %s has no IPv4 InternalIP to send heartbeats from", w.node.Name))
-			return
-		}
-		data, err := os.ReadFile(d.keyFile)
-		if err != nil {
-			d.setErr(fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err))
-			return
-		}
-		keys, err := ParseL2Keys(data)
-		if err != nil {
-			d.setErr(err)
-			return
-		}
-		l, err := StartLiveness(ctx, w.node.Name, netip.AddrPortFrom(self, uint16(d.port)), keys, DefaultHeartbeat, DefaultTimeout)
-		if err != nil {
-			d.setErr(err)
-			return
-		}
-		live = l
-		d.mu.Lock()
-		d.live = l
-		d.mu.Unlock()
-	}
-	if resp == nil {
-		ifaces := w.cfg.L2.Interfaces
-		if len(ifaces) == 0 {
-			ifaces = interfacesOf(w.node)
-		}
-		r, err := StartResponder(ctx, ifaces, d.log)
-		if err != nil {
-			d.setErr(err)
-			return
-		}
-		resp = r
-		d.mu.Lock()
-		d.resp = r
-		d.mu.Unlock()
-		d.log.Info("L2 responder started", "interfaces", ifaces)
+	live, resp, err := d.start(ctx, w)
+	if err != nil {
+		d.setErr(err)
+		return
 	}
 	nodes := map[string]Node{}
 	peers := map[string]netip.AddrPort{}
@@ -123,6 +85,47 @@ func (d *l2Driver) sync(ctx context.Context, w world) {
 		resp.Reannounce(ctx)
 	}
 	d.members = seen
+}
+
+// start starts the heartbeats and the responder, whichever does not run
+// yet, and returns both.
+func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, error) {
+	live, resp := d.liveness(), d.responder()
+	if live == nil {
+		self := routerID(w.node)
+		if !self.IsValid() {
+			return nil, nil, fmt.Errorf("node %s has no IPv4 InternalIP to send heartbeats from", w.node.Name)
+		}
+		data, err := os.ReadFile(d.keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err)
+		}
+		keys, err := ParseL2Keys(data)
+		if err != nil {
+			return nil, nil, err
+		}
+		if live, err = StartLiveness(ctx, w.node.Name, netip.AddrPortFrom(self, uint16(d.port)), keys, DefaultHeartbeat, DefaultTimeout); err != nil {
+			return nil, nil, err
+		}
+		d.mu.Lock()
+		d.live = live
+		d.mu.Unlock()
+	}
+	if resp == nil {
+		ifaces := w.cfg.L2.Interfaces
+		if len(ifaces) == 0 {
+			ifaces = interfacesOf(w.node)
+		}
+		var err error
+		if resp, err = StartResponder(ctx, ifaces, d.log); err != nil {
+			return nil, nil, err
+		}
+		d.mu.Lock()
+		d.resp = resp
+		d.mu.Unlock()
+		d.log.Info("L2 responder started", "interfaces", ifaces)
+	}
+	return live, resp, nil
 }
 
 // stop needs nothing: the responder and heartbeats end with the context,
