@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
 )
@@ -109,7 +110,7 @@ type running struct {
 func (e *env) start(id string, mods ...func(*Options)) *running {
 	e.t.Helper()
 	opts := Options{
-		Client: e.cl.Client(cluster.UserAdmin), ConfigPath: e.cfgPath, Identity: id,
+		Client: e.controllerClient(), ConfigPath: e.cfgPath, Identity: id,
 		LeaseNamespace: e.ns, LeaseName: e.lease, ConfigPoll: 100 * time.Millisecond,
 		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(testWriter{e.t, id}, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -129,6 +130,24 @@ func (e *env) start(id string, mods ...func(*Options)) *running {
 	r.stop = func() { once.Do(func() { cancel(); <-done; r.api.Close() }) }
 	e.t.Cleanup(r.stop)
 	return r
+}
+
+// controllerClient authenticates as the controller's own ServiceAccount,
+// created as the charm creates it: every test of the package thereby runs
+// the controller with exactly the RBAC the charm grants it, and a
+// permission it lacks fails the test that needs it.
+func (e *env) controllerClient() kubernetes.Interface {
+	e.t.Helper()
+	a := Access{Namespace: e.ns, LeaseName: e.lease}
+	f := TokenFile{Path: filepath.Join(e.t.TempDir(), "token")}
+	if err := a.Grant(context.Background(), e.client, f, TokenTTL); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = a.Remove(context.Background(), e.client) })
+	cfg := rest.AnonymousClientConfig(e.cl.Config(cluster.UserAdmin))
+	cfg.BearerTokenFile = f.Path
+	cfg.QPS, cfg.Burst = 1000, 2000
+	return kubernetes.NewForConfigOrDie(cfg)
 }
 
 type testWriter struct {

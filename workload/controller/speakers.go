@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/kubeapply"
 	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 	"github.com/calico-lb/calico-lb/workload/rock"
 	"github.com/calico-lb/calico-lb/workload/speaker"
@@ -30,7 +30,6 @@ const (
 	SpeakerName       = "calico-lb-speaker"
 	speakerConfigName = "calico-lb-speaker-config"
 	speakerSecretName = "calico-lb-bgp-passwords"
-	specHashKey       = "calico-lb.io/spec-hash"
 )
 
 // speakerObjects reconciles the speaker DaemonSet and what it needs, in
@@ -64,7 +63,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
 		func() error {
-			return apply(ctx, s.client.CoreV1().ServiceAccounts(s.ns), &corev1.ServiceAccount{ObjectMeta: meta(s.ns, SpeakerName, labelsSel)}, nil)
+			return kubeapply.Apply(ctx, s.client.CoreV1().ServiceAccounts(s.ns), &corev1.ServiceAccount{ObjectMeta: meta(s.ns, SpeakerName, labelsSel)}, nil)
 		},
 		func() error {
 			role := &rbacv1.ClusterRole{
@@ -74,9 +73,8 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 					{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 				},
 			}
-			return apply(ctx, s.client.RbacV1().ClusterRoles(), role, func(have, want *rbacv1.ClusterRole) bool {
+			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoles(), role, func(have, want *rbacv1.ClusterRole) {
 				have.Rules = want.Rules
-				return true
 			})
 		},
 		func() error {
@@ -85,7 +83,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 				RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: s.roleName()},
 				Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: s.ns}},
 			}
-			return apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
+			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
 		},
 		func() error {
 			layer, err := SpeakerLayer(s.port).Render()
@@ -94,16 +92,14 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			}
 			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, speakerConfigName, labelsSel), Data: map[string]string{
 				"config.yaml": string(s.configRaw), speakerLayerKey: string(layer)}}
-			return apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) bool {
+			return kubeapply.Apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) {
 				have.Data = want.Data
-				return true
 			})
 		},
 		func() error {
 			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys, apiTokenKey: token}}
-			return apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) bool {
+			return kubeapply.Apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
 				have.Data = want.Data
-				return true
 			})
 		},
 		func() error {
@@ -111,10 +107,9 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			if err != nil {
 				return err
 			}
-			return apply(ctx, s.client.AppsV1().DaemonSets(s.ns), ds, func(have, want *appsv1.DaemonSet) bool {
+			return kubeapply.Apply(ctx, s.client.AppsV1().DaemonSets(s.ns), ds, func(have, want *appsv1.DaemonSet) {
 				have.Spec = want.Spec
 				have.Annotations = want.Annotations
-				return true
 			})
 		},
 	}
@@ -302,7 +297,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, secrets [][]byte, keys []b
 		m.Write(part)
 		m.Write([]byte{0})
 	}
-	ds.Spec.Template.Annotations = map[string]string{specHashKey: hex.EncodeToString(m.Sum(nil)[:8])}
+	ds.Spec.Template.Annotations = map[string]string{kubeapply.HashKey: hex.EncodeToString(m.Sum(nil)[:8])}
 	return ds, nil
 }
 
@@ -356,59 +351,7 @@ func (s speakerObjects) remove(ctx context.Context) error {
 			return s.client.CoreV1().ServiceAccounts(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
 		},
 	}
-	for _, f := range del {
-		if err := f(); err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
-	}
-	return nil
-}
-
-// getCreateUpdate is the part of a typed client apply needs.
-type getCreateUpdate[T any] interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
-	Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error)
-	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
-}
-
-type object interface{ GetName() string }
-
-// apply creates want, or updates the existing object when merge (copying
-// the wanted fields into it) says it differs from a hash of what was last
-// written; merge nil means the object never needs updating.
-func apply[T interface {
-	object
-	metav1.Object
-}](ctx context.Context, c getCreateUpdate[T], want T, merge func(have, want T) bool) error {
-	have, err := c.Get(ctx, want.GetName(), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		_, err = c.Create(ctx, want, metav1.CreateOptions{FieldManager: "calico-lb"})
-		return err
-	}
-	if err != nil || merge == nil {
-		return err
-	}
-	wantHash := hashOf(want)
-	if have.GetAnnotations()[specHashKey] == wantHash {
-		return nil
-	}
-	merge(have, want)
-	ann := have.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[specHashKey] = wantHash
-	have.SetAnnotations(ann)
-	_, err = c.Update(ctx, have, metav1.UpdateOptions{FieldManager: "calico-lb"})
-	return err
-}
-
-// hashOf hashes an object's wanted content. JSON, not a printed form:
-// printing would include pointer addresses and change on every call.
-func hashOf(v any) string {
-	b, _ := json.Marshal(v)
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:8])
+	return kubeapply.Delete(del...)
 }
 
 // Cleanup deletes what the controller created in namespace: the speaker

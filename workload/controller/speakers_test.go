@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/kubeapply"
 )
 
 const spineCfg = `mode: spine
@@ -122,7 +123,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		terms[0].MatchExpressions[0].Operator != corev1.NodeSelectorOpDoesNotExist && terms[0].MatchExpressions[1].Operator != corev1.NodeSelectorOpDoesNotExist {
 		t.Fatalf("l2 DaemonSet: caps %+v, affinity %+v", caps, terms)
 	}
-	if updated.Spec.Template.Annotations[specHashKey] == ds.Spec.Template.Annotations[specHashKey] {
+	if updated.Spec.Template.Annotations[kubeapply.HashKey] == ds.Spec.Template.Annotations[kubeapply.HashKey] {
 		t.Fatal("the pod template's config hash did not change, so speakers would keep the old config")
 	}
 

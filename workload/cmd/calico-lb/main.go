@@ -28,11 +28,13 @@ import (
 // version is set by the image build (-X main.version=...).
 var version = "dev"
 
-const usage = `usage: calico-lb controller|speaker|cleanup [flags]
+const usage = `usage: calico-lb controller|speaker|access|cleanup [flags]
 
   controller   allocate LoadBalancer IPs for Services (leader-elected)
   speaker      announce this node's LoadBalancer IPs (one per node)
-  cleanup      delete what the controller created (speakers, their RBAC, the Lease)
+  access       create the controller's ServiceAccount and RBAC, and its token
+  cleanup      delete what the controller created (speakers, their RBAC, the
+               Lease) and the controller's own ServiceAccount and RBAC
   version      print the version
 
 Run "calico-lb <command> -h" for its flags.
@@ -49,6 +51,8 @@ func main() {
 		err = runController(os.Args[2:])
 	case "speaker":
 		err = runSpeaker(os.Args[2:])
+	case "access":
+		err = runAccess(os.Args[2:])
 	case "cleanup":
 		err = runCleanup(os.Args[2:])
 	case "version", "--version":
@@ -71,6 +75,7 @@ func runController(args []string) error {
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	tokenFile := fs.String("token-file", "", "act as the controller's own ServiceAccount with the token in this file (written by `calico-lb access`), renewing it at half-life; the kubeconfig or in-cluster config then only gives the apiserver's address and CA")
 	identity := fs.String("identity", os.Getenv("POD_NAME"), "leader-election identity (default: hostname-pid)")
 	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
 	apiAddr := fs.String("api-address", "", "local HTTP API address (default: the config's api-address, else "+config.DefaultAPIAddress+")")
@@ -91,6 +96,12 @@ func runController(args []string) error {
 	restCfg, err := clientConfig(*kubeconfig)
 	if err != nil {
 		return err
+	}
+	if *tokenFile != "" {
+		// Only the address and the CA: the pod's own credentials are
+		// the charm's, far more than the controller needs.
+		restCfg = rest.AnonymousClientConfig(restCfg)
+		restCfg.BearerTokenFile = *tokenFile
 	}
 	restCfg.QPS, restCfg.Burst = float32(*qps), int(*qps*2)
 	restCfg.UserAgent = "calico-lb-controller"
@@ -124,6 +135,14 @@ func runController(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *tokenFile != "" {
+		f := controller.TokenFile{Path: *tokenFile}
+		go f.KeepToken(ctx, client, controller.Access{Namespace: *leaseNS}, controller.TokenTTL, time.Minute, func(err error) {
+			if err != nil {
+				log.Error("cannot renew the controller's token; the charm renews it on its next hook", "error", err)
+			}
+		})
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("local API: %w", err)
@@ -225,8 +244,41 @@ func runCleanup(args []string) error {
 	if err := controller.Cleanup(ctx, client, *ns, *lease); err != nil {
 		return err
 	}
-	fmt.Printf("removed the speakers, their RBAC and config, and the Lease in %s\n", *ns)
+	if err := (controller.Access{Namespace: *ns, LeaseName: *lease}).Remove(ctx, client); err != nil {
+		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
+	}
+	fmt.Printf("removed the speakers, their RBAC and config, the Lease, and the controller's ServiceAccount and RBAC in %s\n", *ns)
 	return nil
+}
+
+// runAccess is what the charm runs on every hook, with the pod's own
+// (trusted) credentials, before the controller starts or while it runs.
+func runAccess(args []string) error {
+	fs := flag.NewFlagSet("access", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	ns := fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
+	lease := fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	tokenFile := fs.String("token-file", "", "where to keep the controller's token (required)")
+	owner := fs.Int("owner", -1, "user and group that own the token file and its directory (the controller's); -1: leave them")
+	_ = fs.Parse(args)
+	if *tokenFile == "" {
+		return errors.New("access: --token-file is required")
+	}
+	restCfg, err := clientConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := controller.TokenFile{Path: *tokenFile}
+	if *owner >= 0 {
+		f.Owner = owner
+	}
+	return controller.Access{Namespace: *ns, LeaseName: *lease}.Grant(ctx, client, f, controller.TokenTTL)
 }
 
 func clientConfig(kubeconfig string) (*rest.Config, error) {

@@ -1,0 +1,163 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/workload/kubeapply"
+)
+
+// ControllerAccount is the ServiceAccount the controller runs as. The
+// charm creates it with the pod's own credentials (cluster-admin under
+// `juju deploy --trust`), so that the controller, which parses tenants'
+// Services and listens on the pod network, holds only what it uses.
+const ControllerAccount = "calico-lb-controller"
+
+// Access names the controller's ServiceAccount and RBAC in one namespace
+// (the model's): the Lease, the speakers and their Secret live there.
+type Access struct {
+	Namespace string
+	LeaseName string // default "calico-lb-controller"
+}
+
+func (a Access) lease() string {
+	if a.LeaseName == "" {
+		return "calico-lb-controller"
+	}
+	return a.LeaseName
+}
+
+// clusterRole names the cluster-wide role; it carries the namespace, as the
+// speakers' does, so two calico-lb applications do not share one.
+func (a Access) clusterRole() string { return ControllerAccount + "-" + a.Namespace }
+
+var (
+	core      = []string{""}
+	readVerbs = []string{"get", "list", "watch"}
+	// Create cannot be limited to names (the object does not exist yet),
+	// so each kind it creates has one rule to create and one to touch the
+	// named objects.
+	keepVerbs = []string{"get", "update", "delete"}
+)
+
+// ClusterRules is what the controller does across the cluster: it watches
+// and writes Services (status, and spec.externalIPs when mirroring),
+// reads the EndpointSlices and Nodes it reports on, records Events on the
+// Services, and keeps the speakers' ClusterRole and its binding. The
+// speakers' role may only hold rules the controller holds itself (the
+// apiserver refuses to grant more), which is why it reads Nodes and
+// EndpointSlices with get and watch too; that is safer than `escalate`
+// or `bind`, which would let it grant anything.
+func (a Access) ClusterRules() []rbacv1.PolicyRule {
+	speakerRole := []string{SpeakerName + "-" + a.Namespace}
+	return []rbacv1.PolicyRule{
+		{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch", "update"}},
+		{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+		{APIGroups: core, Resources: []string{"nodes"}, Verbs: readVerbs},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
+		{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: keepVerbs, ResourceNames: speakerRole},
+	}
+}
+
+// NamespaceRules is what the controller does in its own namespace: leader
+// election on its Lease; the speakers' DaemonSet, ServiceAccount, ConfigMap
+// and Secret; its own Pod (whose image the speakers run) and the speakers'
+// Pods (listed for bgp-status); and renewing its own token.
+func (a Access) NamespaceRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}, ResourceNames: []string{a.lease()}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
+		{APIGroups: core, Resources: []string{"serviceaccounts", "configmaps", "secrets"}, Verbs: []string{"create"}},
+		{APIGroups: core, Resources: []string{"serviceaccounts"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
+		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: keepVerbs, ResourceNames: []string{speakerConfigName}},
+		{APIGroups: core, Resources: []string{"secrets"}, Verbs: keepVerbs, ResourceNames: []string{speakerSecretName}},
+		{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: core, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{ControllerAccount}},
+	}
+}
+
+// Ensure creates or updates the controller's ServiceAccount, its roles and
+// their bindings. It needs the rights it grants (the apiserver refuses to
+// grant more than the caller holds): the charm runs it with the pod's own
+// token under `--trust`.
+func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
+	l := map[string]string{"app.kubernetes.io/name": ControllerAccount}
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: a.Namespace}}
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"ServiceAccount " + ControllerAccount, func() error {
+			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(a.Namespace), &corev1.ServiceAccount{ObjectMeta: meta(a.Namespace, ControllerAccount, l)}, nil)
+		}},
+		{"ClusterRole " + a.clusterRole(), func() error {
+			r := &rbacv1.ClusterRole{ObjectMeta: meta("", a.clusterRole(), l), Rules: a.ClusterRules()}
+			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
+		}},
+		{"ClusterRoleBinding " + a.clusterRole(), func() error {
+			b := &rbacv1.ClusterRoleBinding{ObjectMeta: meta("", a.clusterRole(), l), Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: a.clusterRole()}}
+			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoleBindings(), b, func(have, want *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects })
+		}},
+		{"Role " + ControllerAccount, func() error {
+			r := &rbacv1.Role{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Rules: a.NamespaceRules()}
+			return kubeapply.Apply(ctx, client.RbacV1().Roles(a.Namespace), r, func(have, want *rbacv1.Role) { have.Rules = want.Rules })
+		}},
+		{"RoleBinding " + ControllerAccount, func() error {
+			b := &rbacv1.RoleBinding{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ControllerAccount}}
+			return kubeapply.Apply(ctx, client.RbacV1().RoleBindings(a.Namespace), b, func(have, want *rbacv1.RoleBinding) { have.Subjects = want.Subjects })
+		}},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return fmt.Errorf("%s in %s: %w", s.what, a.Namespace, err)
+		}
+	}
+	return nil
+}
+
+var deleteOpts = metav1.DeleteOptions{}
+
+// Remove deletes what Ensure created.
+func (a Access) Remove(ctx context.Context, client kubernetes.Interface) error {
+	return kubeapply.Delete(
+		func() error {
+			return client.RbacV1().RoleBindings(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts)
+		},
+		func() error { return client.RbacV1().Roles(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts) },
+		func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, a.clusterRole(), deleteOpts) },
+		func() error { return client.RbacV1().ClusterRoles().Delete(ctx, a.clusterRole(), deleteOpts) },
+		func() error {
+			return client.CoreV1().ServiceAccounts(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts)
+		},
+	)
+}
+
+// Grant is what the charm runs on every hook (`calico-lb access`): the
+// ServiceAccount and RBAC as they should be, and a token in f that is
+// the current ServiceAccount's (a re-created one invalidates the old
+// tokens) with more than half its life left.
+func (a Access) Grant(ctx context.Context, client kubernetes.Interface, f TokenFile, ttl time.Duration) error {
+	if err := a.Ensure(ctx, client); err != nil {
+		return err
+	}
+	sa, err := client.CoreV1().ServiceAccounts(a.Namespace).Get(ctx, ControllerAccount, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("ServiceAccount %s/%s: %w", a.Namespace, ControllerAccount, err)
+	}
+	if f.Fresh(time.Now(), string(sa.UID)) {
+		return nil
+	}
+	return f.Renew(ctx, client, a, ttl)
+}

@@ -1,0 +1,135 @@
+package controller
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// TokenTTL is how long a token of the controller's ServiceAccount lives.
+// Short, as the kubelet's own Pod tokens are: the controller renews it
+// itself at half-life, and the charm on every hook.
+const TokenTTL = time.Hour
+
+// claims are the parts of a ServiceAccount token we read: not to trust
+// them (the apiserver does that), only to know when to renew.
+type claims struct {
+	IssuedAt int64 `json:"iat"`
+	Expires  int64 `json:"exp"`
+	K8s      struct {
+		ServiceAccount struct {
+			UID string `json:"uid"`
+		} `json:"serviceaccount"`
+	} `json:"kubernetes.io"`
+}
+
+func readClaims(token string) (claims, error) {
+	var c claims
+	parts := strings.Split(strings.TrimSpace(token), ".")
+	if len(parts) != 3 {
+		return c, errors.New("not a JWT")
+	}
+	body, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return c, fmt.Errorf("JWT payload: %w", err)
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		return c, fmt.Errorf("JWT payload: %w", err)
+	}
+	if c.Expires <= c.IssuedAt {
+		return c, errors.New("JWT without a lifetime")
+	}
+	return c, nil
+}
+
+// TokenFile is where the controller's token is kept, and who owns it.
+type TokenFile struct {
+	Path string
+	// Owner, when set, owns the file and its directory (the controller's
+	// user, when root writes it for the controller to renew).
+	Owner *int
+}
+
+// Fresh says whether the file holds a token with more than half its life
+// left at now, issued to the ServiceAccount with UID uid ("" for any).
+func (f TokenFile) Fresh(now time.Time, uid string) bool {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return false
+	}
+	c, err := readClaims(string(data))
+	if err != nil || (uid != "" && c.K8s.ServiceAccount.UID != uid) {
+		return false
+	}
+	half := time.Unix(c.IssuedAt+(c.Expires-c.IssuedAt)/2, 0)
+	return now.Before(half)
+}
+
+// Renew asks the apiserver for a new token of the controller's
+// ServiceAccount and writes it, atomically: client-go rereads the file
+// every minute and must never see half a token.
+func (f TokenFile) Renew(ctx context.Context, client kubernetes.Interface, a Access, ttl time.Duration) error {
+	secs := int64(ttl / time.Second)
+	tr, err := client.CoreV1().ServiceAccounts(a.Namespace).CreateToken(ctx, ControllerAccount,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for ServiceAccount %s/%s: %w", a.Namespace, ControllerAccount, err)
+	}
+	return f.write([]byte(tr.Status.Token))
+}
+
+func (f TokenFile) write(token []byte) error {
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".token-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(token); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if f.Owner != nil {
+		for _, p := range []string{dir, tmp.Name()} {
+			if err := os.Chown(p, *f.Owner, *f.Owner); err != nil {
+				return err
+			}
+		}
+	}
+	return os.Rename(tmp.Name(), f.Path)
+}
+
+// KeepToken renews the token whenever it is past half its life, until ctx
+// ends; the controller runs it with its own client. Failures are logged by
+// the caller through report and retried at the next tick: the token in
+// hand stays good for the other half of its life.
+func (f TokenFile) KeepToken(ctx context.Context, client kubernetes.Interface, a Access, ttl, every time.Duration, report func(error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if !f.Fresh(time.Now(), "") {
+			report(f.Renew(ctx, client, a, ttl))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
