@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ const (
 	ConfigInvalid   reactive.Flag = "config-invalid"
 	PasswordsMissed reactive.Flag = "passwords-unreadable"
 	Planned         reactive.Flag = "workload-planned"
+	AccessDenied    reactive.Flag = "controller-access-denied"
 	MetricsRelated  reactive.Flag = "metrics-related"
 )
 
@@ -68,6 +70,8 @@ type Charm struct {
 	Network func(binding string) (*goops.Network, error)
 	// Dial reaches calico's model on the Juju controller.
 	Dial func(ctx context.Context, c calicolink.Credentials, model string, t calicolink.Timeouts) (calicolink.Client, error)
+	// Exec runs a command in the workload container to its end.
+	Exec func(pebble.Client, *client.ExecOptions) error
 
 	opts      config.Options // the options as Juju passes them, read once a hook
 	optsErr   error          // an option of the wrong type
@@ -76,6 +80,7 @@ type Charm struct {
 	passwords map[string]string
 	pwErr     error
 	applied   pebble.Result
+	accessErr error // why the controller has no ServiceAccount of its own
 
 	metricsRels []string // the metrics-endpoint relations
 	link        link     // the Calico link's outcome
@@ -101,7 +106,7 @@ func New() *Charm {
 	if o.api != "" {
 		api = o.api
 	}
-	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, overrides: o}
+	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, Exec: pebble.Run, overrides: o}
 }
 
 // Facts describe the world at the start of every hook.
@@ -134,7 +139,8 @@ func (c *Charm) Handlers() []reactive.Handler {
 		{Name: "read-bgp-passwords", When: []reactive.Flag{ConfigValid}, Run: c.readPasswords},
 		{Name: "apply-calico-decision", When: []reactive.Flag{ConfigValid}, Run: c.applyLink},
 		{Name: "calico-link", When: []reactive.Flag{ConfigValid, LinkDue}, Run: c.calicoLink},
-		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked}, Run: c.push},
+		{Name: "grant-controller-access", When: []reactive.Flag{ConfigValid, PebbleReady}, Run: c.grantAccess},
+		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.push},
 		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
 	}
 }
@@ -194,8 +200,9 @@ func (c *Charm) push(s *reactive.State) error {
 	}
 	uid := rock.UID
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
-		PodName: podName(env.UnitName), UID: &uid}
+		PodName: podName(env.UnitName), UID: &uid, TokenFile: plan.TokenFile}
 	if root, bin, extra := c.containerLayout(); root != "" {
+		in.TokenFile = root + plan.TokenFile
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
 		cfg = &moved
@@ -220,6 +227,34 @@ func (c *Charm) push(s *reactive.State) error {
 		}
 	}
 	s.Set(Planned)
+	return nil
+}
+
+// grantAccess has the workload create the controller's own ServiceAccount
+// and RBAC and keep its token (`calico-lb access`), with the pod's
+// credentials, which are cluster-admin under --trust; the controller then
+// runs with only what it uses. Every hook runs it: it writes nothing when
+// all is as it should be, and renews the token past half its life.
+func (c *Charm) grantAccess(s *reactive.State) error {
+	root, bin, env := c.containerLayout()
+	cmd := []string{bin, "access", "--namespace", goops.ReadEnv().ModelName, "--token-file", root + plan.TokenFile}
+	if root == "" {
+		cmd = append(cmd, "--owner", strconv.Itoa(rock.UID))
+	}
+	var stderr strings.Builder
+	err := c.Exec(c.pebbleClient(), &client.ExecOptions{Command: cmd, Environment: env, Timeout: time.Minute, Stderr: &stderr})
+	c.accessErr = nil
+	if err != nil {
+		why := strings.TrimSpace(stderr.String())
+		if why == "" {
+			why = err.Error()
+		}
+		c.accessErr = fmt.Errorf("cannot give the controller its own ServiceAccount: %s", why)
+		if strings.Contains(why, "forbidden") {
+			c.accessErr = fmt.Errorf("calico-lb needs trust to give its controller a ServiceAccount: run `juju trust calico-lb --scope=cluster` (%s)", why)
+		}
+	}
+	s.Toggle(AccessDenied, err != nil)
 	return nil
 }
 
@@ -300,6 +335,8 @@ func (c *Charm) hookStatus(s *reactive.State) (status.Status, bool) {
 		return status.InvalidConfig(c.cfgErr), true
 	case s.Has(PasswordsMissed):
 		return status.Status{Name: "blocked", Message: c.pwErr.Error()}, true
+	case s.Has(AccessDenied):
+		return status.Status{Name: "blocked", Message: c.accessErr.Error()}, true
 	}
 	if name, msg, ok := c.linkStatus(s); ok {
 		return status.Status{Name: name, Message: msg}, true
@@ -391,7 +428,7 @@ func (c *Charm) Remove() error {
 		}
 	}
 	opts := &client.ExecOptions{Command: []string{bin, "cleanup", "--namespace", env.ModelName}, Environment: cmdEnv, Timeout: time.Minute}
-	if err := pebble.Run(pc, opts); err != nil {
+	if err := c.Exec(pc, opts); err != nil {
 		return fmt.Errorf("cleanup in the workload container: %w", err)
 	}
 	goops.LogInfof("removed the speakers, their RBAC and the Lease in %s", env.ModelName)

@@ -2,6 +2,8 @@ package charm
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canonical/pebble/client"
 	"github.com/gruyaume/goops"
 	"github.com/gruyaume/goops/goopstest"
 
+	"github.com/calico-lb/calico-lb/charm/pebble"
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -69,7 +73,31 @@ func run(t *testing.T, apiBase string, st goopstest.State) (goopstest.State, *go
 
 func runHook(t *testing.T, apiBase, hook string, st goopstest.State) (goopstest.State, *goopstest.Context) {
 	t.Helper()
+	return runWith(t, apiBase, hook, st, fakeExec(nil, ""))
+}
+
+// fakeExec stands in for the commands the charm runs in the workload
+// container (the unit tests have no workload binary): it records them and
+// fails with err, writing stderr, when err is set.
+func fakeExec(ran *[][]string, stderr string, errs ...error) func(pebble.Client, *client.ExecOptions) error {
+	return func(_ pebble.Client, o *client.ExecOptions) error {
+		if ran != nil {
+			*ran = append(*ran, o.Command)
+		}
+		if len(errs) > 0 {
+			if o.Stderr != nil {
+				_, _ = io.WriteString(o.Stderr, stderr)
+			}
+			return errs[0]
+		}
+		return nil
+	}
+}
+
+func runWith(t *testing.T, apiBase, hook string, st goopstest.State, exec func(pebble.Client, *client.ExecOptions) error) (goopstest.State, *goopstest.Context) {
+	t.Helper()
 	c := New()
+	c.Exec = exec
 	c.APIBase = apiBase
 	c.Wait = 0
 	c.Network = func(string) (*goops.Network, error) {
@@ -100,7 +128,7 @@ func TestConfigChangedActive(t *testing.T) {
 		t.Fatalf("the leader's application status %+v, unit %+v", out.AppStatus, out.UnitStatus)
 	}
 	layer, ok := out.Containers[0].Layers["calico-lb"]
-	if !ok || !strings.Contains(layer.Services[plan.Service].Command, "calico-lb controller --config "+config.DefaultPath) {
+	if !ok || !strings.Contains(layer.Services[plan.Service].Command, "calico-lb controller --config "+config.DefaultPath+" --token-file "+plan.TokenFile) {
 		t.Fatalf("layers %+v", out.Containers[0].Layers)
 	}
 	data, err := os.ReadFile(filepath.Join(src, config.DefaultPath))
@@ -173,6 +201,39 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 func TestPodName(t *testing.T) {
 	if got := podName("calico-lb/12"); got != "calico-lb-12" {
 		t.Fatal(got)
+	}
+}
+
+// The controller runs as its own ServiceAccount, which the charm has the
+// workload create with the pod's credentials; without trust that is
+// refused, and the unit says how to grant it rather than starting the
+// controller with credentials that cannot do its job.
+func TestControllerAccess(t *testing.T) {
+	ctr, src := container(t, true)
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254"}}}, api.PoolChange{}, src)
+	st := goopstest.State{Leader: true, Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}}
+	var ran [][]string
+	out, ctx := runWith(t, base, "update-status", st, fakeExec(&ran, ""))
+	if ctx.CharmErr != nil || out.UnitStatus.Name != "active" {
+		t.Fatalf("status %+v, %v", out.UnitStatus, ctx.CharmErr)
+	}
+	want := "/usr/bin/calico-lb access --namespace " + goops.ReadEnv().ModelName + " --token-file " + plan.TokenFile + " --owner 584792"
+	if len(ran) != 1 || strings.Join(ran[0], " ") != want {
+		t.Fatalf("ran %q, want %q", ran, want)
+	}
+
+	ctr, src = container(t, true)
+	st.Containers = []goopstest.Container{ctr}
+	denied := `calico-lb: ServiceAccount calico-lb-controller in lb: serviceaccounts "calico-lb-controller" is forbidden: User "system:serviceaccount:lb:calico-lb" cannot get resource "serviceaccounts"`
+	out, _ = runWith(t, base, "config-changed", st, fakeExec(nil, denied+"\n", errors.New("exit status 1")))
+	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "juju trust calico-lb --scope=cluster") || !strings.Contains(out.UnitStatus.Message, "cannot get resource") {
+		t.Fatalf("status %+v", out.UnitStatus)
+	}
+	if len(out.Containers[0].Layers) != 0 {
+		t.Fatal("the controller was started without its own ServiceAccount")
+	}
+	if _, err := os.Stat(filepath.Join(src, config.DefaultPath)); err == nil {
+		t.Fatal("the config was pushed without access")
 	}
 }
 

@@ -24,6 +24,11 @@ const Service = "calico-lb"
 // DefaultBinary is where the workload image has calico-lb.
 const DefaultBinary = config.DefaultBinary
 
+// TokenFile is where the workload container keeps the token of the
+// controller's own ServiceAccount (`calico-lb access` writes and renews
+// it; the controller renews it too).
+const TokenFile = "/var/lib/calico-lb/token"
+
 // Check is the Pebble check on the controller's /readyz.
 const Check = "calico-lb-ready"
 
@@ -62,6 +67,9 @@ type Inputs struct {
 	// UID, when set, runs the controller as that user (and group) and
 	// gives it the files: it needs no privilege, only the apiserver.
 	UID *int
+	// TokenFile, when set, is the controller's own token: it acts as its
+	// ServiceAccount rather than with the pod's credentials.
+	TokenFile string
 }
 
 // Make builds the plan for a validated config.
@@ -122,12 +130,16 @@ func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 		env["POD_NAME"] = in.PodName
 	}
 	maps.Copy(env, in.Env)
+	cmd := in.Binary + " controller --config " + in.ConfigPath
+	if in.TokenFile != "" {
+		cmd += " --token-file " + in.TokenFile
+	}
 	return pebblelayer.Layer{
 		Summary: "calico-lb workload",
 		Services: map[string]pebblelayer.Service{Service: {
 			Override: "replace",
 			Summary:  "calico-lb controller: allocates LoadBalancer IPs and keeps the speakers",
-			Command:  in.Binary + " controller --config " + in.ConfigPath,
+			Command:  cmd,
 			Startup:  "enabled",
 			// In-cluster config comes from the pod's ServiceAccount; the
 			// rest from the environment so the command line stays stable.

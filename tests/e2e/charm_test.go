@@ -16,11 +16,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // The charm with real parts: the real dispatch binary run as Juju runs it
@@ -41,6 +43,11 @@ func TestCharmRealParts(t *testing.T) {
 	svc, err := pb.Service("calico-lb")
 	if err != nil || svc.Current != "active" {
 		t.Fatalf("workload service %+v, %v", svc, err)
+	}
+	// The controller runs as its own ServiceAccount, which the charm had
+	// the workload create, with a token only the workload's user reads.
+	if !controllerHasOwnAccount(t, kube, root, pb) {
+		t.Fatal("the controller does not run as its own ServiceAccount")
 	}
 	// The workload comes up; update-status then reports active with the summary.
 	waitHTTP(t, "http://"+apiAddr+"/readyz")
@@ -184,6 +191,38 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the controller's ServiceAccount is still there after remove (%v)", err)
+	}
+	if _, err := kube.RbacV1().ClusterRoles().Get(ctx, controller.ControllerAccount+"-lb", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the controller's ClusterRole is still there after remove (%v)", err)
+	}
+}
+
+// controllerHasOwnAccount: the ServiceAccount and its roles exist, the
+// token file is there (0600), and Pebble runs the controller with it.
+func controllerHasOwnAccount(t *testing.T, kube kubernetes.Interface, root string, pb *pebbled.Daemon) bool {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+		t.Logf("ServiceAccount: %v", err)
+		return false
+	}
+	if _, err := kube.RbacV1().Roles("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+		t.Logf("Role: %v", err)
+		return false
+	}
+	tok := filepath.Join(root, plan.TokenFile)
+	if fi, err := os.Stat(tok); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Logf("token file: %v %v", fi, err)
+		return false
+	}
+	layer, err := pb.Client.PlanBytes(nil)
+	if err != nil || !strings.Contains(string(layer), "--token-file "+tok) {
+		t.Logf("plan: %v\n%s", err, layer)
+		return false
+	}
+	return true
 }
 
 // charmBed is the charm with real parts: the real dispatch binary with
