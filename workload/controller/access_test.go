@@ -32,7 +32,9 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 	if _, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: victim}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.client.CoreV1().Namespaces().Delete(context.Background(), victim, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = e.client.CoreV1().Namespaces().Delete(context.Background(), victim, metav1.DeleteOptions{})
+	})
 	for _, ns := range []string{victim, e.ns} {
 		if _, err := e.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "database"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
