@@ -190,7 +190,12 @@ func speakersResult(st api.Speakers, now time.Time) map[string]string {
 			}
 			res[pk+"address"], res[pk+"as"], res[pk+"state"] = p.Address, strconv.FormatUint(uint64(p.ASN), 10), p.State
 			res[pk+"uptime"], res[pk+"bfd"], res[pk+"routes"] = uptime, strconv.FormatBool(p.BFD), strconv.Itoa(p.Routes)
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%t\t%d\t%s\n", sp.Node, p.Address, p.ASN, p.State, uptime, p.BFD, p.Routes, errMsg)
+			note := errMsg
+			if p.Problem != "" {
+				res[pk+"problem"] = p.Problem
+				note = strings.TrimPrefix(strings.Join([]string{errMsg, p.Problem}, "; "), "; ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%t\t%d\t%s\n", sp.Node, p.Address, p.ASN, p.State, uptime, p.BFD, p.Routes, note)
 			errMsg = ""
 		}
 	}

@@ -140,7 +140,11 @@ func speakerChecks(in Input) []Check {
 		case in.Facts.Mode == config.ModeSpine && sp.BGP != nil:
 			for _, p := range sp.BGP.Peers {
 				c := Check{Name: "bgp " + sp.Node + " -> " + p.Address, Result: Pass, Detail: p.State}
-				if p.State != "established" {
+				switch {
+				case p.Problem != "":
+					c.Result, c.Detail = Fail, p.State+": "+p.Problem
+					c.Fix = "have the router send the speakers no routes (a prefix-list that denies all, outbound towards them), or raise the peer's max-prefixes in spine-peers"
+				case p.State != "established":
 					c.Result = Fail
 					c.Fix = "the speaker dials TCP 179 to the peer (it never listens: Calico's BIRD holds 179 on the node): check the router's neighbor config (AS, passive, MD5) and firewalls on the path"
 				}

@@ -93,6 +93,12 @@ func TestSpineMode(t *testing.T) {
 	if c := find(t, cs, "", "timers 10.0.255.1"); c.Result != Warn || !strings.Contains(c.Fix, "bfd: true") {
 		t.Fatalf("%+v", c)
 	}
+	// A session closed over its prefix limit says why and what to do.
+	speakers.Speakers[2].BGP.Peers[0] = api.PeerStatus{Address: "10.0.255.1", State: "idle", Problem: "closed: the peer sent more than max-prefixes 10000 routes"}
+	cs = Run(Input{Facts: facts, Speakers: speakers, Peers: peers})
+	if c := find(t, cs, "", "bgp n3 -> 10.0.255.1"); c.Result != Fail || !strings.Contains(c.Detail, "max-prefixes 10000") || !strings.Contains(c.Fix, "prefix-list") {
+		t.Fatalf("%+v", c)
+	}
 	// Fixed: only n2 announces the Local Service.
 	speakers.Speakers[0].BGP.Routes = speakers.Speakers[0].BGP.Routes[1:]
 	peers[0].BFD = true

@@ -96,6 +96,8 @@ type PeerStatus struct {
 	Since   time.Time `json:"since"`
 	BFD     bool      `json:"bfd"`
 	Routes  int       `json:"routesAdvertised"`
+	// Problem says why a session is held down and what to do, if it is.
+	Problem string `json:"problem,omitempty"`
 }
 
 // L2Status is what a speaker's GET /v1/l2 returns.

@@ -132,14 +132,14 @@ func TestParsePoolsErrors(t *testing.T) {
 func TestParsePeers(t *testing.T) {
 	peers, err := ParsePeers("spine-peers", `[{address: 10.0.255.1, as-number: 65100, hold-time: 9, keepalive: 3, multihop: 2, bfd: true, password-key: spine1},
  {address: "fd00::1", as-number: 4200000001, bfd: true, bfd-interval: 100, bfd-multiplier: 5, source-address: "fd00::2"},
- {address: 10.0.255.2, as-number: 65100, hold-time: 0, keepalive: 0}]`)
+ {address: 10.0.255.2, as-number: 65100, hold-time: 0, keepalive: 0, max-prefixes: 50}]`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Peer{
-		{Address: netip.MustParseAddr("10.0.255.1"), ASNumber: 65100, HoldTime: 9, Keepalive: 3, Multihop: 2, BFD: true, BFDInterval: 300, BFDMultiplier: 3, PasswordKey: "spine1"},
-		{Address: netip.MustParseAddr("fd00::1"), ASNumber: 4200000001, HoldTime: 90, Keepalive: 30, BFD: true, BFDInterval: 100, BFDMultiplier: 5, SourceAddress: netip.MustParseAddr("fd00::2")},
-		{Address: netip.MustParseAddr("10.0.255.2"), ASNumber: 65100, BFDInterval: 300, BFDMultiplier: 3},
+		{Address: netip.MustParseAddr("10.0.255.1"), ASNumber: 65100, HoldTime: 9, Keepalive: 3, Multihop: 2, BFD: true, BFDInterval: 300, BFDMultiplier: 3, PasswordKey: "spine1", MaxPrefixes: DefaultMaxPrefixes},
+		{Address: netip.MustParseAddr("fd00::1"), ASNumber: 4200000001, HoldTime: 90, Keepalive: 30, BFD: true, BFDInterval: 100, BFDMultiplier: 5, SourceAddress: netip.MustParseAddr("fd00::2"), MaxPrefixes: DefaultMaxPrefixes},
+		{Address: netip.MustParseAddr("10.0.255.2"), ASNumber: 65100, BFDInterval: 300, BFDMultiplier: 3, MaxPrefixes: 50},
 	}
 	if !reflect.DeepEqual(peers, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", peers, want)
@@ -177,6 +177,7 @@ func TestParsePeersErrors(t *testing.T) {
 		{"source family", "[{address: 10.0.0.1, as-number: 1, source-address: 'fd00::1'}]", [][]string{{"source-address", "different IP families"}}},
 		{"not a list", "{address: 10.0.0.1}", [][]string{{"spine-peers", "must be a list of peers"}}},
 		{"multihop range", "[{address: 10.0.0.1, as-number: 1, multihop: 0}]", [][]string{{"multihop", "1 to 255"}}},
+		{"max-prefixes zero", "[{address: 10.0.0.1, as-number: 1, max-prefixes: 0}]", [][]string{{"spine-peers[0].max-prefixes", "1 to 2000000", "filter them on the router"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -292,9 +293,9 @@ func fullConfig() *Config {
 	c.BGP = BGP{
 		ASNumber:        4200000000,
 		SubnetASNumbers: []SubnetAS{{netip.MustParsePrefix("10.0.0.0/24"), 64513}},
-		Peers:           []Peer{{Address: netip.MustParseAddr("10.0.255.1"), ASNumber: 65100, HoldTime: 9, Keepalive: 3, Multihop: 2, BFD: true, BFDInterval: 100, BFDMultiplier: 3, PasswordKey: "spine1", SourceAddress: netip.MustParseAddr("10.0.0.5")}},
+		Peers:           []Peer{{Address: netip.MustParseAddr("10.0.255.1"), ASNumber: 65100, HoldTime: 9, Keepalive: 3, Multihop: 2, BFD: true, BFDInterval: 100, BFDMultiplier: 3, PasswordKey: "spine1", SourceAddress: netip.MustParseAddr("10.0.0.5"), MaxPrefixes: 500}},
 		SubnetPeers: []SubnetPeers{{Subnet: netip.MustParsePrefix("fd00::/64"), Peers: []Peer{
-			{Address: netip.MustParseAddr("fd00::1"), ASNumber: 65101, HoldTime: 0, Keepalive: 0, BFDInterval: 300, BFDMultiplier: 3},
+			{Address: netip.MustParseAddr("fd00::1"), ASNumber: 65101, HoldTime: 0, Keepalive: 0, BFDInterval: 300, BFDMultiplier: 3, MaxPrefixes: DefaultMaxPrefixes},
 		}}},
 		PasswordFile: "/etc/calico-lb/bgp-passwords.yaml",
 	}

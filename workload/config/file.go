@@ -226,6 +226,9 @@ func renderPeers(peers []Peer) *yaml.Node {
 		if p.SourceAddress.IsValid() {
 			addPair(m, "source-address", strNode(p.SourceAddress.String()))
 		}
+		if p.MaxPrefixes != DefaultMaxPrefixes && p.MaxPrefixes != 0 { // 0: unset, the default
+			addPair(m, "max-prefixes", scalar(strconv.Itoa(p.MaxPrefixes)))
+		}
 		m.Style = yaml.FlowStyle
 		n.Content = append(n.Content, m)
 	}

@@ -46,7 +46,7 @@ func (d *decoder) peers(n *yaml.Node, path string) []Peer {
 var secretKey = regexp.MustCompile(`^[a-z](?:-?[a-z0-9]){2,}$`)
 
 func (d *decoder) peer(n *yaml.Node, path string) (Peer, bool) {
-	p := Peer{HoldTime: DefaultHoldTime, BFDInterval: DefaultBFDInterval, BFDMultiplier: DefaultBFDMultiplier}
+	p := Peer{HoldTime: DefaultHoldTime, BFDInterval: DefaultBFDInterval, BFDMultiplier: DefaultBFDMultiplier, MaxPrefixes: DefaultMaxPrefixes}
 	before := len(d.errs)
 	addr := func(v *yaml.Node, f string) netip.Addr {
 		s, ok := d.str(v, f)
@@ -103,6 +103,11 @@ func (d *decoder) peer(n *yaml.Node, path string) (Peer, bool) {
 			}
 		}},
 		field{"source-address", func(v *yaml.Node, f string) { p.SourceAddress = addr(v, f) }},
+		field{"max-prefixes", func(v *yaml.Node, f string) {
+			if x, ok := d.integer(v, f, 1, 2000000, " (routes the peer may send; the speakers need none, so filter them on the router rather than raising this)"); ok {
+				p.MaxPrefixes = int(x)
+			}
+		}},
 	)
 	if n.Kind != yaml.MappingNode {
 		return p, false

@@ -52,6 +52,12 @@ const (
 	DefaultHoldTime      = 90 // seconds, as GoBGP and most routers
 	DefaultBFDInterval   = 300
 	DefaultBFDMultiplier = 3
+	// DefaultMaxPrefixes is how many routes a peer may send before the
+	// speaker closes the session. The speakers need none and reject them
+	// all, but GoBGP keeps what arrives before its policy: a spine that
+	// sends a full table would fill every speaker's memory. Fabrics that
+	// send their own few thousand prefixes stay well below it.
+	DefaultMaxPrefixes = 10000
 	DefaultPoolName      = "default"
 	DefaultLogLevel      = "info"
 )
@@ -128,6 +134,10 @@ type Peer struct {
 	// TCP MD5 password; "" for none.
 	PasswordKey   string
 	SourceAddress netip.Addr // optional: the local address to connect from
+	// MaxPrefixes is how many routes the peer may send; one more closes
+	// the session, which the speaker tries again a minute later. 0 (a
+	// Peer not read from a file) means DefaultMaxPrefixes.
+	MaxPrefixes int
 }
 
 // Speakers selects where speakers run.

@@ -50,6 +50,10 @@ type BGP struct {
 	log *slog.Logger
 	// updatePeer is s.UpdatePeer (a test of the switching replaces it).
 	updatePeer func(context.Context, *api.UpdatePeerRequest) error
+	// enablePeer is s.EnablePeer: it lets a peer closed over its prefix
+	// limit dial again, limitRetry after it was closed.
+	enablePeer func(context.Context, netip.Addr) error
+	limitRetry time.Duration
 	bfdKick    chan struct{}
 	stopped    context.Context // done once Stop is called
 	stop       context.CancelFunc
@@ -65,7 +69,15 @@ type peerState struct {
 	since   time.Time
 	bfdWant bool // what the session's state calls for
 	bfdOn   bool // what GoBGP has been told
+	// limited: GoBGP closed the session because the peer sent more than
+	// MaxPrefixes routes; it stays closed until limitRetry has passed.
+	limited bool
 }
+
+// LimitRetry is how long a session closed over its prefix limit stays
+// closed before the speaker dials again: a router that still sends too
+// much is closed again at once, one that was fixed comes back by itself.
+const LimitRetry = time.Minute
 
 // StartBGP starts a speaker with AS asn and the router ID routerID. It
 // never listens on port 179: Calico's BIRD holds that port on the node.
@@ -92,6 +104,9 @@ func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Lo
 		return err
 	})
 	b.s = s
+	b.enablePeer = func(ctx context.Context, a netip.Addr) error {
+		return s.EnablePeer(ctx, &api.EnablePeerRequest{Address: a.String()})
+	}
 	if err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: b.onPeer}, server.WatchPeer()); err != nil {
 		b.stop()
 		s.Stop()
@@ -102,7 +117,7 @@ func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Lo
 
 // newBGP makes the bookkeeping of a speaker and starts its BFD switcher.
 func newBGP(log *slog.Logger, updatePeer func(context.Context, *api.UpdatePeerRequest) error) *BGP {
-	b := &BGP{log: log, updatePeer: updatePeer, bfdKick: make(chan struct{}, 1),
+	b := &BGP{log: log, updatePeer: updatePeer, bfdKick: make(chan struct{}, 1), limitRetry: LimitRetry,
 		peers: map[netip.Addr]*peerState{}, routes: map[netip.Prefix]Route{}}
 	b.stopped, b.stop = context.WithCancel(context.Background())
 	go b.switchBFD()
@@ -117,7 +132,16 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p := b.peers[addr]
-	if p == nil || p.state == ev.Peer.State.SessionState {
+	if p == nil {
+		return
+	}
+	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && !p.limited {
+		p.limited = true
+		b.log.Warn("BGP peer sent more routes than its max-prefixes: session closed; the speakers need none, so filter the routes the router sends them (or raise max-prefixes)",
+			"peer", addr, "max-prefixes", p.cfg.MaxPrefixes, "retry-in", b.limitRetry)
+		time.AfterFunc(b.limitRetry, func() { b.retryLimited(addr, p) })
+	}
+	if p.state == ev.Peer.State.SessionState {
 		return
 	}
 	p.state, p.since = ev.Peer.State.SessionState, time.Now()
@@ -127,6 +151,21 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		// switcher does it.
 		p.bfdWant = want
 		b.kickBFD()
+	}
+}
+
+// retryLimited lets a peer closed over its prefix limit dial again, unless
+// it was reconfigured (a new session) or removed meanwhile.
+func (b *BGP) retryLimited(addr netip.Addr, p *peerState) {
+	b.mu.Lock()
+	still := b.peers[addr] == p && p.limited
+	p.limited = false
+	b.mu.Unlock()
+	if !still || b.stopped.Err() != nil {
+		return
+	}
+	if err := b.enablePeer(b.stopped, addr); err != nil && b.stopped.Err() == nil {
+		b.log.Warn("re-enable BGP peer after its prefix limit", "peer", addr, "error", err)
 	}
 }
 
@@ -193,6 +232,10 @@ func stateName(s bgp.FSMState) string {
 // apiPeer is the GoBGP form of a peer.
 func apiPeer(p Peer, bfd bool) *api.Peer {
 	hold, keep := uint64(p.HoldTime), uint64(p.Keepalive)
+	limit := p.MaxPrefixes
+	if limit == 0 {
+		limit = config.DefaultMaxPrefixes
+	}
 	out := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASNumber, LocalAsn: p.LocalAS, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{
@@ -201,7 +244,12 @@ func apiPeer(p Peer, bfd bool) *api.Peer {
 			HoldTime:               hold,
 			KeepaliveInterval:      keep,
 		}},
-		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true}}},
+		AfiSafis: []*api.AfiSafi{{
+			Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true},
+			// Counted before the import policy rejects them: what the
+			// limit bounds is the memory GoBGP keeps them in.
+			PrefixLimits: &api.PrefixLimit{Family: familyOf(p.Address), MaxPrefixes: uint32(limit), ShutdownThresholdPct: 80},
+		}},
 	}
 	if p.Multihop > 1 {
 		out.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
@@ -374,7 +422,11 @@ func (b *BGP) Status() []PeerStatus {
 				n++
 			}
 		}
-		out = append(out, PeerStatus{Address: addr.String(), ASN: p.cfg.ASNumber, State: stateName(p.state), Since: p.since, BFD: p.bfdOn, Routes: n})
+		ps := PeerStatus{Address: addr.String(), ASN: p.cfg.ASNumber, State: stateName(p.state), Since: p.since, BFD: p.bfdOn, Routes: n}
+		if p.limited {
+			ps.Problem = fmt.Sprintf("closed: the peer sent more than max-prefixes %d routes; the speakers need none, so filter them on the router (or raise max-prefixes); dialling again %s after it closed", p.cfg.MaxPrefixes, b.limitRetry)
+		}
+		out = append(out, ps)
 	}
 	slices.SortFunc(out, func(a, b PeerStatus) int { return strings.Compare(a.Address, b.Address) })
 	return out

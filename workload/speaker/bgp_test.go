@@ -98,6 +98,19 @@ func runChild() {
 					}
 				})
 				reply.ASN = n
+			case "adjin":
+				// Paths the peers sent, kept before the import policy.
+				var n uint32
+				for _, peer := range b.Status() {
+					err = b.s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_ADJ_IN, Name: peer.Address, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
+						n += uint32(len(paths))
+					})
+				}
+				reply.ASN = n
+			case "limitretry":
+				b.mu.Lock()
+				b.limitRetry = time.Duration(c.ASN) * time.Millisecond
+				b.mu.Unlock()
 			case "speaker":
 				o := config.DefaultOptions()
 				o.PeeringMode, o.SpinePeers = "spine", c.SpinePeers
@@ -567,6 +580,68 @@ func TestBGPRejectsReceivedRoutes(t *testing.T) {
 	if n := sp.do(command{Op: "received"}).ASN; n != 0 {
 		t.Fatalf("the speaker's RIB holds %d paths from the spine, want none", n)
 	}
+}
+
+// A spine that sends more routes than max-prefixes (a full table, say) has
+// its session closed before the speaker keeps them all; the speaker says
+// why in its status, and dials again by itself once the router is fixed.
+func TestBGPPrefixLimit(t *testing.T) {
+	var nets strings.Builder
+	for i := range 12 {
+		fmt.Fprintf(&nets, "  network 10.212.%d.0/24\n", i)
+	}
+	s := newSpineBed(t, " address-family ipv4 unicast\n"+nets.String()+"  neighbor 10.211.1.2 activate\n exit-address-family\n", false)
+	sp := startChild(t, s.bed, s.node)
+	sp.do(command{Op: "start", ASN: 64512, RouterID: s.nodeAddr})
+	sp.do(command{Op: "limitretry", ASN: 3000})
+	sp.do(command{Op: "peers", Peers: []Peer{peerCfg("10.211.1.1", func(p *config.Peer) { p.MaxPrefixes = 10 })}})
+	sp.do(command{Op: "routes", Routes: []Route{{Prefix: netip.MustParsePrefix("10.211.100.9/32"), NextHop: s.nodeAddr}}})
+	var st []PeerStatus
+	if _, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool {
+		st = sp.do(command{Op: "status"}).Status
+		return len(st) == 1 && st[0].Problem != ""
+	}); err != nil {
+		t.Fatalf("the session was never closed over its prefix limit: status %+v, %d paths kept from the spine", st, sp.do(command{Op: "adjin"}).ASN)
+	}
+	if st[0].State == "established" || !strings.Contains(st[0].Problem, "max-prefixes 10") || !strings.Contains(st[0].Problem, "filter them on the router") {
+		t.Fatalf("status %+v", st[0])
+	}
+	if n := sp.do(command{Op: "adjin"}).ASN; n != 0 {
+		t.Fatalf("the closed session left %d paths in the speaker", n)
+	}
+	// Closed, the session takes the speaker's route with it; the retry
+	// closes it again while the spine still sends too much.
+	s.waitRoute(t, "10.211.100.9", false, 10*time.Second)
+	for _, closed := range []bool{false, true} {
+		if _, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool {
+			st = sp.do(command{Op: "status"}).Status
+			return (st[0].Problem != "") == closed
+		}); err != nil {
+			t.Fatalf("waiting for the retry to dial (closed=%v): %+v", closed, st[0])
+		}
+	}
+	// The router is fixed: it sends none. The speaker dials again by
+	// itself, and its route is back on the spine.
+	args := []string{"-c", "configure terminal", "-c", "router bgp 64500", "-c", "address-family ipv4 unicast"}
+	for i := range 12 {
+		args = append(args, "-c", fmt.Sprintf("no network 10.212.%d.0/24", i))
+	}
+	if out, err := s.frr.Vtysh(args...); err != nil {
+		t.Fatalf("vtysh: %v\n%s", err, out)
+	}
+	took, err := netns.WaitFor(context.Background(), 20*time.Second, func() bool {
+		st = sp.do(command{Op: "status"}).Status
+		return st[0].State == "established" && st[0].Problem == ""
+	})
+	if err != nil {
+		t.Fatalf("the session never came back after the router was fixed: %+v", st[0])
+	}
+	t.Logf("session back %s after the router was fixed (retry after 3 s)", took.Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	if st = sp.do(command{Op: "status"}).Status; st[0].Problem != "" || st[0].State != "established" {
+		t.Fatalf("closed again: %+v", st[0])
+	}
+	s.waitRoute(t, "10.211.100.9", true, 10*time.Second)
 }
 
 func TestBGPHoldTime(t *testing.T) {
