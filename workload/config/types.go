@@ -58,8 +58,8 @@ const (
 	// sends a full table would fill every speaker's memory. Fabrics that
 	// send their own few thousand prefixes stay well below it.
 	DefaultMaxPrefixes = 10000
-	DefaultPoolName      = "default"
-	DefaultLogLevel      = "info"
+	DefaultPoolName    = "default"
+	DefaultLogLevel    = "info"
 )
 
 // Config is the workload config file.
