@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // newBed starts a test bed with real nodes with start for one test, and
@@ -212,6 +214,24 @@ func TestSpineEndToEnd(t *testing.T) {
 	logs, err := kb.Logs(ctx, "lb", speakers[0].Name, "speaker")
 	if err != nil || !strings.Contains(logs, "node="+speakers[0].Spec.NodeName) {
 		t.Fatalf("speaker logs show no speaker lines (%v):\n%s", err, logs)
+	}
+
+	// The kubelet holds the speaker to its memory limit, and Go's
+	// collector knows it: GOMEMLIMIT in bytes, as the runtime reads it.
+	pid, err = kubebed.SpeakerPID(b.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := kubebed.MemoryLimit(pid)
+	want := controller.SpeakerResources.Limits.Memory().Value()
+	if err != nil || int64(limit) != want {
+		t.Fatalf("speaker container memory limit %d (%v), want %d", limit, err, want)
+	}
+	if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); !strings.Contains(string(env), fmt.Sprintf("\x00GOMEMLIMIT=%d\x00", want)) {
+		t.Fatalf("the speaker's environment has no GOMEMLIMIT=%d", want)
+	}
+	if u, err := kubebed.ContainerUsage(pid); err == nil {
+		t.Logf("speaker container: %s", u)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -168,6 +169,18 @@ func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
 }
 
+// SpeakerResources are the speaker container's requests and limits, from
+// the speaker measured with 10,000 routes announced and the spine sending
+// it 9,000 (just below max-prefixes): 106 MiB, page cache included, and
+// half a CPU-second for the whole announce (docs/benchmarks.md). The
+// memory limit leaves room for more than twice that; there is no CPU
+// limit, because throttling would delay BFD and keepalives past their
+// deadlines and turn a busy moment into a failover.
+var SpeakerResources = corev1.ResourceRequirements{
+	Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+	Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("384Mi")},
+}
+
 // SpeakerCommand starts the speaker pods: the image's Pebble, where the
 // image has it.
 var SpeakerCommand = []string{rock.Pebble, "enter", "--create-dirs", "--verbose"}
@@ -258,7 +271,12 @@ func (s speakerObjects) daemonSet(cfg *config.Config, secrets [][]byte, keys []b
 							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "PEBBLE", Value: speakerPebbleDir},
 							// The status API listens on the node's address only.
-							{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
+							{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+							// Go collects harder as it nears the limit rather
+							// than being killed at it.
+							{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								Resource: "limits.memory", Divisor: resource.MustParse("1")}}}},
+						Resources: SpeakerResources,
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 							Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
 						SecurityContext: &corev1.SecurityContext{

@@ -64,6 +64,14 @@ func TestSpeakerDaemonSet(t *testing.T) {
 			t.Fatalf("a toleration of every taint: %+v", tol)
 		}
 	}
+	// Bounded: a memory limit (which Go's collector is told of) and a CPU
+	// request, no CPU limit (throttling would delay BFD).
+	if mem := c.Resources.Limits.Memory(); mem.IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() || !c.Resources.Limits.Cpu().IsZero() {
+		t.Fatalf("speaker resources %+v", c.Resources)
+	}
+	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }); i < 0 || c.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+		t.Fatalf("speaker env %+v: no GOMEMLIMIT from the memory limit", c.Env)
+	}
 	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
 	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") ||
 		!strings.Contains(cm.Data["pebble-layer.yaml"], "command: /usr/bin/calico-lb speaker --config /etc/calico-lb/config.yaml --api-address :9403") {

@@ -10,6 +10,10 @@
 //	bgp-withdraw-graceful ms=…   speaker process SIGTERM -> its route gone at FRR (median)
 //	bgp-bfd-failover ms=…        node black-holed, BFD 100 ms x 3 -> route gone at FRR (median)
 //	bgp-announce routes=10000 s=…  speaker pod started -> FRR has every route
+//	bgp-speaker-usage routes=10000 received=9000 mem_mib=… peak_mib=… anon_mib=… cpu_s=…
+//	                             the speaker container's cgroup after the
+//	                             announce, and again with the spine sending
+//	                             it routes just below max-prefixes
 //	bgp-summary announce_s=… withdraw_ms=… bfd_ms=… move_ms=… client_failed=…
 package main
 
@@ -39,12 +43,13 @@ import (
 func main() {
 	routes := flag.Int("routes", 10000, "Service IPs to announce in the announce run")
 	trials := flag.Int("trials", 5, "trials of each failover measurement")
+	received := flag.Int("received", 9000, "routes the spine sends each speaker in the usage run (below max-prefixes, 10000 by default)")
 	flag.Parse()
 	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-bgp needs:", m, "(run as root after `make deps`)")
 		os.Exit(1)
 	}
-	if err := run(*routes, *trials); err != nil {
+	if err := run(*routes, *trials, *received); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-bgp:", err)
 		os.Exit(1)
 	}
@@ -52,7 +57,7 @@ func main() {
 
 const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}"
 
-func run(nRoutes, trials int) error {
+func run(nRoutes, trials, nReceived int) error {
 	ctx := context.Background()
 	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
@@ -201,6 +206,18 @@ func run(nRoutes, trials int) error {
 	}
 	fmt.Printf("BFD failover: %v\n", bfds)
 
+	// The speaker's usage with the bench's few Services, against which the
+	// announce run's is compared.
+	pid, err := kubebed.SpeakerPID(b.Nodes[0])
+	if err != nil {
+		return fail(err)
+	}
+	base, err := kubebed.ContainerUsage(pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("speaker container with a few Services: %s\n", base)
+
 	// Announce: the nodes leave the speakers' selector, nRoutes Services
 	// get IPs, then node1 rejoins; timed from its speaker container's
 	// start until FRR has every route from it.
@@ -238,11 +255,27 @@ func run(nRoutes, trials int) error {
 	fmt.Printf("announce: node labelled -> every route at FRR %.2f s (the DaemonSet's pod scheduled and started on the way); speaker process started -> every route %.2f s\n",
 		total.Seconds(), announce.Seconds())
 
+	if pid, err = kubebed.SpeakerPID(b.Nodes[0]); err != nil {
+		return err
+	}
+	announced, err := kubebed.ContainerUsage(pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("speaker container after announcing %d routes: %s\n", nRoutes, announced)
+	loaded, err := receiveRoutes(b, pid, nReceived)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Printf("speaker container with the spine sending it %d routes as well: %s\n", nReceived, loaded)
+
 	fmt.Printf("bgp-local-move ms=%s\n", stats.MS(stats.Median(moves)))
 	fmt.Printf("bgp-withdraw-pod-delete ms=%s\n", stats.MS(stats.Median(withdraws)))
 	fmt.Printf("bgp-withdraw-graceful ms=%s\n", stats.MS(stats.Median(sigterms)))
 	fmt.Printf("bgp-bfd-failover ms=%s\n", stats.MS(stats.Median(bfds)))
 	fmt.Printf("bgp-announce routes=%d s=%.2f\n", nRoutes, announce.Seconds())
+	fmt.Printf("bgp-speaker-usage routes=%d received=%d mem_mib=%.1f peak_mib=%.1f anon_mib=%.1f cpu_s=%.2f\n", nRoutes, nReceived,
+		float64(loaded.Memory)/(1<<20), float64(loaded.MemoryPeak)/(1<<20), float64(loaded.Anon)/(1<<20), loaded.CPU.Seconds())
 	fmt.Printf("bgp-summary announce_s=%.2f withdraw_ms=%s pod_delete_ms=%s bfd_ms=%s move_ms=%s client_failed=%d/%d\n", announce.Seconds(),
 		stats.MS(stats.Median(sigterms)), stats.MS(stats.Median(withdraws)), stats.MS(stats.Median(bfds)), stats.MS(stats.Median(moves)), failed, sent)
 	return nil
@@ -344,6 +377,35 @@ func createMany(ctx context.Context, b *spinebed.Bed, n int) error {
 }
 
 // countVia counts the spine's kernel routes in the bench range via hop.
+// receiveRoutes has the spine send n routes to the speakers (the worst a
+// spine may do without being cut off) and returns the speaker's usage once
+// they have all gone out and GoBGP has taken them in.
+func receiveRoutes(b *spinebed.Bed, pid, n int) (kubebed.Usage, error) {
+	args := []string{"-c", "configure terminal", "-c", "router bgp 64500", "-c", "no bgp network import-check", "-c", "address-family ipv4 unicast"}
+	for i := range n {
+		args = append(args, "-c", fmt.Sprintf("network 10.150.%d.%d/32", i/250, 1+i%250))
+	}
+	if out, err := b.FRR.Vtysh(args...); err != nil {
+		return kubebed.Usage{}, fmt.Errorf("vtysh: %w\n%s", err, out)
+	}
+	var sent int
+	if _, err := netns.WaitFor(context.Background(), 2*time.Minute, func() bool {
+		out, _ := b.FRR.Vtysh("-c", "show bgp ipv4 unicast summary json")
+		var sum struct {
+			Peers map[string]struct {
+				PfxSnt int `json:"pfxSnt"`
+			} `json:"peers"`
+		}
+		_ = json.Unmarshal([]byte(out), &sum)
+		sent = sum.Peers["10.212.1.2"].PfxSnt
+		return sent >= n
+	}); err != nil {
+		return kubebed.Usage{}, fmt.Errorf("the spine sent node1 %d of %d routes", sent, n)
+	}
+	time.Sleep(5 * time.Second) // taken in, and a GC cycle or two
+	return kubebed.ContainerUsage(pid)
+}
+
 func countVia(b *spinebed.Bed, hop string) int {
 	out, err := exec.Command("ip", "-4", "-n", b.Spine, "-j", "route", "show", "proto", "bgp").Output()
 	if err != nil {
