@@ -409,15 +409,22 @@ func (c *Charm) request(method, path string, timeout time.Duration, v any) error
 }
 
 // Remove deletes what the workload created in the cluster (speakers,
-// their RBAC and config, the Lease), by running `calico-lb cleanup` in the
-// workload container, which has the client and the credentials. Only the
-// leader does it; the others have nothing to do.
+// their RBAC and config, the Lease, the controller's account), by running
+// `calico-lb cleanup` in the workload container, which has the client and
+// the credentials. Only the leader does it, and only when the application
+// goes: a leader removed by a scale-down leaves it all to the others.
 func (c *Charm) Remove() error {
 	leader, err := goops.IsLeader()
 	if err != nil || !leader {
 		return err
 	}
 	env := goops.ReadEnv()
+	if stays, why := applicationStays(env.UnitName); stays {
+		// Scaled down, not removed: the other units' controllers still
+		// use the speakers, the Lease and the controller's account.
+		goops.LogInfof("leaving the speakers, the Lease and the controller's ServiceAccount in place: %s", why)
+		return nil
+	}
 	c.unlinkCalico()
 	_, bin, cmdEnv := c.containerLayout()
 	// Stop the controller first, or as leader it would recreate its Lease.
@@ -463,6 +470,29 @@ func (c *Charm) Hook() error {
 		return goops.SetAppStatus(goops.StatusName(st.Name), st.Message)
 	}
 	return nil
+}
+
+// applicationStays says whether units of the application other than this
+// one remain (goal-state lists them, and as dying when the application is
+// removed), and why. When goal-state cannot be read it says yes: objects
+// left behind can be removed by hand, speakers deleted under running
+// units are an outage.
+func applicationStays(self string) (bool, string) {
+	gs, err := goops.GetGoalState()
+	if err != nil {
+		return true, "goal-state cannot tell whether the application is being removed (" + err.Error() + "); if it is, run `calico-lb cleanup` in a workload container, or delete the calico-lb-speaker DaemonSet and the calico-lb-controller ServiceAccount by hand"
+	}
+	var others []string
+	for u, st := range gs.Units {
+		if u != self && st.Status != "dying" && st.Status != "dead" {
+			others = append(others, u)
+		}
+	}
+	if len(others) == 0 {
+		return false, ""
+	}
+	slices.Sort(others)
+	return true, "the application keeps " + strings.Join(others, ", ")
 }
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the

@@ -182,11 +182,27 @@ func TestCharmRealParts(t *testing.T) {
 		t.Fatalf("reallocate of a missing Service: failed %v", f)
 	}
 
-	// remove: the leader has the workload delete what it created; here the
-	// Lease (calico mode runs no speakers).
+	// remove of a leader the application outlives (a scale-down): the
+	// other units still need the Lease and the controller's account.
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the workload's Lease: %v", err)
 	}
+	j.Update(t, func(s *fakejuju.State) {
+		s.GoalUnits = map[string]string{"calico-lb/0": "dying", "calico-lb/1": "active"}
+	})
+	hook("remove")
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+		t.Fatalf("a scale-down removed the controller's ServiceAccount: %v", err)
+	}
+	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); err != nil {
+		t.Fatalf("a scale-down removed the Lease: %v", err)
+	}
+
+	// remove with the application: the leader has the workload delete what
+	// it created; here the Lease (calico mode runs no speakers).
+	j.Update(t, func(s *fakejuju.State) {
+		s.GoalUnits = map[string]string{"calico-lb/0": "dying", "calico-lb/1": "dying"}
+	})
 	hook("remove")
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)

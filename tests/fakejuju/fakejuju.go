@@ -14,7 +14,7 @@ import (
 )
 
 // Tools are the hook tools faked.
-var Tools = []string{"config-get", "is-leader", "status-set", "status-get", "juju-log", "secret-get",
+var Tools = []string{"config-get", "is-leader", "goal-state", "status-set", "status-get", "juju-log", "secret-get",
 	"action-get", "action-set", "action-fail", "action-log", "application-version-set",
 	"relation-ids", "relation-get", "relation-set", "network-get"}
 

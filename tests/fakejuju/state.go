@@ -27,6 +27,9 @@ type State struct {
 	Relations map[string][]*Relation `json:"relations,omitempty"`
 	// Address is the unit's bind address, for network-get.
 	Address string `json:"address,omitempty"`
+	// GoalUnits are the application's units as goal-state gives them,
+	// unit -> status (active, waiting, dying); nil: this unit, active.
+	GoalUnits map[string]string `json:"goalUnits,omitempty"`
 }
 
 // Relation is one relation of this unit, with our side's data bags.

@@ -107,6 +107,15 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 		return format(fl, st.Config, "smart"), nil
 	case "is-leader":
 		return format(fl, st.Leader, "smart"), nil
+	case "goal-state":
+		units := map[string]any{}
+		for u, status := range st.GoalUnits {
+			units[u] = map[string]any{"status": status, "since": "2026-12-04 00:00:00Z"}
+		}
+		if st.GoalUnits == nil {
+			units[os.Getenv("JUJU_UNIT_NAME")] = map[string]any{"status": "active", "since": "2026-12-04 00:00:00Z"}
+		}
+		return format(fl, map[string]any{"units": units, "relations": map[string]any{}}, "yaml"), nil
 	case "status-set":
 		if len(pos) == 0 || len(pos) > 2 {
 			return nil, &exitErr{2, "invalid args, require <status> [message]"}
