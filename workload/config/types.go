@@ -55,9 +55,12 @@ const (
 	// DefaultMaxPrefixes is how many routes a peer may send before the
 	// speaker closes the session. The speakers need none and reject them
 	// all, but GoBGP keeps what arrives before its policy: a spine that
-	// sends a full table would fill every speaker's memory. Fabrics that
-	// send their own few thousand prefixes stay well below it.
-	DefaultMaxPrefixes = 10000
+	// sends a full table (a million IPv4 routes, 200,000 IPv6) would fill
+	// every speaker's memory. Many routers also send the speakers their
+	// own announcements back (FRR does unless told not to), which GoBGP
+	// counts too: one per load-balancer IP in the cluster. So the limit is
+	// far above any pool and far below a full table.
+	DefaultMaxPrefixes = 100000
 	DefaultPoolName    = "default"
 	DefaultLogLevel    = "info"
 )

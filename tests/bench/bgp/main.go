@@ -10,10 +10,11 @@
 //	bgp-withdraw-graceful ms=…   speaker process SIGTERM -> its route gone at FRR (median)
 //	bgp-bfd-failover ms=…        node black-holed, BFD 100 ms x 3 -> route gone at FRR (median)
 //	bgp-announce routes=10000 s=…  speaker pod started -> FRR has every route
-//	bgp-speaker-usage routes=10000 received=9000 mem_mib=… peak_mib=… anon_mib=… cpu_s=…
+//	bgp-speaker-usage routes=10000 received=80000 mem_mib=… peak_mib=… anon_mib=… cpu_s=…
 //	                             the speaker container's cgroup after the
 //	                             announce, and again with the spine sending
-//	                             it routes just below max-prefixes
+//	                             it 80,000 routes besides the 10,000 it
+//	                             echoes: just below max-prefixes
 //	bgp-summary announce_s=… withdraw_ms=… bfd_ms=… move_ms=… client_failed=…
 package main
 
@@ -43,7 +44,7 @@ import (
 func main() {
 	routes := flag.Int("routes", 10000, "Service IPs to announce in the announce run")
 	trials := flag.Int("trials", 5, "trials of each failover measurement")
-	received := flag.Int("received", 9000, "routes the spine sends each speaker in the usage run (below max-prefixes, 10000 by default)")
+	received := flag.Int("received", 80000, "routes the spine sends each speaker in the usage run, besides the speakers' own it sends back (together below max-prefixes, 100000 by default)")
 	flag.Parse()
 	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-bgp needs:", m, "(run as root after `make deps`)")
@@ -381,29 +382,52 @@ func createMany(ctx context.Context, b *spinebed.Bed, n int) error {
 // spine may do without being cut off) and returns the speaker's usage once
 // they have all gone out and GoBGP has taken them in.
 func receiveRoutes(b *spinebed.Bed, pid, n int) (kubebed.Usage, error) {
-	args := []string{"-c", "configure terminal", "-c", "router bgp 64500", "-c", "no bgp network import-check", "-c", "address-family ipv4 unicast"}
-	for i := range n {
-		args = append(args, "-c", fmt.Sprintf("network 10.150.%d.%d/32", i/250, 1+i%250))
+	// In batches: one vtysh with every network would pass the argument
+	// limit.
+	for from := 0; from < n; from += 5000 {
+		args := []string{"-c", "configure terminal", "-c", "router bgp 64500", "-c", "no bgp network import-check", "-c", "address-family ipv4 unicast"}
+		for i := from; i < min(n, from+5000); i++ {
+			args = append(args, "-c", fmt.Sprintf("network 10.%d.%d.%d/32", 150+i/62500, i/250%250, 1+i%250))
+		}
+		if out, err := b.FRR.Vtysh(args...); err != nil {
+			return kubebed.Usage{}, fmt.Errorf("vtysh: %w\n%s", err, out)
+		}
 	}
-	if out, err := b.FRR.Vtysh(args...); err != nil {
-		return kubebed.Usage{}, fmt.Errorf("vtysh: %w\n%s", err, out)
-	}
-	var sent int
-	if _, err := netns.WaitFor(context.Background(), 2*time.Minute, func() bool {
+	var sent, steady int
+	var state string
+	if _, err := netns.WaitFor(context.Background(), 3*time.Minute, func() bool {
+		time.Sleep(500 * time.Millisecond)
 		out, _ := b.FRR.Vtysh("-c", "show bgp ipv4 unicast summary json")
 		var sum struct {
 			Peers map[string]struct {
-				PfxSnt int `json:"pfxSnt"`
+				PfxSnt int    `json:"pfxSnt"`
+				State  string `json:"state"`
 			} `json:"peers"`
 		}
 		_ = json.Unmarshal([]byte(out), &sum)
-		sent = sum.Peers["10.212.1.2"].PfxSnt
-		return sent >= n
+		last := sent
+		sent, state = sum.Peers["10.212.1.2"].PfxSnt, sum.Peers["10.212.1.2"].State
+		// The spine may send node1 its own routes back too: done when
+		// the count has stopped growing.
+		if sent < n || sent != last {
+			steady = 0
+			return false
+		}
+		steady++
+		return steady >= 3
 	}); err != nil {
-		return kubebed.Usage{}, fmt.Errorf("the spine sent node1 %d of %d routes", sent, n)
+		return kubebed.Usage{}, fmt.Errorf("the spine sent node1 %d of %d routes (session %s)", sent, n, state)
 	}
 	time.Sleep(5 * time.Second) // taken in, and a GC cycle or two
-	return kubebed.ContainerUsage(pid)
+	u, err := kubebed.ContainerUsage(pid)
+	if err != nil {
+		return u, fmt.Errorf("the speaker (process %d) is gone: %w", pid, err)
+	}
+	out, _ := b.FRR.Vtysh("-c", "show bgp ipv4 unicast summary json")
+	if !strings.Contains(out, `"state":"Established"`) {
+		return u, fmt.Errorf("node1's session is down with %d routes sent:\n%s", sent, out)
+	}
+	return u, nil
 }
 
 func countVia(b *spinebed.Bed, hop string) int {
