@@ -170,12 +170,13 @@ func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
 }
 
 // SpeakerResources are the speaker container's requests and limits, from
-// the speaker measured with 10,000 routes announced and the spine sending
-// it 9,000 (just below max-prefixes): 106 MiB, page cache included, and
-// half a CPU-second for the whole announce (docs/benchmarks.md). The
-// memory limit leaves room for more than twice that; there is no CPU
-// limit, because throttling would delay BFD and keepalives past their
-// deadlines and turn a busy moment into a failover.
+// the speaker measured in its pod on a real node (docs/benchmarks.md):
+// 80 MiB announcing 10,000 routes, about 6 KiB a Service, and 185 MiB with
+// the spine sending it 80,000 routes besides its own back, near the
+// max-prefixes default; 2 CPU-seconds in all. The memory limit is twice
+// the worst a router may push it to within max-prefixes. There is no CPU
+// limit: throttling would delay BFD and keepalives past their deadlines
+// and turn a busy moment into a failover.
 var SpeakerResources = corev1.ResourceRequirements{
 	Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 	Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("384Mi")},
