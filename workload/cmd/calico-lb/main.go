@@ -227,15 +227,9 @@ func runSpeaker(args []string) error {
 // runCleanup is what the charm runs when the application is removed.
 func runCleanup(args []string) error {
 	fs := flag.NewFlagSet("cleanup", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
-	ns := fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
-	lease := fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	kubeconfig, ns, lease := namespaceFlags(fs)
 	_ = fs.Parse(args)
-	restCfg, err := clientConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := clientFor(*kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -255,20 +249,14 @@ func runCleanup(args []string) error {
 // (trusted) credentials, before the controller starts or while it runs.
 func runAccess(args []string) error {
 	fs := flag.NewFlagSet("access", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
-	ns := fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
-	lease := fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	kubeconfig, ns, lease := namespaceFlags(fs)
 	tokenFile := fs.String("token-file", "", "where to keep the controller's token (required)")
 	owner := fs.Int("owner", -1, "user and group that own the token file and its directory (the controller's); -1: leave them")
 	_ = fs.Parse(args)
 	if *tokenFile == "" {
 		return errors.New("access: --token-file is required")
 	}
-	restCfg, err := clientConfig(*kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := clientFor(*kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -279,6 +267,23 @@ func runAccess(args []string) error {
 		f.Owner = owner
 	}
 	return controller.Access{Namespace: *ns, LeaseName: *lease}.Grant(ctx, client, f, controller.TokenTTL)
+}
+
+// namespaceFlags are the flags of the commands that act on the
+// controller's namespace with the caller's credentials.
+func namespaceFlags(fs *flag.FlagSet) (kubeconfig, ns, lease *string) {
+	kubeconfig = fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	ns = fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
+	lease = fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	return kubeconfig, ns, lease
+}
+
+func clientFor(kubeconfig string) (kubernetes.Interface, error) {
+	restCfg, err := clientConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(restCfg)
 }
 
 func clientConfig(kubeconfig string) (*rest.Config, error) {
