@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/attract"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/iprange"
 )
@@ -189,36 +190,18 @@ func advertised(in Input, key string, s api.ServiceFacts, ip netip.Addr) []Check
 		if in.Speakers == nil {
 			return nil
 		}
-		route := netip.PrefixFrom(ip, ip.BitLen()).String()
-		var announcing []string
-		for _, sp := range in.Speakers.Speakers {
-			// Routes read "10.0.0.5/32 via 10.1.0.2 (ns/web)".
-			if sp.BGP == nil || !slices.ContainsFunc(sp.BGP.Routes, func(r string) bool { return r == route || strings.HasPrefix(r, route+" ") }) {
-				continue
-			}
-			for _, p := range sp.BGP.Peers {
-				if p.State == "established" {
-					announcing = append(announcing, sp.Node)
-					break
-				}
-			}
-		}
-		return announcers(key, s, ip, announcing, "announced by BGP from")
+		announcing, how := attract.Nodes(in.Facts.Mode, s, ip, in.Speakers, nil)
+		return announcers(key, s, ip, announcing, how)
 	case config.ModeL2:
 		if in.Speakers == nil {
 			return nil
 		}
-		var owners []string
-		for _, sp := range in.Speakers.Speakers {
-			if sp.L2 != nil && slices.Contains(sp.L2.Owned, ip.String()) {
-				owners = append(owners, sp.Node)
-			}
-		}
+		owners, how := attract.Nodes(in.Facts.Mode, s, ip, in.Speakers, nil)
 		if len(owners) > 1 {
 			return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: fmt.Sprintf("%s is answered for by %s at once", ip, strings.Join(owners, ", ")),
 				Fix: "the speakers do not see each other's heartbeats: check UDP between the nodes on the l2 liveness port"}}
 		}
-		return announcers(key, s, ip, owners, "ARP/NDP owner")
+		return announcers(key, s, ip, owners, how)
 	}
 	return nil
 }
