@@ -148,6 +148,10 @@ type NodeView struct {
 	Name      string   `json:"name"`
 	Addresses []string `json:"addresses"`
 	Speaker   bool     `json:"speaker"`
+	// Ready is the node's Ready condition; Unschedulable is set when it is
+	// cordoned.
+	Ready         bool `json:"ready"`
+	Unschedulable bool `json:"unschedulable,omitempty"`
 }
 
 // ServiceFacts is what GET /v1/services returns for each Service
@@ -171,4 +175,38 @@ type ServicesFacts struct {
 	Mode     config.Mode    `json:"mode"`
 	Pools    []PoolView     `json:"pools"`
 	Services []ServiceFacts `json:"services"`
+}
+
+// FailoverRequest is the body of POST /v1/failover-test.
+type FailoverRequest struct {
+	Service string `json:"service"` // namespace/name
+	// Mode is what fails: "pod" (its pods on the node leave), "speaker"
+	// (the node's speaker dies), "node" (cordoned and drained, its speaker
+	// stopped).
+	Mode     string `json:"mode"`
+	Graceful bool   `json:"graceful,omitempty"` // the speaker withdraws before it stops
+	Force    bool   `json:"force,omitempty"`    // run even where the Service would have nowhere to go
+	DryRun   bool   `json:"dryRun,omitempty"`   // say what would be done, do nothing
+	Port     int32  `json:"port,omitempty"`     // the Service port to probe (default its first)
+}
+
+// FailoverReport is what POST /v1/failover-test answers.
+type FailoverReport struct {
+	// Result is "planned" (a dry run), "refused", "passed" or "failed".
+	Result  string `json:"result"`
+	Reason  string `json:"reason,omitempty"`
+	Mode    string `json:"mode"`
+	Service string `json:"service"`
+	VIP     string `json:"vip,omitempty"`
+	// Announcement is how the VIP is announced: spine, l2 or calico.
+	Announcement string `json:"announcement"`
+	// AttractingBefore are the nodes attracting the VIP's traffic before
+	// the fault, and how; Target the node the fault is injected on.
+	AttractingBefore []string `json:"attractingBefore"`
+	AttractedBy      string   `json:"attractedBy,omitempty"`
+	Target           string   `json:"target,omitempty"`
+	// Steps say what the test does (or would do), in order.
+	Steps []string `json:"steps"`
+	// Disrupts says what else the fault touches.
+	Disrupts string `json:"disrupts,omitempty"`
 }

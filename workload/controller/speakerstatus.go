@@ -138,7 +138,12 @@ func (c *Controller) nodes(ctx context.Context) (*api.Nodes, error) {
 	}
 	out := &api.Nodes{Nodes: []api.NodeView{}}
 	for _, n := range list.Items {
-		v := api.NodeView{Name: n.Name, Addresses: []string{}, Speaker: sel.Matches(labels.Set(n.Labels))}
+		v := api.NodeView{Name: n.Name, Addresses: []string{}, Speaker: sel.Matches(labels.Set(n.Labels)), Unschedulable: n.Spec.Unschedulable}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				v.Ready = c.Status == corev1.ConditionTrue
+			}
+		}
 		for _, a := range n.Status.Addresses {
 			if a.Type == corev1.NodeInternalIP {
 				v.Addresses = append(v.Addresses, a.Address)
