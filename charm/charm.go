@@ -4,6 +4,7 @@
 package charm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -382,7 +383,20 @@ func (e *apiError) Error() string { return e.msg }
 
 // request calls the workload's local API and decodes a 200 answer into v.
 func (c *Charm) request(method, path string, timeout time.Duration, v any) error {
-	req, err := http.NewRequest(method, c.APIBase+path, nil)
+	return c.send(method, path, timeout, nil, v)
+}
+
+// send is request with a JSON body, in (none when nil).
+func (c *Charm) send(method, path string, timeout time.Duration, in, v any) error {
+	var payload io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		payload = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.APIBase+path, payload)
 	if err != nil {
 		return err
 	}

@@ -284,9 +284,33 @@ func TestApplyPoolChange(t *testing.T) {
 	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "no pool change is held back") {
 		t.Fatalf("second apply: %v", ctx.ActionError)
 	}
-	ctx = runAction(t, srv.URL, "failover-test", nil)
-	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "not available yet") {
-		t.Fatalf("failover-test: %v", ctx.ActionError)
+}
+
+func TestFailoverTestAction(t *testing.T) {
+	var got api.FailoverRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = api.FailoverRequest{}
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/failover-test" || json.NewDecoder(r.Body).Decode(&got) != nil {
+			http.Error(w, "unexpected", http.StatusBadRequest)
+			return
+		}
+		rep := api.FailoverReport{Result: "planned", Mode: got.Mode, Service: got.Service, VIP: "10.0.0.5", Announcement: "spine",
+			AttractingBefore: []string{"n1", "n2"}, AttractedBy: "announced by BGP from", Target: "n1", Steps: []string{"delete the speaker pod on n1", "probe"}}
+		if !got.DryRun {
+			rep.Result, rep.Reason = "refused", "does not inject the fault yet"
+		}
+		_ = json.NewEncoder(w).Encode(rep)
+	}))
+	t.Cleanup(srv.Close)
+	ctx := runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "dry-run": true})
+	r := ctx.ActionResults
+	if ctx.ActionError != nil || got.Service != "shop/web" || got.Mode != "speaker" || !got.DryRun || r["result"] != "planned" || r["target"] != "n1" ||
+		r["attracting-nodes-before"] != "n1,n2" || r["steps.0"] != "delete the speaker pod on n1" || !strings.Contains(r["plan"], "announced by BGP from n1, n2") {
+		t.Fatalf("results %v, error %v, request %+v", r, ctx.ActionError, got)
+	}
+	ctx = runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker"})
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "does not inject the fault yet") {
+		t.Fatalf("not a dry run: %v", ctx.ActionError)
 	}
 }
 

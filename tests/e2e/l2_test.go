@@ -157,6 +157,16 @@ func TestL2EndToEnd(t *testing.T) {
 		t.Fatalf("verify: advertised check found %v, failed %s\n%s", found, r["failed"], r["table"])
 	}
 
+	// failover-test would fail the node that really answers ARP.
+	st, out, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/web", "mode": "node", "dry-run": true})
+	if err != nil || st.ActionFailed != nil {
+		t.Fatalf("failover-test: %v %v\n%s", err, st.ActionFailed, out)
+	}
+	if r := st.ActionResults; r["result"] != "planned" || r["target"] != fmt.Sprint("node", first) || r["announcement"] != "l2" || !strings.Contains(r["steps.0"], "drain") {
+		t.Fatalf("failover-test dry run: %v", r)
+	}
+	t.Logf("failover-test dry run:\n%s", st.ActionResults["plan"])
+
 	// The owner's speaker pod deleted: another node answers, and the
 	// client is served meanwhile; the DaemonSet's replacement takes the IP
 	// back at most once.

@@ -199,6 +199,23 @@ func TestSpineEndToEnd(t *testing.T) {
 	}
 	t.Logf("Local pod moved to node1: route moved at the spine %s after the Deployment changed", time.Since(moved).Round(time.Millisecond))
 
+	// failover-test plans from what attracts the traffic now: web is
+	// announced from both nodes; local's one pod is on node1, so failing
+	// node1's speaker would leave it nowhere to go.
+	st, out, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/web", "mode": "speaker", "dry-run": true})
+	if err != nil || st.ActionFailed != nil {
+		t.Fatalf("failover-test: %v %v\n%s", err, st.ActionFailed, out)
+	}
+	if r := st.ActionResults; r["result"] != "planned" || r["attracting-nodes-before"] != "node1,node2" || r["target"] != "node1" || r["vip"] != vip {
+		t.Fatalf("failover-test dry run: %v", r)
+	}
+	t.Logf("failover-test dry run:\n%s", st.ActionResults["plan"])
+	st, _, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/local", "mode": "speaker", "dry-run": true})
+	if err != nil || st.ActionFailed == nil || !strings.Contains(*st.ActionFailed, "no other node with one of its pods has a working speaker") {
+		t.Fatalf("failover-test of a Local Service with one pod: %v %v", err, st.ActionFailed)
+	}
+	t.Logf("failover-test refused: %s", *st.ActionFailed)
+
 	// verify through the real dispatch.
 	st, out, err = u.Action(ctx, "verify", nil)
 	if err != nil || st.ActionFailed != nil {

@@ -80,6 +80,7 @@ func (c *Controller) api() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /v1/speakers", serveJSON(c.speakerStatus))
+	mux.HandleFunc("POST /v1/failover-test", c.serveFailoverTest)
 	return mux
 }
 
