@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
@@ -177,6 +179,12 @@ func TestL2EndToEnd(t *testing.T) {
 	}
 	second := owner(vip, first)
 	t.Logf("owner's speaker pod deleted: node%d answers ARP after %s (1 s arping probes; make bench-l2 times it finely)", second, time.Since(start).Round(time.Millisecond))
+	// The new owner's journal (its speaker API, with the controller's
+	// token) has the takeover and the gratuitous ARPs, after the fault.
+	if j := speakerJournal(t, b, second, vip, start); !slices.ContainsFunc(j.Events, func(e api.SpeakerEvent) bool { return e.Kind == "owner" && e.Subject == vip && e.Detail == "taken" }) ||
+		!slices.ContainsFunc(j.Events, func(e api.SpeakerEvent) bool { return e.Kind == "garp" && e.Subject == vip }) {
+		t.Fatalf("node%d's journal since the fault has no takeover of %s: %+v", second, vip, j)
+	}
 	answer(vip)
 	waitSpeakers(t, b, 3)
 	var seen []string
@@ -238,4 +246,22 @@ func TestL2EndToEnd(t *testing.T) {
 	}
 	a = answer("[" + v6 + "]")
 	t.Logf("IPv6 VIP %s answered by %s on %s, which saw %s", v6, a.Pod, a.Node, a.Client)
+}
+
+// speakerJournal reads node i's speaker journal from the client, as the
+// controller would: over the node network, with the token from the
+// speakers' Secret.
+func speakerJournal(t *testing.T, b *spinebed.Bed, i int, ip string, since time.Time) api.SpeakerJournal {
+	t.Helper()
+	sec, err := b.Kube.CoreV1().Secrets("lb").Get(context.Background(), "calico-lb-bgp-passwords", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s:9403/v1/journal?ip=%s&since=%s", b.NodeIPs[i-1], ip, since.UTC().Format(time.RFC3339Nano))
+	out, err := b.Net.Exec(b.Client, "curl", "-sf", "--max-time", "5", "-H", "Authorization: Bearer "+strings.TrimSpace(string(sec.Data["api-token"])), url)
+	var j api.SpeakerJournal
+	if err != nil || json.Unmarshal([]byte(out), &j) != nil {
+		t.Fatalf("GET %s: %v\n%s", url, err, out)
+	}
+	return j
 }

@@ -210,3 +210,24 @@ type FailoverReport struct {
 	// Disrupts says what else the fault touches.
 	Disrupts string `json:"disrupts,omitempty"`
 }
+
+// SpeakerEvent is one thing a speaker did or saw, at a time on its node's
+// clock (not the controller's: the nodes' clocks may differ).
+type SpeakerEvent struct {
+	At time.Time `json:"at"`
+	// Kind is started, session (Subject the peer, Detail its new state),
+	// bfd (the peer, on or off), announce or withdraw (Subject the
+	// prefix), owner (Subject the IP, Detail taken or released) or garp
+	// (the IP, a gratuitous ARP or unsolicited NA sent).
+	Kind    string `json:"kind"`
+	Subject string `json:"subject"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// SpeakerJournal is what a speaker's GET /v1/journal returns: its events
+// since a time, oldest first.
+type SpeakerJournal struct {
+	Node    string         `json:"node"`
+	Started time.Time      `json:"started"`
+	Events  []SpeakerEvent `json:"events"`
+}

@@ -58,9 +58,18 @@ type BGP struct {
 	stopped    context.Context // done once Stop is called
 	stop       context.CancelFunc
 
-	mu     sync.Mutex
-	peers  map[netip.Addr]*peerState
-	routes map[netip.Prefix]Route
+	mu      sync.Mutex
+	peers   map[netip.Addr]*peerState
+	routes  map[netip.Prefix]Route
+	journal *Journal // nil: none kept
+}
+
+// SetJournal has the speaker record its session and BFD changes and its
+// announcements in j.
+func (b *BGP) SetJournal(j *Journal) {
+	b.mu.Lock()
+	b.journal = j
+	b.mu.Unlock()
 }
 
 type peerState struct {
@@ -146,6 +155,11 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	}
 	p.state, p.since = ev.Peer.State.SessionState, time.Now()
 	b.log.Info("BGP session", "peer", addr, "state", stateName(p.state), "reason", ev.Peer.State.DisconnectMessage)
+	detail := stateName(p.state)
+	if why := ev.Peer.State.DisconnectMessage; why != "" && p.state != bgp.BGP_FSM_ESTABLISHED {
+		detail += " (" + why + ")"
+	}
+	b.journal.Record("session", addr.String(), detail)
 	if want := p.cfg.BFD && p.state == bgp.BGP_FSM_ESTABLISHED; want != p.bfdWant {
 		// UpdatePeer blocks on the server loop that is calling us: the
 		// switcher does it.
@@ -195,6 +209,7 @@ func (b *BGP) switchBFD() {
 			b.mu.Lock()
 			if p := b.peers[addr]; p != nil && reflect.DeepEqual(p.cfg, cfg) && err == nil {
 				p.bfdOn = on
+				b.journal.Record("bfd", addr.String(), map[bool]string{true: "on", false: "off"}[on])
 			}
 			b.mu.Unlock()
 			if err != nil {
@@ -327,6 +342,7 @@ func (b *BGP) SetRoutes(routes []Route) error {
 		want[r.Prefix] = r
 	}
 	var add, del []*apiutil.Path
+	var added, withdrawn []netip.Prefix // for the journal
 	for pfx, r := range have {
 		if w, keep := want[pfx]; !keep || !sameRoute(w, r) {
 			p, err := path(r)
@@ -335,6 +351,7 @@ func (b *BGP) SetRoutes(routes []Route) error {
 			}
 			if !keep {
 				del = append(del, p)
+				withdrawn = append(withdrawn, pfx)
 			}
 		}
 	}
@@ -345,6 +362,7 @@ func (b *BGP) SetRoutes(routes []Route) error {
 				return err
 			}
 			add = append(add, p) // a changed route replaces the old one
+			added = append(added, pfx)
 		}
 	}
 	if len(del) > 0 {
@@ -359,7 +377,9 @@ func (b *BGP) SetRoutes(routes []Route) error {
 	}
 	b.mu.Lock()
 	b.routes = want
+	j := b.journal
 	b.mu.Unlock()
+	j.Routes(added, withdrawn)
 	return nil
 }
 

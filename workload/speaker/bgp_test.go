@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -52,6 +54,9 @@ type command struct {
 	// teardown measured.
 	SpinePeers string        `json:"spinePeers,omitempty"`
 	Readyz     *readyzReport `json:"readyz,omitempty"`
+	// The journal's events for IP (journal).
+	IP      netip.Addr          `json:"ip,omitempty"`
+	Journal *api.SpeakerJournal `json:"journal,omitempty"`
 }
 
 // readyzReport is how /readyz answered while the speaker tore BGP down.
@@ -68,6 +73,7 @@ func runChild() {
 	out := json.NewEncoder(os.Stdout)
 	var b *BGP
 	var sp *Speaker
+	journal := NewJournal()
 	var api *httptest.Server
 	node := Node{Name: "node", Addresses: []netip.Addr{netip.MustParseAddr("10.211.1.2")}}
 	ctx := context.Background()
@@ -80,7 +86,12 @@ func runChild() {
 			var err error
 			switch c.Op {
 			case "start":
-				b, err = StartBGP(ctx, c.ASN, c.RouterID, log)
+				if b, err = StartBGP(ctx, c.ASN, c.RouterID, log); err == nil {
+					b.SetJournal(journal)
+				}
+			case "journal":
+				j := journal.Since(time.Time{}, c.IP)
+				reply.Journal = &j
 			case "peers":
 				err = b.SetPeers(ctx, c.Peers)
 			case "routes":
@@ -376,6 +387,18 @@ func TestBGPAnnounceWithdrawAndReload(t *testing.T) {
 	sp.do(command{Op: "routes", Routes: routes[1:]})
 	t.Logf("withdrawn at the spine after %s", s.waitRoute(t, "10.211.100.5", false, 5*time.Second))
 	s.waitRoute(t, "fd11:100::5", true, time.Second)
+
+	// The journal has the session coming up and the route's announce and
+	// withdraw, in that order.
+	var kinds []string
+	for _, ev := range sp.do(command{Op: "journal", IP: netip.MustParseAddr("10.211.100.5")}).Journal.Events {
+		if ev.Kind == "session" && ev.Subject == "10.211.1.1" && ev.Detail == "established" || ev.Kind != "session" {
+			kinds = append(kinds, ev.Kind)
+		}
+	}
+	if !slices.Equal(kinds, []string{"started", "session", "announce", "withdraw"}) && !slices.Equal(kinds, []string{"started", "announce", "session", "withdraw"}) {
+		t.Fatalf("journal: %v", kinds)
+	}
 
 	// Reload with an extra, unrelated peer: the existing session stays up.
 	before := s.established(t, "10.211.1.2")

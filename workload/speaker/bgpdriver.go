@@ -17,6 +17,7 @@ import (
 type bgpDriver struct {
 	log     *slog.Logger
 	updates prometheus.Counter
+	journal *Journal
 
 	// Only the runner's goroutine changes these; the lock guards them for
 	// readers and is never held across a call into GoBGP: a teardown that
@@ -59,6 +60,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 			return
 		}
 		b = nb
+		b.SetJournal(d.journal)
 		d.mu.Lock()
 		d.bgp, d.key = b, key
 		d.mu.Unlock()

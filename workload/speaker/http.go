@@ -5,8 +5,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -76,6 +78,30 @@ func (s *Speaker) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	// What the speaker did and saw since a time (RFC 3339), with the last
+	// announce and withdraw of ip's route: the failover test's timeline.
+	mux.HandleFunc("GET /v1/journal", authorized(func(w http.ResponseWriter, r *http.Request) {
+		var since time.Time
+		if v := r.URL.Query().Get("since"); v != "" {
+			var err error
+			if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				http.Error(w, "since: want an RFC 3339 time such as 2026-12-05T10:00:00.5Z", http.StatusBadRequest)
+				return
+			}
+		}
+		var ip netip.Addr
+		if v := r.URL.Query().Get("ip"); v != "" {
+			var err error
+			if ip, err = netip.ParseAddr(v); err != nil {
+				http.Error(w, "ip: not an IP address", http.StatusBadRequest)
+				return
+			}
+		}
+		j := s.journal.Since(since, ip)
+		j.Node = s.opts.NodeName
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(j)
+	}))
 	mux.HandleFunc("GET /v1/l2", authorized(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.l2.status())

@@ -33,6 +33,7 @@ type Responder struct {
 	changes    int
 	garps      int
 	lastChange time.Time
+	journal    *Journal // nil: none kept
 }
 
 type l2iface struct {
@@ -96,6 +97,14 @@ func (r *Responder) isOwned(ip netip.Addr) bool {
 	return r.owned[ip]
 }
 
+// SetJournal has the responder record ownership changes and the
+// announcements it sends in j.
+func (r *Responder) SetJournal(j *Journal) {
+	r.mu.Lock()
+	r.journal = j
+	r.mu.Unlock()
+}
+
 // SetOwned makes ips the owned set: newly owned IPs are announced,
 // released ones are no longer answered.
 func (r *Responder) SetOwned(ctx context.Context, ips []netip.Addr) {
@@ -119,6 +128,12 @@ func (r *Responder) SetOwned(ctx context.Context, ips []netip.Addr) {
 	if len(gained)+len(lost) > 0 {
 		r.changes += len(gained) + len(lost)
 		r.lastChange = time.Now()
+	}
+	for _, ip := range lost {
+		r.journal.Record("owner", ip.String(), "released")
+	}
+	for _, ip := range gained {
+		r.journal.Record("owner", ip.String(), "taken")
 	}
 	r.mu.Unlock()
 	for _, ip := range lost {
@@ -173,6 +188,7 @@ func (r *Responder) announce(ctx context.Context, ips []netip.Addr) {
 				if err := li.advertise(ip); err == nil {
 					r.mu.Lock()
 					r.garps++
+					r.journal.Record("garp", ip.String(), "on "+li.ifi.Name)
 					r.mu.Unlock()
 				}
 			}

@@ -22,6 +22,7 @@ type l2Driver struct {
 	port     int
 	holdDown time.Duration
 	keyFile  string
+	journal  *Journal
 
 	mu   sync.Mutex // guards live, resp and err for readers
 	live *Liveness
@@ -120,6 +121,7 @@ func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, e
 		if resp, err = StartResponder(ctx, ifaces, d.log); err != nil {
 			return nil, nil, err
 		}
+		resp.SetJournal(d.journal)
 		d.mu.Lock()
 		d.resp = resp
 		d.mu.Unlock()

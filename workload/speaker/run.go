@@ -59,9 +59,10 @@ type Speaker struct {
 	synced bool
 	node   *Node
 
-	reg *prometheus.Registry
-	bgp *bgpDriver
-	l2  *l2Driver
+	reg     *prometheus.Registry
+	bgp     *bgpDriver
+	l2      *l2Driver
+	journal *Journal
 }
 
 // NewSpeaker returns a Speaker; Run starts it.
@@ -85,9 +86,10 @@ func NewSpeaker(opts Options) *Speaker {
 		opts.APITokenFile = DefaultAPITokenFile
 	}
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
-	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(),
-		bgp: &bgpDriver{log: opts.Log, updates: updates},
-		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile}}
+	j := NewJournal()
+	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(), journal: j,
+		bgp: &bgpDriver{log: opts.Log, updates: updates, journal: j},
+		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile, journal: j}}
 	s.reg.MustRegister(updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
