@@ -1,7 +1,10 @@
 package controller
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -244,6 +247,45 @@ func TestNodesEndpoint(t *testing.T) {
 		case e.ns + "-n1":
 			if v.Speaker || !slices.Equal(v.Addresses, []string{"10.77.1.11"}) {
 				t.Fatalf("%+v", v)
+			}
+		}
+	}
+}
+
+// Who can read Pods and ConfigMaps, not Secrets, cannot test password
+// guesses against the speakers' pod template: its digest is keyed with a
+// value only the Secret holds. (It was a plain SHA-256 of the config and
+// the password file, whose format is known: the right guess matched.)
+func TestPodTemplateIsNoPasswordOracle(t *testing.T) {
+	e := newEnv(t)
+	pwFile := filepath.Join(t.TempDir(), "bgp-passwords.yaml")
+	if err := os.WriteFile(pwFile, []byte("spine: s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.config(spineCfg + "  password-file: " + pwFile + "\n")
+	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	ctx := context.Background()
+	var ds *appsv1.DaemonSet
+	waitUntil(t, "the DaemonSet's template carries the password file", func() bool {
+		sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, speakerSecretName, metav1.GetOptions{})
+		if err != nil || string(sec.Data[bgpPasswordsKey]) != "spine: s3cret\n" {
+			return false
+		}
+		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		return err == nil
+	})
+	digest := ds.Spec.Template.Annotations[kubeapply.HashKey]
+	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, speakerConfigName, metav1.GetOptions{})
+	if err != nil || digest == "" {
+		t.Fatalf("config map %v, digest %q", err, digest)
+	}
+	public := []byte(cm.Data["config.yaml"])
+	for _, guess := range []string{"password", "spine", "secret", "s3cret"} {
+		file := []byte("spine: " + guess + "\n")
+		for _, tries := range [][][]byte{{public, file}, {public, {0}, file, {0}}} {
+			h := sha256.Sum256(bytes.Join(tries, nil))
+			if hex.EncodeToString(h[:8]) == digest {
+				t.Fatalf("the pod template's digest confirms the password guess %q from public data", guess)
 			}
 		}
 	}
