@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,19 +102,54 @@ func Leftover(name string) bool {
 	return syscall.Kill(pid, 0) != nil
 }
 
-// sweep deletes namespaces of test beds whose process has exited.
+// sweep removes what test beds whose process has exited left behind: the
+// processes still running in their namespaces or on their files, then the
+// namespaces and the temporary directories. FRR daemonizes, so its
+// daemons outlive a crashed run; once their namespace is deleted they keep
+// it alive out of `ip netns list`'s sight, found only by the bed's
+// directory on their command lines.
 func sweep() {
+	killLeftoverProcesses()
 	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
+	if err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || !Leftover(f[0]) {
+				continue
+			}
+			if pids, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err == nil {
+				for _, p := range strings.Fields(string(pids)) {
+					if pid, err := strconv.Atoi(p); err == nil {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+			_ = exec.Command("ip", "netns", "del", f[0]).Run()
+		}
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "clb*"))
+	for _, d := range dirs {
+		if Leftover(filepath.Base(d)) {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+// killLeftoverProcesses kills the processes whose command line names a
+// file of a test bed whose process has exited.
+func killLeftoverProcesses() {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
-		if Leftover(f[0]) {
-			_ = exec.Command("ip", "netns", "del", f[0]).Run()
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		for _, arg := range strings.Split(string(cmd), "\x00") {
+			if slices.ContainsFunc(strings.Split(arg, "/"), Leftover) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
 		}
 	}
 }
