@@ -452,7 +452,7 @@ func (c *Charm) Remove() error {
 	if err := c.Exec(pc, opts); err != nil {
 		return fmt.Errorf("cleanup in the workload container: %w", err)
 	}
-	goops.LogInfof("removed the speakers, their RBAC and the Lease in %s", env.ModelName)
+	goops.LogInfof("removed the speakers, their RBAC and config, the Lease, and the controller's ServiceAccount and RBAC in %s", env.ModelName)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,18 +24,18 @@ const ControllerAccount = "calico-lb-controller"
 // (the model's): the Lease, the speakers and their Secret live there.
 type Access struct {
 	Namespace string
-	LeaseName string // default "calico-lb-controller"
+	LeaseName string // default DefaultLeaseName
 }
 
 func (a Access) lease() string {
 	if a.LeaseName == "" {
-		return "calico-lb-controller"
+		return DefaultLeaseName
 	}
 	return a.LeaseName
 }
 
-// clusterRole names the cluster-wide role; it carries the namespace, as the
-// speakers' does, so two calico-lb applications do not share one.
+// clusterRole names the cluster-wide role; it carries the namespace, as
+// speakerRoleName does.
 func (a Access) clusterRole() string { return ControllerAccount + "-" + a.Namespace }
 
 var (
@@ -51,20 +52,18 @@ var (
 // reads the EndpointSlices and Nodes it reports on, records Events on the
 // Services, and keeps the speakers' ClusterRole and its binding. The
 // speakers' role may only hold rules the controller holds itself (the
-// apiserver refuses to grant more), which is why it reads Nodes and
-// EndpointSlices with get and watch too; that is safer than `escalate`
-// or `bind`, which would let it grant anything.
+// apiserver refuses to grant more), so it starts from speakerRules, which
+// is why it reads Nodes and EndpointSlices with get and watch too; that
+// is safer than `escalate` or `bind`, which would let it grant anything.
 func (a Access) ClusterRules() []rbacv1.PolicyRule {
-	speakerRole := []string{SpeakerName + "-" + a.Namespace}
-	return []rbacv1.PolicyRule{
-		{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch", "update"}},
-		{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
-		{APIGroups: core, Resources: []string{"nodes"}, Verbs: readVerbs},
-		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
-		{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
-		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: []string{"create"}},
-		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: keepVerbs, ResourceNames: speakerRole},
-	}
+	speakerRole := []string{speakerRoleName(a.Namespace)}
+	return append(slices.Clone(speakerRules),
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"update"}},
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: []string{"create"}},
+		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: keepVerbs, ResourceNames: speakerRole},
+	)
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader

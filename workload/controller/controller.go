@@ -68,6 +68,9 @@ type Options struct {
 	SpeakerPort int
 }
 
+// DefaultLeaseName is the leader-election Lease's name when none is given.
+const DefaultLeaseName = "calico-lb-controller"
+
 func (o *Options) defaults() {
 	if o.SpeakerPort == 0 {
 		o.SpeakerPort = config.DefaultSpeakerPort
@@ -83,7 +86,7 @@ func (o *Options) defaults() {
 		o.Identity = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if o.LeaseName == "" {
-		o.LeaseName = "calico-lb-controller"
+		o.LeaseName = DefaultLeaseName
 	}
 	if o.LeaseNamespace == "" {
 		o.LeaseNamespace = "default"

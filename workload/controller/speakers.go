@@ -67,13 +67,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			return kubeapply.Apply(ctx, s.client.CoreV1().ServiceAccounts(s.ns), &corev1.ServiceAccount{ObjectMeta: meta(s.ns, SpeakerName, labelsSel)}, nil)
 		},
 		func() error {
-			role := &rbacv1.ClusterRole{
-				ObjectMeta: meta("", s.roleName(), labelsSel),
-				Rules: []rbacv1.PolicyRule{
-					{APIGroups: []string{""}, Resources: []string{"services", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-					{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-				},
-			}
+			role := &rbacv1.ClusterRole{ObjectMeta: meta("", s.roleName(), labelsSel), Rules: speakerRules}
 			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoles(), role, func(have, want *rbacv1.ClusterRole) {
 				have.Rules = want.Rules
 			})
@@ -163,7 +157,19 @@ func l2KeysOf(have map[string][]byte) []byte {
 	return []byte(speaker.NewKey() + "\n")
 }
 
-func (s speakerObjects) roleName() string { return SpeakerName + "-" + s.ns }
+func (s speakerObjects) roleName() string { return speakerRoleName(s.ns) }
+
+// speakerRoleName names the speakers' ClusterRole and its binding; it
+// carries the namespace, so two calico-lb applications do not share one.
+func speakerRoleName(ns string) string { return SpeakerName + "-" + ns }
+
+// speakerRules are all the speakers may do: read Services, Nodes and
+// EndpointSlices. The controller holds them too (ClusterRules), since the
+// apiserver lets it grant only what it holds.
+var speakerRules = []rbacv1.PolicyRule{
+	{APIGroups: core, Resources: []string{"services", "nodes"}, Verbs: readVerbs},
+	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
+}
 
 func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
@@ -373,20 +379,20 @@ func (s speakerObjects) remove(ctx context.Context) error {
 	return kubeapply.Delete(del...)
 }
 
-// Cleanup deletes what the controller created in namespace: the speaker
-// DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, and the
-// leader-election Lease. The charm runs it (`calico-lb cleanup`) when the
-// application is removed, so nothing is left behind. Objects already gone
-// are not errors.
-func Cleanup(ctx context.Context, client kubernetes.Interface, namespace, leaseName string) error {
-	if err := (speakerObjects{client: client, ns: namespace}).remove(ctx); err != nil {
+// Cleanup deletes what calico-lb created in a's namespace: the speaker
+// DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, the
+// leader-election Lease, and the controller's own ServiceAccount and RBAC.
+// The charm runs it (`calico-lb cleanup`) when the application is removed,
+// so nothing is left behind. Objects already gone are not errors.
+func Cleanup(ctx context.Context, client kubernetes.Interface, a Access) error {
+	if err := (speakerObjects{client: client, ns: a.Namespace}).remove(ctx); err != nil {
 		return fmt.Errorf("remove speakers: %w", err)
 	}
-	if leaseName == "" {
-		leaseName = "calico-lb-controller"
+	if err := client.CoordinationV1().Leases(a.Namespace).Delete(ctx, a.lease(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove Lease %s/%s: %w", a.Namespace, a.lease(), err)
 	}
-	if err := client.CoordinationV1().Leases(namespace).Delete(ctx, leaseName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove Lease %s/%s: %w", namespace, leaseName, err)
+	if err := a.Remove(ctx, client); err != nil {
+		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
 	}
 	return nil
 }

@@ -162,8 +162,9 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	}
 }
 
-// Cleanup leaves nothing behind: speakers, their RBAC and config, and the
-// Lease; and a second run (nothing left) is not an error.
+// Cleanup leaves nothing behind: speakers, their RBAC and config, the
+// Lease and the controller's own account; and a second run (nothing left)
+// is not an error.
 func TestCleanup(t *testing.T) {
 	e := newEnv(t)
 	e.config(spineCfg)
@@ -175,7 +176,7 @@ func TestCleanup(t *testing.T) {
 	})
 	r.stop()
 	for range 2 {
-		if err := Cleanup(ctx, e.client, e.ns, e.lease); err != nil {
+		if err := Cleanup(ctx, e.client, Access{Namespace: e.ns, LeaseName: e.lease}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,6 +195,14 @@ func TestCleanup(t *testing.T) {
 		},
 		"Lease": func() error {
 			_, err := e.client.CoordinationV1().Leases(e.ns).Get(ctx, e.lease, metav1.GetOptions{})
+			return err
+		},
+		"controller's ServiceAccount": func() error {
+			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, ControllerAccount, metav1.GetOptions{})
+			return err
+		},
+		"controller's ClusterRole": func() error {
+			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, ControllerAccount+"-"+e.ns, metav1.GetOptions{})
 			return err
 		},
 	} {

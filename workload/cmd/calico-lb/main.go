@@ -235,11 +235,8 @@ func runCleanup(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := controller.Cleanup(ctx, client, *ns, *lease); err != nil {
+	if err := controller.Cleanup(ctx, client, controller.Access{Namespace: *ns, LeaseName: *lease}); err != nil {
 		return err
-	}
-	if err := (controller.Access{Namespace: *ns, LeaseName: *lease}).Remove(ctx, client); err != nil {
-		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
 	}
 	fmt.Printf("removed the speakers, their RBAC and config, the Lease, and the controller's ServiceAccount and RBAC in %s\n", *ns)
 	return nil
@@ -274,7 +271,7 @@ func runAccess(args []string) error {
 func namespaceFlags(fs *flag.FlagSet) (kubeconfig, ns, lease *string) {
 	kubeconfig = fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	ns = fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
-	lease = fs.String("lease-name", "calico-lb-controller", "the leader-election Lease")
+	lease = fs.String("lease-name", controller.DefaultLeaseName, "the leader-election Lease")
 	return kubeconfig, ns, lease
 }
 
