@@ -147,7 +147,7 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && !p.limited {
 		p.limited = true
 		b.log.Warn("BGP peer sent more routes than its max-prefixes: session closed; the speakers need none, so filter the routes the router sends them (or raise max-prefixes)",
-			"peer", addr, "max-prefixes", p.cfg.MaxPrefixes, "retry-in", b.limitRetry)
+			"peer", addr, "max-prefixes", p.cfg.maxPrefixes(), "retry-in", b.limitRetry)
 		time.AfterFunc(b.limitRetry, func() { b.retryLimited(addr, p) })
 	}
 	if p.state == ev.Peer.State.SessionState {
@@ -247,10 +247,6 @@ func stateName(s bgp.FSMState) string {
 // apiPeer is the GoBGP form of a peer.
 func apiPeer(p Peer, bfd bool) *api.Peer {
 	hold, keep := uint64(p.HoldTime), uint64(p.Keepalive)
-	limit := p.MaxPrefixes
-	if limit == 0 {
-		limit = config.DefaultMaxPrefixes
-	}
 	out := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASNumber, LocalAsn: p.LocalAS, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{
@@ -263,7 +259,7 @@ func apiPeer(p Peer, bfd bool) *api.Peer {
 			Config: &api.AfiSafiConfig{Family: familyOf(p.Address), Enabled: true},
 			// Counted before the import policy rejects them: what the
 			// limit bounds is the memory GoBGP keeps them in.
-			PrefixLimits: &api.PrefixLimit{Family: familyOf(p.Address), MaxPrefixes: uint32(limit), ShutdownThresholdPct: 80},
+			PrefixLimits: &api.PrefixLimit{Family: familyOf(p.Address), MaxPrefixes: uint32(p.maxPrefixes()), ShutdownThresholdPct: 80},
 		}},
 	}
 	if p.Multihop > 1 {
@@ -277,6 +273,15 @@ func apiPeer(p Peer, bfd bool) *api.Peer {
 		out.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us, DetectionMultiplier: uint32(p.BFDMultiplier)}
 	}
 	return out
+}
+
+// maxPrefixes is the peer's limit in force: MaxPrefixes, or the default
+// for a Peer not read from a file.
+func (p Peer) maxPrefixes() int {
+	if p.MaxPrefixes == 0 {
+		return config.DefaultMaxPrefixes
+	}
+	return p.MaxPrefixes
 }
 
 func familyOf(a netip.Addr) *api.Family {
@@ -444,7 +449,7 @@ func (b *BGP) Status() []PeerStatus {
 		}
 		ps := PeerStatus{Address: addr.String(), ASN: p.cfg.ASNumber, State: stateName(p.state), Since: p.since, BFD: p.bfdOn, Routes: n}
 		if p.limited {
-			ps.Problem = fmt.Sprintf("closed: the peer sent more than max-prefixes %d routes; the speakers need none, so filter them on the router (or raise max-prefixes); dialling again %s after it closed", p.cfg.MaxPrefixes, b.limitRetry)
+			ps.Problem = fmt.Sprintf("closed: the peer sent more than max-prefixes %d routes; the speakers need none, so filter them on the router (or raise max-prefixes); dialling again %s after it closed", p.cfg.maxPrefixes(), b.limitRetry)
 		}
 		out = append(out, ps)
 	}
