@@ -24,9 +24,9 @@ func (u Usage) String() string {
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
-// statField reads one field of a memory.stat file.
-func statField(dir, field string) uint64 {
-	data, _ := os.ReadFile(filepath.Join(dir, "memory.stat"))
+// statField reads one field of a "name value" file (memory.stat, cpu.stat).
+func statField(dir, file, field string) uint64 {
+	data, _ := os.ReadFile(filepath.Join(dir, file))
 	for l := range strings.SplitSeq(string(data), "\n") {
 		if v, ok := strings.CutPrefix(l, field+" "); ok {
 			n, _ := strconv.ParseUint(v, 10, 64)
@@ -36,81 +36,92 @@ func statField(dir, field string) uint64 {
 	return 0
 }
 
-// ContainerUsage reads the usage of the container process pid runs in,
-// from cgroup v1 (memory and cpuacct hierarchies) or v2.
-func ContainerUsage(pid int) (Usage, error) {
+// cgroup is where a process's container keeps its accounting: the memory
+// and cpuacct hierarchies' directories under cgroup v1, one directory
+// for both under v2.
+type cgroup struct {
+	memory, cpu string
+	v2          bool
+}
+
+func cgroupOf(pid int) (cgroup, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
-		return Usage{}, err
+		return cgroup{}, err
 	}
-	var u Usage
-	v1 := false
+	var cg cgroup
+	unified := ""
 	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
+		if parts[0] == "0" && parts[1] == "" {
+			unified = filepath.Join("/sys/fs/cgroup", parts[2])
+		}
 		for c := range strings.SplitSeq(parts[1], ",") {
 			switch c {
 			case "memory":
-				v1 = true
-				dir := filepath.Join("/sys/fs/cgroup/memory", parts[2])
-				if u.Memory, err = readUint(dir, "memory.usage_in_bytes"); err != nil {
-					return u, err
-				}
-				if u.MemoryPeak, err = readUint(dir, "memory.max_usage_in_bytes"); err != nil {
-					return u, err
-				}
-				u.Anon = statField(dir, "total_rss")
+				cg.memory = filepath.Join("/sys/fs/cgroup/memory", parts[2])
 			case "cpuacct":
-				ns, err := readUint(filepath.Join("/sys/fs/cgroup/cpuacct", parts[2]), "cpuacct.usage")
-				if err != nil {
-					return u, err
-				}
-				u.CPU = time.Duration(ns)
-			}
-		}
-		if parts[0] == "0" && parts[1] == "" && !v1 {
-			dir := filepath.Join("/sys/fs/cgroup", parts[2])
-			if u.Memory, err = readUint(dir, "memory.current"); err != nil {
-				return u, err
-			}
-			u.MemoryPeak, _ = readUint(dir, "memory.peak") // kernels before 5.19 lack it
-			u.Anon = statField(dir, "anon")
-			stat, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
-			if err != nil {
-				return u, err
-			}
-			for l := range strings.SplitSeq(string(stat), "\n") {
-				if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-					us, _ := strconv.ParseUint(v, 10, 64)
-					u.CPU = time.Duration(us) * time.Microsecond
-				}
+				cg.cpu = filepath.Join("/sys/fs/cgroup/cpuacct", parts[2])
 			}
 		}
 	}
+	switch {
+	case cg.memory != "":
+		return cg, nil
+	case unified != "":
+		return cgroup{memory: unified, cpu: unified, v2: true}, nil
+	}
+	return cg, fmt.Errorf("no memory cgroup for process %d", pid)
+}
+
+// ContainerUsage reads the usage of the container process pid runs in,
+// from cgroup v1 (memory and cpuacct hierarchies) or v2.
+func ContainerUsage(pid int) (Usage, error) {
+	cg, err := cgroupOf(pid)
+	if err != nil {
+		return Usage{}, err
+	}
+	var u Usage
+	if !cg.v2 {
+		if u.Memory, err = readUint(cg.memory, "memory.usage_in_bytes"); err != nil {
+			return u, err
+		}
+		if u.MemoryPeak, err = readUint(cg.memory, "memory.max_usage_in_bytes"); err != nil {
+			return u, err
+		}
+		u.Anon = statField(cg.memory, "memory.stat", "total_rss")
+		if cg.cpu != "" {
+			ns, err := readUint(cg.cpu, "cpuacct.usage")
+			u.CPU = time.Duration(ns)
+			return u, err
+		}
+		return u, nil
+	}
+	if u.Memory, err = readUint(cg.memory, "memory.current"); err != nil {
+		return u, err
+	}
+	u.MemoryPeak, _ = readUint(cg.memory, "memory.peak") // kernels before 5.19 lack it
+	u.Anon = statField(cg.memory, "memory.stat", "anon")
+	if _, err := os.Stat(filepath.Join(cg.cpu, "cpu.stat")); err != nil {
+		return u, err
+	}
+	u.CPU = time.Duration(statField(cg.cpu, "cpu.stat", "usage_usec")) * time.Microsecond
 	return u, nil
 }
 
 // MemoryLimit is the memory limit of the container process pid runs in.
 func MemoryLimit(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	cg, err := cgroupOf(pid)
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		switch {
-		case len(parts) != 3:
-		case parts[1] == "memory":
-			return readUint(filepath.Join("/sys/fs/cgroup/memory", parts[2]), "memory.limit_in_bytes")
-		case parts[0] == "0" && parts[1] == "":
-			if v, err := readUint(filepath.Join("/sys/fs/cgroup", parts[2]), "memory.max"); err == nil {
-				return v, nil
-			}
-		}
+	if cg.v2 {
+		return readUint(cg.memory, "memory.max")
 	}
-	return 0, fmt.Errorf("no memory cgroup for process %d", pid)
+	return readUint(cg.memory, "memory.limit_in_bytes")
 }
 
 func readUint(dir, file string) (uint64, error) {
