@@ -261,18 +261,27 @@ func TestNodesEndpoint(t *testing.T) {
 	}
 }
 
+// startWithPasswords starts a spine-mode controller whose config names a
+// BGP password file with content, and returns the file and the config.
+func (e *env) startWithPasswords(content string) (pwFile, cfg string) {
+	e.t.Helper()
+	pwFile = filepath.Join(e.t.TempDir(), "bgp-passwords.yaml")
+	if err := os.WriteFile(pwFile, []byte(content), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	cfg = spineCfg + "  password-file: " + pwFile + "\n"
+	e.config(cfg)
+	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	return pwFile, cfg
+}
+
 // Who can read Pods and ConfigMaps, not Secrets, cannot test password
 // guesses against the speakers' pod template: its digest is keyed with a
 // value only the Secret holds. (It was a plain SHA-256 of the config and
 // the password file, whose format is known: the right guess matched.)
 func TestPodTemplateIsNoPasswordOracle(t *testing.T) {
 	e := newEnv(t)
-	pwFile := filepath.Join(t.TempDir(), "bgp-passwords.yaml")
-	if err := os.WriteFile(pwFile, []byte("spine: s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.config(spineCfg + "  password-file: " + pwFile + "\n")
-	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	e.startWithPasswords("spine: s3cret\n")
 	ctx := context.Background()
 	var ds *appsv1.DaemonSet
 	waitUntil(t, "the DaemonSet's template carries the password file", func() bool {
@@ -305,13 +314,7 @@ func TestPodTemplateIsNoPasswordOracle(t *testing.T) {
 // roll every speaker without its passwords and drop the MD5 sessions.
 func TestSpeakerPasswordsKept(t *testing.T) {
 	e := newEnv(t)
-	pwFile := filepath.Join(t.TempDir(), "bgp-passwords.yaml")
-	if err := os.WriteFile(pwFile, []byte("spine: first\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := spineCfg + "  password-file: " + pwFile + "\n"
-	e.config(cfg)
-	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	pwFile, cfg := e.startWithPasswords("spine: first\n")
 	e.waitDaemonSet()
 	secret := func() string {
 		s, err := e.client.CoreV1().Secrets(e.ns).Get(context.Background(), speakerSecretName, metav1.GetOptions{})
