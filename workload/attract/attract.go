@@ -54,6 +54,36 @@ func Nodes(mode config.Mode, s api.ServiceFacts, ip netip.Addr, speakers *api.Sp
 	return slices.Compact(nodes), how
 }
 
+// IPs returns the load-balancer IPs node attracts by its own speaker's
+// report (spine: the routes it announces, with a session up; l2: the IPs
+// it answers for): one pass over that report, where asking Nodes for each
+// Service would go through every speaker's routes each time. Calico mode
+// has no speakers' reports: nil.
+func IPs(mode config.Mode, speakers *api.Speakers, node string) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, sp := range views(speakers) {
+		if sp.Node != node {
+			continue
+		}
+		switch {
+		case mode == config.ModeSpine && sp.BGP != nil && slices.ContainsFunc(sp.BGP.Peers, func(p api.PeerStatus) bool { return p.State == "established" }):
+			for _, r := range sp.BGP.Routes {
+				pfx, _, _ := strings.Cut(r, " ")
+				if p, err := netip.ParsePrefix(pfx); err == nil && p.IsSingleIP() {
+					out[p.Addr()] = true
+				}
+			}
+		case mode == config.ModeL2 && sp.L2 != nil:
+			for _, s := range sp.L2.Owned {
+				if a, err := netip.ParseAddr(s); err == nil {
+					out[a] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
 func views(s *api.Speakers) []api.SpeakerView {
 	if s == nil {
 		return nil

@@ -44,4 +44,26 @@ func TestNodes(t *testing.T) {
 	if got, _ := Nodes(config.ModeSpine, cluster, ip, nil, all); len(got) != 0 {
 		t.Errorf("no speakers' reports: %v", got)
 	}
+	// IPs agrees with Nodes, one node at a time.
+	for _, c := range []struct {
+		mode config.Mode
+		node string
+		want []string
+	}{
+		{config.ModeSpine, "n1", []string{"10.208.1.5"}},
+		{config.ModeSpine, "n2", nil}, // its session is down
+		{config.ModeSpine, "n4", []string{"10.208.1.50"}},
+		{config.ModeL2, "n3", []string{"10.208.1.5"}},
+		{config.ModeL2, "n1", nil},
+		{config.ModeCalico, "n1", nil},
+	} {
+		var got []string
+		for a := range IPs(c.mode, sp, c.node) {
+			got = append(got, a.String())
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("IPs(%s, %s) = %v, want %v", c.mode, c.node, got, c.want)
+		}
+	}
 }

@@ -184,20 +184,14 @@ func disrupts(req api.FailoverRequest, w World, target string) string {
 	if req.Mode == ModePod {
 		return req.Service + "'s pods on " + target + " are deleted; other workloads on " + target + " are not touched, but no new pod lands there until it is uncordoned"
 	}
+	attracted := attract.IPs(w.Mode, w.Speakers, target)
 	var others []string
 	for _, s := range w.Others {
-		if s.Namespace+"/"+s.Name == req.Service || len(s.IPs) == 0 {
+		if s.Namespace+"/"+s.Name == req.Service {
 			continue
 		}
-		for _, a := range s.IPs {
-			ip, err := netip.ParseAddr(a)
-			if err != nil {
-				continue
-			}
-			if nodes, _ := attract.Nodes(w.Mode, s, ip, w.Speakers, nil); slices.Contains(nodes, target) {
-				others = append(others, s.Namespace+"/"+s.Name)
-				break
-			}
+		if slices.ContainsFunc(s.IPs, func(a string) bool { ip, err := netip.ParseAddr(a); return err == nil && attracted[ip] }) {
+			others = append(others, s.Namespace+"/"+s.Name)
 		}
 	}
 	what := "every Service whose IP " + target + " attracts fails over with it"
