@@ -231,3 +231,18 @@ type SpeakerJournal struct {
 	Started time.Time      `json:"started"`
 	Events  []SpeakerEvent `json:"events"`
 }
+
+// SpeakerFail is the body of a speaker's POST /v1/fail: the failover test
+// stops it (as a crash, or withdrawing first when Graceful) and holds it
+// down until Until, when it comes back by itself if nobody resumed it.
+type SpeakerFail struct {
+	Graceful bool      `json:"graceful,omitempty"`
+	Until    time.Time `json:"until"`
+}
+
+// SpeakerFailed is what POST /v1/fail answers just before the speaker
+// stops: when, on its node's clock.
+type SpeakerFailed struct {
+	At   time.Time `json:"at"`
+	Node string    `json:"node"`
+}

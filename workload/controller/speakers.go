@@ -195,6 +195,9 @@ var SpeakerCommand = []string{rock.Pebble, "enter", "--create-dirs", "--verbose"
 const (
 	speakerPebbleDir = "/var/lib/pebble/speaker"
 	speakerLayerKey  = "pebble-layer.yaml"
+	// speakerHoldFile is in the pod's Pebble volume, which outlasts the
+	// speaker process the failover test kills.
+	speakerHoldFile = speakerPebbleDir + "/failover-hold"
 	// SpeakerService and SpeakerCheck name the speaker in its Pebble layer.
 	SpeakerService = "speaker"
 	SpeakerCheck   = "speaker-ready"
@@ -212,7 +215,7 @@ func SpeakerLayer(port int) pebblelayer.Layer {
 		Services: map[string]pebblelayer.Service{SpeakerService: {
 			Override: "replace",
 			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
-			Command:  fmt.Sprintf("%s speaker --config %s --api-address :%d", config.DefaultBinary, config.DefaultPath, port),
+			Command:  fmt.Sprintf("%s speaker --config %s --api-address :%d --hold-file %s", config.DefaultBinary, config.DefaultPath, port, speakerHoldFile),
 			Startup:  "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{SpeakerCheck: {

@@ -37,6 +37,9 @@ func (s *Speaker) status() Status {
 	if st.Error == "" {
 		st.Error = v.peerErr
 	}
+	if until := s.heldUntil(); !until.IsZero() {
+		st.Error = "held down by a failover test until " + until.UTC().Format(time.RFC3339)
+	}
 	return st
 }
 
@@ -63,6 +66,8 @@ func (s *Speaker) Handler() http.Handler {
 		s.mu.Lock()
 		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
 		switch {
+		case !s.heldUntil().IsZero():
+			ok, why = false, "held down by a failover test until "+s.heldUntil().UTC().Format(time.RFC3339)
 		case !s.synced:
 			why = "caches not synced yet"
 		case s.cfg == nil:
@@ -102,6 +107,8 @@ func (s *Speaker) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(j)
 	}))
+	mux.HandleFunc("POST /v1/fail", authorized(s.serveFail))
+	mux.HandleFunc("POST /v1/resume", authorized(s.serveResume))
 	mux.HandleFunc("GET /v1/l2", authorized(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.l2.status())

@@ -38,6 +38,9 @@ type Options struct {
 	// APITokenFile holds the token the status API's /v1/ paths want
 	// (default DefaultAPITokenFile).
 	APITokenFile string
+	// HoldFile is where the failover test holds the speaker down (see
+	// Hold); empty: it cannot.
+	HoldFile string
 }
 
 // DefaultAPITokenFile is where the speaker pods have the status API's token.
@@ -63,6 +66,13 @@ type Speaker struct {
 	bgp     *bgpDriver
 	l2      *l2Driver
 	journal *Journal
+
+	hold Hold
+	// fail ends Run for a graceful stop the failover test asked for;
+	// crash ends the process for one that is not.
+	fail     chan struct{}
+	stopOnce sync.Once
+	crash    func()
 }
 
 // NewSpeaker returns a Speaker; Run starts it.
@@ -88,6 +98,7 @@ func NewSpeaker(opts Options) *Speaker {
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
 	j := NewJournal()
 	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(), journal: j,
+		hold: Hold{Path: opts.HoldFile}, fail: make(chan struct{}), crash: killSelf,
 		bgp: &bgpDriver{log: opts.Log, updates: updates, journal: j},
 		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile, journal: j}}
 	s.reg.MustRegister(updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -104,7 +115,18 @@ func (s *Speaker) kick() {
 }
 
 // Run runs until ctx ends, then withdraws every route before returning.
+// A speaker the failover test holds down waits first, announcing nothing;
+// one it stops gracefully returns ErrStopped after withdrawing.
 func (s *Speaker) Run(ctx context.Context) error {
+	if until := s.hold.Until(time.Now()); !until.IsZero() {
+		s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)
+		s.journal.Record("held", "", until.UTC().Format(time.RFC3339Nano))
+		if err := s.hold.Wait(ctx); err != nil {
+			return nil
+		}
+		s.log.Info("the failover test's hold ended: starting")
+		s.journal.Record("resumed", "", "")
+	}
 	all := informers.NewSharedInformerFactory(s.opts.Client, 0)
 	svcs := all.Core().V1().Services()
 	eps := all.Discovery().V1().EndpointSlices()
@@ -149,6 +171,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			s.shutdown()
 			return nil
+		case <-s.fail:
+			s.shutdown()
+			return ErrStopped
 		case <-s.trigger:
 		case <-s.l2.changed():
 		case <-wake.C:

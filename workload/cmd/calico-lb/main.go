@@ -184,6 +184,7 @@ func runSpeaker(args []string) error {
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	l2Keys := fs.String("l2-key-file", speaker.DefaultL2KeyFile, "the keys that authenticate the L2 heartbeats, one per line in hex, the first signing (the controller writes them into the speakers' Secret)")
+	holdFile := fs.String("hold-file", "", "where the failover test holds this speaker down (a file in a volume the pod keeps across restarts); empty: the test cannot stop this speaker")
 	_ = fs.Parse(args)
 	if *nodeName == "" {
 		return errors.New("speaker: --node-name (or NODE_NAME) is required")
@@ -205,7 +206,7 @@ func runSpeaker(args []string) error {
 		return err
 	}
 	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log,
-		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, APITokenFile: *apiToken})
+		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, APITokenFile: *apiToken, HoldFile: *holdFile})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	addr := *apiAddr
@@ -221,6 +222,10 @@ func runSpeaker(args []string) error {
 	go func() { _ = srv.Serve(ln) }()
 	err = sp.Run(ctx) // withdraws every route before it returns
 	_ = srv.Close()
+	if errors.Is(err, speaker.ErrStopped) {
+		log.Warn("stopped by the failover test after withdrawing; Pebble starts the speaker again, held down until the test resumes it")
+		return nil
+	}
 	return err
 }
 
