@@ -28,13 +28,15 @@ import (
 // version is set by the image build (-X main.version=...).
 var version = "dev"
 
-const usage = `usage: calico-lb controller|speaker|access|cleanup [flags]
+const usage = `usage: calico-lb controller|speaker|access|cleanup|probe [flags]
 
   controller   allocate LoadBalancer IPs for Services (leader-elected)
   speaker      announce this node's LoadBalancer IPs (one per node)
   access       create the controller's ServiceAccount and RBAC, and its token
   cleanup      delete what the controller created (speakers, their RBAC, the
                Lease) and the controller's own ServiceAccount and RBAC
+  probe        the failover test's outside client: run it on a host that
+               reaches the load-balancer IPs through the network, not a node
   version      print the version
 
 Run "calico-lb <command> -h" for its flags.
@@ -55,6 +57,8 @@ func main() {
 		err = runAccess(os.Args[2:])
 	case "cleanup":
 		err = runCleanup(os.Args[2:])
+	case "probe":
+		err = runProbe(os.Args[2:])
 	case "version", "--version":
 		fmt.Println(version)
 		return

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/calico-lb/calico-lb/workload/probe"
+)
+
+// runProbe serves the probe agent the failover test asks to time a VIP's
+// outage as a client outside the cluster sees it.
+func runProbe(args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ExitOnError)
+	listen := fs.String("listen", ":9477", "where the controller reaches this agent (the failover-test action's probe=http://HOST:PORT)")
+	allow := fs.String("allow", "", "the load-balancer pools' ranges, comma-separated CIDRs (required): the only addresses this agent opens connections to")
+	_ = fs.Parse(args)
+	prefixes, err := parseAllow(*allow)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("probe: --listen: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "calico-lb probe: serving on %s, probing only %s\n", ln.Addr(), *allow)
+	srv := &http.Server{Handler: (&probe.Agent{Allow: prefixes}).Handler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func parseAllow(s string) ([]netip.Prefix, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("probe: --allow is required: give the load-balancer pools' ranges, e.g. --allow 10.0.0.0/24,fd00:10::/120")
+	}
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("probe: --allow %q: want CIDRs such as 10.0.0.0/24", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
