@@ -123,56 +123,6 @@ func (c *Charm) reallocate() (map[string]string, error) {
 	return res, nil
 }
 
-// failoverTest asks the workload to plan (and in time run) the failover
-// test of a Service, and reports the plan: what attracts its traffic, the
-// node to fail, the steps and what else they touch. A refusal fails the
-// action with the reason.
-func (c *Charm) failoverTest() (map[string]string, error) {
-	var p struct {
-		Service  string `json:"service"`
-		Mode     string `json:"mode"`
-		Graceful bool   `json:"graceful"`
-		Force    bool   `json:"force"`
-		DryRun   bool   `json:"dry-run"`
-		Port     int32  `json:"port"`
-		Timeout  int    `json:"timeout"`
-	}
-	if err := goops.GetActionParams(&p); err != nil || p.Service == "" {
-		return nil, errors.New("give the Service as service=namespace/name")
-	}
-	if p.Mode == "" {
-		p.Mode = "speaker"
-	}
-	if p.Timeout <= 0 {
-		p.Timeout = 120
-	}
-	req := api.FailoverRequest{Service: p.Service, Mode: p.Mode, Graceful: p.Graceful, Force: p.Force, DryRun: p.DryRun, Port: p.Port}
-	var r api.FailoverReport
-	if err := c.send(http.MethodPost, "/v1/failover-test", time.Duration(p.Timeout+30)*time.Second, req, &r); err != nil {
-		return nil, err
-	}
-	res := map[string]string{"result": r.Result, "mode": r.Mode, "service": r.Service, "vip": r.VIP, "announcement": r.Announcement,
-		"attracting-nodes-before": strings.Join(r.AttractingBefore, ","), "target": r.Target, "disrupts": r.Disrupts}
-	var t strings.Builder
-	fmt.Fprintf(&t, "%s (%s): %s %s\n", r.Service, r.VIP, r.AttractedBy, strings.Join(r.AttractingBefore, ", "))
-	for i, s := range r.Steps {
-		res["steps."+strconv.Itoa(i)] = s
-		fmt.Fprintf(&t, "%d. %s\n", i+1, s)
-	}
-	if r.Disrupts != "" {
-		fmt.Fprintf(&t, "disrupts: %s\n", r.Disrupts)
-	}
-	res["plan"] = t.String()
-	if r.Reason != "" {
-		res["reason"] = r.Reason
-	}
-	if r.Result == "refused" {
-		_ = goops.SetActionResults(res)
-		return nil, fmt.Errorf("refused: %s", r.Reason)
-	}
-	return res, nil
-}
-
 // bgpStatus reports each speaker's sessions (and, in l2 mode, the IPs it
 // answers for), as gathered by the controller from the speakers themselves.
 func (c *Charm) bgpStatus() (map[string]string, error) {

@@ -409,7 +409,7 @@ func (c *Charm) send(method, path string, timeout time.Duration, in, v any) erro
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		msg := strings.TrimSpace(string(body))
 		if msg == "" {
 			msg = resp.Status

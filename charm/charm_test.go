@@ -287,17 +287,42 @@ func TestApplyPoolChange(t *testing.T) {
 }
 
 func TestFailoverTestAction(t *testing.T) {
+	failoverPoll = time.Millisecond
 	var got api.FailoverRequest
+	polls := 0
+	outage := int64(412)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = api.FailoverRequest{}
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/failover-test" || json.NewDecoder(r.Body).Decode(&got) != nil {
+		rep := api.FailoverReport{Result: "planned", Mode: got.Mode, Service: got.Service, VIP: "10.0.0.5", Announcement: "spine",
+			AttractingBefore: []string{"n1", "n2"}, AttractedBy: "announced by BGP from", Target: "n1", Steps: []string{"kill the speaker on n1", "probe"}}
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/failover-test":
+			got, polls = api.FailoverRequest{}, 0
+			if json.NewDecoder(r.Body).Decode(&got) != nil {
+				http.Error(w, "unexpected", http.StatusBadRequest)
+				return
+			}
+			rep.Mode, rep.Service = got.Mode, got.Service
+			if !got.DryRun {
+				rep.ID, rep.Result, rep.Progress = "r1", "running", []string{"probe started"}
+				w.WriteHeader(http.StatusAccepted)
+			}
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/failover-test":
+			polls++
+			rep.ID, rep.Result, rep.Progress = "r1", "running", []string{"probe started", "killed the speaker"}
+			if polls == 3 {
+				rep.Result = "passed"
+				rep.OutageMs = &outage
+				rep.AttractingAfter = []string{"n2"}
+				rep.Timeline = []api.TimelineEntry{{TMs: 0, Event: "fault injected", Node: "n1", Source: "controller"}, {TMs: 412, Event: "the VIP answered again", Source: "probe"}}
+				rep.Restored = []string{"the speaker on n1 resumed"}
+				if got.Service == "shop/slow" {
+					rep.Result, rep.Reason = "failed", "timed out after 5s: the VIP does not answer the probe"
+					rep.OutageMs = nil
+				}
+			}
+		default:
 			http.Error(w, "unexpected", http.StatusBadRequest)
 			return
-		}
-		rep := api.FailoverReport{Result: "planned", Mode: got.Mode, Service: got.Service, VIP: "10.0.0.5", Announcement: "spine",
-			AttractingBefore: []string{"n1", "n2"}, AttractedBy: "announced by BGP from", Target: "n1", Steps: []string{"delete the speaker pod on n1", "probe"}}
-		if !got.DryRun {
-			rep.Result, rep.Reason = "refused", "does not inject the fault yet"
 		}
 		_ = json.NewEncoder(w).Encode(rep)
 	}))
@@ -305,12 +330,23 @@ func TestFailoverTestAction(t *testing.T) {
 	ctx := runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "dry-run": true})
 	r := ctx.ActionResults
 	if ctx.ActionError != nil || got.Service != "shop/web" || got.Mode != "speaker" || !got.DryRun || r["result"] != "planned" || r["target"] != "n1" ||
-		r["attracting-nodes-before"] != "n1,n2" || r["steps.0"] != "delete the speaker pod on n1" || !strings.Contains(r["plan"], "announced by BGP from n1, n2") {
+		r["attracting-nodes-before"] != "n1,n2" || r["steps.0"] != "kill the speaker on n1" || !strings.Contains(r["plan"], "announced by BGP from n1, n2") {
 		t.Fatalf("results %v, error %v, request %+v", r, ctx.ActionError, got)
 	}
-	ctx = runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker"})
-	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "does not inject the fault yet") {
-		t.Fatalf("not a dry run: %v", ctx.ActionError)
+
+	// A run: the action follows it to its end and reports the figures.
+	ctx = runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "probe": "http://10.9.0.1:9477/", "timeout": 30})
+	r = ctx.ActionResults
+	if ctx.ActionError != nil || polls != 3 || got.Probe != "http://10.9.0.1:9477" || got.TimeoutSeconds != 30 || r["result"] != "passed" || r["outage-ms"] != "412" ||
+		r["attracting-nodes-after"] != "n2" || r["timeline.1.t-ms"] != "412" || r["timeline.1.source"] != "probe" || r["timeline.0.node"] != "n1" ||
+		r["restored.0"] != "the speaker on n1 resumed" || !strings.Contains(r["timeline"], "the VIP answered again") {
+		t.Fatalf("results %v, error %v, polls %d, request %+v", r, ctx.ActionError, polls, got)
+	}
+
+	// A failed run fails the action with the reason, and keeps the results.
+	ctx = runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/slow", "mode": "node", "timeout": 5})
+	if ctx.ActionError == nil || !strings.Contains(ctx.ActionError.Error(), "timed out after 5s") || ctx.ActionResults["result"] != "failed" || ctx.ActionResults["outage-ms"] != "" {
+		t.Fatalf("failed run: %v %v", ctx.ActionError, ctx.ActionResults)
 	}
 }
 

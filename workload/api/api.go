@@ -188,6 +188,12 @@ type FailoverRequest struct {
 	Force    bool   `json:"force,omitempty"`    // run even where the Service would have nowhere to go
 	DryRun   bool   `json:"dryRun,omitempty"`   // say what would be done, do nothing
 	Port     int32  `json:"port,omitempty"`     // the Service port to probe (default its first)
+	// Probe is the probe agent (`calico-lb probe`) on a host outside the
+	// cluster that times the outage, as http://host:port; empty: none.
+	Probe string `json:"probe,omitempty"`
+	// TimeoutSeconds bounds the wait for the Service to answer again
+	// (default 120); everything is restored after it too.
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
 }
 
 // FailoverReport is what POST /v1/failover-test answers.
@@ -209,6 +215,38 @@ type FailoverReport struct {
 	Steps []string `json:"steps"`
 	// Disrupts says what else the fault touches.
 	Disrupts string `json:"disrupts,omitempty"`
+
+	// What a run (not a dry run) did: its ID, when the fault was injected
+	// (t = 0, on the controller's clock), each step as it happened
+	// (Progress, for the action's log), and the timeline.
+	ID       string          `json:"id,omitempty"`
+	Injected time.Time       `json:"injected,omitzero"`
+	Progress []string        `json:"progress,omitempty"`
+	Timeline []TimelineEntry `json:"timeline,omitempty"`
+	// AttractingAfter are the nodes attracting the traffic when the test
+	// ended.
+	AttractingAfter []string `json:"attractingAfter,omitempty"`
+	// OutageMs is how long the probe got no answer from the VIP after the
+	// fault (nil: no probe was named, or it saw nothing yet);
+	// ConvergedMs when the speakers' last change for the VIP happened
+	// (0: none was needed, the survivors announced it already).
+	OutageMs    *int64 `json:"outageMs,omitempty"`
+	ConvergedMs *int64 `json:"convergedMs,omitempty"`
+	// Probe says what the outage figure measures and its limits, or why
+	// there is none.
+	Probe string `json:"probe,omitempty"`
+	// Restored says what was put back; Ends where the Service ended up.
+	Restored []string `json:"restored,omitempty"`
+	Ends     string   `json:"ends,omitempty"`
+}
+
+// TimelineEntry is one thing that happened during a failover test, TMs
+// milliseconds after the fault (negative: before it), with its source.
+type TimelineEntry struct {
+	TMs    int64  `json:"tMs"`
+	Event  string `json:"event"`
+	Node   string `json:"node,omitempty"`
+	Source string `json:"source"`
 }
 
 // SpeakerEvent is one thing a speaker did or saw, at a time on its node's

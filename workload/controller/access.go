@@ -61,6 +61,11 @@ func (a Access) ClusterRules() []rbacv1.PolicyRule {
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"update"}},
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+		// The failover test: cordon and mark the node it fails, delete the
+		// Service's pods there (mode=pod), drain it (mode=node).
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"list", "delete"}},
+		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
 		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: []string{"create"}},
 		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: keepVerbs, ResourceNames: speakerRole},
 	)

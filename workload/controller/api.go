@@ -81,6 +81,7 @@ func (c *Controller) api() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/speakers", serveJSON(c.speakerStatus))
 	mux.HandleFunc("POST /v1/failover-test", c.serveFailoverTest)
+	mux.HandleFunc("GET /v1/failover-test", c.serveFailoverStatus)
 	return mux
 }
 

@@ -135,6 +135,9 @@ type Controller struct {
 	loopCalls atomic.Int64            // calls handed to the loop (inLoop), for tests
 	started   atomic.Bool             // informers started and synced
 	firstSee  sync.Map                // Service UID -> time first seen without an IP (latency metric)
+
+	failoverMu  sync.Mutex
+	failoverRun *failoverRun // the running or last failover test
 }
 
 // New creates a Controller; Run starts it.
@@ -177,6 +180,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.started.Store(true)
 	c.log.Info("caches synced", "identity", c.opts.Identity)
+	go c.watchAbandonedFailovers(ctx)
 
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metaFor(c.opts.LeaseNamespace, c.opts.LeaseName),

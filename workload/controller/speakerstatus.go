@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sort"
 	"strconv"
 	"sync"
@@ -35,10 +37,7 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 	}
 	out.Speakers = make([]api.SpeakerView, len(pods.Items))
 	hc := &http.Client{Timeout: 3 * time.Second}
-	var token string
-	if sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{}); err == nil {
-		token = string(sec.Data[apiTokenKey])
-	}
+	token, _ := c.speakerToken(ctx)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i := range pods.Items {
@@ -87,6 +86,62 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 		return a.Pod < b.Pod
 	})
 	return out, nil
+}
+
+// speakerJournals reads every speaker's journal since a time, with ip's
+// route announcements (GET /v1/journal). Speakers that cannot be reached
+// are left out: the timeline says what the others saw.
+func (c *Controller) speakerJournals(ctx context.Context, since time.Time, ip netip.Addr) ([]api.SpeakerJournal, error) {
+	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName})
+	if err != nil {
+		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
+	}
+	token, err := c.speakerToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 3 * time.Second}
+	q := url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "ip": {ip.String()}}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		out  []api.SpeakerJournal
+		errs []error
+	)
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var j api.SpeakerJournal
+			u := "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(c.opts.SpeakerPort)) + "/v1/journal?" + q.Encode()
+			err := getJSON(ctx, hc, token, u, &j)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.Spec.NodeName, err))
+				return
+			}
+			if j.Node == "" {
+				j.Node = p.Spec.NodeName
+			}
+			out = append(out, j)
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// speakerToken is the bearer token the speakers' /v1/ API wants, from
+// their Secret.
+func (c *Controller) speakerToken(ctx context.Context) (string, error) {
+	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("the speakers' Secret: %w", err)
+	}
+	return string(sec.Data[apiTokenKey]), nil
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -168,7 +168,11 @@ func steps(req api.FailoverRequest, mode config.Mode, target string) []string {
 	case ModeNode:
 		out = []string{"cordon and drain " + target + " (evictions, honouring PodDisruptionBudgets)", stop}
 	}
-	out = append(out, "probe the VIP from outside the nodes' own forwarding until it answers again, and time it")
+	if req.Probe != "" {
+		out = append(out, "time the VIP's outage from the probe at "+req.Probe+" (TCP connections every 10 ms), until it answers again")
+	} else {
+		out = append(out, "wait until another node attracts the VIP's traffic (no probe named: the outage a client sees is not timed)")
+	}
 	restore := "start the speaker on " + target + " again"
 	switch req.Mode {
 	case ModePod:

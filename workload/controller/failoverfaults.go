@@ -1,0 +1,277 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+)
+
+// failoverMark is the annotation a failover test keeps on the node it
+// fails while it runs: what it changed there, so that a controller that
+// dies mid-test, or the next one, puts it back, and so that a second test
+// anywhere in the cluster is refused while one runs.
+const failoverMark = "calico-lb.io/failover-test"
+
+// mark is the annotation's value.
+type mark struct {
+	ID       string    `json:"id"`
+	Service  string    `json:"service"`
+	Until    time.Time `json:"until"`
+	Cordoned bool      `json:"cordoned"` // the test cordoned the node: uncordon it
+}
+
+// setMark annotates the node and, when cordon, cordons it, in one patch.
+func (c *Controller) setMark(ctx context.Context, node string, m mark, cordon bool) error {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{failoverMark: string(v)}}}
+	if cordon {
+		patch["spec"] = map[string]any{"unschedulable": true}
+	}
+	return c.patchNode(ctx, node, patch)
+}
+
+// clearMark removes the annotation and, when the test cordoned the node,
+// uncordons it.
+func (c *Controller) clearMark(ctx context.Context, node string, m mark) error {
+	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{failoverMark: nil}}}
+	if m.Cordoned {
+		patch["spec"] = map[string]any{"unschedulable": false}
+	}
+	return c.patchNode(ctx, node, patch)
+}
+
+func (c *Controller) patchNode(ctx context.Context, node string, patch map[string]any) error {
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	if _, err := c.opts.Client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, b, metav1.PatchOptions{FieldManager: "calico-lb-failover-test"}); err != nil {
+		return fmt.Errorf("node %s: %w", node, err)
+	}
+	return nil
+}
+
+// marks lists the nodes a failover test holds.
+func (c *Controller) marks(ctx context.Context) (map[string]mark, error) {
+	list, err := c.opts.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := map[string]mark{}
+	for _, n := range list.Items {
+		v, ok := n.Annotations[failoverMark]
+		if !ok {
+			continue
+		}
+		var m mark
+		if err := json.Unmarshal([]byte(v), &m); err != nil {
+			m = mark{ID: "unreadable"} // zero Until: abandoned
+		}
+		out[n.Name] = m
+	}
+	return out, nil
+}
+
+// restoreAbandoned puts back the nodes of failover tests whose time is
+// up (their controller died, or its restore failed), and returns the
+// ones still running and what it restored.
+func (c *Controller) restoreAbandoned(ctx context.Context) (running map[string]mark, restored []string, err error) {
+	ms, err := c.marks(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	running = map[string]mark{}
+	for node, m := range ms {
+		if time.Now().Before(m.Until) {
+			running[node] = m
+			continue
+		}
+		if err := c.clearMark(ctx, node, m); err != nil {
+			return running, restored, err
+		}
+		what := "removed the mark of the abandoned failover test " + m.ID + " from " + node
+		if m.Cordoned {
+			what += " and uncordoned it"
+		}
+		c.log.Warn(what)
+		restored = append(restored, what)
+	}
+	return running, restored, nil
+}
+
+// watchAbandonedFailovers puts back, once their time is up, the nodes of
+// failover tests that were running when this controller started: their
+// controller died (a test this one starts later restores its own).
+func (c *Controller) watchAbandonedFailovers(ctx context.Context) {
+	for {
+		running, _, err := c.restoreAbandoned(ctx)
+		if err != nil {
+			c.log.Warn("could not check the nodes for abandoned failover tests", "error", err)
+			return
+		}
+		var next time.Time
+		for _, m := range running {
+			if next.IsZero() || m.Until.Before(next) {
+				next = m.Until
+			}
+		}
+		if next.IsZero() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next) + time.Second):
+		}
+	}
+}
+
+// servicePodsOn returns the names of the Service's pods on node, from its
+// EndpointSlices (the pods that back it, ready or not).
+func (c *Controller) servicePodsOn(ctx context.Context, ns, name, node string) ([]string, error) {
+	slices, err := c.opts.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+	if err != nil {
+		return nil, fmt.Errorf("endpointslices of %s/%s: %w", ns, name, err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.NodeName == nil || *e.NodeName != node || e.TargetRef == nil || e.TargetRef.Kind != "Pod" || seen[e.TargetRef.Name] {
+				continue
+			}
+			seen[e.TargetRef.Name] = true
+			out = append(out, e.TargetRef.Name)
+		}
+	}
+	return out, nil
+}
+
+// drainable lists the pods a drain evicts from node: all but DaemonSet
+// pods (their controller would put them straight back, and the speaker
+// is stopped on its own), mirror pods (the kubelet owns them) and pods
+// that have finished.
+func (c *Controller) drainable(ctx context.Context, node string) ([]corev1.Pod, error) {
+	list, err := c.opts.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, fmt.Errorf("pods on %s: %w", node, err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if ref := metav1.GetControllerOf(&p); ref != nil && ref.Kind == "DaemonSet" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// evict asks the apiserver to evict a pod, honouring its
+// PodDisruptionBudgets: errBudget when one forbids it now.
+func (c *Controller) evict(ctx context.Context, p corev1.Pod) error {
+	err := c.opts.Client.CoreV1().Pods(p.Namespace).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}})
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsTooManyRequests(err):
+		return fmt.Errorf("%w: %v", errBudget, err)
+	}
+	return fmt.Errorf("evict %s/%s: %w", p.Namespace, p.Name, err)
+}
+
+var errBudget = errors.New("a PodDisruptionBudget forbids the eviction now")
+
+// speakerOn finds the speaker pod on node and the token its API wants.
+func (c *Controller) speakerOn(ctx context.Context, node string) (pod *corev1.Pod, token string, err error) {
+	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, "", fmt.Errorf("speaker pods: %w", err)
+	}
+	for i := range pods.Items {
+		if p := &pods.Items[i]; p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			pod = p
+		}
+	}
+	if pod == nil {
+		return nil, "", fmt.Errorf("no running speaker pod on %s", node)
+	}
+	token, err = c.speakerToken(ctx)
+	return pod, token, err
+}
+
+// speakerPost calls a speaker pod's API.
+func (c *Controller) speakerPost(ctx context.Context, pod *corev1.Pod, token, path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(c.opts.SpeakerPort)) + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("speaker on %s: %w", pod.Spec.NodeName, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("speaker on %s: %s: %s", pod.Spec.NodeName, resp.Status, bytes.TrimSpace(msg))
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// failSpeaker stops the speaker on node (a crash, or gracefully) and holds
+// it down until until.
+func (c *Controller) failSpeaker(ctx context.Context, node string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
+	var out api.SpeakerFailed
+	pod, token, err := c.speakerOn(ctx, node)
+	if err != nil {
+		return out, err
+	}
+	return out, c.speakerPost(ctx, pod, token, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until}, &out)
+}
+
+// resumeSpeaker ends the hold on node's speaker, trying until ctx ends:
+// the process may be between Pebble's restarts.
+func (c *Controller) resumeSpeaker(ctx context.Context, node string) error {
+	for {
+		pod, token, err := c.speakerOn(ctx, node)
+		if err == nil {
+			if err = c.speakerPost(ctx, pod, token, "/v1/resume", struct{}{}, nil); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
