@@ -126,6 +126,12 @@ func failoverResults(r api.FailoverReport) map[string]string {
 	if r.ConvergedMs != nil {
 		res["announcements-converged-ms"] = strconv.FormatInt(*r.ConvergedMs, 10)
 	}
+	if r.RecoveredMs != nil {
+		res["recovered-ms"] = strconv.FormatInt(*r.RecoveredMs, 10)
+	}
+	if !r.Injected.IsZero() {
+		res["injected-at"] = r.Injected.UTC().Format(time.RFC3339Nano)
+	}
 	var tl strings.Builder
 	tw := tabwriter.NewWriter(&tl, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "T (ms)\tNODE\tEVENT\tSOURCE")

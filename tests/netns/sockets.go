@@ -53,15 +53,17 @@ func inNS(ns string, fn func() error) error {
 // HTTPClient is an HTTP client whose connections are made from inside ns,
 // each request limited to limit: a client in the bed, as a user's would be.
 func HTTPClient(ns string, limit time.Duration) *http.Client {
-	return &http.Client{Timeout: limit, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := inNS(ns, func() (err error) {
-				c, err = (&net.Dialer{Timeout: limit}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
+	return &http.Client{Timeout: limit, Transport: &http.Transport{DisableKeepAlives: true, DialContext: Dialer(ns, limit)}}
+}
+
+// Dialer opens connections from inside ns, each attempt limited to limit.
+func Dialer(ns string, limit time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNS(ns, func() (err error) {
+			c, err = (&net.Dialer{Timeout: limit}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }

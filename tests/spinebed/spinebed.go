@@ -150,7 +150,24 @@ exit
 	for i := 1; i <= opts.Nodes; i++ {
 		b.NodeIPs = append(b.NodeIPs, NodeIP(i))
 	}
+	// The spine routes the pods' addresses to their nodes, as Calico's
+	// BGP to the ToR does: pods (the controller's, asking the probe
+	// agent on the client) reach hosts outside the cluster unmasqueraded.
+	if err := b.routePods(b.Spine); err != nil {
+		return nil, err
+	}
 	return b, b.startControlPlane(ctx, mgmt)
+}
+
+// routePods routes each node's pod range via the node in ns.
+func (b *Bed) routePods(ns string) error {
+	for i := range b.Nodes {
+		v4, _ := cluster.PodRanges(b.mgmtNet, i+1)
+		if _, err := b.Net.Exec(ns, "ip", "route", "add", v4, "via", b.NodeIPs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // management joins the nodes and the root namespace on bridge net.
@@ -251,6 +268,11 @@ func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 		return nil, err
 	}
 	opts.Log(fmt.Sprintf("network: one L2 segment with a client and %d nodes, management bridge", opts.Nodes))
+	// The client, a host on the segment, reaches the pods through their
+	// nodes, as with Calico's routes.
+	if err := b.routePods(b.Client); err != nil {
+		return nil, err
+	}
 	return b, b.startControlPlane(ctx, mgmt)
 }
 

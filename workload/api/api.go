@@ -232,6 +232,9 @@ type FailoverReport struct {
 	// (0: none was needed, the survivors announced it already).
 	OutageMs    *int64 `json:"outageMs,omitempty"`
 	ConvergedMs *int64 `json:"convergedMs,omitempty"`
+	// RecoveredMs is when the test saw the Service recovered (or gave up)
+	// and began to restore: the figures cover the time before it.
+	RecoveredMs *int64 `json:"recoveredMs,omitempty"`
 	// Probe says what the outage figure measures and its limits, or why
 	// there is none.
 	Probe string `json:"probe,omitempty"`

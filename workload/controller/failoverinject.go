@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -79,6 +80,13 @@ func (f *faults) drain(ctx context.Context) error {
 	pods, err := f.r.c.drainable(ctx, f.target)
 	if err != nil {
 		return err
+	}
+	// The test runs in calico-lb's own pod: evicting it would end the
+	// test before it restores anything.
+	own := f.r.c.opts.PodName
+	if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Namespace == f.r.c.opts.LeaseNamespace && p.Name == own }); own != "" && i >= 0 {
+		pods = slices.Delete(pods, i, i+1)
+		f.r.step("leaving calico-lb's own pod %s on %s: the test runs in it", own, f.target)
 	}
 	f.r.step("draining %s: %d pods to evict", f.target, len(pods))
 	for len(pods) > 0 {

@@ -190,6 +190,10 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 		}
 	}
 	recovered := time.Since(t0)
+	recoveredMs := recovered.Milliseconds()
+	r.mu.Lock()
+	r.report.RecoveredMs = &recoveredMs
+	r.mu.Unlock()
 	if len(waiting) == 0 {
 		r.step("recovered: %s", failover.Summary([]string{"attracted by " + strings.Join(r.snapshot().AttractingAfter, ", ")}))
 	} else {

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/calico-lb/calico-lb/tests/failoverbed"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/spinebed"
+)
+
+// failoverCase is one run of the failover-test action.
+type failoverCase struct {
+	service, mode string
+}
+
+// TestFailoverSpine runs the failover-test action through the real
+// dispatch on the spine bed (BFD 100 ms x 3) in every mode, for a Cluster
+// and a Local Service: each passes, its outage-ms agrees with an
+// independent client's on the client host, the node is uncordoned, the
+// speaker is back and the Service answers. Then a timeout shorter than the
+// recovery fails with the timeline so far and restores, a second test
+// while one runs is refused, and a Service with nowhere to go is refused.
+func TestFailoverSpine(t *testing.T) {
+	b := newBed(t, spinebed.Start, spinebed.Options{BFD: true})
+	cfg := maps.Clone(spineConfig)
+	cfg["subnet-spine-peers"] = "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}], " +
+		"10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}]}"
+	failoverOnBed(t, b, cfg, "10.212.3.2", "10.212.100.0/28", 2)
+}
+
+// TestFailoverL2 is TestFailoverSpine on the L2 bed: three nodes on one
+// segment, the ARP owner failing over.
+func TestFailoverL2(t *testing.T) {
+	b := newL2(t)
+	failoverOnBed(t, b, map[string]any{"pools": "10.214.0.100-10.214.0.120", "peering-mode": "l2"}, "10.214.0.2", "10.214.0.96/27", 3)
+}
+
+func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, pools string, nodes int) {
+	kb := b.Kubebed
+	ctx := context.Background()
+	u := deployUnit(t, b, cfg)
+	waitSpeakers(t, b, nodes)
+	vips := map[string]string{}
+	for _, app := range []kubebed.App{
+		{NS: "shop", Name: "web", Replicas: 2},
+		{NS: "shop", Name: "local", Replicas: 2, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1", "node2"}},
+		// One pod that can run on node1 only: relocating it cannot work.
+		{NS: "shop", Name: "pinned", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1"}},
+	} {
+		if _, err := kb.Echo(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+		vip, err := b.WaitIP(app.NS, app.Name, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vips[app.Name] = vip
+		waitAnswers(t, b, vip)
+	}
+	probeURL, err := failoverbed.StartProbe(b, binary, clientIP, pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []failoverCase{
+		{"web", "speaker"}, {"local", "speaker"},
+		{"web", "pod"}, {"local", "pod"},
+		{"web", "node"}, {"local", "node"},
+	} {
+		t.Run(c.service+"-"+c.mode, func(t *testing.T) {
+			vip := vips[c.service]
+			client := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, fmt.Sprint(kubebed.EchoPort)))
+			r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "shop/" + c.service, "mode": c.mode, "probe": probeURL, "timeout": 60})
+			client.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := r.Results
+			t.Logf("%s %s: result %s, outage-ms %s (independent client %s, %d failed), converged %s ms, recovered %s ms, %s -> %s\n%s",
+				c.service, c.mode, res["result"], res["outage-ms"], r.Client.Round(time.Millisecond), r.Failures, res["announcements-converged-ms"],
+				res["recovered-ms"], res["attracting-nodes-before"], res["attracting-nodes-after"], res["timeline"])
+			if r.Failed != "" || res["result"] != "passed" {
+				t.Fatalf("failed: %s\nlog: %s\n%s", r.Failed, strings.Join(r.Logs, "\n"), r.Output)
+			}
+			if !r.Agree() {
+				t.Errorf("outage-ms %d does not agree with the independent client's %s (within max(100 ms, 20 %%))", r.OutageMs, r.Client)
+			}
+			if res["target"] == "" || strings.Contains(","+res["attracting-nodes-after"]+",", ","+res["target"]+",") && c.mode != "pod" {
+				t.Errorf("after failing %s the VIP is attracted by %s", res["target"], res["attracting-nodes-after"])
+			}
+			if res["timeline.0.t-ms"] == "" || res["restored.0"] == "" || len(r.Logs) < 3 || res["probe"] == "" {
+				t.Errorf("no timeline, restore, progress or probe note: %v\nlog %v", res, r.Logs)
+			}
+			checkRestored(t, b, nodes, vip)
+		})
+	}
+
+	// A timeout shorter than the recovery: pinned's pod cannot go anywhere
+	// but the cordoned node. Meanwhile a second test is refused.
+	var (
+		r1  failoverbed.Result
+		e1  error
+		wg  sync.WaitGroup
+		vip = vips["pinned"]
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r1, e1 = failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "pod", "probe": probeURL, "timeout": 8})
+	}()
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { return failoverbed.Restored(ctx, b.Kube) != "" }); err != nil {
+		t.Fatal("the pinned test never marked its node")
+	}
+	r2, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/web", "mode": "speaker", "probe": probeURL})
+	if err != nil || !strings.Contains(r2.Failed, "refused") || !strings.Contains(r2.Failed, "one at a time") {
+		t.Fatalf("a second test while one runs: %v %q", err, r2.Failed)
+	}
+	t.Logf("second test refused: %s", r2.Failed)
+	wg.Wait()
+	if e1 != nil {
+		t.Fatal(e1)
+	}
+	t.Logf("pinned pod, timeout 8 s: %s\n%s", r1.Failed, r1.Results["timeline"])
+	if !strings.Contains(r1.Failed, "timed out after 8s") || r1.Results["result"] != "failed" || r1.Results["timeline.0.t-ms"] == "" || r1.Results["restored.0"] == "" {
+		t.Fatalf("the timed-out test: %q %v", r1.Failed, r1.Results)
+	}
+	if err := kb.WaitReady(ctx, "shop", "pinned", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	checkRestored(t, b, nodes, vip)
+
+	// Nowhere to go: pinned's one pod, its node's speaker.
+	r3, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "speaker", "probe": probeURL})
+	if err != nil || !strings.Contains(r3.Failed, "refused") || !strings.Contains(r3.Failed, "force=true") {
+		t.Fatalf("a test with nowhere to go: %v %q", err, r3.Failed)
+	}
+	if msg := failoverbed.Restored(ctx, b.Kube); msg != "" {
+		t.Fatal("a refused test changed a node: " + msg)
+	}
+}
+
+// waitAnswers waits until the client gets answers from vip.
+func waitAnswers(t *testing.T, b *spinebed.Bed, vip string) {
+	t.Helper()
+	if _, err := netns.WaitFor(context.Background(), 60*time.Second, func() bool { _, err := echo(b.Client, vip); return err == nil }); err != nil {
+		t.Fatalf("the client gets no answer from %s", vip)
+	}
+}
+
+// checkRestored: no node cordoned or marked, every speaker back, and the
+// Service answering the client.
+func checkRestored(t *testing.T, b *spinebed.Bed, nodes int, vip string) {
+	t.Helper()
+	if msg := failoverbed.Restored(context.Background(), b.Kube); msg != "" {
+		t.Fatal(msg)
+	}
+	waitSpeakers(t, b, nodes)
+	waitAnswers(t, b, vip)
+}

@@ -1,0 +1,238 @@
+// Package failoverbed runs the failover-test action on the real cluster
+// beds as an operator would, with the probe agent (`calico-lb probe`) on
+// the bed's client, and measures the same outage with an independent
+// client there, so that the end-to-end tests and `make bench-failover`
+// judge the action's figures the same way.
+package failoverbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/spinebed"
+)
+
+// ProbePort is where the bed's probe agent listens.
+const ProbePort = 9477
+
+// Build builds the calico-lb binary into dir, for the probe agent.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "calico-lb")
+	cmd := exec.Command("go", "build", "-o", bin, "./workload/cmd/calico-lb")
+	cmd.Dir = cluster.Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build calico-lb: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// StartProbe runs `calico-lb probe` on the bed's client, allowed to probe
+// allow (the pools), and returns the URL the action's probe= wants.
+func StartProbe(b *spinebed.Bed, binary, clientIP, allow string) (string, error) {
+	dir, err := b.Net.TempDir()
+	if err != nil {
+		return "", err
+	}
+	listen := net.JoinHostPort(clientIP, strconv.Itoa(ProbePort))
+	if _, err := b.Net.Start(b.Client, filepath.Join(dir, "probe.log"), binary, "probe", "--listen", listen, "--allow", allow); err != nil {
+		return "", err
+	}
+	url := "http://" + listen
+	hc := netns.HTTPClient(b.Client, time.Second)
+	if _, err := netns.WaitFor(context.Background(), 10*time.Second, func() bool {
+		resp, err := hc.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}); err != nil {
+		return "", fmt.Errorf("the probe agent on the client did not answer at %s", url)
+	}
+	return url, nil
+}
+
+// Client is the independent client: its own TCP connections to the VIP
+// every 10 ms from the bed's client namespace, each given 500 ms, timed on
+// the test's clock. It shares no code with the probe agent.
+type Client struct {
+	mu       sync.Mutex
+	attempts []attempt
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+}
+
+type attempt struct {
+	at time.Time
+	ok bool
+}
+
+// StartClient starts probing target (ip:port) from ns.
+func StartClient(ns, target string) *Client {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{cancel: cancel}
+	dial := netns.Dialer(ns, 500*time.Millisecond)
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			at := time.Now()
+			c.done.Add(1)
+			go func() {
+				defer c.done.Done()
+				conn, err := dial(context.Background(), "tcp", target)
+				if err == nil {
+					conn.Close()
+				}
+				c.mu.Lock()
+				c.attempts = append(c.attempts, attempt{at: at, ok: err == nil})
+				c.mu.Unlock()
+			}()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return c
+}
+
+// Stop ends the client and waits for its attempts.
+func (c *Client) Stop() {
+	c.cancel()
+	c.done.Wait()
+}
+
+// Outage is how long the client lost the VIP between from and to: from
+// the last answer before its first failure in that time to the first
+// answer after its last failure (0: no failure), and the failures.
+func (c *Client) Outage(from, to time.Time) (time.Duration, int) {
+	c.mu.Lock()
+	as := append([]attempt(nil), c.attempts...)
+	c.mu.Unlock()
+	sortByStart(as)
+	first, last := -1, -1
+	failures := 0
+	for i, a := range as {
+		if a.ok || a.at.Before(from) || a.at.After(to) {
+			continue
+		}
+		failures++
+		if first < 0 {
+			first = i
+		}
+		last = i
+	}
+	if first < 0 {
+		return 0, 0
+	}
+	begin := as[first].at
+	for i := first - 1; i >= 0; i-- {
+		if as[i].ok {
+			begin = as[i].at
+			break
+		}
+	}
+	for i := last + 1; i < len(as); i++ {
+		if as[i].ok {
+			return as[i].at.Sub(begin), failures
+		}
+	}
+	return time.Since(begin), failures // never answered again
+}
+
+func sortByStart(as []attempt) {
+	for i := 1; i < len(as); i++ {
+		for j := i; j > 0 && as[j].at.Before(as[j-1].at); j-- {
+			as[j], as[j-1] = as[j-1], as[j]
+		}
+	}
+}
+
+// Result is one run of the action.
+type Result struct {
+	Results  map[string]string
+	Failed   string // the action's failure, if it failed
+	Output   string
+	Logs     []string // the action's log lines (action-log)
+	OutageMs int64    // the action's outage-ms (-1: none)
+	Client   time.Duration
+	Failures int
+}
+
+// Agree says whether the action's outage and the client's agree within
+// max(100 ms, 20 %) of the client's.
+func (r Result) Agree() bool {
+	if r.OutageMs < 0 {
+		return false
+	}
+	diff := time.Duration(r.OutageMs)*time.Millisecond - r.Client
+	tol := max(100*time.Millisecond, r.Client/5)
+	return diff <= tol && diff >= -tol
+}
+
+// Run runs the failover-test action through the unit's real dispatch and
+// measures the client's outage over the time the action measured (from
+// the fault to when it saw recovery and began to restore).
+func Run(ctx context.Context, u *kubebed.Unit, c *Client, params map[string]any) (Result, error) {
+	before, err := u.State(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	st, out, err := u.Action(ctx, "failover-test", params)
+	if err != nil {
+		return Result{Output: out}, fmt.Errorf("failover-test: %v\n%s", err, out)
+	}
+	r := Result{Results: st.ActionResults, Output: out, OutageMs: -1}
+	for _, l := range st.Logs[min(len(before.Logs), len(st.Logs)):] {
+		if len(l) > 7 && l[:7] == "ACTION " {
+			r.Logs = append(r.Logs, l[7:])
+		}
+	}
+	if st.ActionFailed != nil {
+		r.Failed = *st.ActionFailed
+	}
+	if v, ok := r.Results["outage-ms"]; ok {
+		r.OutageMs, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if c != nil {
+		t0, err := time.Parse(time.RFC3339Nano, r.Results["injected-at"])
+		if err == nil {
+			rec, _ := strconv.ParseInt(r.Results["recovered-ms"], 10, 64)
+			r.Client, r.Failures = c.Outage(t0, t0.Add(time.Duration(rec)*time.Millisecond))
+		}
+	}
+	return r, nil
+}
+
+// Restored says what of a failover test is left on the cluster's nodes:
+// a node still cordoned or still carrying the test's mark ("" if none).
+func Restored(ctx context.Context, kube kubernetes.Interface) string {
+	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for _, n := range nodes.Items {
+		if n.Spec.Unschedulable {
+			return n.Name + " is still cordoned"
+		}
+		if v, ok := n.Annotations["calico-lb.io/failover-test"]; ok {
+			return n.Name + " still has the test's mark " + v
+		}
+	}
+	return ""
+}
