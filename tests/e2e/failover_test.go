@@ -146,7 +146,12 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	if msg := failoverbed.Restored(ctx, b.Kube); msg != "" {
 		t.Fatal("a refused test changed a node: " + msg)
 	}
+	if debugLogs {
+		t.Log(b.Logs())
+	}
 }
+
+var debugLogs bool
 
 // waitAnswers waits until the client gets answers from vip.
 func waitAnswers(t *testing.T, b *spinebed.Bed, vip string) {
@@ -166,3 +171,5 @@ func checkRestored(t *testing.T, b *spinebed.Bed, nodes int, vip string) {
 	waitSpeakers(t, b, nodes)
 	waitAnswers(t, b, vip)
 }
+
+func init() { debugLogs = true }

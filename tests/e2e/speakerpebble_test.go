@@ -60,7 +60,10 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	}
 	mapped := strings.ReplaceAll(strings.ReplaceAll(string(layer), config.DefaultBinary, binary), config.DefaultPath, cfgPath)
 	pb := pebbled.StartT(t, pebbled.Options{Args: []string{"enter", "--create-dirs"}, Layers: map[string]string{"001-speaker.yaml": mapped},
-		Env: []string{"NODE_NAME=pebble-node", "KUBECONFIG=" + kc}})
+		// NODE_IP as the DaemonSet sets it (the node's address, which is not
+		// 127.0.0.1): the API listens there, and Pebble's check still
+		// reaches /readyz.
+		Env: []string{"NODE_NAME=pebble-node", "NODE_IP=127.0.0.2", "KUBECONFIG=" + kc}})
 
 	ready := func(what string) {
 		t.Helper()
@@ -69,8 +72,10 @@ func TestSpeakerUnderPebble(t *testing.T) {
 			if err != nil || svc.Current != client.StatusActive {
 				return false
 			}
+			// Up is where a check starts: it must have passed, and be passing.
 			checks, err := pb.Client.Checks(&client.ChecksOptions{Names: []string{controller.SpeakerCheck}})
-			return err == nil && len(checks) == 1 && checks[0].Status == client.CheckStatusUp
+			return err == nil && len(checks) == 1 && checks[0].Status == client.CheckStatusUp &&
+				checks[0].Successes != nil && *checks[0].Successes > 0 && checks[0].Failures == 0
 		}); err != nil {
 			svc, _ := pb.Service(controller.SpeakerService)
 			checks, _ := pb.Client.Checks(&client.ChecksOptions{})

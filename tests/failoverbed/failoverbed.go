@@ -7,6 +7,7 @@ package failoverbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -235,4 +237,86 @@ func Restored(ctx context.Context, kube kubernetes.Interface) string {
 		}
 	}
 	return ""
+}
+
+// Env is a bed ready for failover tests: calico-lb deployed, the
+// Services up, the probe agent on the client.
+type Env struct {
+	Unit  *kubebed.Unit
+	VIPs  map[string]string // Service name (namespace shop) -> VIP
+	Probe string
+}
+
+// Apps are the Services the failover tests use, in namespace shop: web
+// (Cluster, 2 pods), local (Local, 2 pods on node1 and node2) and pinned
+// (Local, 1 pod that can run on node1 only: relocating it cannot work).
+var Apps = []kubebed.App{
+	{NS: "shop", Name: "web", Replicas: 2},
+	{NS: "shop", Name: "local", Replicas: 2, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1", "node2"}},
+	{NS: "shop", Name: "pinned", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1"}},
+}
+
+// Setup labels the nodes with their racks (node i in rack ri), deploys
+// calico-lb with cfg as Juju deploys it, waits for every node's speaker,
+// deploys apps and waits until the client gets answers from each, and
+// starts the probe agent on the client (at clientIP, allowed pools).
+func Setup(ctx context.Context, b *spinebed.Bed, cfg map[string]any, apps []kubebed.App, binary, clientIP, pools string) (*Env, error) {
+	kb := b.Kubebed
+	for i := range b.Nodes {
+		n, err := b.Kube.CoreV1().Nodes().Get(ctx, fmt.Sprint("node", i+1), metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		n.Labels["rack"] = fmt.Sprint("r", i+1)
+		if _, err := b.Kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	u, err := kb.Deploy(ctx, "lb", cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := kb.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
+		return nil, err
+	}
+	env := &Env{Unit: u, VIPs: map[string]string{}}
+	for _, app := range apps {
+		if _, err := kb.Echo(ctx, app); err != nil {
+			return nil, err
+		}
+		vip, err := b.WaitIP(app.NS, app.Name, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		env.VIPs[app.Name] = vip
+		if err := WaitAnswers(b, vip, time.Minute); err != nil {
+			return nil, err
+		}
+	}
+	env.Probe, err = StartProbe(b, binary, clientIP, pools)
+	return env, err
+}
+
+// WaitAnswers waits until the bed's client gets answers from vip.
+func WaitAnswers(b *spinebed.Bed, vip string, limit time.Duration) error {
+	if _, err := netns.WaitFor(context.Background(), limit, func() bool {
+		_, err := kubebed.Ask(b.Client, vip, time.Second)
+		return err == nil
+	}); err != nil {
+		return fmt.Errorf("the client gets no answer from %s", vip)
+	}
+	return nil
+}
+
+// Settled waits until nothing of a failover test is left (no node
+// cordoned or marked), every node's speaker is ready again and the
+// client gets answers from vip.
+func Settled(ctx context.Context, b *spinebed.Bed, vip string) error {
+	if msg := Restored(ctx, b.Kube); msg != "" {
+		return errors.New(msg)
+	}
+	if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
+		return err
+	}
+	return WaitAnswers(b, vip, time.Minute)
 }

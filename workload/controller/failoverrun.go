@@ -46,7 +46,7 @@ const (
 	// cordoned node stay so if nothing restores them (the controller
 	// died): then the speaker resumes by itself and the next controller
 	// uncordons.
-	holdSlack = 2 * time.Minute
+	holdSlack  = 2 * time.Minute
 	restoreFor = time.Minute
 )
 

@@ -61,27 +61,7 @@ func (s *Speaker) Handler() http.Handler {
 			h(w, r)
 		}
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
-		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
-		switch {
-		case !s.heldUntil().IsZero():
-			ok, why = false, "held down by a failover test until "+s.heldUntil().UTC().Format(time.RFC3339)
-		case !s.synced:
-			why = "caches not synced yet"
-		case s.cfg == nil:
-			why = "no valid config: " + s.cfgErr
-		case s.node == nil:
-			why = "own node " + s.opts.NodeName + " not seen yet"
-		}
-		s.mu.Unlock()
-		if !ok {
-			http.Error(w, why, http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	s.health(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	// What the speaker did and saw since a time (RFC 3339), with the last
 	// announce and withdraw of ip's route: the failover test's timeline.
@@ -120,6 +100,38 @@ func (s *Speaker) Handler() http.Handler {
 		_ = enc.Encode(s.status())
 	}))
 	return mux
+}
+
+// HealthHandler serves /healthz and /readyz only: what Pebble's check
+// asks on loopback when the API itself listens on the node's address.
+func (s *Speaker) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.health(mux)
+	return mux
+}
+
+func (s *Speaker) health(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
+		switch {
+		case !s.heldUntil().IsZero():
+			ok, why = false, "held down by a failover test until "+s.heldUntil().UTC().Format(time.RFC3339)
+		case !s.synced:
+			why = "caches not synced yet"
+		case s.cfg == nil:
+			why = "no valid config: " + s.cfgErr
+		case s.node == nil:
+			why = "own node " + s.opts.NodeName + " not seen yet"
+		}
+		s.mu.Unlock()
+		if !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 }
 
 var (

@@ -224,13 +224,33 @@ func runSpeaker(args []string) error {
 	srv := &http.Server{Handler: sp.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() { _ = srv.Serve(ln) }()
+	// Pebble's readiness check asks on loopback: when the API listens on
+	// the node's address only, serve /healthz and /readyz there too, or the
+	// check fails for good and Pebble restarts a healthy speaker.
+	local := &http.Server{Handler: sp.HealthHandler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	if host, port, _ := net.SplitHostPort(addr); !checkReaches(host) {
+		lln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			return fmt.Errorf("local health API: %w", err)
+		}
+		go func() { _ = local.Serve(lln) }()
+	}
 	err = sp.Run(ctx) // withdraws every route before it returns
 	_ = srv.Close()
+	_ = local.Close()
 	if errors.Is(err, speaker.ErrStopped) {
 		log.Warn("stopped by the failover test after withdrawing; Pebble starts the speaker again, held down until the test resumes it")
 		return nil
 	}
 	return err
+}
+
+// checkReaches says whether a listener on host answers Pebble's check at
+// 127.0.0.1: it does on all addresses (empty, 0.0.0.0, ::) and on
+// 127.0.0.1 itself.
+func checkReaches(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || host == "localhost" || ip != nil && (ip.IsUnspecified() || ip.Equal(net.IPv4(127, 0, 0, 1)))
 }
 
 // runCleanup is what the charm runs when the application is removed.
