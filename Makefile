@@ -39,7 +39,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzMerge \
 	./workload/speaker:FuzzOpenHeartbeat
 
-.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-charm charm image clean
+.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-failover bench-charm charm image clean
 
 all: build
 
@@ -155,6 +155,12 @@ bench-bgp: tools deps
 # namespaces (root); the last line is the summary README quotes.
 bench-l2: tools deps
 	$(GO) run ./tests/bench/l2 --trials 20
+
+# The failover-test action, each mode 10 times on the spine bed (BFD) and the
+# L2 bed, through the charm's real dispatch with the probe agent on the
+# client (root); the last line is the summary README quotes.
+bench-failover: tools deps
+	$(GO) run ./tests/bench/failover --runs 10
 
 # The real dispatch binary's wall time for config-changed with the fake hook
 # tools and a live Pebble, median of 20; the last line is the summary.

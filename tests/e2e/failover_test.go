@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
@@ -35,42 +35,24 @@ func TestFailoverSpine(t *testing.T) {
 	cfg := maps.Clone(spineConfig)
 	cfg["subnet-spine-peers"] = "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}], " +
 		"10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}]}"
-	failoverOnBed(t, b, cfg, "10.212.3.2", "10.212.100.0/28", 2)
+	failoverOnBed(t, b, cfg, "10.212.3.2", "10.212.100.0/28")
 }
 
 // TestFailoverL2 is TestFailoverSpine on the L2 bed: three nodes on one
 // segment, the ARP owner failing over.
 func TestFailoverL2(t *testing.T) {
 	b := newL2(t)
-	failoverOnBed(t, b, map[string]any{"pools": "10.214.0.100-10.214.0.120", "peering-mode": "l2"}, "10.214.0.2", "10.214.0.96/27", 3)
+	failoverOnBed(t, b, map[string]any{"pools": "10.214.0.100-10.214.0.120", "peering-mode": "l2"}, "10.214.0.2", "10.214.0.96/27")
 }
 
-func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, pools string, nodes int) {
+func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, pools string) {
 	kb := b.Kubebed
 	ctx := context.Background()
-	u := deployUnit(t, b, cfg)
-	waitSpeakers(t, b, nodes)
-	vips := map[string]string{}
-	for _, app := range []kubebed.App{
-		{NS: "shop", Name: "web", Replicas: 2},
-		{NS: "shop", Name: "local", Replicas: 2, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1", "node2"}},
-		// One pod that can run on node1 only: relocating it cannot work.
-		{NS: "shop", Name: "pinned", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node1"}},
-	} {
-		if _, err := kb.Echo(ctx, app); err != nil {
-			t.Fatal(err)
-		}
-		vip, err := b.WaitIP(app.NS, app.Name, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vips[app.Name] = vip
-		waitAnswers(t, b, vip)
-	}
-	probeURL, err := failoverbed.StartProbe(b, binary, clientIP, pools)
+	env, err := failoverbed.Setup(ctx, b, cfg, failoverbed.Apps, binary, clientIP, pools)
 	if err != nil {
 		t.Fatal(err)
 	}
+	u, vips, probeURL := env.Unit, env.VIPs, env.Probe
 	for _, c := range []failoverCase{
 		{"web", "speaker"}, {"local", "speaker"},
 		{"web", "pod"}, {"local", "pod"},
@@ -88,6 +70,13 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 			t.Logf("%s %s: result %s, outage-ms %s (independent client %s, %d failed), converged %s ms, recovered %s ms, %s -> %s\n%s",
 				c.service, c.mode, res["result"], res["outage-ms"], r.Client.Round(time.Millisecond), r.Failures, res["announcements-converged-ms"],
 				res["recovered-ms"], res["attracting-nodes-before"], res["attracting-nodes-after"], res["timeline"])
+			if c.service == "local" && c.mode == "node" {
+				var all strings.Builder
+				for _, k := range slices.Sorted(maps.Keys(res)) {
+					fmt.Fprintf(&all, "%s: %q\n", k, res[k])
+				}
+				t.Logf("every result:\n%s", &all)
+			}
 			if r.Failed != "" || res["result"] != "passed" {
 				t.Fatalf("failed: %s\nlog: %s\n%s", r.Failed, strings.Join(r.Logs, "\n"), r.Output)
 			}
@@ -100,7 +89,14 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 			if res["timeline.0.t-ms"] == "" || res["restored.0"] == "" || len(r.Logs) < 3 || res["probe"] == "" {
 				t.Errorf("no timeline, restore, progress or probe note: %v\nlog %v", res, r.Logs)
 			}
-			checkRestored(t, b, nodes, vip)
+			// Only the target's speaker stops, and only when the mode stops it.
+			for i := 0; res[fmt.Sprintf("timeline.%d.event", i)] != ""; i++ {
+				k := fmt.Sprintf("timeline.%d.", i)
+				if res[k+"event"] == "speaker started" && !strings.HasPrefix(res[k+"t-ms"], "-") && (c.mode == "pod" || res[k+"node"] != res["target"]) {
+					t.Errorf("a speaker on %s started during the test: %s", res[k+"node"], res["timeline"])
+				}
+			}
+			checkRestored(t, b, vip)
 		})
 	}
 
@@ -112,6 +108,11 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 		wg  sync.WaitGroup
 		vip = vips["pinned"]
 	)
+	// A drain above may have evicted it; it is back on node1 once uncordoned.
+	if err := kb.WaitReady(ctx, "shop", "pinned", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	checkRestored(t, b, vip)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -136,7 +137,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	if err := kb.WaitReady(ctx, "shop", "pinned", 1, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	checkRestored(t, b, nodes, vip)
+	checkRestored(t, b, vip)
 
 	// Nowhere to go: pinned's one pod, its node's speaker.
 	r3, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "speaker", "probe": probeURL})
@@ -146,30 +147,13 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	if msg := failoverbed.Restored(ctx, b.Kube); msg != "" {
 		t.Fatal("a refused test changed a node: " + msg)
 	}
-	if debugLogs {
-		t.Log(b.Logs())
-	}
-}
-
-var debugLogs bool
-
-// waitAnswers waits until the client gets answers from vip.
-func waitAnswers(t *testing.T, b *spinebed.Bed, vip string) {
-	t.Helper()
-	if _, err := netns.WaitFor(context.Background(), 60*time.Second, func() bool { _, err := echo(b.Client, vip); return err == nil }); err != nil {
-		t.Fatalf("the client gets no answer from %s", vip)
-	}
 }
 
 // checkRestored: no node cordoned or marked, every speaker back, and the
 // Service answering the client.
-func checkRestored(t *testing.T, b *spinebed.Bed, nodes int, vip string) {
+func checkRestored(t *testing.T, b *spinebed.Bed, vip string) {
 	t.Helper()
-	if msg := failoverbed.Restored(context.Background(), b.Kube); msg != "" {
-		t.Fatal(msg)
+	if err := failoverbed.Settled(context.Background(), b, vip); err != nil {
+		t.Fatal(err)
 	}
-	waitSpeakers(t, b, nodes)
-	waitAnswers(t, b, vip)
 }
-
-func init() { debugLogs = true }

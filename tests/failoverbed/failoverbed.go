@@ -318,5 +318,9 @@ func Settled(ctx context.Context, b *spinebed.Bed, vip string) error {
 	if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
 		return err
 	}
+	// In l2 mode a resumed speaker takes its IPs back after its hold-down
+	// (3 s): let that happen before the next test, or its gratuitous ARPs
+	// land in that test's timeline.
+	time.Sleep(4 * time.Second)
 	return WaitAnswers(b, vip, time.Minute)
 }

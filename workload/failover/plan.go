@@ -73,14 +73,19 @@ func Plan(req api.FailoverRequest, w World) api.FailoverReport {
 		return refuse("nothing attracts %s's traffic now, so there is nothing to fail over: run the verify action first", r.VIP)
 	}
 	if req.Mode == ModePod && w.Service.TrafficPolicy != "Local" {
-		// With Cluster, every node forwards to every endpoint: fail a node
-		// that has one, or moving a pod changes nothing the test sees.
+		// With Cluster, the attracting nodes forward to every endpoint:
+		// relocate pods from a node that has some, one that attracts the
+		// traffic too if there is one (the ARP owner in l2 mode may have
+		// none).
 		r.Target = firstOf(r.AttractingBefore, w.Service.EndpointNodes)
+		if r.Target == "" && len(w.Service.EndpointNodes) > 0 {
+			r.Target = slices.Min(w.Service.EndpointNodes)
+		}
 	} else {
 		r.Target = r.AttractingBefore[0]
 	}
 	if r.Target == "" {
-		return refuse("no node that attracts %s has one of its pods, so mode=pod would move nothing", r.VIP)
+		return refuse("%s has no ready pod, so mode=pod would move nothing", req.Service)
 	}
 	r.Steps = steps(req, w.Mode, r.Target)
 	r.Disrupts = disrupts(req, w, r.Target)
@@ -150,10 +155,10 @@ func speakerUp(s *api.Speakers, node string) bool {
 }
 
 func steps(req api.FailoverRequest, mode config.Mode, target string) []string {
-	stop := "delete the speaker pod on " + target + " with no grace period: the process dies without withdrawing, as in a crash"
+	stop := "kill the speaker on " + target + " (SIGKILL: it withdraws nothing, as in a crash) and hold it down"
 	switch {
 	case req.Graceful:
-		stop = "stop the speaker on " + target + " gracefully: it withdraws its announcements first"
+		stop = "stop the speaker on " + target + " gracefully (it withdraws its announcements first) and hold it down"
 	case mode == config.ModeSpine:
 		stop += ", so the router drops its routes by its own detection (BFD, the hold time, or the TCP session closing)"
 	case mode == config.ModeL2:

@@ -29,13 +29,25 @@ func TestPlan(t *testing.T) {
 	req := func(mode string) api.FailoverRequest { return api.FailoverRequest{Service: "shop/web", Mode: mode} }
 	r := Plan(req(ModeSpeaker), spineWorld("Cluster", "n2"))
 	if r.Result != Planned || r.VIP != "10.208.1.5" || !slices.Equal(r.AttractingBefore, []string{"n1", "n2"}) || r.Target != "n1" ||
-		!strings.Contains(r.Steps[0], "no grace period") || !strings.Contains(r.Steps[0], "BFD") || !strings.Contains(r.Disrupts, "shop/db") ||
+		!strings.Contains(r.Steps[0], "SIGKILL") || !strings.Contains(r.Steps[0], "BFD") || !strings.Contains(r.Disrupts, "shop/db") ||
 		!strings.Contains(r.Steps[len(r.Steps)-1], "start the speaker on n1 again") {
 		t.Fatalf("speaker: %+v", r)
 	}
 	// Cluster: mode=pod fails the attracting node that has a pod.
 	if r := Plan(req(ModePod), spineWorld("Cluster", "n2")); r.Result != Planned || r.Target != "n2" || !strings.Contains(r.Steps[0], "cordon n2") {
 		t.Fatalf("pod: %+v", r)
+	}
+	// l2: the ARP owner (n1) has no pod; relocating n2's still tests the
+	// Service, which n1's kube-proxy forwards to n2.
+	l2 := spineWorld("Cluster", "n2")
+	l2.Mode, l2.Speakers.Mode = config.ModeL2, config.ModeL2
+	l2.Speakers.Speakers[0].L2 = &api.L2Status{Owned: []string{"10.208.1.5"}}
+	l2.Speakers.Speakers[1].L2 = &api.L2Status{}
+	if r := Plan(req(ModePod), l2); r.Result != Planned || !slices.Equal(r.AttractingBefore, []string{"n1"}) || r.Target != "n2" {
+		t.Fatalf("l2 pod: %+v", r)
+	}
+	if r := Plan(req(ModePod), spineWorld("Cluster")); r.Result != Refused || !strings.Contains(r.Reason, "has no ready pod") {
+		t.Fatalf("pod without pods: %+v", r)
 	}
 	if r := Plan(api.FailoverRequest{Service: "shop/web", Mode: ModeSpeaker, Graceful: true}, spineWorld("Cluster")); !strings.Contains(r.Steps[0], "gracefully") {
 		t.Fatalf("graceful: %+v", r)
