@@ -75,7 +75,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 				for _, k := range slices.Sorted(maps.Keys(res)) {
 					fmt.Fprintf(&all, "%s: %q\n", k, res[k])
 				}
-				t.Logf("every result:\n%s", &all)
+				t.Logf("the action's log:\n%s\nevery result:\n%s", strings.Join(r.Logs, "\n"), &all)
 			}
 			if r.Failed != "" || res["result"] != "passed" {
 				t.Fatalf("failed: %s\nlog: %s\n%s", r.Failed, strings.Join(r.Logs, "\n"), r.Output)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -234,16 +235,19 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 // ends says where the Service ended up: Kubernetes places its pods, and
 // the test does not move them back.
 func (r *failoverRun) ends(ew *endpointWatch) string {
-	var on []string
+	count := map[string]int{}
 	for _, st := range ew.pods() {
 		if st.ready {
-			on = append(on, st.node)
+			count[st.node]++
 		}
 	}
-	slices.Sort(on)
+	var on []string
+	for _, n := range slices.Sorted(maps.Keys(count)) {
+		on = append(on, fmt.Sprintf("%d on %s", count[n], n))
+	}
 	where := "no ready pod"
 	if len(on) > 0 {
-		where = "ready pods on " + strings.Join(on, ", ")
+		where = "ready pods: " + strings.Join(on, ", ")
 	}
 	switch r.req.Mode {
 	case failover.ModeSpeaker:
