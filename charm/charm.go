@@ -4,7 +4,6 @@
 package charm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -388,13 +387,9 @@ func (c *Charm) request(method, path string, timeout time.Duration, v any) error
 
 // send is request with a JSON body, in (none when nil).
 func (c *Charm) send(method, path string, timeout time.Duration, in, v any) error {
-	var payload io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		payload = bytes.NewReader(b)
+	payload, err := api.Body(in)
+	if err != nil {
+		return err
 	}
 	req, err := http.NewRequest(method, c.APIBase+path, payload)
 	if err != nil {

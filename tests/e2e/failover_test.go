@@ -21,6 +21,7 @@ import (
 // failoverCase is one run of the failover-test action.
 type failoverCase struct {
 	service, mode string
+	graceful      bool
 }
 
 // TestFailoverSpine runs the failover-test action through the real
@@ -54,14 +55,18 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	}
 	u, vips, probeURL := env.Unit, env.VIPs, env.Probe
 	for _, c := range []failoverCase{
-		{"web", "speaker"}, {"local", "speaker"},
-		{"web", "pod"}, {"local", "pod"},
-		{"web", "node"}, {"local", "node"},
+		{"web", "speaker", false}, {"local", "speaker", false}, {"web", "speaker", true},
+		{"web", "pod", false}, {"local", "pod", false},
+		{"web", "node", false}, {"local", "node", false},
 	} {
-		t.Run(c.service+"-"+c.mode, func(t *testing.T) {
+		name := c.service + "-" + c.mode
+		if c.graceful {
+			name += "-graceful"
+		}
+		t.Run(name, func(t *testing.T) {
 			vip := vips[c.service]
 			client := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, fmt.Sprint(kubebed.EchoPort)))
-			r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "shop/" + c.service, "mode": c.mode, "probe": probeURL, "timeout": 60})
+			r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "shop/" + c.service, "mode": c.mode, "probe": probeURL, "timeout": 60, "graceful": c.graceful})
 			client.Stop()
 			if err != nil {
 				t.Fatal(err)
@@ -85,6 +90,9 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 			}
 			if res["target"] == "" || strings.Contains(","+res["attracting-nodes-after"]+",", ","+res["target"]+",") && c.mode != "pod" {
 				t.Errorf("after failing %s the VIP is attracted by %s", res["target"], res["attracting-nodes-after"])
+			}
+			if c.graceful != strings.Contains(res["timeline"], "speaker stopped gracefully") {
+				t.Errorf("graceful=%v, timeline:\n%s", c.graceful, res["timeline"])
 			}
 			if res["timeline.0.t-ms"] == "" || res["restored.0"] == "" || len(r.Logs) < 3 || res["probe"] == "" {
 				t.Errorf("no timeline, restore, progress or probe note: %v\nlog %v", res, r.Logs)

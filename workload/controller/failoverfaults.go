@@ -222,12 +222,12 @@ func (c *Controller) speakerOn(ctx context.Context, node string) (pod *corev1.Po
 
 // speakerPost calls a speaker pod's API.
 func (c *Controller) speakerPost(ctx context.Context, pod *corev1.Pod, token, path string, body, out any) error {
-	b, err := json.Marshal(body)
+	rd, err := api.Body(body)
 	if err != nil {
 		return err
 	}
 	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(c.opts.SpeakerPort)) + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, rd)
 	if err != nil {
 		return err
 	}
