@@ -95,7 +95,7 @@ func benchBed(name string, start func(context.Context, spinebed.Options) (*spine
 	target := net.JoinHostPort(vip, strconv.Itoa(kubebed.EchoPort))
 	out := map[string]string{}
 	for _, mode := range modes {
-		var outages, podReady []time.Duration
+		var outages, podReady, converged []time.Duration
 		disagree := 0
 		for i := range runs {
 			if err := failoverbed.Settled(ctx, b, vip); err != nil {
@@ -111,6 +111,9 @@ func benchBed(name string, start func(context.Context, spinebed.Options) (*spine
 				return nil, fail(fmt.Errorf("%s run %d: %s\n%s", mode, i+1, r.Failed, r.Results["timeline"]))
 			}
 			outage := time.Duration(r.OutageMs) * time.Millisecond
+			if ms, err := strconv.Atoi(r.Results["announcements-converged-ms"]); err == nil {
+				converged = append(converged, time.Duration(ms)*time.Millisecond)
+			}
 			outages = append(outages, outage)
 			ready := replacementReady(r.Results)
 			if mode == "pod" {
@@ -126,6 +129,9 @@ func benchBed(name string, start func(context.Context, spinebed.Options) (*spine
 		med := stats.Median(outages)
 		p99 := stats.Percentile(outages, 99)
 		line := fmt.Sprintf("failover %s_%s runs=%d p50_ms=%s p99_ms=%s max_ms=%s disagree=%d", name, mode, runs, stats.MS(med), stats.MS(p99), stats.MS(outages[len(outages)-1]), disagree)
+		if len(converged) > 0 {
+			line += " converged_p50_ms=" + stats.MS(stats.Median(converged))
+		}
 		if mode == "pod" {
 			line += " pod_ready_p50_ms=" + stats.MS(stats.Median(podReady))
 		}
