@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
