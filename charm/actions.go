@@ -14,10 +14,12 @@ import (
 
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/charm/verify"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/calico"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -343,5 +345,8 @@ func (c *Charm) readCalicoOption(ctx context.Context) (*verify.Calico, error) {
 		return nil, err
 	}
 	l.Client.Close()
-	return &verify.Calico{Option: opt, CIDRs: read.ServiceIPs[opt]}, nil
+	have := read.ServiceIPs[opt]
+	ch := calico.Merge(have, calico.PoolCIDRs(c.cfg.Pools), nil)
+	return &verify.Calico{Option: opt, CIDRs: have, Missing: ch.Added,
+		Command: calicolink.Command(c.opts.CalicoApplication, opt, strings.Fields(ch.Value))}, nil
 }

@@ -38,6 +38,16 @@ type Check struct {
 type Calico struct {
 	Option string
 	CIDRs  []string
+	// Missing are the pools' CIDRs the option lacks; Command the juju
+	// config command that adds them and keeps what is there.
+	Missing []string
+	Command string
+}
+
+// fix is what puts the pools into calico's option: the charm itself over
+// the link, or the operator by hand.
+func (c *Calico) fix() string {
+	return "`juju run calico-lb/leader sync-calico dry-run=false`, or by hand: `" + c.Command + "`"
 }
 
 // Input is everything verify looks at.
@@ -65,6 +75,9 @@ func Run(in Input) []Check {
 	switch in.Facts.Mode {
 	case config.ModeCalico:
 		switch {
+		case in.Calico != nil && len(in.Calico.Missing) > 0:
+			add(Check{Name: "calico-option", Result: Fail, Detail: fmt.Sprintf("calico %s = %q lacks the pools' %s", in.Calico.Option, strings.Join(in.Calico.CIDRs, " "), strings.Join(in.Calico.Missing, " ")),
+				Fix: in.Calico.fix()})
 		case in.Calico != nil:
 			add(Check{Name: "calico-option", Result: Pass, Detail: fmt.Sprintf("calico %s = %q", in.Calico.Option, strings.Join(in.Calico.CIDRs, " "))})
 		case in.CalicoErr != nil:
@@ -185,7 +198,7 @@ func advertised(in Input, key string, s api.ServiceFacts, ip netip.Addr) []Check
 			}
 		}
 		return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: fmt.Sprintf("no CIDR in calico %s covers %s", in.Calico.Option, ip),
-			Fix: "`juju run calico-lb/leader sync-calico dry-run=false`"}}
+			Fix: in.Calico.fix()}}
 	case config.ModeSpine:
 		if in.Speakers == nil {
 			return nil

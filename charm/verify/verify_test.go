@@ -51,6 +51,16 @@ func TestCalicoMode(t *testing.T) {
 	if c := find(t, cs, "shop/old", "node-ports"); !strings.Contains(c.Detail, "health check 32000") {
 		t.Fatalf("%+v", c)
 	}
+	// The option lacks a pool: the option check fails too, and both name
+	// the charm's fix and the exact command that keeps what is there.
+	cmd := `juju config calico bgp-service-loadbalancer-ips="198.51.100.0/24 10.208.1.0/24"`
+	cs = Run(Input{Facts: facts, Calico: &Calico{Option: "bgp-service-loadbalancer-ips", CIDRs: []string{"198.51.100.0/24"}, Missing: []string{"10.208.1.0/24"}, Command: cmd}})
+	if c := find(t, cs, "", "calico-option"); c.Result != Fail || !strings.Contains(c.Detail, "lacks the pools' 10.208.1.0/24") || !strings.Contains(c.Fix, cmd) || !strings.Contains(c.Fix, "sync-calico") {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "shop/web", "advertised"); c.Result != Fail || !strings.Contains(c.Fix, cmd) {
+		t.Fatalf("%+v", c)
+	}
 	// Without the link: the exact command.
 	cs = Run(Input{Facts: facts, Command: `juju config calico bgp-service-loadbalancer-ips="10.208.1.0/24"`})
 	if c := find(t, cs, "", "calico-option"); c.Result != Warn || c.Fix != `run: juju config calico bgp-service-loadbalancer-ips="10.208.1.0/24"` {

@@ -24,6 +24,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // ProbePort is where the bed's probe agent listens.
@@ -315,8 +316,11 @@ func Settled(ctx context.Context, b *spinebed.Bed, vip string) error {
 	if msg := Restored(ctx, b.Kube); msg != "" {
 		return errors.New(msg)
 	}
-	if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
-		return err
+	// Calico mode has no speakers.
+	if _, err := b.Kube.AppsV1().DaemonSets("lb").Get(ctx, controller.SpeakerName, metav1.GetOptions{}); err == nil {
+		if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
+			return err
+		}
 	}
 	// In l2 mode a resumed speaker takes its IPs back after its hold-down
 	// (3 s): let that happen before the next test, or its gratuitous ARPs

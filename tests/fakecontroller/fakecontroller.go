@@ -88,16 +88,26 @@ type Controller struct {
 }
 
 // Start runs a controller until the test ends.
-func Start(t testing.TB) *Controller {
+func Start(t testing.TB) *Controller { return StartAt(t, "127.0.0.1") }
+
+// StartAt is Start listening on ip (the address pods reach, on a bed),
+// with a certificate for it.
+func StartAt(t testing.TB, ip string) *Controller {
 	t.Helper()
 	c := &Controller{Users: map[string]User{}, Apps: map[string]map[string]map[string]Option{}, Statuses: map[string]map[string]AppStatus{}, ApplicationVersion: 20,
 		UUID: "deadbeef-0000-4000-8000-00000000c0de"}
-	caPEM, cert, err := certificates()
+	caPEM, cert, err := certificates(net.ParseIP(ip))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.CACert = caPEM
 	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.srv.Listener.Close()
+	c.srv.Listener = ln
 	c.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	c.srv.StartTLS()
 	t.Cleanup(c.srv.Close)
@@ -317,7 +327,7 @@ func (c *Controller) set(model, appName, yaml string, values map[string]string) 
 
 // certificates makes a CA and a server certificate for "juju-apiserver"
 // (the name Juju's client verifies against a private CA) and 127.0.0.1.
-func certificates() (caPEM string, cert tls.Certificate, err error) {
+func certificates(ip net.IP) (caPEM string, cert tls.Certificate, err error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", cert, err
@@ -337,7 +347,7 @@ func certificates() (caPEM string, cert tls.Certificate, err error) {
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "juju-apiserver"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"juju-apiserver", "localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), ip}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		return "", cert, err

@@ -46,6 +46,12 @@ const (
 // both containers run, and runs the hooks Juju runs first: install,
 // leader-elected, calico-lb-pebble-ready and config-changed.
 func (b *Bed) Deploy(ctx context.Context, model string, config map[string]any) (*Unit, error) {
+	return b.DeployWith(ctx, model, config, nil)
+}
+
+// DeployWith is Deploy with the hook tools' state changed by mod first
+// (secrets, relations).
+func (b *Bed) DeployWith(ctx context.Context, model string, config map[string]any, mod func(*fakejuju.State)) (*Unit, error) {
 	u, err := b.create(ctx, model)
 	if err != nil {
 		return nil, err
@@ -53,6 +59,9 @@ func (b *Bed) Deploy(ctx context.Context, model string, config map[string]any) (
 	st, err := u.FreshState(ctx, config)
 	if err != nil {
 		return nil, err
+	}
+	if mod != nil {
+		mod(st)
 	}
 	if err := u.SetState(ctx, st); err != nil {
 		return nil, err

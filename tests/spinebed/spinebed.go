@@ -55,6 +55,10 @@ type Bed struct {
 	MgmtIPs []string
 	opts    Options
 	mgmtNet int // the management network's third octet
+	// Racks is the racks bed's (StartRacks): the ToRs and Calico's
+	// stand-in; nil on the others.
+	Racks      *Racks
+	stopCalico context.CancelFunc
 }
 
 // NodeIP is node i's (1-based) address on its spine link.
@@ -322,6 +326,9 @@ func (b *Bed) WaitIP(ns, name string, limit time.Duration) (string, error) {
 func (b *Bed) Close() {
 	if b == nil {
 		return
+	}
+	if b.stopCalico != nil {
+		b.stopCalico()
 	}
 	if b.Kubebed != nil {
 		b.Kubebed.Close()

@@ -1,0 +1,334 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/tests/failoverbed"
+	"github.com/calico-lb/calico-lb/tests/fakecontroller"
+	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/kubebed"
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/calico"
+)
+
+func newRacks(t *testing.T, calico map[string]any) *spinebed.Bed {
+	return newBed(t, func(ctx context.Context, o spinebed.Options) (*spinebed.Bed, error) {
+		return spinebed.StartRacks(ctx, o, calico)
+	}, spinebed.Options{})
+}
+
+// bgpNextHops is the BGP next hops FRR on f's router has for prefix (its
+// BGP table, before recursive resolution), sorted.
+func bgpNextHops(b *spinebed.Bed, prefix string) []string {
+	out, err := b.FRR.Vtysh("-c", "show ip bgp "+prefix+" json")
+	if err != nil {
+		return nil
+	}
+	var r struct {
+		Paths []struct {
+			Nexthops []struct {
+				IP string `json:"ip"`
+			} `json:"nexthops"`
+		} `json:"paths"`
+	}
+	if json.Unmarshal([]byte(out), &r) != nil {
+		return nil
+	}
+	var hops []string
+	for _, p := range r.Paths {
+		for _, n := range p.Nexthops {
+			hops = append(hops, n.IP)
+		}
+	}
+	slices.Sort(hops)
+	return slices.Compact(hops)
+}
+
+// racksRoutes is what the routers and a node route, for failures.
+func racksRoutes(b *spinebed.Bed) string {
+	var out strings.Builder
+	for _, ns := range []string{b.Spine, b.Racks.ToRs[0].NS, b.Nodes[0], b.Client} {
+		r, _ := b.Net.Exec(ns, "ip", "route")
+		fmt.Fprintf(&out, "--- %s: ip route\n%s", ns, r)
+	}
+	bgp, _ := b.FRR.Vtysh("-c", "show ip bgp")
+	fmt.Fprintf(&out, "--- spine: show ip bgp\n%s", bgp)
+	bgp, _ = b.Racks.ToRs[0].Vtysh("-c", "show ip bgp")
+	fmt.Fprintf(&out, "--- tor1: show ip bgp\n%s", bgp)
+	bgp, _ = b.FRR.Vtysh("-c", "show ip bgp neighbors 10.215.101.2 advertised-routes")
+	fmt.Fprintf(&out, "--- spine: advertised to tor1\n%s", bgp)
+	return out.String()
+}
+
+func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
+
+func waitBGPNextHops(t *testing.T, b *spinebed.Bed, prefix string, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	if _, err := netns.WaitFor(context.Background(), 60*time.Second, func() bool { return slices.Equal(bgpNextHops(b, prefix), want) }); err != nil {
+		t.Fatalf("the spine's BGP next hops for %s: %v, want %v", prefix, bgpNextHops(b, prefix), want)
+	}
+}
+
+// waitCalicoUp waits until every node's BIRD (Calico's stand-in) has its
+// session to its ToR established, and the spine has every node's pod
+// range from it.
+func waitCalicoUp(t *testing.T, b *spinebed.Bed) {
+	t.Helper()
+	for i := 1; i <= len(b.Nodes); i++ {
+		if _, err := netns.WaitFor(context.Background(), 60*time.Second, func() bool {
+			out, _ := b.BIRD(i, "show", "protocols")
+			return strings.Contains(out, "Established")
+		}); err != nil {
+			out, _ := b.BIRD(i, "show", "protocols", "all")
+			t.Fatalf("node%d's BIRD has no session up:\n%s", i, out)
+		}
+	}
+}
+
+// TestRacksSpinePeering is the seeds' workaround on their topology: Calico
+// (BIRD on every node) keeps the node-ToR sessions, calico-lb's speakers
+// peer the spine through the ToRs (multihop). The spine learns each
+// Service's /32 from the right nodes, the client reaches a Cluster and a
+// Local Service through spine and ToR, Calico's sessions stay up, and
+// verify passes through the real dispatch.
+func TestRacksSpinePeering(t *testing.T) {
+	b := newRacks(t, nil)
+	ctx := context.Background()
+	waitCalicoUp(t, b)
+	u := deployUnit(t, b, map[string]any{"pools": "10.215.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
+		"subnet-spine-peers": "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}], 10.215.2.0/24: [{address: 10.215.102.1, as-number: 65000, multihop: 2}]}"})
+	waitSpeakers(t, b, 4)
+	kb := b.Kubebed
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
+		t.Fatal(err)
+	}
+	vip, err := b.WaitIP("web", "web", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lvip, err := b.WaitIP("web", "local", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2), spinebed.RackNodeIP(3), spinebed.RackNodeIP(4))
+	waitBGPNextHops(t, b, lvip+"/32", spinebed.RackNodeIP(3))
+	routes, _ := b.FRR.Vtysh("-c", "show ip route "+vip+"/32")
+	t.Logf("spine: show ip route %s/32\n%s", vip, routes)
+	// Each ToR forwards a VIP to its own rack's nodes: the spine passed
+	// the speakers' next hops on.
+	for r, want := range map[int][]string{0: {spinebed.RackNodeIP(1), spinebed.RackNodeIP(2)}, 1: {spinebed.RackNodeIP(3), spinebed.RackNodeIP(4)}} {
+		tor := b.Racks.ToRs[r]
+		if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { return slices.Equal(sorted(tor.Routes(vip)), want) }); err != nil {
+			t.Fatalf("tor%d's next hops for %s: %v, want %v\n%s", r+1, vip, tor.Routes(vip), want, racksRoutes(b))
+		}
+	}
+
+	pods := map[string]bool{}
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		if a, err := echo(b.Client, vip); err == nil {
+			pods[a.Pod] = true
+		}
+		return len(pods) == 2
+	}); err != nil {
+		t.Fatalf("the client reached pods %v through spine and ToRs, want both\n%s", pods, racksRoutes(b))
+	}
+	var a kubebed.Answer
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { a, err = echo(b.Client, lvip); return err == nil }); err != nil {
+		t.Fatalf("local: %v", err)
+	}
+	if host, _, _ := strings.Cut(a.Client, ":"); host != "10.215.3.2" || a.Node != "node3" {
+		t.Fatalf("Local Service: the pod on %s saw the client as %s, want 10.215.3.2 from node3", a.Node, a.Client)
+	}
+
+	// Calico's sessions are untouched: each node's BIRD still has its
+	// ToR, and the spine still has every node's pod range.
+	for i := 1; i <= 4; i++ {
+		out, _ := b.BIRD(i, "show", "protocols")
+		if !strings.Contains(out, "Established") {
+			t.Fatalf("node%d's BIRD lost its session:\n%s", i, out)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		if hops := b.NextHops(fmt.Sprintf("10.%d.%d.0/24", 215+20, i)); len(hops) == 0 {
+			t.Fatalf("the spine has no route to node%d's pods", i)
+		}
+	}
+
+	st, out, err := u.Action(ctx, "verify", nil)
+	if err != nil || st.ActionFailed != nil || st.ActionResults["failed"] != "0" {
+		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
+	}
+	t.Logf("verify:\n%s", st.ActionResults["table"])
+}
+
+// TestRacksCalicoMode is calico mode on the seeds' topology: no speakers;
+// the Calico link puts the pool into calico's service-IP option (in a
+// fake Juju controller the charm reaches from its pod), and Calico's BGP
+// (BIRD, the stand-in, rendered from that option) advertises the pool from
+// every node to the ToRs, and a Local Service's /32 from the node with its
+// pod only. The client reaches both; the Local pod sees the client's own
+// address; moving the pod moves the /32; verify passes, and with the
+// option emptied it fails naming the juju config command. Then the
+// failover test's mode=pod, timed by the probe on the client, agrees with
+// an independent client.
+func TestRacksCalicoMode(t *testing.T) {
+	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
+	ctx := context.Background()
+	const model, password = "5b2d0c9e-7d2b-4c55-9a1e-2b7c4d6e8f02", "racks-s3cret"
+	fc := fakecontroller.StartAt(t, b.RootAddr())
+	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
+	opts := map[string]fakecontroller.Option{}
+	for k, v := range b.Racks.Options() {
+		typ := "string"
+		if _, ok := v.(bool); ok {
+			typ = "boolean"
+		}
+		opts[k] = fakecontroller.Option{Type: typ, Value: v}
+	}
+	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	option := func() string {
+		fc.Lock()
+		defer fc.Unlock()
+		v, _ := fc.Apps[model]["calico"][calico.OptLoadBalancerIPs].Value.(string)
+		return v
+	}
+	setOption := func(v string) {
+		fc.Lock()
+		defer fc.Unlock()
+		o := fc.Apps[model]["calico"][calico.OptLoadBalancerIPs]
+		o.Value = v
+		fc.Apps[model]["calico"][calico.OptLoadBalancerIPs] = o
+	}
+	b.Racks.CalicoFrom(func() map[string]any {
+		fc.Lock()
+		defer fc.Unlock()
+		out := map[string]any{}
+		for k, o := range fc.Apps[model]["calico"] {
+			out[k] = o.Value
+		}
+		return out
+	})
+	waitCalicoUp(t, b)
+	for i := range b.Nodes {
+		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": "10.215.100.0/28", "peering-mode": "calico", "juju-credentials": "secret:creds", "calico-model": model},
+		func(st *fakejuju.State) {
+			st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
+			st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := option(); got != "10.215.100.0/28" {
+		st, _ := u.State(ctx)
+		t.Fatalf("calico's %s is %q after config-changed, want the pool (unit: %+v)", calico.OptLoadBalancerIPs, got, st.UnitStatus)
+	}
+	kb := b.Kubebed
+	// The pool from every node, through both ToRs.
+	waitBGPNextHops(t, b, "10.215.100.0/28", "10.215.101.2", "10.215.102.2")
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
+		t.Fatal(err)
+	}
+	vip, err := b.WaitIP("web", "web", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lvip, err := b.WaitIP("web", "local", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := echo(b.Client, vip); return err == nil }); err != nil {
+		t.Fatalf("the client gets no answer from %s through Calico's routes", vip)
+	}
+	waitBGPNextHops(t, b, lvip+"/32", "10.215.102.2")
+	var a kubebed.Answer
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { a, err = echo(b.Client, lvip); return err == nil }); err != nil {
+		t.Fatalf("local: %v", err)
+	}
+	if host, _, _ := strings.Cut(a.Client, ":"); host != "10.215.3.2" || a.Node != "node3" {
+		t.Fatalf("Local Service: the pod on %s saw the client as %s, want 10.215.3.2 from node3", a.Node, a.Client)
+	}
+	routes, _ := b.FRR.Vtysh("-c", "show ip bgp")
+	t.Logf("spine: show ip bgp\n%s", routes)
+	if err := kb.MoveApp(ctx, "web", "local", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	waitBGPNextHops(t, b, lvip+"/32", "10.215.101.2")
+	t.Logf("the Local pod moved to node1: its /32 moved to rack 1's ToR")
+
+	st, out, err := u.Action(ctx, "verify", nil)
+	if err != nil || st.ActionFailed != nil || st.ActionResults["failed"] != "0" {
+		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
+	}
+	t.Logf("verify:\n%s", st.ActionResults["table"])
+
+	// The failover test's mode=pod in calico mode, timed from the client:
+	// web (Cluster), and roam, a Local Service whose one pod may run
+	// anywhere (local is pinned to node1 now).
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "roam", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal}); err != nil {
+		t.Fatal(err)
+	}
+	rvip, err := b.WaitIP("web", "roam", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeURL, err := failoverbed.StartProbe(b, binary, "10.215.3.2", "10.215.100.0/28")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"web", "roam"} {
+		target := vip
+		if svc == "roam" {
+			target = rvip
+		}
+		if err := failoverbed.WaitAnswers(b, target, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		client := failoverbed.StartClient(b.Client, net.JoinHostPort(target, fmt.Sprint(kubebed.EchoPort)))
+		r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "web/" + svc, "mode": "pod", "probe": probeURL, "timeout": 60})
+		client.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("calico mode, %s pod: %s, outage-ms %s (independent client %s), %s -> %s\n%s", svc, r.Results["result"], r.Results["outage-ms"],
+			r.Client.Round(time.Millisecond), r.Results["attracting-nodes-before"], r.Results["attracting-nodes-after"], r.Results["timeline"])
+		if r.Failed != "" || !r.Agree() {
+			t.Fatalf("failover-test mode=pod in calico mode: %q, agree %v", r.Failed, r.Agree())
+		}
+		if err := failoverbed.Settled(ctx, b, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The option emptied behind calico-lb's back: verify fails naming the
+	// charm's fix and the exact juju config command.
+	setOption("")
+	st, _, err = u.Action(ctx, "verify", nil)
+	if err != nil || st.ActionResults["failed"] == "0" || !strings.Contains(st.ActionResults["table"], "sync-calico dry-run=false") ||
+		!strings.Contains(st.ActionResults["table"], `juju config calico bgp-service-loadbalancer-ips="10.215.100.0/28"`) {
+		t.Fatalf("verify with the option emptied: %v\n%s", err, st.ActionResults["table"])
+	}
+	t.Logf("verify with the option emptied:\n%s", st.ActionResults["table"])
+
+}
