@@ -204,7 +204,7 @@ func advertised(in Input, key string, s api.ServiceFacts, ip netip.Addr) []Check
 			return nil
 		}
 		announcing, how := attract.Nodes(in.Facts.Mode, s, ip, in.Speakers, nil)
-		return announcers(key, s, ip, announcing, how)
+		return announcers(key, s, ip, announcing, how, speakerNodes(in.Speakers))
 	case config.ModeL2:
 		if in.Speakers == nil {
 			return nil
@@ -214,12 +214,28 @@ func advertised(in Input, key string, s api.ServiceFacts, ip netip.Addr) []Check
 			return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: fmt.Sprintf("%s is answered for by %s at once", ip, strings.Join(owners, ", ")),
 				Fix: "the speakers do not see each other's heartbeats: check UDP between the nodes on the l2 liveness port"}}
 		}
-		return announcers(key, s, ip, owners, how)
+		return announcers(key, s, ip, owners, how, speakerNodes(in.Speakers))
 	}
 	return nil
 }
 
-func announcers(key string, s api.ServiceFacts, ip netip.Addr, nodes []string, how string) []Check {
+func speakerNodes(s *api.Speakers) []string {
+	var out []string
+	for _, sp := range s.Speakers {
+		out = append(out, sp.Node)
+	}
+	return out
+}
+
+// announcers judges who announces ip; speakers are the nodes that run a
+// speaker at all.
+func announcers(key string, s api.ServiceFacts, ip netip.Addr, nodes []string, how string, speakers []string) []Check {
+	if len(nodes) == 0 && s.TrafficPolicy == "Local" && len(s.EndpointNodes) > 0 && !slices.ContainsFunc(s.EndpointNodes, func(n string) bool { return slices.Contains(speakers, n) }) {
+		return []Check{{Service: key, Name: "advertised", Result: Fail,
+			Detail: fmt.Sprintf("%s is unreachable: externalTrafficPolicy Local, and its pods run only on %s, where no speaker runs (speaker-node-selector), so no node announces it",
+				ip, strings.Join(s.EndpointNodes, ", ")),
+			Fix: "constrain its pods to the speakers' nodes (a nodeSelector or node affinity matching speaker-node-selector), or use externalTrafficPolicy: Cluster"}}
+	}
 	if len(nodes) == 0 {
 		return []Check{{Service: key, Name: "advertised", Result: Fail, Detail: ip.String() + " is announced by no node",
 			Fix: "see `juju run calico-lb/leader bgp-status`; for Local Services a node announces only with a ready endpoint"}}

@@ -75,6 +75,24 @@ func TestCalicoMode(t *testing.T) {
 	}
 }
 
+// TestDedicatedRacks: speakers on some nodes only (speaker-node-selector)
+// and a Local Service whose pods run elsewhere: unreachable, with the fix.
+func TestDedicatedRacks(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeSpine, Pools: pool, Services: []api.ServiceFacts{
+		{Namespace: "shop", Name: "local", IPs: []string{"10.208.1.5"}, TrafficPolicy: "Local", EndpointNodes: []string{"n3"}}}}
+	sp := &api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{{Node: "n1", BGP: &api.BGPStatus{Peers: []api.PeerStatus{{Address: "10.0.255.1", State: "established"}}, Routes: []string{}}}}}
+	cs := Run(Input{Facts: facts, Speakers: sp})
+	if c := find(t, cs, "shop/local", "advertised"); c.Result != Fail || !strings.Contains(c.Detail, "where no speaker runs") || !strings.Contains(c.Fix, "externalTrafficPolicy: Cluster") {
+		t.Fatalf("%+v", c)
+	}
+	// With a pod on a speaker node that is not announcing yet: the generic
+	// failure, not this one.
+	facts.Services[0].EndpointNodes = []string{"n1", "n3"}
+	if c := find(t, Run(Input{Facts: facts, Speakers: sp}), "shop/local", "advertised"); c.Result != Fail || strings.Contains(c.Detail, "where no speaker runs") {
+		t.Fatalf("%+v", c)
+	}
+}
+
 func TestSpineMode(t *testing.T) {
 	facts := api.ServicesFacts{Mode: config.ModeSpine, Pools: pool, Services: []api.ServiceFacts{
 		{Namespace: "shop", Name: "local", IPs: []string{"10.208.1.5"}, TrafficPolicy: "Local", EndpointNodes: []string{"n2"}},

@@ -174,6 +174,41 @@ func TestRacksSpinePeering(t *testing.T) {
 		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
 	}
 	t.Logf("verify:\n%s", st.ActionResults["table"])
+
+	// Dedicated racks: speakers in rack 1 only. The Cluster Service is
+	// announced from rack 1's nodes and reachable through them; the Local
+	// one, whose pod runs in rack 2, is announced by nobody, and verify
+	// says why and what to do.
+	for i := 1; i <= 4; i++ {
+		if err := labelNode(ctx, b, fmt.Sprint("node", i), map[string]string{"tor": fmt.Sprint((i + 1) / 2)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := u.Configure(ctx, map[string]any{"speaker-node-selector": "tor in (1)"}); err != nil {
+		t.Fatalf("config-changed: %v\n%s", err, out)
+	}
+	for _, p := range waitSpeakers(t, b, 2) {
+		if n := p.Spec.NodeName; n != "node1" && n != "node2" {
+			t.Fatalf("a speaker runs on %s, outside rack 1", n)
+		}
+	}
+	waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2))
+	waitBGPNextHops(t, b, lvip+"/32")
+	pods = map[string]bool{}
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		if a, err := echo(b.Client, vip); err == nil {
+			pods[a.Pod] = true
+		}
+		return len(pods) == 2
+	}); err != nil {
+		t.Fatalf("the client reached pods %v through rack 1, want both", pods)
+	}
+	st, _, err = u.Action(ctx, "verify", nil)
+	r := st.ActionResults
+	if err != nil || r["failed"] == "0" || !strings.Contains(r["table"], "where no speaker runs") || !strings.Contains(r["table"], "externalTrafficPolicy: Cluster") {
+		t.Fatalf("verify with the Local pod outside the speakers' rack: %v\n%s", err, r["table"])
+	}
+	t.Logf("verify, speakers in rack 1 only:\n%s", r["table"])
 }
 
 // TestRacksCalicoMode is calico mode on the seeds' topology: no speakers;
