@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
@@ -366,4 +367,99 @@ func TestRacksCalicoMode(t *testing.T) {
 	}
 	t.Logf("verify with the option emptied:\n%s", st.ActionResults["table"])
 
+}
+
+// TestRacksCollision is why calico-lb exists, shown: speakers told to peer
+// their own ToR, where Calico (BIRD) already holds the session from the
+// same address. The ToR sees a second connection from a neighbour it has
+// and resolves the collision by closing one: the speakers' sessions never
+// hold, while BIRD's stay up. With the Calico link reading the same calico
+// options, the charm refuses that config before it reaches the workload:
+// blocked, naming the peer and the calico option.
+func TestRacksCollision(t *testing.T) {
+	b := newRacks(t, nil)
+	ctx := context.Background()
+	waitCalicoUp(t, b)
+	tors := "{10.215.1.0/24: [{address: 10.215.1.1, as-number: 65001}], 10.215.2.0/24: [{address: 10.215.2.1, as-number: 65002}]}"
+	u := deployUnit(t, b, map[string]any{"pools": "10.215.100.0/28", "peering-mode": "spine", "as-number": 64512.0, "subnet-spine-peers": tors})
+	waitSpeakers(t, b, 4)
+	if _, err := b.Kubebed.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// The speakers try for half a minute; none of their sessions holds.
+	var established []string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, _, err := u.Action(ctx, "bgp-status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			if st.ActionResults[fmt.Sprintf("speakers.%d.peers.0.state", i)] == "established" {
+				established = append(established, st.ActionResults[fmt.Sprintf("speakers.%d.node", i)])
+			}
+		}
+		time.Sleep(2 * time.Second)
+	}
+	tor1 := b.Racks.ToRs[0]
+	neighbors, _ := tor1.Vtysh("-c", "show bgp summary")
+	log := tor1.Log()
+	t.Logf("tor1: show bgp summary\n%s", neighbors)
+	collisions := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(strings.ToLower(l), "collision") {
+			collisions++
+			if collisions <= 5 {
+				t.Logf("tor1 log: %s", l)
+			}
+		}
+	}
+	t.Logf("speakers seen established at some poll: %v; tor1 logged %d collision lines", established, collisions)
+	// BIRD's sessions are what the ToR keeps.
+	for i := 1; i <= 4; i++ {
+		out, _ := b.BIRD(i, "show", "protocols")
+		if !strings.Contains(out, "Established") {
+			t.Fatalf("node%d's BIRD lost its session to the collision:\n%s", i, out)
+		}
+	}
+	if collisions == 0 {
+		t.Fatalf("tor1 logged no collision; its log:\n%s", log)
+	}
+	if vip, err := b.WaitIP("web", "web", 30*time.Second); err == nil && len(bgpNextHops(b, vip+"/32")) > 0 {
+		t.Fatalf("the spine learnt %s (%v) through the colliding sessions", vip, bgpNextHops(b, vip+"/32"))
+	}
+
+	// The same config with the Calico link: refused before the workload.
+	const model, password = "6c3e1d0f-7d2b-4c55-9a1e-2b7c4d6e8f03", "collide-s3cret"
+	fc := fakecontroller.StartAt(t, b.RootAddr())
+	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
+	opts := map[string]fakecontroller.Option{calico.OptLoadBalancerIPs: {Type: "string", Value: ""}}
+	for k, v := range b.Racks.Options() {
+		typ := "string"
+		if _, ok := v.(bool); ok {
+			typ = "boolean"
+		}
+		opts[k] = fakecontroller.Option{Type: typ, Value: v}
+	}
+	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	u2, err := b.Kubebed.DeployWith(ctx, "lb2", map[string]any{"pools": "10.215.100.16/28", "peering-mode": "spine", "as-number": 64512.0, "subnet-spine-peers": tors,
+		"juju-credentials": "secret:creds", "calico-model": model, "load-balancer-class": "lb2.calico-lb.io/spine"},
+		func(st *fakejuju.State) {
+			st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
+			st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := u2.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with the Calico link: %s: %s", st.UnitStatus.Name, st.UnitStatus.Message)
+	if st.UnitStatus.Name != "blocked" || !strings.Contains(st.UnitStatus.Message, "spine peer 10.215.1.1") || !strings.Contains(st.UnitStatus.Message, "subnet-bgp-peers[10.215.1.0/24]") {
+		t.Fatalf("unit status %+v", st.UnitStatus)
+	}
+	if _, err := b.Kube.AppsV1().DaemonSets("lb2").Get(ctx, "calico-lb-speaker", metav1.GetOptions{}); err == nil {
+		t.Fatal("the refused config reached the workload: it runs speakers")
+	}
 }
