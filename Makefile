@@ -24,7 +24,9 @@ VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
 # deadline as a failure with no crasher (golang/go#75804, fixed in Go 1.27).
 # `make fuzz FUZZTIME=2000000x` for a longer run.
 FUZZTIME    ?= 50000x
-# `make demo MODE=l2` runs the L2-mode demo instead of the default one.
+# `make demo MODE=l2` runs the L2-mode demo instead of the default one;
+# `make demo MODE=racks` the racks topology (Calico's BGP on the nodes, the
+# speakers peering the spine).
 MODE        ?=
 BENCHCOUNT  ?= 5
 

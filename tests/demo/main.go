@@ -35,7 +35,7 @@ var demoConfig string
 
 func main() {
 	binary := flag.String("binary", filepath.Join(cluster.Root(), "bin", "calico-lb"), "the calico-lb binary")
-	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), or l2")
+	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), l2, or racks (two racks with Calico's BGP on the nodes, the speakers peering the spine)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -45,8 +45,10 @@ func main() {
 		err = run(ctx, *binary)
 	case "l2":
 		err = runL2(ctx)
+	case "racks":
+		err = runRacks(ctx)
 	default:
-		err = fmt.Errorf("MODE=%q: want l2, or nothing for the default demo", *mode)
+		err = fmt.Errorf("MODE=%q: want l2 or racks, or nothing for the default demo", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
