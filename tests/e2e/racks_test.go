@@ -111,21 +111,7 @@ func TestRacksSpinePeering(t *testing.T) {
 	u := deployUnit(t, b, map[string]any{"pools": "10.215.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
 		"subnet-spine-peers": "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}], 10.215.2.0/24: [{address: 10.215.102.1, as-number: 65000, multihop: 2}]}"})
 	waitSpeakers(t, b, 4)
-	kb := b.Kubebed
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
-		t.Fatal(err)
-	}
-	vip, err := b.WaitIP("web", "web", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lvip, err := b.WaitIP("web", "local", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vip, lvip := racksApps(t, b)
 	waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2), spinebed.RackNodeIP(3), spinebed.RackNodeIP(4))
 	waitBGPNextHops(t, b, lvip+"/32", spinebed.RackNodeIP(3))
 	routes, _ := b.FRR.Vtysh("-c", "show ip route "+vip+"/32")
@@ -149,6 +135,7 @@ func TestRacksSpinePeering(t *testing.T) {
 		t.Fatalf("the client reached pods %v through spine and ToRs, want both\n%s", pods, racksRoutes(b))
 	}
 	var a kubebed.Answer
+	var err error
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { a, err = echo(b.Client, lvip); return err == nil }); err != nil {
 		t.Fatalf("local: %v", err)
 	}
@@ -226,17 +213,7 @@ func TestRacksCalicoMode(t *testing.T) {
 	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
 	ctx := context.Background()
 	const model, password = "5b2d0c9e-7d2b-4c55-9a1e-2b7c4d6e8f02", "racks-s3cret"
-	fc := fakecontroller.StartAt(t, b.RootAddr())
-	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
-	opts := map[string]fakecontroller.Option{}
-	for k, v := range b.Racks.Options() {
-		typ := "string"
-		if _, ok := v.(bool); ok {
-			typ = "boolean"
-		}
-		opts[k] = fakecontroller.Option{Type: typ, Value: v}
-	}
-	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	fc := calicoController(t, b, model, password)
 	option := func() string {
 		fc.Lock()
 		defer fc.Unlock()
@@ -266,10 +243,7 @@ func TestRacksCalicoMode(t *testing.T) {
 		}
 	}
 	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": "10.215.100.0/28", "peering-mode": "calico", "juju-credentials": "secret:creds", "calico-model": model},
-		func(st *fakejuju.State) {
-			st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
-			st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
-		})
+		linkState(fc, password))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,20 +254,7 @@ func TestRacksCalicoMode(t *testing.T) {
 	kb := b.Kubebed
 	// The pool from every node, through both ToRs.
 	waitBGPNextHops(t, b, "10.215.100.0/28", "10.215.101.2", "10.215.102.2")
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
-		t.Fatal(err)
-	}
-	vip, err := b.WaitIP("web", "web", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lvip, err := b.WaitIP("web", "local", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vip, lvip := racksApps(t, b)
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := echo(b.Client, vip); return err == nil }); err != nil {
 		t.Fatalf("the client gets no answer from %s through Calico's routes", vip)
 	}
@@ -431,23 +392,10 @@ func TestRacksCollision(t *testing.T) {
 
 	// The same config with the Calico link: refused before the workload.
 	const model, password = "6c3e1d0f-7d2b-4c55-9a1e-2b7c4d6e8f03", "collide-s3cret"
-	fc := fakecontroller.StartAt(t, b.RootAddr())
-	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
-	opts := map[string]fakecontroller.Option{calico.OptLoadBalancerIPs: {Type: "string", Value: ""}}
-	for k, v := range b.Racks.Options() {
-		typ := "string"
-		if _, ok := v.(bool); ok {
-			typ = "boolean"
-		}
-		opts[k] = fakecontroller.Option{Type: typ, Value: v}
-	}
-	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	fc := calicoController(t, b, model, password)
 	u2, err := b.Kubebed.DeployWith(ctx, "lb2", map[string]any{"pools": "10.215.100.16/28", "peering-mode": "spine", "as-number": 64512.0, "subnet-spine-peers": tors,
 		"juju-credentials": "secret:creds", "calico-model": model, "load-balancer-class": "lb2.calico-lb.io/spine"},
-		func(st *fakejuju.State) {
-			st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
-			st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
-		})
+		linkState(fc, password))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,5 +409,54 @@ func TestRacksCollision(t *testing.T) {
 	}
 	if _, err := b.Kube.AppsV1().DaemonSets("lb2").Get(ctx, "calico-lb-speaker", metav1.GetOptions{}); err == nil {
 		t.Fatal("the refused config reached the workload: it runs speakers")
+	}
+}
+
+// racksApps deploys web (Cluster, 2 pods) and local (Local, its pod on
+// node3) in namespace web and returns their IPs.
+func racksApps(t *testing.T, b *spinebed.Bed) (vip, lvip string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, app := range []kubebed.App{{NS: "web", Name: "web", Replicas: 2},
+		{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}} {
+		if _, err := b.Kubebed.Echo(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	if vip, err = b.WaitIP("web", "web", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if lvip, err = b.WaitIP("web", "local", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return vip, lvip
+}
+
+// calicoController is a fake Juju controller on the bed's root address,
+// which pods reach, with calico's application in model holding the bed's
+// calico options (and an empty service-IP option), and user lb allowed to
+// change it.
+func calicoController(t *testing.T, b *spinebed.Bed, model, password string) *fakecontroller.Controller {
+	fc := fakecontroller.StartAt(t, b.RootAddr())
+	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
+	opts := map[string]fakecontroller.Option{calico.OptLoadBalancerIPs: {Type: "string", Value: ""}}
+	for k, v := range b.Racks.Options() {
+		typ := "string"
+		if _, ok := v.(bool); ok {
+			typ = "boolean"
+		}
+		opts[k] = fakecontroller.Option{Type: typ, Value: v}
+	}
+	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	return fc
+}
+
+// linkState gives a unit the Calico link's secret for fc and its peer
+// relation.
+func linkState(fc *fakecontroller.Controller, password string) func(*fakejuju.State) {
+	return func(st *fakejuju.State) {
+		st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
+		st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
 	}
 }

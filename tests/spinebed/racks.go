@@ -175,31 +175,24 @@ func StartRacks(ctx context.Context, opts Options, calicoOpts map[string]any) (b
 	// node as next hop, and no other path for a pool address: a ToR that
 	// learnt a VIP with the spine, or a node of the other rack, as next hop
 	// would send the spine's traffic for it straight back up, a loop.
+	var perRack strings.Builder
+	for r := 1; r <= 2; r++ {
+		fmt.Fprintf(&perRack, `ip prefix-list RACK%[1]d seq 10 permit 10.215.%[1]d.0/24 le 32
+route-map TOR%[1]d-OUT permit 10
+ match ip address prefix-list POOLS
+ match ip next-hop prefix-list RACK%[1]d
+ set ip next-hop unchanged
+exit
+route-map TOR%[1]d-OUT deny 20
+ match ip address prefix-list POOLS
+exit
+route-map TOR%[1]d-OUT permit 30
+exit
+`, r)
+	}
 	if b.FRR, err = nb.StartFRR(b.Spine, opts.BFD, fmt.Sprintf(`frr defaults traditional
 ip prefix-list POOLS seq 10 permit %s le 32
-ip prefix-list RACK1 seq 10 permit 10.215.1.0/24 le 32
-ip prefix-list RACK2 seq 10 permit 10.215.2.0/24 le 32
-route-map TOR1-OUT permit 10
- match ip address prefix-list POOLS
- match ip next-hop prefix-list RACK1
- set ip next-hop unchanged
-exit
-route-map TOR1-OUT deny 20
- match ip address prefix-list POOLS
-exit
-route-map TOR1-OUT permit 30
-exit
-route-map TOR2-OUT permit 10
- match ip address prefix-list POOLS
- match ip next-hop prefix-list RACK2
- set ip next-hop unchanged
-exit
-route-map TOR2-OUT deny 20
- match ip address prefix-list POOLS
-exit
-route-map TOR2-OUT permit 30
-exit
-router bgp %d
+%srouter bgp %d
  bgp router-id 10.215.0.1
  bgp log-neighbor-changes
  no bgp ebgp-requires-policy
@@ -222,7 +215,7 @@ router bgp %d
   neighbor 10.215.102.2 route-map TOR2-OUT out
  exit-address-family
 exit
-`, RackPools, SpineAS)); err != nil {
+`, RackPools, perRack.String(), SpineAS)); err != nil {
 		return nil, err
 	}
 	for r := 1; r <= 2; r++ {
