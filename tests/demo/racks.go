@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
@@ -95,6 +96,86 @@ func runRacks(ctx context.Context) error {
 		}
 		fmt.Printf("    %s: answered by %s on %s, which saw the client as %s\n", v, a.Pod, a.Node, a.Client)
 	}
-	step("The router configs are in docs/topologies.md; the same topology's collision, dedicated racks and calico mode run as tests (tests/e2e/racks_test.go)")
+	if err := dedicatedRacks(ctx, b, u, vip, lvip); err != nil {
+		return err
+	}
+	if err := collision(ctx, b, u); err != nil {
+		return err
+	}
+	step("The router configs are in docs/topologies.md; the same scenarios, and calico mode, run as tests (tests/e2e/racks_test.go)")
+	return nil
+}
+
+// dedicatedRacks runs the speakers in rack 1 only: web stays reachable
+// through rack 1's nodes; local, whose pod is in rack 2, is announced by
+// no one, and verify says why.
+func dedicatedRacks(ctx context.Context, b *spinebed.Bed, u *kubebed.Unit, vip, lvip string) error {
+	step("Dedicated racks: speakers in rack 1 only (juju config calico-lb speaker-node-selector=\"tor in (1)\", nodes labelled by rack)")
+	for i := 1; i <= 4; i++ {
+		n, err := b.Kube.CoreV1().Nodes().Get(ctx, fmt.Sprint("node", i), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Labels["tor"] = fmt.Sprint((i + 1) / 2)
+		if _, err := b.Kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	if out, err := u.Configure(ctx, map[string]any{"speaker-node-selector": "tor in (1)"}); err != nil {
+		return fmt.Errorf("config-changed: %w\n%s", err, out)
+	}
+	if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", 2, 3*time.Minute); err != nil {
+		return err
+	}
+	// The DaemonSet rolls to the new selector: wait until rack 1's two
+	// speakers announce web again and rack 2's are gone.
+	if _, err := netns.WaitFor(ctx, 2*time.Minute, func() bool {
+		out, _ := b.FRR.Vtysh("-c", "show ip bgp "+vip+"/32")
+		return len(b.FRR.Routes(lvip)) == 0 && strings.Contains(out, "10.215.1.11 from") && strings.Contains(out, "10.215.1.12 from") &&
+			!strings.Contains(out, "10.215.2.")
+	}); err != nil {
+		return fmt.Errorf("the spine's paths for %s did not settle on rack 1", vip)
+	}
+	out, _ := b.FRR.Vtysh("-c", "show ip bgp "+vip+"/32")
+	fmt.Print(indent(out))
+	for range 2 {
+		if a, err := kubebed.Ask(b.Client, vip, time.Second); err == nil {
+			fmt.Printf("    %s: in through rack 1 (kube-proxy forwards), answered by %s on %s\n", vip, a.Pod, a.Node)
+		}
+	}
+	if _, err := kubebed.Ask(b.Client, lvip, time.Second); err != nil {
+		fmt.Printf("    %s (local, its pod in rack 2): no answer, as expected\n", lvip)
+	}
+	st, _, err := u.Action(ctx, "verify", nil)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(st.ActionResults["table"], "\n") {
+		if strings.Contains(line, "shop/local") && strings.Contains(line, "advertised") {
+			fmt.Println("    verify: " + strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return nil
+}
+
+// collision points the speakers at their own ToR, whose session from
+// the node is Calico's, and shows what the ToR does about it.
+func collision(ctx context.Context, b *spinebed.Bed, u *kubebed.Unit) error {
+	tors := "{10.215.1.0/24: [{address: 10.215.1.1, as-number: 65001}], 10.215.2.0/24: [{address: 10.215.2.1, as-number: 65002}]}"
+	step("The collision: the speakers (rack 1) told to peer their own ToR, where Calico already has the session from the same address: juju config calico-lb subnet-spine-peers=%q", tors)
+	if out, err := u.Configure(ctx, map[string]any{"subnet-spine-peers": tors}); err != nil {
+		return fmt.Errorf("config-changed: %w\n%s", err, out)
+	}
+	time.Sleep(15 * time.Second)
+	shown := 0
+	for _, l := range strings.Split(b.Racks.ToRs[0].Log(), "\n") {
+		if strings.Contains(l, "Collision") && shown < 4 {
+			fmt.Println("    tor1: " + strings.TrimSpace(l))
+			shown++
+		}
+	}
+	out, _ := b.BIRD(1, "show", "protocols")
+	fmt.Print(indent(out))
+	fmt.Println("    Calico's sessions stay; the speakers' never hold. With the Calico link configured, the charm refuses this config instead (blocked, naming the peer and calico's subnet-bgp-peers).")
 	return nil
 }
