@@ -168,7 +168,7 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 				now.Ready[pod] = st.node
 			}
 		}
-		now.Attracting = r.attracting(ctx, now.Ready)
+		now.Attracting = r.attracting(ctx, now.Policy, now.Ready)
 		if r.req.Probe != "" {
 			if rep, err := pr.Get(ctx, started.ID); err == nil {
 				now.Probe = &rep.Summary
@@ -196,7 +196,7 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 	r.report.RecoveredMs = &recoveredMs
 	r.mu.Unlock()
 	if len(waiting) == 0 {
-		r.step("recovered: %s", failover.Summary([]string{"attracted by " + strings.Join(r.snapshot().AttractingAfter, ", ")}))
+		r.step("recovered: attracted by %s", strings.Join(r.snapshot().AttractingAfter, ", "))
 	} else {
 		r.step("timed out after %s, still waiting: %s", r.timeout(), failover.Summary(waiting))
 	}
@@ -290,22 +290,24 @@ func (r *failoverRun) baseline(ctx context.Context, pr probe.Client, id string) 
 	}
 }
 
-// attracting is which nodes attract the VIP's traffic now.
-func (r *failoverRun) attracting(ctx context.Context, ready map[string]string) []string {
-	facts := api.ServiceFacts{Namespace: r.ns, Name: r.name, TrafficPolicy: r.policy()}
+// attracting is which nodes attract the VIP's traffic now: the speakers'
+// reports in spine and l2 mode; in calico mode every node (Cluster), or
+// the nodes with a ready endpoint (Local), which is the only time the
+// nodes are listed.
+func (r *failoverRun) attracting(ctx context.Context, policy string, ready map[string]string) []string {
+	facts := api.ServiceFacts{Namespace: r.ns, Name: r.name, TrafficPolicy: policy}
 	for _, n := range ready {
 		facts.EndpointNodes = append(facts.EndpointNodes, n)
 	}
 	var speakers *api.Speakers
+	var all []string
 	if r.cfg.Mode != config.ModeCalico {
 		s, err := r.c.speakerStatus(ctx)
 		if err != nil {
 			return nil
 		}
 		speakers = s
-	}
-	var all []string
-	if nodes, err := r.c.nodes(ctx); err == nil {
+	} else if nodes, err := r.c.nodes(ctx); err == nil {
 		for _, n := range nodes.Nodes {
 			all = append(all, n.Name)
 		}
