@@ -111,16 +111,7 @@ func StartRacks(ctx context.Context, opts Options, calicoOpts map[string]any) (b
 			bed.Close()
 		}
 	}()
-	if b.Spine, err = nb.NS("spine"); err != nil {
-		return nil, err
-	}
-	if b.Client, err = nb.NS("client"); err != nil {
-		return nil, err
-	}
-	if err := nb.Link(b.Spine, "to-client", []string{"10.215.3.1/24"}, b.Client, "eth0", []string{"10.215.3.2/24"}); err != nil {
-		return nil, err
-	}
-	if _, err := nb.Exec(b.Client, "ip", "route", "add", "default", "via", "10.215.3.1"); err != nil {
+	if err := b.spineAndClient("10.215.3"); err != nil {
 		return nil, err
 	}
 	b.Racks = &Racks{calico: map[string]any{"node-to-node-mesh": false, "subnet-bgp-peers": RackSubnetPeers, "subnet-as-numbers": RackSubnetAS}, birds: map[string]string{}}
@@ -165,9 +156,6 @@ func StartRacks(ctx context.Context, opts Options, calicoOpts map[string]any) (b
 		if _, err := nb.Exec(ns, "ip", "route", "add", "10.215.0.0/16", "via", RackToR(r)); err != nil {
 			return nil, err
 		}
-	}
-	if _, err := nb.Exec(b.Spine, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
-		return nil, err
 	}
 	// The spine: the ToRs below, and (for spine peering) speakers from
 	// anywhere in the racks, multihop. It gives each ToR the speakers'

@@ -64,6 +64,31 @@ type Bed struct {
 // NodeIP is node i's (1-based) address on its spine link.
 func NodeIP(i int) string { return fmt.Sprintf("10.212.%d.2", i) }
 
+// spineAndClient makes the spine and the client namespaces, the client
+// on net.0/24 behind the spine (net.1, its default route; the client
+// net.2), and the spine a router that spreads ECMP by L4 hash, so that one
+// client's connections use every path.
+func (b *Bed) spineAndClient(net string) (err error) {
+	if b.Spine, err = b.Net.NS("spine"); err != nil {
+		return err
+	}
+	if b.Client, err = b.Net.NS("client"); err != nil {
+		return err
+	}
+	if err := b.Net.Link(b.Spine, "to-client", []string{net + ".1/24"}, b.Client, "eth0", []string{net + ".2/24"}); err != nil {
+		return err
+	}
+	for _, cmd := range [][]string{
+		{b.Client, "ip", "route", "add", "default", "via", net + ".1"},
+		{b.Spine, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"},
+	} {
+		if _, err := b.Net.Exec(cmd[0], cmd[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // newBed fills in opts' defaults (nodes when opts.Nodes is 0) and creates
 // the bed's namespace set.
 func newBed(opts *Options, nodes int) (*Bed, error) {
@@ -92,10 +117,7 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 			bed.Close()
 		}
 	}()
-	if b.Spine, err = nb.NS("spine"); err != nil {
-		return nil, err
-	}
-	if b.Client, err = nb.NS("client"); err != nil {
+	if err := b.spineAndClient("10.212.3"); err != nil {
 		return nil, err
 	}
 	var neighbors strings.Builder
@@ -114,18 +136,6 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 		fmt.Fprintf(&neighbors, " neighbor %s peer-group NODES\n", NodeIP(i))
 		if opts.BFD {
 			fmt.Fprintf(&neighbors, " neighbor %s bfd\n neighbor %s bfd profile fast\n", NodeIP(i), NodeIP(i))
-		}
-	}
-	if err := nb.Link(b.Spine, "to-client", []string{"10.212.3.1/24"}, b.Client, "eth0", []string{"10.212.3.2/24"}); err != nil {
-		return nil, err
-	}
-	for _, cmd := range [][]string{
-		{b.Client, "ip", "route", "add", "default", "via", "10.212.3.1"},
-		// ECMP spreads one client's connections only with an L4 hash.
-		{b.Spine, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"},
-	} {
-		if _, err := nb.Exec(cmd[0], cmd[1:]...); err != nil {
-			return nil, err
 		}
 	}
 	bfd := ""
