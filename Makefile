@@ -76,10 +76,12 @@ e2e: tools deps
 # Debian packages the network test beds use: real routers (FRR, BIRD), the
 # tools to build and break links, and what the beds' real nodes need besides
 # the Kubernetes components and containerd built into .cache/bin (runc, the
-# CNI plugins, iptables and conntrack for kube-proxy). Installed when missing
+# CNI plugins, iptables and conntrack for kube-proxy), and QEMU with busybox
+# for the router whose kernel has VRF devices (tests/vmrouter; it downloads
+# Debian's kernel package into .cache/vm on first use). Installed when missing
 # and running as root; otherwise those tests skip (or fail under
 # CALICO_LB_E2E=1).
-DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump curl runc containernetworking-plugins iptables conntrack
+DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump curl runc containernetworking-plugins iptables conntrack qemu-system-x86 busybox-static
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

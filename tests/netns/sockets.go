@@ -67,3 +67,13 @@ func Dialer(ns string, limit time.Duration) func(ctx context.Context, network, a
 		return c, err
 	}
 }
+
+// Listen opens a listener inside ns.
+func Listen(ns, network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := inNS(ns, func() (err error) {
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
