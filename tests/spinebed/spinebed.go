@@ -25,6 +25,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/vmrouter"
 )
 
 // Options shape the bed.
@@ -59,6 +60,8 @@ type Bed struct {
 	// stand-in; nil on the others.
 	Racks      *Racks
 	stopCalico context.CancelFunc
+	// VRF is the VRF bed's router (StartVRF); nil on the others.
+	VRF *vmrouter.Router
 }
 
 // NodeIP is node i's (1-based) address on its spine link.
@@ -355,6 +358,9 @@ func (b *Bed) Logs() string {
 	}
 	if b.FRR != nil {
 		fmt.Fprintf(&out, "--- FRR\n%s\n", b.FRR.Log())
+	}
+	if b.VRF != nil {
+		fmt.Fprintf(&out, "--- FRR (VRF router)\n%s\n", b.VRF.Log())
 	}
 	return out.String()
 }
