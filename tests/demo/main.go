@@ -35,7 +35,7 @@ var demoConfig string
 
 func main() {
 	binary := flag.String("binary", filepath.Join(cluster.Root(), "bin", "calico-lb"), "the calico-lb binary")
-	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), l2, or racks (two racks with Calico's BGP on the nodes, the speakers peering the spine)")
+	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), l2, racks (two racks with Calico's BGP on the nodes, the speakers peering the spine), racks-calico (the racks in calico mode, no speakers) or vrf (one router split in two VRFs)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -47,8 +47,12 @@ func main() {
 		err = runL2(ctx)
 	case "racks":
 		err = runRacks(ctx)
+	case "racks-calico":
+		err = runRacksCalico(ctx)
+	case "vrf":
+		err = runVRF(ctx)
 	default:
-		err = fmt.Errorf("MODE=%q: want l2 or racks, or nothing for the default demo", *mode)
+		err = fmt.Errorf("MODE=%q: want l2, racks, racks-calico or vrf, or nothing for the default demo", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)

@@ -13,10 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/fakecontroller"
-	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
@@ -214,28 +212,9 @@ func TestRacksCalicoMode(t *testing.T) {
 	ctx := context.Background()
 	const model, password = "5b2d0c9e-7d2b-4c55-9a1e-2b7c4d6e8f02", "racks-s3cret"
 	fc := calicoController(t, b, model, password)
-	option := func() string {
-		fc.Lock()
-		defer fc.Unlock()
-		v, _ := fc.Apps[model]["calico"][calico.OptLoadBalancerIPs].Value.(string)
-		return v
-	}
-	setOption := func(v string) {
-		fc.Lock()
-		defer fc.Unlock()
-		o := fc.Apps[model]["calico"][calico.OptLoadBalancerIPs]
-		o.Value = v
-		fc.Apps[model]["calico"][calico.OptLoadBalancerIPs] = o
-	}
-	b.Racks.CalicoFrom(func() map[string]any {
-		fc.Lock()
-		defer fc.Unlock()
-		out := map[string]any{}
-		for k, o := range fc.Apps[model]["calico"] {
-			out[k] = o.Value
-		}
-		return out
-	})
+	option := func() string { return spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs) }
+	setOption := func(v string) { spinebed.SetCalicoOption(fc, model, calico.OptLoadBalancerIPs, v) }
+	b.FollowController(fc, model)
 	waitCalicoUp(t, b)
 	for i := range b.Nodes {
 		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
@@ -433,30 +412,16 @@ func racksApps(t *testing.T, b *spinebed.Bed) (vip, lvip string) {
 	return vip, lvip
 }
 
-// calicoController is a fake Juju controller on the bed's root address,
-// which pods reach, with calico's application in model holding the bed's
-// calico options (and an empty service-IP option), and user lb allowed to
-// change it.
+// calicoController is the bed's fake Juju controller with calico's
+// options (spinebed.CalicoController), until the test ends.
 func calicoController(t *testing.T, b *spinebed.Bed, model, password string) *fakecontroller.Controller {
-	fc := fakecontroller.StartAt(t, b.RootAddr())
-	fc.Users["lb"] = fakecontroller.User{Password: password, Models: map[string]fakecontroller.Access{model: fakecontroller.Write}}
-	opts := map[string]fakecontroller.Option{calico.OptLoadBalancerIPs: {Type: "string", Value: ""}}
-	for k, v := range b.Racks.Options() {
-		typ := "string"
-		if _, ok := v.(bool); ok {
-			typ = "boolean"
-		}
-		opts[k] = fakecontroller.Option{Type: typ, Value: v}
+	t.Helper()
+	fc, err := b.CalicoController(model, password)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fc.Apps[model] = map[string]map[string]fakecontroller.Option{"calico": opts}
+	t.Cleanup(fc.Close)
 	return fc
 }
 
-// linkState gives a unit the Calico link's secret for fc and its peer
-// relation.
-func linkState(fc *fakecontroller.Controller, password string) func(*fakejuju.State) {
-	return func(st *fakejuju.State) {
-		st.Secrets = map[string]map[string]string{"secret:creds": {"controller-addresses": fc.Address(), "ca-cert": fc.CACert, "username": "lb", "password": password}}
-		st.Relations = map[string][]*fakejuju.Relation{charm.PeerEndpoint: {{ID: "calico-lb-peers:0", RemoteApp: "calico-lb", Peer: true}}}
-	}
-}
+var linkState = spinebed.LinkState

@@ -94,25 +94,37 @@ func Start(t testing.TB) *Controller { return StartAt(t, "127.0.0.1") }
 // with a certificate for it.
 func StartAt(t testing.TB, ip string) *Controller {
 	t.Helper()
+	c, err := Listen(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Listen runs a controller on ip, with a certificate for it, until Close.
+func Listen(ip string) (*Controller, error) {
 	c := &Controller{Users: map[string]User{}, Apps: map[string]map[string]map[string]Option{}, Statuses: map[string]map[string]AppStatus{}, ApplicationVersion: 20,
 		UUID: "deadbeef-0000-4000-8000-00000000c0de"}
 	caPEM, cert, err := certificates(net.ParseIP(ip))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c.CACert = caPEM
 	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c.srv.Listener.Close()
 	c.srv.Listener = ln
 	c.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	c.srv.StartTLS()
-	t.Cleanup(c.srv.Close)
-	return c
+	return c, nil
 }
+
+// Close stops the controller.
+func (c *Controller) Close() { c.srv.Close() }
 
 // Address is host:port, as in controller-addresses.
 func (c *Controller) Address() string { return strings.TrimPrefix(c.srv.URL, "https://") }

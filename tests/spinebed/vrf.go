@@ -53,7 +53,7 @@ ip addr add 10.217.1.1/24 dev eth0
 ip addr add 10.217.2.1/24 dev eth1
 ip addr add 10.217.3.1/24 dev eth2
 for i in eth0 eth1 eth2; do ip link set $i up; done
-sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.arp_ignore=1
+sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 net.ipv4.conf.all.arp_ignore=1
 `
 
 // VRFRouterFRR is the router's FRR configuration, the recipe
