@@ -7,13 +7,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/calico-lb/calico-lb/workload/metricnames"
 )
 
 type metrics struct {
 	reg          *prometheus.Registry
+	collectors   []prometheus.Collector
 	allocations  *prometheus.CounterVec
 	writes       *prometheus.CounterVec
 	reloads      *prometheus.CounterVec
+	configOK     prometheus.Gauge
 	latency      prometheus.Histogram
 	decide       prometheus.Histogram
 	heldBack     prometheus.Gauge
@@ -37,6 +41,10 @@ func newMetrics(c *Controller) *metrics {
 			Name: "calico_lb_config_reloads_total",
 			Help: "Config file loads, by result (ok, error: the last good config stays in force).",
 		}, []string{"result"}),
+		configOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calico_lb_config_last_reload_successful",
+			Help: "1 while the config file in force is the one on disk; 0 while the file on disk is rejected and the last good config stays.",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "calico_lb_allocation_latency_seconds",
 			Help:    "From the controller first seeing a Service without an IP to its IP being written to status.",
@@ -64,9 +72,10 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Events waiting to be sent.",
 		}),
 	}
-	m.reg.MustRegister(m.allocations, m.writes, m.reloads, m.latency, m.decide, m.heldBack, m.leader, m.events, m.eventsQueued,
+	m.collectors = []prometheus.Collector{m.allocations, m.writes, m.reloads, m.configOK, m.latency, m.decide, m.heldBack, m.leader, m.events, m.eventsQueued,
 		&poolCollector{c: c},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	m.reg.MustRegister(m.collectors...)
 	return m
 }
 
@@ -123,3 +132,7 @@ func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// MetricNames are the names of the metrics the controller registers (the
+// dashboard and the alert rules may use only these), sorted.
+func MetricNames() []string { return metricnames.Of(newMetrics(&Controller{}).collectors...) }

@@ -40,6 +40,7 @@ func (c *Controller) loadConfig() (changed bool) {
 			// sees that config too.
 			defer func() { c.file.Store(&fileState{digest: digest, cfg: c.cfg.Load()}) }()
 			c.cfgErr.Store(nil)
+			c.metrics.configOK.Set(1)
 			if old := c.cfg.Load(); old != nil && reflect.DeepEqual(old, cfg) {
 				return false
 			}
@@ -61,6 +62,7 @@ func (c *Controller) loadConfig() (changed bool) {
 		c.log.Error("config rejected; keeping the last good one", "path", c.opts.ConfigPath, "error", msg)
 	}
 	c.cfgErr.Store(&msg)
+	c.metrics.configOK.Set(0)
 	return false
 }
 

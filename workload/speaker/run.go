@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/metricnames"
 )
 
 // Options configure a Speaker.
@@ -62,10 +63,12 @@ type Speaker struct {
 	synced bool
 	node   *Node
 
-	reg     *prometheus.Registry
-	bgp     *bgpDriver
-	l2      *l2Driver
-	journal *Journal
+	reg *prometheus.Registry
+	// collectors are what reg holds.
+	collectors []prometheus.Collector
+	bgp        *bgpDriver
+	l2         *l2Driver
+	journal    *Journal
 
 	hold Hold
 	// fail ends Run for a graceful stop the failover test asked for;
@@ -101,9 +104,14 @@ func NewSpeaker(opts Options) *Speaker {
 		hold: Hold{Path: opts.HoldFile}, fail: make(chan struct{}), crash: killSelf,
 		bgp: &bgpDriver{log: opts.Log, updates: updates, journal: j},
 		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile, journal: j}}
-	s.reg.MustRegister(updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.collectors = []prometheus.Collector{updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	s.reg.MustRegister(s.collectors...)
 	return s
 }
+
+// MetricNames are the names of the metrics a speaker registers (the
+// dashboard and the alert rules may use only these), sorted.
+func MetricNames() []string { return metricnames.Of(NewSpeaker(Options{}).collectors...) }
 
 func (s *Speaker) drivers() []driver { return []driver{s.bgp, s.l2} }
 
