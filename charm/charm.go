@@ -57,6 +57,8 @@ const (
 	Planned         reactive.Flag = "workload-planned"
 	AccessDenied    reactive.Flag = "controller-access-denied"
 	MetricsRelated  reactive.Flag = "metrics-related"
+	// DashboardRelated: grafana-dashboard has a relation.
+	DashboardRelated reactive.Flag = "dashboard-related"
 )
 
 // Charm is one hook's run.
@@ -82,12 +84,13 @@ type Charm struct {
 	applied   pebble.Result
 	accessErr error // why the controller has no ServiceAccount of its own
 
-	metricsRels []string // the metrics-endpoint relations
-	link        link     // the Calico link's outcome
-	leader      bool
-	peer        *peerBag // the peer relation's application data, read once a hook
-	modeReason  string   // why auto picked the mode
-	cfgDigest   string   // of the config file the workload should have
+	metricsRels   []string // the metrics-endpoint relations
+	dashboardRels []string // the grafana-dashboard relations
+	link          link     // the Calico link's outcome
+	leader        bool
+	peer          *peerBag // the peer relation's application data, read once a hook
+	modeReason    string   // why auto picked the mode
+	cfgDigest     string   // of the config file the workload should have
 
 	overrides overrides // the tests' environment, read once in New
 }
@@ -129,6 +132,11 @@ func (c *Charm) Facts() []reactive.Fact {
 			c.metricsRels, err = relationIDs(MetricsEndpoint)
 			return len(c.metricsRels) > 0, err
 		}},
+		{Flag: DashboardRelated, Eval: func() (bool, error) {
+			var err error
+			c.dashboardRels, err = relationIDs(DashboardEndpoint)
+			return len(c.dashboardRels) > 0, err
+		}},
 	}
 }
 
@@ -142,6 +150,7 @@ func (c *Charm) Handlers() []reactive.Handler {
 		{Name: "grant-controller-access", When: []reactive.Flag{ConfigValid, PebbleReady}, Run: c.grantAccess},
 		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.push},
 		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
+		{Name: "publish-dashboard", When: []reactive.Flag{Leader, DashboardRelated}, Run: c.publishDashboard},
 	}
 }
 
@@ -209,6 +218,10 @@ func (c *Charm) push(s *reactive.State) error {
 		// On the host, the workload runs as the tests' user and reads
 		// their root-only kubeconfig.
 		in.Binary, in.ConfigPath, in.Env, in.UID = bin, root+config.DefaultPath, extra, nil
+	}
+	var err error
+	if in.LogTargets, err = c.logTargets(); err != nil {
+		return err
 	}
 	p, err := plan.Make(cfg, in)
 	if err != nil {

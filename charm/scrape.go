@@ -10,6 +10,7 @@ import (
 
 	"github.com/gruyaume/goops"
 
+	"github.com/calico-lb/calico-lb/charm/cos"
 	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -82,6 +83,10 @@ func (c *Charm) publishScrape(s *reactive.State) error {
 	meta, _ := json.Marshal(map[string]string{"model": env.ModelName, "model_uuid": env.ModelUUID,
 		"application": app, "unit": env.UnitName, "charm_name": "calico-lb"})
 	jobs, _ := json.Marshal(scrapeJobs(speakers.Speakers))
+	rules, err := alertRules()
+	if err != nil {
+		return err
+	}
 	for _, id := range c.metricsRels {
 		if addr != "" {
 			if err := goops.SetUnitRelationData(id, map[string]string{
@@ -98,7 +103,7 @@ func (c *Charm) publishScrape(s *reactive.State) error {
 				continue
 			}
 		}
-		if err := goops.SetAppRelationData(id, map[string]string{"scrape_metadata": string(meta), "scrape_jobs": string(jobs)}); err != nil {
+		if err := goops.SetAppRelationData(id, map[string]string{"scrape_metadata": string(meta), "scrape_jobs": string(jobs), cos.AlertRulesKey: rules}); err != nil {
 			return fmt.Errorf("metrics-endpoint %s: %w", id, err)
 		}
 	}

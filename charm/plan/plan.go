@@ -70,6 +70,9 @@ type Inputs struct {
 	// TokenFile, when set, is the controller's own token: it acts as its
 	// ServiceAccount rather than with the pod's credentials.
 	TokenFile string
+	// LogTargets are the layer's log targets (Loki, from the logging
+	// relation), as given.
+	LogTargets map[string]pebblelayer.LogTarget
 }
 
 // Make builds the plan for a validated config.
@@ -153,6 +156,7 @@ func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 			Override: "replace", Level: "ready", Period: "5s", Timeout: "3s", Threshold: 3,
 			HTTP: pebblelayer.HTTPCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/readyz"}).String()},
 		}},
+		LogTargets: in.LogTargets,
 	}
 }
 

@@ -13,10 +13,13 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
+// ModelUUID is the model's UUID in the hooks' environment.
+const ModelUUID = "12345678-1234-5678-1234-567812345678"
+
 // Tools are the hook tools faked.
 var Tools = []string{"config-get", "is-leader", "goal-state", "status-set", "status-get", "juju-log", "secret-get",
 	"action-get", "action-set", "action-fail", "action-log", "application-version-set",
-	"relation-ids", "relation-get", "relation-set", "network-get"}
+	"relation-ids", "relation-get", "relation-set", "relation-list", "network-get"}
 
 // Juju is one unit's faked hook environment.
 type Juju struct {
@@ -110,7 +113,7 @@ func Command(dispatch, toolsDir, statePath, unit, model, path string, extra ...s
 		"JUJU_DISPATCH_PATH="+path,
 		"JUJU_UNIT_NAME="+unit,
 		"JUJU_MODEL_NAME="+model,
-		"JUJU_MODEL_UUID=12345678-1234-5678-1234-567812345678",
+		"JUJU_MODEL_UUID="+ModelUUID,
 		"JUJU_CHARM_DIR="+charmDir, "CHARM_DIR="+charmDir,
 		"JUJU_CONTEXT_ID="+unit+"-"+strings.ReplaceAll(path, "/", "-"),
 		"JUJU_VERSION=3.6.4",

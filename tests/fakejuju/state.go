@@ -39,6 +39,9 @@ type Relation struct {
 	Peer      bool              `json:"peer,omitempty"` // every unit reads its application's data
 	AppData   map[string]string `json:"appData,omitempty"`
 	UnitData  map[string]string `json:"unitData,omitempty"`
+	// Remote are the remote application's units and their data bags, as
+	// relation-list and relation-get read them.
+	Remote map[string]map[string]string `json:"remote,omitempty"`
 }
 
 // Relation finds a relation by ID.

@@ -11,6 +11,18 @@ type Layer struct {
 	Summary  string             `yaml:"summary"`
 	Services map[string]Service `yaml:"services"`
 	Checks   map[string]Check   `yaml:"checks"`
+	// LogTargets forward services' logs (Pebble's log-targets).
+	LogTargets map[string]LogTarget `yaml:"log-targets,omitempty"`
+}
+
+// LogTarget is a layer's log target: where Pebble sends which services'
+// logs, with which labels.
+type LogTarget struct {
+	Override string            `yaml:"override"`
+	Type     string            `yaml:"type"`
+	Location string            `yaml:"location"`
+	Services []string          `yaml:"services"`
+	Labels   map[string]string `yaml:"labels,omitempty"`
 }
 
 // Service is a layer's service.

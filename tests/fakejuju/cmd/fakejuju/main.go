@@ -213,7 +213,8 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 }
 
 // relationTool fakes relation-ids, relation-get and relation-set for our
-// own side of a relation, and network-get.
+// own side of a relation, relation-list and relation-get for the remote
+// units, and network-get.
 func relationTool(st *fakejuju.State, tool string, fl map[string]string, pos []string) ([]byte, *exitErr) {
 	if tool == "relation-ids" {
 		if len(pos) != 1 {
@@ -255,8 +256,25 @@ func relationTool(st *fakejuju.State, tool string, fl map[string]string, pos []s
 		bag = &rel.AppData
 	}
 	switch tool {
+	case "relation-list":
+		units := []string{}
+		for u := range rel.Remote {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		return format(fl, units, "smart"), nil
 	case "relation-get":
-		// Only our own side is faked: "-" and our unit or application.
+		// "-" (all keys) is taken as a flag; the unit is the positional.
+		if len(pos) > 0 {
+			if data, ok := rel.Remote[pos[len(pos)-1]]; ok {
+				out := map[string]string{}
+				for k, v := range data {
+					out[k] = v
+				}
+				return format(fl, out, "smart"), nil
+			}
+		}
+		// Otherwise our own side: "-" and our unit or application.
 		if app && !st.Leader && !rel.Peer {
 			return nil, &exitErr{1, "permission denied"}
 		}
