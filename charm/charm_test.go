@@ -1,6 +1,8 @@
 package charm
 
 import (
+	"github.com/calico-lb/calico-lb/charm/cos"
+
 	"encoding/json"
 	"errors"
 	"io"
@@ -441,6 +443,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	var meta map[string]string
 	if err := json.Unmarshal([]byte(got.LocalAppData["scrape_metadata"]), &meta); err != nil || meta["application"] != "calico-lb" || meta["unit"] != "calico-lb/0" || meta["charm_name"] != "calico-lb" {
 		t.Fatalf("scrape_metadata %q: %v", got.LocalAppData["scrape_metadata"], err)
+	}
+	if rules, _ := cos.AlertRules(cos.Topology{Model: meta["model"], ModelUUID: meta["model_uuid"], Application: "calico-lb", Unit: "calico-lb/0"}); got.LocalAppData[cos.AlertRulesKey] != rules {
+		t.Fatalf("alert_rules %q", got.LocalAppData[cos.AlertRulesKey])
 	}
 
 	// The workload does not answer: published jobs stay; with none yet,

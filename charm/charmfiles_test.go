@@ -1,6 +1,8 @@
 package charm_test
 
 import (
+	"github.com/calico-lb/calico-lb/charm/cos"
+
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,6 +32,7 @@ func TestMetadata(t *testing.T) {
 		Resources  map[string]struct{ Type string }
 		Peers      map[string]struct{ Interface string }
 		Provides   map[string]struct{ Interface string }
+		Requires   map[string]struct{ Interface string }
 	}
 	readYAML(t, "metadata.yaml", &md)
 	if md.Name != "calico-lb" || !slices.Contains(md.Assumes, "k8s-api") {
@@ -39,8 +42,9 @@ func TestMetadata(t *testing.T) {
 	if !ok || md.Resources[c.Resource].Type != "oci-image" {
 		t.Fatalf("container calico-lb %+v, resources %+v", c, md.Resources)
 	}
-	if len(md.Peers) != 1 || md.Provides["metrics-endpoint"].Interface != "prometheus_scrape" {
-		t.Fatalf("peers %+v provides %+v", md.Peers, md.Provides)
+	if len(md.Peers) != 1 || md.Provides["metrics-endpoint"].Interface != "prometheus_scrape" || md.Provides["grafana-dashboard"].Interface != "grafana_dashboard" ||
+		md.Requires[cos.LoggingEndpoint].Interface != "loki_push_api" {
+		t.Fatalf("peers %+v provides %+v requires %+v", md.Peers, md.Provides, md.Requires)
 	}
 }
 

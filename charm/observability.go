@@ -107,4 +107,3 @@ func (c *Charm) logTargets() (map[string]pebblelayer.LogTarget, error) {
 
 // alertRules is the alert_rules value for metrics-endpoint.
 func alertRules() (string, error) { return cos.AlertRules(topology()) }
-

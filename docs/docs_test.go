@@ -4,6 +4,7 @@
 package docs
 
 import (
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -98,6 +99,40 @@ func TestMetricsDocumented(t *testing.T) {
 	for name, path := range found {
 		if !strings.Contains(docs, "`"+name) {
 			t.Errorf("metric %s (%s) is not in docs/", name, path)
+		}
+	}
+}
+
+// Every alert rule and every dashboard panel the charm ships is explained
+// in docs/.
+func TestAlertsAndPanelsDocumented(t *testing.T) {
+	docs := corpus(t)
+	rules, err := os.ReadFile("../charm/cos/alerts/calico-lb.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\S+)`).FindAllStringSubmatch(string(rules), -1)
+	if len(alerts) < 7 {
+		t.Fatalf("only %d alerts in the rules file", len(alerts))
+	}
+	for _, a := range alerts {
+		if !strings.Contains(docs, "| `"+a[1]+"` |") {
+			t.Errorf("alert %s is not in docs/observability.md's table", a[1])
+		}
+	}
+	board, err := os.ReadFile("../charm/cos/dashboards/calico-lb.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct{ Type, Title string } `json:"panels"`
+	}
+	if err := json.Unmarshal(board, &d); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Panels {
+		if p.Type != "row" && !strings.Contains(docs, "| "+p.Title+" |") {
+			t.Errorf("panel %q is not in docs/observability.md's table", p.Title)
 		}
 	}
 }

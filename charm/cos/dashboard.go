@@ -124,3 +124,25 @@ func newUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
+
+// Comparable is a dashboard without what DashboardData adds (the uid and
+// the charm tag), in one canonical form: a published dashboard and the
+// file it came from are Comparable-equal.
+func Comparable(dashboard []byte) (string, error) {
+	var d map[string]any
+	if err := json.Unmarshal(dashboard, &d); err != nil {
+		return "", err
+	}
+	delete(d, "uid")
+	if tags, ok := d["tags"].([]any); ok {
+		var kept []any
+		for _, t := range tags {
+			if t != "charm: "+CharmName {
+				kept = append(kept, t)
+			}
+		}
+		d["tags"] = kept
+	}
+	b, err := json.Marshal(d)
+	return string(b), err
+}

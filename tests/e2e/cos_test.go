@@ -8,19 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/rulefmt"
-	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/promql/promqltest"
-	"github.com/prometheus/prometheus/rules"
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,6 +21,7 @@ import (
 	"github.com/calico-lb/calico-lb/charm/cos"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/promrules"
 )
 
 // lokiStandIn records what Pebble pushes to Loki's push API: each
@@ -98,11 +91,9 @@ func TestCharmCOS(t *testing.T) {
 	if err != nil || len(boards["file:calico-lb"]) == 0 {
 		t.Fatalf("dashboards data: %v %q", err, st.Relation("grafana-dashboard:6").AppData)
 	}
-	var got, want map[string]any
-	_ = json.Unmarshal(boards["file:calico-lb"], &got)
-	_ = json.Unmarshal(cos.Dashboard, &want)
-	if got["title"] != want["title"] || len(got["panels"].([]any)) != len(want["panels"].([]any)) || len(got["uid"].(string)) != 40 {
-		t.Fatalf("the published dashboard is not the dashboard file: %v", got["title"])
+	published, err := cos.Comparable(boards["file:calico-lb"])
+	if file, _ := cos.Comparable(cos.Dashboard); err != nil || published != file {
+		t.Fatalf("the published dashboard does not decode back to the dashboard file: %v", err)
 	}
 	before := st.Relation("grafana-dashboard:6").AppData[cos.DashboardKey]
 	hook("update-status")
@@ -160,13 +151,23 @@ func TestCharmCOS(t *testing.T) {
 		t.Fatalf("no Service waits on the exhausted pool:\n%s", scrape)
 	}
 	rulesData := j.State(t).Relation("metrics-endpoint:5").AppData[cos.AlertRulesKey]
-	firing := evalAlerts(t, rulesData, scrape, map[string]string{"juju_model": "lb", "juju_model_uuid": fakejuju.ModelUUID, "juju_application": "calico-lb", "juju_charm": "calico-lb", "juju_unit": "calico-lb/0"})
+	target := map[string]string{"juju_model": "lb", "juju_model_uuid": fakejuju.ModelUUID, "juju_application": "calico-lb", "juju_charm": "calico-lb", "juju_unit": "calico-lb/0"}
+	series, err := promrules.FromScrape(scrape, "calico_lb_", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firing := promrules.Firing(t, rulesData, series, 2*time.Hour)
 	wantFiring := []string{"CalicoLBPoolExhausted", "CalicoLBPoolNearlyFull", "CalicoLBServiceWaiting"}
 	if !slices.Equal(firing, wantFiring) {
 		t.Fatalf("alerts firing on the workload's metrics: %v, want %v", firing, wantFiring)
 	}
 	// The same metrics from another application's unit: no rule matches.
-	if other := evalAlerts(t, rulesData, scrape, map[string]string{"juju_model": "lb", "juju_model_uuid": fakejuju.ModelUUID, "juju_application": "other", "juju_charm": "calico-lb", "juju_unit": "other/0"}); len(other) != 0 {
+	target["juju_application"], target["juju_unit"] = "other", "other/0"
+	others, err := promrules.FromScrape(scrape, "calico_lb_", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other := promrules.Firing(t, rulesData, others, 2*time.Hour); len(other) != 0 {
 		t.Fatalf("the rules fire on another application's metrics: %v", other)
 	}
 
@@ -192,90 +193,4 @@ func TestCharmCOS(t *testing.T) {
 	if loki.count() != n {
 		t.Fatalf("Pebble pushed %d more stream(s) after the relation went", loki.count()-n)
 	}
-}
-
-// evalAlerts loads the alert_rules data with Prometheus' rule parser and
-// evaluates each rule with Prometheus' alerting rules on the scraped
-// metrics, labelled with topo as Prometheus labels the target, held
-// constant for two hours (longer than any rule's for:). It returns the
-// firing alerts' names, sorted.
-func evalAlerts(t *testing.T, data, scrape string, topo map[string]string) []string {
-	t.Helper()
-	var v any
-	if err := json.Unmarshal([]byte(data), &v); err != nil {
-		t.Fatalf("alert_rules %q: %v", data, err)
-	}
-	y, _ := yaml.Marshal(v)
-	groups, errs := rulefmt.Parse(y, false, model.UTF8Validation)
-	if len(errs) > 0 {
-		t.Fatalf("rulefmt: %v", errs)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(scrape))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const steps, step = 480, 15 * time.Second
-	var load strings.Builder
-	fmt.Fprintf(&load, "load %s\n", step)
-	for name, mf := range mfs {
-		if !strings.HasPrefix(name, "calico_lb_") {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var val float64
-			switch {
-			case m.GetGauge() != nil:
-				val = m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				val = m.GetCounter().GetValue()
-			default:
-				continue
-			}
-			ls := map[string]string{}
-			for k, v := range topo {
-				ls[k] = v
-			}
-			for _, l := range m.GetLabel() {
-				ls[l.GetName()] = l.GetValue()
-			}
-			keys := make([]string, 0, len(ls))
-			for k := range ls {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			var parts []string
-			for _, k := range keys {
-				parts = append(parts, fmt.Sprintf("%s=%q", k, ls[k]))
-			}
-			fmt.Fprintf(&load, "  %s{%s} %v+0x%d\n", name, strings.Join(parts, ","), val, steps)
-		}
-	}
-	storage := promqltest.LoadedStorage(t, load.String())
-	defer storage.Close()
-	engine := promqltest.NewTestEngine(t, false, 0, 1_000_000)
-	query := rules.EngineQueryFunc(engine, storage)
-	var firing []string
-	for _, g := range groups.Groups {
-		for _, r := range g.Rules {
-			expr, err := parser.ParseExpr(r.Expr)
-			if err != nil {
-				t.Fatalf("%s: %v", r.Alert, err)
-			}
-			rule := rules.NewAlertingRule(r.Alert, expr, time.Duration(r.For), 0, labels.FromMap(r.Labels), labels.FromMap(r.Annotations), labels.EmptyLabels(), "", false, nil)
-			for i := 0; i <= steps; i += 4 {
-				if _, err := rule.Eval(context.Background(), 0, time.Unix(0, 0).Add(time.Duration(i)*step), query, nil, 0); err != nil {
-					t.Fatalf("%s: %v", r.Alert, err)
-				}
-			}
-			for _, a := range rule.ActiveAlerts() {
-				if a.State == rules.StateFiring {
-					firing = append(firing, r.Alert)
-					break
-				}
-			}
-		}
-	}
-	sort.Strings(firing)
-	return firing
 }
