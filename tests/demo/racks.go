@@ -60,22 +60,10 @@ func runRacks(ctx context.Context) error {
 	if _, err := kb.WaitSpeakers(ctx, "lb", 4, 3*time.Minute); err != nil {
 		return err
 	}
-	step("Two Services: web (Cluster, 2 pods) and local (Local, its pod on node3)")
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "shop", Name: "web", Replicas: 2}); err != nil {
-		return err
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "shop", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}); err != nil {
-		return err
-	}
-	vip, err := b.WaitIP("shop", "web", 30*time.Second)
+	vip, lvip, err := shopApps(ctx, b, "node3")
 	if err != nil {
 		return err
 	}
-	lvip, err := b.WaitIP("shop", "local", 30*time.Second)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    web got %s, local got %s\n", vip, lvip)
 	if _, err := netns.WaitFor(ctx, time.Minute, func() bool { _, err := kubebed.Ask(b.Client, lvip, time.Second); return err == nil }); err != nil {
 		return fmt.Errorf("the client gets no answer from %s", lvip)
 	}
@@ -178,4 +166,24 @@ func collision(ctx context.Context, b *spinebed.Bed, u *kubebed.Unit) error {
 	fmt.Print(indent(out))
 	fmt.Println("    Calico's sessions stay; the speakers' never hold. With the Calico link configured, the charm refuses this config instead (blocked, naming the peer and calico's subnet-bgp-peers).")
 	return nil
+}
+
+// shopApps deploys web (Cluster, 2 pods) and local (Local, its pod on
+// localNode) in namespace shop, and returns their IPs.
+func shopApps(ctx context.Context, b *spinebed.Bed, localNode string) (vip, lvip string, err error) {
+	step("Two Services: web (Cluster, 2 pods) and local (Local, its pod on %s)", localNode)
+	for _, app := range []kubebed.App{{NS: "shop", Name: "web", Replicas: 2},
+		{NS: "shop", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{localNode}}} {
+		if _, err := b.Kubebed.Echo(ctx, app); err != nil {
+			return "", "", err
+		}
+	}
+	if vip, err = b.WaitIP("shop", "web", 30*time.Second); err != nil {
+		return "", "", err
+	}
+	if lvip, err = b.WaitIP("shop", "local", 30*time.Second); err != nil {
+		return "", "", err
+	}
+	fmt.Printf("    web got %s, local got %s\n", vip, lvip)
+	return vip, lvip, nil
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
@@ -56,22 +54,10 @@ func runRacksCalico(ctx context.Context) error {
 	}
 	fmt.Printf("    juju status: calico-lb/0 %s: %s\n", st.UnitStatus.Name, st.UnitStatus.Message)
 	fmt.Printf("    calico's %s now: %q (set by the Calico link; Calico advertises it)\n", calico.OptLoadBalancerIPs, spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs))
-	step("Two Services: web (Cluster, 2 pods) and local (Local, its pod on node3)")
-	for _, app := range []kubebed.App{{NS: "shop", Name: "web", Replicas: 2},
-		{NS: "shop", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}} {
-		if _, err := kb.Echo(ctx, app); err != nil {
-			return err
-		}
-	}
-	vip, err := b.WaitIP("shop", "web", 30*time.Second)
+	vip, lvip, err := shopApps(ctx, b, "node3")
 	if err != nil {
 		return err
 	}
-	lvip, err := b.WaitIP("shop", "local", 30*time.Second)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    web got %s, local got %s\n", vip, lvip)
 	spineRoute := func(prefix string) string {
 		out, _ := b.FRR.Vtysh("-c", "show ip route "+prefix)
 		return out

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
@@ -61,22 +59,10 @@ func runVRF(ctx context.Context) error {
 	if _, err := kb.WaitSpeakers(ctx, "lb", 2, 3*time.Minute); err != nil {
 		return err
 	}
-	step("Two Services: web (Cluster, 2 pods) and local (Local, its pod on node2)")
-	for _, app := range []kubebed.App{{NS: "shop", Name: "web", Replicas: 2},
-		{NS: "shop", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}} {
-		if _, err := kb.Echo(ctx, app); err != nil {
-			return err
-		}
-	}
-	vip, err := b.WaitIP("shop", "web", 30*time.Second)
+	vip, lvip, err := shopApps(ctx, b, "node2")
 	if err != nil {
 		return err
 	}
-	lvip, err := b.WaitIP("shop", "local", 30*time.Second)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    web got %s, local got %s\n", vip, lvip)
 	if _, err := netns.WaitFor(ctx, time.Minute, func() bool { _, err := kubebed.Ask(b.Client, lvip, time.Second); return err == nil }); err != nil {
 		return fmt.Errorf("the client gets no answer from %s", lvip)
 	}

@@ -34,6 +34,12 @@ func bgpNextHops(b *spinebed.Bed, prefix string) []string {
 	if err != nil {
 		return nil
 	}
+	return nextHopsOf(out)
+}
+
+// nextHopsOf reads the next hops of every path in FRR's JSON for one
+// prefix, sorted.
+func nextHopsOf(out string) []string {
 	var r struct {
 		Paths []struct {
 			Nexthops []struct {
@@ -123,15 +129,7 @@ func TestRacksSpinePeering(t *testing.T) {
 		}
 	}
 
-	pods := map[string]bool{}
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
-		if a, err := echo(b.Client, vip); err == nil {
-			pods[a.Pod] = true
-		}
-		return len(pods) == 2
-	}); err != nil {
-		t.Fatalf("the client reached pods %v through spine and ToRs, want both\n%s", pods, racksRoutes(b))
-	}
+	waitPods(t, b, vip, 2, "through spine and ToRs", racksRoutes)
 	var a kubebed.Answer
 	var err error
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { a, err = echo(b.Client, lvip); return err == nil }); err != nil {
@@ -180,15 +178,7 @@ func TestRacksSpinePeering(t *testing.T) {
 	}
 	waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2))
 	waitBGPNextHops(t, b, lvip+"/32")
-	pods = map[string]bool{}
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
-		if a, err := echo(b.Client, vip); err == nil {
-			pods[a.Pod] = true
-		}
-		return len(pods) == 2
-	}); err != nil {
-		t.Fatalf("the client reached pods %v through rack 1, want both", pods)
-	}
+	waitPods(t, b, vip, 2, "through rack 1", nil)
 	st, _, err = u.Action(ctx, "verify", nil)
 	r := st.ActionResults
 	if err != nil || r["failed"] == "0" || !strings.Contains(r["table"], "where no speaker runs") || !strings.Contains(r["table"], "externalTrafficPolicy: Cluster") {

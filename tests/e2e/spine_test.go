@@ -273,6 +273,26 @@ func waitSpeakers(t *testing.T, b *spinebed.Bed, want int) []corev1.Pod {
 	return pods
 }
 
+// waitPods waits until the client has been answered by n different pods
+// at vip, and fails the test naming the path (through) and what diag
+// (when not nil) says then, otherwise.
+func waitPods(t *testing.T, b *spinebed.Bed, vip string, n int, through string, diag func(*spinebed.Bed) string) {
+	t.Helper()
+	pods := map[string]bool{}
+	if _, err := netns.WaitFor(context.Background(), 30*time.Second, func() bool {
+		if a, err := echo(b.Client, vip); err == nil {
+			pods[a.Pod] = true
+		}
+		return len(pods) == n
+	}); err != nil {
+		more := ""
+		if diag != nil {
+			more = "\n" + diag(b)
+		}
+		t.Fatalf("the client reached pods %v %s, want %d%s", pods, through, n, more)
+	}
+}
+
 // echo asks the test application at vip (IPv6 in brackets) from ns.
 func echo(ns, vip string) (kubebed.Answer, error) { return kubebed.Ask(ns, vip, time.Second) }
 

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,24 +26,7 @@ func vrfNextHops(b *spinebed.Bed, vrf, prefix string) []string {
 	if err != nil {
 		return nil
 	}
-	var r struct {
-		Paths []struct {
-			Nexthops []struct {
-				IP string `json:"ip"`
-			} `json:"nexthops"`
-		} `json:"paths"`
-	}
-	if json.Unmarshal([]byte(out), &r) != nil {
-		return nil
-	}
-	var hops []string
-	for _, p := range r.Paths {
-		for _, n := range p.Nexthops {
-			hops = append(hops, n.IP)
-		}
-	}
-	slices.Sort(hops)
-	return slices.Compact(hops)
+	return nextHopsOf(out)
 }
 
 // vrfRoutes is what the VRF router routes, for failures and the log.
@@ -133,15 +115,7 @@ func TestVRFWorkaround(t *testing.T) {
 		}
 	}
 
-	pods := map[string]bool{}
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
-		if a, err := echo(b.Client, vip); err == nil {
-			pods[a.Pod] = true
-		}
-		return len(pods) == 2
-	}); err != nil {
-		t.Fatalf("the client reached pods %v through the router, want both\n%s", pods, vrfRoutes(b))
-	}
+	waitPods(t, b, vip, 2, "through the router", vrfRoutes)
 	var a kubebed.Answer
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { a, err = echo(b.Client, lvip); return err == nil }); err != nil {
 		t.Fatalf("local: %v\n%s", err, vrfRoutes(b))

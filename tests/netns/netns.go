@@ -202,6 +202,15 @@ func (b *Bed) Link(nsA, ifA string, addrsA []string, nsB, ifB string, addrsB []s
 	return nil
 }
 
+// Bridge adds bridge name in ns, up, without spanning tree (a test
+// segment has no loops, and STP would hold new ports back for seconds).
+func (b *Bed) Bridge(ns, name string) error {
+	if err := run("ip", "-n", ns, "link", "add", name, "type", "bridge", "stp_state", "0"); err != nil {
+		return err
+	}
+	return run("ip", "-n", ns, "link", "set", name, "up")
+}
+
 // Exec runs a command in a namespace and returns its combined output.
 func (b *Bed) Exec(ns string, args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
@@ -334,10 +343,7 @@ func (b *Bed) Management(net int, spaces ...string) (rootAddr string, err error)
 	if err != nil {
 		return "", err
 	}
-	if err := run("ip", "-n", mgmt, "link", "add", "br0", "type", "bridge"); err != nil {
-		return "", err
-	}
-	if err := run("ip", "-n", mgmt, "link", "set", "br0", "up"); err != nil {
+	if err := b.Bridge(mgmt, "br0"); err != nil {
 		return "", err
 	}
 	attach := func(ifc, ns string, addr string) error {

@@ -53,6 +53,14 @@ type Racks struct {
 	birds  map[string]string // node -> BIRD's directory
 }
 
+// newRacks is the stand-in's state for calico's options: no mesh, the
+// subnets' peers and AS numbers, and what extra adds.
+func newRacks(peers, as string, extra map[string]any) *Racks {
+	r := &Racks{calico: map[string]any{"node-to-node-mesh": false, "subnet-bgp-peers": peers, "subnet-as-numbers": as}, birds: map[string]string{}}
+	maps.Copy(r.calico, extra)
+	return r
+}
+
 // Calico returns calico's options as the stand-in applies them: from the
 // source when one is set (calico's charm in a fake Juju controller, which
 // the Calico link writes), else the bed's own.
@@ -114,10 +122,7 @@ func StartRacks(ctx context.Context, opts Options, calicoOpts map[string]any) (b
 	if err := b.spineAndClient("10.215.3"); err != nil {
 		return nil, err
 	}
-	b.Racks = &Racks{calico: map[string]any{"node-to-node-mesh": false, "subnet-bgp-peers": RackSubnetPeers, "subnet-as-numbers": RackSubnetAS}, birds: map[string]string{}}
-	for k, v := range calicoOpts {
-		b.Racks.calico[k] = v
-	}
+	b.Racks = newRacks(RackSubnetPeers, RackSubnetAS, calicoOpts)
 	tors := make([]string, 2)
 	for r := 1; r <= 2; r++ {
 		if tors[r-1], err = nb.NS(fmt.Sprint("tor", r)); err != nil {
@@ -127,10 +132,11 @@ func StartRacks(ctx context.Context, opts Options, calicoOpts map[string]any) (b
 		if err := nb.Link(b.Spine, fmt.Sprint("to-tor", r), []string{fmt.Sprintf("10.215.10%d.1/30", r)}, tor, "uplink", []string{fmt.Sprintf("10.215.10%d.2/30", r)}); err != nil {
 			return nil, err
 		}
+		if err := nb.Bridge(tor, "br0"); err != nil {
+			return nil, err
+		}
 		for _, cmd := range [][]string{
-			{"ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"},
 			{"ip", "addr", "add", RackToR(r) + "/24", "dev", "br0"},
-			{"ip", "link", "set", "br0", "up"},
 			{"sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"},
 		} {
 			if _, err := nb.Exec(tor, cmd...); err != nil {

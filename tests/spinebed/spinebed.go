@@ -245,10 +245,7 @@ func StartL2(ctx context.Context, opts Options) (b *Bed, err error) {
 		return nil, err
 	}
 	b.Spine = sw
-	if _, err := nb.Exec(sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"); err != nil {
-		return nil, err
-	}
-	if _, err := nb.Exec(sw, "ip", "link", "set", "br0", "up"); err != nil {
+	if err := nb.Bridge(sw, "br0"); err != nil {
 		return nil, err
 	}
 	attach := func(ns, port string, addrs ...string) error {

@@ -124,10 +124,7 @@ func StartVRF(ctx context.Context, opts Options, calicoOpts map[string]any) (b *
 	}
 	b.Spine = host
 	for _, br := range []string{"br0", "br1"} {
-		if _, err := nb.Exec(host, "ip", "link", "add", br, "type", "bridge", "stp_state", "0"); err != nil {
-			return nil, err
-		}
-		if _, err := nb.Exec(host, "ip", "link", "set", br, "up"); err != nil {
+		if err := nb.Bridge(host, br); err != nil {
 			return nil, err
 		}
 	}
@@ -169,10 +166,7 @@ func StartVRF(ctx context.Context, opts Options, calicoOpts map[string]any) (b *
 	}); err != nil {
 		return nil, err
 	}
-	b.Racks = &Racks{calico: map[string]any{"node-to-node-mesh": false, "subnet-bgp-peers": VRFSubnetPeers, "subnet-as-numbers": VRFSubnetAS}, birds: map[string]string{}}
-	for k, v := range calicoOpts {
-		b.Racks.calico[k] = v
-	}
+	b.Racks = newRacks(VRFSubnetPeers, VRFSubnetAS, calicoOpts)
 	mgmt, err := b.management(217)
 	if err != nil {
 		return nil, err

@@ -31,11 +31,8 @@ func TestVRFLeak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range [][]string{
-		{"ip", "link", "add", "br0", "type", "bridge"}, {"ip", "link", "set", "br0", "up"},
-		{"ip", "link", "add", "br1", "type", "bridge"}, {"ip", "link", "set", "br1", "up"},
-	} {
-		if _, err := b.Exec(host, c...); err != nil {
+	for _, br := range []string{"br0", "br1"} {
+		if err := b.Bridge(host, br); err != nil {
 			t.Fatal(err)
 		}
 	}

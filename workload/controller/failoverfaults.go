@@ -1,15 +1,10 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -202,69 +197,44 @@ func (c *Controller) evict(ctx context.Context, p corev1.Pod) error {
 
 var errBudget = errors.New("a PodDisruptionBudget forbids the eviction now")
 
-// speakerOn finds the speaker pod on node and the token its API wants.
-func (c *Controller) speakerOn(ctx context.Context, node string) (pod *corev1.Pod, token string, err error) {
-	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName, FieldSelector: "spec.nodeName=" + node})
+// speakerOn finds the running speaker pod on node, and a client for its
+// API.
+func (c *Controller) speakerOn(ctx context.Context, node string) (*corev1.Pod, *speakerAPIClient, error) {
+	pods, err := c.speakerPods(ctx, node)
 	if err != nil {
-		return nil, "", fmt.Errorf("speaker pods: %w", err)
+		return nil, nil, err
 	}
-	for i := range pods.Items {
-		if p := &pods.Items[i]; p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+	var pod *corev1.Pod
+	for i := range pods {
+		if p := &pods[i]; p.DeletionTimestamp == nil && p.Status.PodIP != "" {
 			pod = p
 		}
 	}
 	if pod == nil {
-		return nil, "", fmt.Errorf("no running speaker pod on %s", node)
+		return nil, nil, fmt.Errorf("no running speaker pod on %s", node)
 	}
-	token, err = c.speakerToken(ctx)
-	return pod, token, err
-}
-
-// speakerPost calls a speaker pod's API.
-func (c *Controller) speakerPost(ctx context.Context, pod *corev1.Pod, token, path string, body, out any) error {
-	rd, err := api.Body(body)
-	if err != nil {
-		return err
-	}
-	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(c.opts.SpeakerPort)) + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("speaker on %s: %w", pod.Spec.NodeName, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("speaker on %s: %s: %s", pod.Spec.NodeName, resp.Status, bytes.TrimSpace(msg))
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
+	sp, err := c.speakerAPI(ctx)
+	return pod, sp, err
 }
 
 // failSpeaker stops the speaker on node (a crash, or gracefully) and holds
 // it down until until.
 func (c *Controller) failSpeaker(ctx context.Context, node string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
 	var out api.SpeakerFailed
-	pod, token, err := c.speakerOn(ctx, node)
+	pod, sp, err := c.speakerOn(ctx, node)
 	if err != nil {
 		return out, err
 	}
-	return out, c.speakerPost(ctx, pod, token, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until}, &out)
+	return out, sp.post(ctx, pod, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until}, &out)
 }
 
 // resumeSpeaker ends the hold on node's speaker, trying until ctx ends:
 // the process may be between Pebble's restarts.
 func (c *Controller) resumeSpeaker(ctx context.Context, node string) error {
 	for {
-		pod, token, err := c.speakerOn(ctx, node)
+		pod, sp, err := c.speakerOn(ctx, node)
 		if err == nil {
-			if err = c.speakerPost(ctx, pod, token, "/v1/resume", struct{}{}, nil); err == nil {
+			if err = sp.post(ctx, pod, "/v1/resume", struct{}{}, nil); err == nil {
 				return nil
 			}
 		}

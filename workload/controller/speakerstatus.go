@@ -2,15 +2,11 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -31,53 +27,47 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 	if cfg := c.cfg.Load(); cfg != nil {
 		out.Mode = cfg.Mode
 	}
-	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName})
+	pods, err := c.speakerPods(ctx, "")
 	if err != nil {
-		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
+		return nil, err
 	}
-	out.Speakers = make([]api.SpeakerView, len(pods.Items))
-	hc := &http.Client{Timeout: 3 * time.Second}
-	token, _ := c.speakerToken(ctx)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	out.Speakers = make([]api.SpeakerView, len(pods))
+	// Without the token every speaker answers 401, which each one's
+	// error then says.
+	sp, _ := c.speakerAPI(ctx)
+	var asked []int
+	for i := range pods {
+		p := &pods[i]
 		v := &out.Speakers[i]
 		*v = api.SpeakerView{Node: p.Spec.NodeName, Pod: p.Name, Address: p.Status.PodIP, Ready: podReady(p)}
 		switch {
 		case p.DeletionTimestamp != nil:
 			v.Error = "pod is terminating"
-			continue
 		case p.Status.Phase != corev1.PodRunning:
 			v.Error = "pod is " + string(p.Status.Phase)
-			continue
 		case p.Status.PodIP == "":
 			v.Error = "pod has no IP yet"
-			continue
+		default:
+			asked = append(asked, i)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			base := "http://" + net.JoinHostPort(v.Address, strconv.Itoa(c.opts.SpeakerPort))
-			var bgp api.BGPStatus
-			if err := getJSON(ctx, hc, token, base+"/v1/bgp", &bgp); err != nil {
+	}
+	concurrently(asked, func(i int) {
+		v := &out.Speakers[i]
+		var bgp api.BGPStatus
+		if err := sp.get(ctx, &pods[i], "/v1/bgp", &bgp); err != nil {
+			v.Error = err.Error()
+			return
+		}
+		v.BGP = &bgp
+		if out.Mode == config.ModeL2 {
+			var l2 api.L2Status
+			if err := sp.get(ctx, &pods[i], "/v1/l2", &l2); err != nil {
 				v.Error = err.Error()
 				return
 			}
-			v.BGP = &bgp
-			if out.Mode == config.ModeL2 {
-				var l2 api.L2Status
-				if err := getJSON(ctx, hc, token, base+"/v1/l2", &l2); err != nil {
-					v.Error = err.Error()
-					return
-				}
-				v.L2 = &l2
-			}
-		}()
-	}
-	wg.Wait()
+			v.L2 = &l2
+		}
+	})
 	sort.Slice(out.Speakers, func(i, j int) bool {
 		a, b := out.Speakers[i], out.Speakers[j]
 		if a.Node != b.Node {
@@ -92,56 +82,42 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 // route announcements (GET /v1/journal). Speakers that cannot be reached
 // are left out: the timeline says what the others saw.
 func (c *Controller) speakerJournals(ctx context.Context, since time.Time, ip netip.Addr) ([]api.SpeakerJournal, error) {
-	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName})
-	if err != nil {
-		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
-	}
-	token, err := c.speakerToken(ctx)
+	pods, err := c.speakerPods(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 3 * time.Second}
-	q := url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "ip": {ip.String()}}
+	sp, err := c.speakerAPI(ctx)
+	if err != nil {
+		return nil, err
+	}
+	path := "/v1/journal?" + url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "ip": {ip.String()}}.Encode()
+	var asked []int
+	for i, p := range pods {
+		if p.Status.PodIP != "" && p.DeletionTimestamp == nil {
+			asked = append(asked, i)
+		}
+	}
 	var (
 		mu   sync.Mutex
-		wg   sync.WaitGroup
 		out  []api.SpeakerJournal
 		errs []error
 	)
-	for _, p := range pods.Items {
-		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
-			continue
+	concurrently(asked, func(i int) {
+		p := &pods[i]
+		var j api.SpeakerJournal
+		err := sp.get(ctx, p, path, &j)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.Spec.NodeName, err))
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var j api.SpeakerJournal
-			u := "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(c.opts.SpeakerPort)) + "/v1/journal?" + q.Encode()
-			err := getJSON(ctx, hc, token, u, &j)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", p.Spec.NodeName, err))
-				return
-			}
-			if j.Node == "" {
-				j.Node = p.Spec.NodeName
-			}
-			out = append(out, j)
-		}()
-	}
-	wg.Wait()
+		if j.Node == "" {
+			j.Node = p.Spec.NodeName
+		}
+		out = append(out, j)
+	})
 	return out, errors.Join(errs...)
-}
-
-// speakerToken is the bearer token the speakers' /v1/ API wants, from
-// their Secret.
-func (c *Controller) speakerToken(ctx context.Context) (string, error) {
-	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Errorf("the speakers' Secret: %w", err)
-	}
-	return string(sec.Data[apiTokenKey]), nil
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -151,26 +127,6 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-func getJSON(ctx context.Context, hc *http.Client, token, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("speaker API unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("speaker API %s: %s", url, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("speaker API %s: %w", url, err)
-	}
-	return nil
 }
 
 // nodes lists the cluster's nodes with their InternalIPs, marking those

@@ -1,0 +1,127 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/workload/api"
+)
+
+// speakerPods lists the speaker pods, on node only when node is set.
+func (c *Controller) speakerPods(ctx context.Context, node string) ([]corev1.Pod, error) {
+	opts := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName}
+	if node != "" {
+		opts.FieldSelector = "spec.nodeName=" + node
+	}
+	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
+	}
+	return pods.Items, nil
+}
+
+// speakerAPIClient asks speakers' /v1/ API on their pods' addresses, with
+// their token.
+type speakerAPIClient struct {
+	hc    *http.Client
+	token string
+	port  int
+}
+
+// speakerAPI is a client for the speakers' API; when their token cannot
+// be read it is one without it, and the error says why.
+func (c *Controller) speakerAPI(ctx context.Context) (*speakerAPIClient, error) {
+	token, err := c.speakerToken(ctx)
+	return &speakerAPIClient{hc: &http.Client{Timeout: 3 * time.Second}, token: token, port: c.opts.SpeakerPort}, err
+}
+
+// speakerToken is the bearer token the speakers' /v1/ API wants, from
+// their Secret.
+func (c *Controller) speakerToken(ctx context.Context) (string, error) {
+	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("the speakers' Secret: %w", err)
+	}
+	return string(sec.Data[apiTokenKey]), nil
+}
+
+func (s *speakerAPIClient) url(pod *corev1.Pod, path string) string {
+	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(s.port)) + path
+}
+
+// get GETs path (with its query) from pod's speaker into v.
+func (s *speakerAPIClient) get(ctx context.Context, pod *corev1.Pod, path string, v any) error {
+	url := s.url(pod, path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("speaker API unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("speaker API %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("speaker API %s: %w", url, err)
+	}
+	return nil
+}
+
+// post POSTs body as JSON to path on pod's speaker, and decodes the
+// answer into out unless it is nil.
+func (s *speakerAPIClient) post(ctx context.Context, pod *corev1.Pod, path string, body, out any) error {
+	rd, err := api.Body(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url(pod, path), rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("speaker on %s: %w", pod.Spec.NodeName, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("speaker on %s: %s: %s", pod.Spec.NodeName, resp.Status, bytes.TrimSpace(msg))
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// concurrently runs fn for each index, at most 16 at a time, and waits
+// for all.
+func concurrently(indexes []int, fn func(int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, i := range indexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
