@@ -77,7 +77,8 @@ func TestCharmCOS(t *testing.T) {
 		Relations: map[string][]*fakejuju.Relation{
 			charm.MetricsEndpoint:   {{ID: "metrics-endpoint:5", RemoteApp: "prometheus"}},
 			charm.DashboardEndpoint: {{ID: "grafana-dashboard:6", RemoteApp: "grafana"}},
-			cos.LoggingEndpoint:     {{ID: "logging:7", RemoteApp: "loki", Remote: map[string]map[string]string{"loki/0": {"endpoint": endpoint}}}},
+			// Loki joins later, with logging-relation-changed.
+			cos.LoggingEndpoint: {{ID: "logging:7", RemoteApp: "loki"}},
 		}})
 	j, hook, pb, kube := b.j, b.hook, b.pb, b.kube
 	hook("install")
@@ -101,7 +102,9 @@ func TestCharmCOS(t *testing.T) {
 		t.Fatal("the dashboard was written again though it did not change")
 	}
 
-	// The log target: in Pebble's plan, and Pebble pushes to it.
+	// The log target: none while Loki has said nothing; in Pebble's plan
+	// once logging-relation-changed brings its endpoint, and Pebble pushes
+	// to it.
 	planYAML := func() string {
 		p, err := pb.Client.PlanBytes(nil)
 		if err != nil {
@@ -109,6 +112,13 @@ func TestCharmCOS(t *testing.T) {
 		}
 		return string(p)
 	}
+	if p := planYAML(); strings.Contains(p, "log-targets") {
+		t.Fatalf("a log target before Loki published its endpoint:\n%s", p)
+	}
+	j.Update(t, func(s *fakejuju.State) {
+		s.Relations[cos.LoggingEndpoint][0].Remote = map[string]map[string]string{"loki/0": {"endpoint": endpoint}}
+	})
+	hook("logging-relation-changed")
 	var plan struct {
 		LogTargets map[string]struct {
 			Type     string            `yaml:"type"`
