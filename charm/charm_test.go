@@ -485,3 +485,22 @@ func TestBGPStatusAction(t *testing.T) {
 		t.Fatalf("workload down: %v", ctx.ActionError)
 	}
 }
+
+// The leader publishes the dashboard on grafana-dashboard; another unit
+// does not.
+func TestGrafanaDashboard(t *testing.T) {
+	rel := goopstest.Relation{Endpoint: DashboardEndpoint, Interface: "grafana_dashboard", ID: "grafana-dashboard:4", RemoteAppName: "grafana"}
+	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24"})
+	out, ctx := run(t, "http://127.0.0.1:1", goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{rel}})
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	boards, err := cos.DecodeDashboards(out.Relations[0].LocalAppData[cos.DashboardKey])
+	if err != nil || len(boards) != 1 {
+		t.Fatalf("dashboards %q: %v", out.Relations[0].LocalAppData, err)
+	}
+	out, ctx = run(t, "http://127.0.0.1:1", goopstest.State{Leader: false, Config: cfg, Relations: []goopstest.Relation{rel}})
+	if ctx.CharmErr != nil || len(out.Relations[0].LocalAppData) != 0 {
+		t.Fatalf("a unit that does not lead: %v, wrote %v", ctx.CharmErr, out.Relations[0].LocalAppData)
+	}
+}
