@@ -81,7 +81,7 @@ e2e: tools deps
 # Debian's kernel package into .cache/vm on first use). Installed when missing
 # and running as root; otherwise those tests skip (or fail under
 # CALICO_LB_E2E=1).
-DEBS := frr bird2 nftables iproute2 iputils-arping tcpdump curl runc containernetworking-plugins iptables conntrack qemu-system-x86 busybox-static
+DEBS := frr bird2 nftables iproute2 iputils-arping iputils-ping tcpdump curl runc containernetworking-plugins iptables conntrack qemu-system-x86 busybox-static
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

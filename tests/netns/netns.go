@@ -42,7 +42,7 @@ func Missing() []string {
 	if os.Geteuid() != 0 {
 		out = append(out, "root")
 	}
-	for _, bin := range []string{"ip", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "nft"} {
+	for _, bin := range []string{"ip", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "nft", "ping"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			out = append(out, bin)
 		}

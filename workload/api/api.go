@@ -108,6 +108,16 @@ type L2Status struct {
 	Changes    int       `json:"ownershipChanges"`
 	GARPs      int       `json:"announcementsSent"`
 	Error      string    `json:"error,omitempty"` // why this speaker cannot take part in l2 mode
+	// Missing are the interfaces asked for (l2-interfaces, or those with
+	// the node's addresses) that the speaker cannot answer on, and why; it
+	// answers on the others and tries these again every few seconds.
+	Missing []L2Missing `json:"missingInterfaces,omitempty"`
+}
+
+// L2Missing is an interface a speaker cannot answer ARP/NDP on.
+type L2Missing struct {
+	Interface string `json:"interface"`
+	Problem   string `json:"problem"`
 }
 
 // Speakers is what the controller's GET /v1/speakers returns: each speaker

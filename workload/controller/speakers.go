@@ -169,6 +169,8 @@ func speakerRoleName(ns string) string { return SpeakerName + "-" + ns }
 var speakerRules = []rbacv1.PolicyRule{
 	{APIGroups: core, Resources: []string{"services", "nodes"}, Verbs: readVerbs},
 	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
+	// Events on the speaker's Node: an L2 interface it cannot answer on.
+	{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
 }
 
 func meta(ns, name string, l map[string]string) metav1.ObjectMeta {

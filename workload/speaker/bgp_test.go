@@ -57,6 +57,12 @@ type command struct {
 	// The journal's events for IP (journal).
 	IP      netip.Addr          `json:"ip,omitempty"`
 	Journal *api.SpeakerJournal `json:"journal,omitempty"`
+	// The L2 responder (l2_test.go): its interfaces, the IPs it owns,
+	// its status, and how many files the process holds open.
+	Ifaces []string     `json:"ifaces,omitempty"`
+	IPs    []netip.Addr `json:"ips,omitempty"`
+	L2     *L2Status    `json:"l2,omitempty"`
+	FDs    int          `json:"fds,omitempty"`
 }
 
 // readyzReport is how /readyz answered while the speaker tore BGP down.
@@ -73,6 +79,7 @@ func runChild() {
 	out := json.NewEncoder(os.Stdout)
 	var b *BGP
 	var sp *Speaker
+	var resp *Responder
 	journal := NewJournal()
 	var api *httptest.Server
 	node := Node{Name: "node", Addresses: []netip.Addr{netip.MustParseAddr("10.211.1.2")}}
@@ -89,6 +96,8 @@ func runChild() {
 				if b, err = StartBGP(ctx, c.ASN, c.RouterID, log); err == nil {
 					b.SetJournal(journal)
 				}
+			case "l2start", "l2ifaces", "l2owned", "l2status":
+				resp = l2Child(ctx, log, resp, c, &reply)
 			case "journal":
 				j := journal.Since(time.Time{}, c.IP)
 				reply.Journal = &j

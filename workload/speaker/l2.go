@@ -3,11 +3,11 @@ package speaker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,22 +24,50 @@ import (
 // takeover it sends gratuitous ARP / unsolicited NA a few times, so that
 // clients and switches learn the new owner at once instead of after their
 // neighbour entries age out (22-35 s measured without).
+//
+// Each interface is opened on its own (l2ifaces.go): one that is missing
+// or fails is reported and tried again on the next scan while the others
+// answer, as MetalLB's per-interface responders do.
 type Responder struct {
-	log    *slog.Logger
-	ifaces []*l2iface
+	log *slog.Logger
+	ctx context.Context // the responder's life: its sockets close when it ends
 
 	mu         sync.Mutex
+	ifaces     map[string]*l2iface // open, by name
+	want       []string            // the interfaces asked for
+	missing    map[string]string   // asked for but not open: why
 	owned      map[netip.Addr]bool
+	groups     map[netip.Addr]int // solicited-node groups: how many owned IPs need each
 	changes    int
 	garps      int
 	lastChange time.Time
 	journal    *Journal // nil: none kept
+	// problem is told when an interface goes missing or comes back ("" ),
+	// e.g. to post a Node Event; nil: nobody is told.
+	problem func(iface, why string)
+	// open opens an interface and present tells whether an open one is
+	// still the same device (openL2Iface and sameDevice; tests replace
+	// them).
+	open    func(ctx context.Context, name string) (*l2iface, error)
+	present func(*net.Interface) bool
+}
+
+// groupConn is the part of an NDP socket that joins multicast groups.
+type groupConn interface {
+	JoinGroup(netip.Addr) error
+	LeaveGroup(netip.Addr) error
 }
 
 type l2iface struct {
-	ifi *net.Interface
-	arp *arp.Client // nil without an IPv4 address on the interface
-	ndp *ndp.Conn   // nil without IPv6
+	ifi    *net.Interface
+	arp    *arp.Client // nil without an IPv4 address on the interface
+	ndp    *ndp.Conn   // nil without IPv6
+	groups groupConn   // ndp, or nil without IPv6
+	// partial is why one family could not be opened though the
+	// interface has addresses of it; scans try again.
+	partial error
+	done    chan struct{} // closed by close
+	once    sync.Once
 }
 
 // garpSchedule is when announcements go out after a takeover. Linux
@@ -50,45 +78,33 @@ type l2iface struct {
 // failover fast.
 var garpSchedule = []time.Duration{0, 250 * time.Millisecond, time.Second, 2 * time.Second}
 
-// StartResponder opens ARP and NDP sockets on the named interfaces (it
-// needs CAP_NET_RAW) and answers until ctx ends.
-func StartResponder(ctx context.Context, names []string, log *slog.Logger) (*Responder, error) {
-	r := &Responder{log: log, owned: map[netip.Addr]bool{}}
-	for _, name := range names {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("l2 interface %q: %w", name, err)
-		}
-		li := &l2iface{ifi: ifi}
-		if c, err := arp.Dial(ifi); err == nil {
-			li.arp = c
-			go r.serveARP(ctx, li)
-		} else {
-			log.Warn("no ARP on interface", "interface", name, "error", err)
-		}
-		if c, _, err := ndp.Listen(ifi, ndp.LinkLocal); err == nil {
-			li.ndp = c
-			go r.serveNDP(ctx, li)
-		} else {
-			log.Info("no NDP on interface", "interface", name, "error", err)
-		}
-		if li.arp == nil && li.ndp == nil {
-			return nil, fmt.Errorf("l2 interface %q has neither an IPv4 address for ARP nor IPv6 for NDP", name)
-		}
-		r.ifaces = append(r.ifaces, li)
-	}
+// L2Rescan is how often the responder looks again for interfaces that are
+// missing or gone.
+const L2Rescan = 5 * time.Second
+
+// StartResponder answers on the named interfaces (it needs CAP_NET_RAW)
+// until ctx ends. An interface that cannot be opened does not stop the
+// others: it is reported in the status and tried again every L2Rescan.
+func StartResponder(ctx context.Context, names []string, log *slog.Logger) *Responder {
+	r := newResponder(ctx, log, openL2Iface)
+	r.SetInterfaces(names)
+	go r.rescanEvery(L2Rescan)
+	return r
+}
+
+func newResponder(ctx context.Context, log *slog.Logger, open func(context.Context, string) (*l2iface, error)) *Responder {
+	r := &Responder{log: log, ctx: ctx, open: open, present: sameDevice, ifaces: map[string]*l2iface{}, missing: map[string]string{},
+		owned: map[netip.Addr]bool{}, groups: map[netip.Addr]int{}}
 	go func() {
 		<-ctx.Done()
-		for _, li := range r.ifaces {
-			if li.arp != nil {
-				li.arp.Close()
-			}
-			if li.ndp != nil {
-				li.ndp.Close()
-			}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for name, li := range r.ifaces {
+			li.close()
+			delete(r.ifaces, name)
 		}
 	}()
-	return r, nil
+	return r
 }
 
 func (r *Responder) isOwned(ip netip.Addr) bool {
@@ -102,6 +118,14 @@ func (r *Responder) isOwned(ip netip.Addr) bool {
 func (r *Responder) SetJournal(j *Journal) {
 	r.mu.Lock()
 	r.journal = j
+	r.mu.Unlock()
+}
+
+// OnInterfaceProblem has the responder tell fn when an interface cannot be
+// opened (why) or is open again (why "").
+func (r *Responder) OnInterfaceProblem(fn func(iface, why string)) {
+	r.mu.Lock()
+	r.problem = fn
 	r.mu.Unlock()
 }
 
@@ -131,43 +155,60 @@ func (r *Responder) SetOwned(ctx context.Context, ips []netip.Addr) {
 	}
 	for _, ip := range lost {
 		r.journal.Record("owner", ip.String(), "released")
+		r.log.Info("L2: released", "ip", ip)
+		r.unref(ip)
 	}
 	for _, ip := range gained {
 		r.journal.Record("owner", ip.String(), "taken")
+		r.log.Info("L2: took over", "ip", ip)
+		r.ref(ip)
 	}
 	r.mu.Unlock()
-	for _, ip := range lost {
-		r.log.Info("L2: released", "ip", ip)
-		r.group(ip, false)
-	}
-	for _, ip := range gained {
-		r.log.Info("L2: took over", "ip", ip)
-		r.group(ip, true)
-	}
 	if len(gained) > 0 {
 		go r.announce(ctx, gained)
 	}
 }
 
-// group joins or leaves the solicited-node multicast group of an IPv6 VIP.
-func (r *Responder) group(ip netip.Addr, join bool) {
-	if !ip.Is6() {
+// ref and unref count the owned IPv6 VIPs that need each solicited-node
+// multicast group (the low 24 bits of the address): 2001:db8:1::1 and
+// 2001:db8:2::1 share one, so releasing one must not leave the group
+// while the other is owned, or its neighbour solicitations go unheard.
+// The group is joined on every open interface when its count leaves 0 and
+// left when it returns there. Called with r.mu held; joining is a
+// setsockopt, which does not block.
+func (r *Responder) ref(ip netip.Addr) {
+	snm, ok := solicitedNode(ip)
+	if !ok {
 		return
+	}
+	r.groups[snm]++
+	if r.groups[snm] == 1 {
+		for _, li := range r.ifaces {
+			li.join(snm, r.log)
+		}
+	}
+}
+
+func (r *Responder) unref(ip netip.Addr) {
+	snm, ok := solicitedNode(ip)
+	if !ok || r.groups[snm] == 0 {
+		return
+	}
+	r.groups[snm]--
+	if r.groups[snm] == 0 {
+		delete(r.groups, snm)
+		for _, li := range r.ifaces {
+			li.leave(snm, r.log)
+		}
+	}
+}
+
+func solicitedNode(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() || ip.Is4In6() {
+		return netip.Addr{}, false
 	}
 	snm, err := ndp.SolicitedNodeMulticast(ip)
-	if err != nil {
-		return
-	}
-	for _, li := range r.ifaces {
-		if li.ndp == nil {
-			continue
-		}
-		if join {
-			_ = li.ndp.JoinGroup(snm)
-		} else {
-			_ = li.ndp.LeaveGroup(snm)
-		}
-	}
+	return snm, err == nil
 }
 
 // announce sends gratuitous ARP or unsolicited NA for ips on the garp
@@ -184,7 +225,7 @@ func (r *Responder) announce(ctx context.Context, ips []netip.Addr) {
 			if !r.isOwned(ip) {
 				continue
 			}
-			for _, li := range r.ifaces {
+			for _, li := range r.openIfaces() {
 				if err := li.advertise(ip); err == nil {
 					r.mu.Lock()
 					r.garps++
@@ -237,8 +278,8 @@ func (li *l2iface) advertise(ip netip.Addr) error {
 	return li.ndp.WriteTo(na, nil, netip.IPv6LinkLocalAllNodes())
 }
 
-func (r *Responder) serveARP(ctx context.Context, li *l2iface) {
-	for ctx.Err() == nil {
+func (r *Responder) serveARP(li *l2iface) {
+	for !li.closed() {
 		p, _, err := li.arp.Read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -255,8 +296,8 @@ func (r *Responder) serveARP(ctx context.Context, li *l2iface) {
 	}
 }
 
-func (r *Responder) serveNDP(ctx context.Context, li *l2iface) {
-	for ctx.Err() == nil {
+func (r *Responder) serveNDP(li *l2iface) {
+	for !li.closed() {
 		msg, _, from, err := li.ndp.ReadFrom()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -293,5 +334,9 @@ func (r *Responder) status() L2Status {
 		st.Owned = append(st.Owned, ip.String())
 	}
 	slices.Sort(st.Owned)
+	for name, why := range r.missing {
+		st.Missing = append(st.Missing, api.L2Missing{Interface: name, Problem: why})
+	}
+	slices.SortFunc(st.Missing, func(a, b api.L2Missing) int { return strings.Compare(a.Interface, b.Interface) })
 	return st
 }

@@ -23,6 +23,9 @@ type l2Driver struct {
 	holdDown time.Duration
 	keyFile  string
 	journal  *Journal
+	// ifaceProblem is told when an interface cannot be answered on (or
+	// can again, why ""); nil: nobody is.
+	ifaceProblem func(iface, why string)
 
 	mu   sync.Mutex // guards live, resp and err for readers
 	live *Liveness
@@ -112,20 +115,22 @@ func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, e
 		d.live = live
 		d.mu.Unlock()
 	}
+	ifaces := w.cfg.L2.Interfaces
+	if len(ifaces) == 0 {
+		ifaces = interfacesOf(w.node)
+	}
 	if resp == nil {
-		ifaces := w.cfg.L2.Interfaces
-		if len(ifaces) == 0 {
-			ifaces = interfacesOf(w.node)
-		}
-		var err error
-		if resp, err = StartResponder(ctx, ifaces, d.log); err != nil {
-			return nil, nil, err
-		}
+		resp = StartResponder(ctx, ifaces, d.log)
 		resp.SetJournal(d.journal)
+		if d.ifaceProblem != nil {
+			resp.OnInterfaceProblem(d.ifaceProblem)
+		}
 		d.mu.Lock()
 		d.resp = resp
 		d.mu.Unlock()
 		d.log.Info("L2 responder started", "interfaces", ifaces)
+	} else {
+		resp.SetInterfaces(ifaces) // l2-interfaces may have changed
 	}
 	return live, resp, nil
 }

@@ -153,6 +153,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		return err
 	}
 	all.Start(ctx.Done())
+	s.l2.ifaceProblem = s.nodeEvents(ctx, nodes.Lister().Get)
 	go s.watchFiles(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced) {
 		return ctx.Err()
