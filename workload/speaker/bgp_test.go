@@ -102,7 +102,7 @@ func runChild() {
 				j := journal.Since(time.Time{}, c.IP)
 				reply.Journal = &j
 			case "peers":
-				err = b.SetPeers(ctx, c.Peers)
+				b.SetPeers(c.Peers, nil)
 			case "routes":
 				err = b.SetRoutes(c.Routes)
 			case "status":
@@ -110,7 +110,7 @@ func runChild() {
 			case "received":
 				// Paths a peer sent that made it into the global RIB.
 				var n uint32
-				err = b.s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
+				err = b.srv.(*gobgpServer).s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
 					for _, p := range paths {
 						if p.PeerAddress.IsValid() && !p.PeerAddress.IsUnspecified() {
 							n++
@@ -122,7 +122,7 @@ func runChild() {
 				// Paths the peers sent, kept before the import policy.
 				var n uint32
 				for _, peer := range b.Status() {
-					err = b.s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_ADJ_IN, Name: peer.Address, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
+					err = b.srv.(*gobgpServer).s.ListPath(apiutil.ListPathRequest{TableType: gobgpapi.TableType_TABLE_TYPE_ADJ_IN, Name: peer.Address, Family: bgp.RF_IPv4_UC}, func(_ bgp.NLRI, paths []*apiutil.Path) {
 						n += uint32(len(paths))
 					})
 				}

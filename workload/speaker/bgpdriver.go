@@ -66,7 +66,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 		d.mu.Unlock()
 		d.log.Info("BGP speaker started", "as", asn, "router-id", rid)
 	}
-	peers, perr := peersFor(w.cfg, w.node, asn)
+	peers, keep, perr := peersFor(w.cfg, w.node, asn)
 	peerErr := ""
 	if perr != nil {
 		peerErr = perr.Error()
@@ -75,9 +75,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 	d.mu.Lock()
 	d.peerErr = peerErr
 	d.mu.Unlock()
-	if err := b.SetPeers(ctx, peers); err != nil {
-		d.log.Error("set peers", "error", err)
-	}
+	b.SetPeers(peers, keep)
 	if !slices.EqualFunc(routes, announced, sameRoute) {
 		if err := b.SetRoutes(routes); err != nil {
 			d.log.Error("set routes", "error", err)

@@ -137,6 +137,7 @@ func (s *Speaker) health(mux *http.ServeMux) {
 var (
 	sessionDesc = prometheus.NewDesc("calico_lb_bgp_session_up", "1 while the BGP session to the peer is Established.", []string{"peer"}, nil)
 	routesDesc  = prometheus.NewDesc("calico_lb_bgp_routes_advertised", "Routes this speaker announces.", nil, nil)
+	problemDesc = prometheus.NewDesc("calico_lb_bgp_peer_problem", "1 while something stands in the way of the peer's session (a change GoBGP refused and that is being retried, the prefix limit): its problem in /v1/bgp and bgp-status says what.", []string{"peer"}, nil)
 	ownedDesc   = prometheus.NewDesc("calico_lb_l2_owned_ips", "IPs this node answers ARP/NDP for.", nil, nil)
 	changesDesc = prometheus.NewDesc("calico_lb_l2_ownership_changes_total", "IPs this node took over or released.", nil, nil)
 	garpsDesc   = prometheus.NewDesc("calico_lb_l2_announcements_total", "Gratuitous ARPs and unsolicited neighbour advertisements sent.", nil, nil)
@@ -146,7 +147,7 @@ var (
 type collector struct{ s *Speaker }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionDesc, routesDesc, ownedDesc, changesDesc, garpsDesc} {
+	for _, d := range []*prometheus.Desc{sessionDesc, problemDesc, routesDesc, ownedDesc, changesDesc, garpsDesc} {
 		ch <- d
 	}
 }
@@ -159,6 +160,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(sessionDesc, prometheus.GaugeValue, v, p.Address)
+		problem := 0.0
+		if p.Problem != "" {
+			problem = 1
+		}
+		ch <- prometheus.MustNewConstMetric(problemDesc, prometheus.GaugeValue, problem, p.Address)
 	}
 	ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(len(st.Routes)))
 	l2 := c.s.l2.status()

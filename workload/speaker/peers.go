@@ -35,8 +35,11 @@ func routerID(node Node) netip.Addr {
 
 // peersFor is the global spine peers plus those of the node's subnets (a
 // subnet peer replaces a global one with the same address), with passwords
-// from the password file.
-func peersFor(cfg *config.Config, node Node, asn uint32) ([]Peer, error) {
+// from the password file. When the file cannot be read, the peers that
+// need a password are returned in unreadable (to be kept as they are:
+// dropping an established session for a file the kubelet is rewriting
+// would withdraw every route) and the others as usual.
+func peersFor(cfg *config.Config, node Node, asn uint32) (peers []Peer, unreadable []netip.Addr, err error) {
 	byAddr := map[netip.Addr]config.Peer{}
 	for _, p := range cfg.BGP.Peers {
 		byAddr[p.Address] = p
@@ -51,16 +54,18 @@ func peersFor(cfg *config.Config, node Node, asn uint32) ([]Peer, error) {
 		}
 	}
 	var passwords map[string]string
+	var readErr error
 	var missing []string
 	out := make([]Peer, 0, len(byAddr))
 	for _, p := range byAddr {
 		peer := Peer{Peer: p, LocalAS: asn}
 		if p.PasswordKey != "" {
-			if passwords == nil {
-				var err error
-				if passwords, err = readPasswords(cfg.BGP.PasswordFile); err != nil {
-					return nil, err
-				}
+			if passwords == nil && readErr == nil {
+				passwords, readErr = readPasswords(cfg.BGP.PasswordFile)
+			}
+			if readErr != nil {
+				unreadable = append(unreadable, p.Address)
+				continue
 			}
 			pw, ok := passwords[p.PasswordKey]
 			if !ok {
@@ -72,10 +77,14 @@ func peersFor(cfg *config.Config, node Node, asn uint32) ([]Peer, error) {
 		out = append(out, peer)
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return a.Address.Compare(b.Address) })
-	if len(missing) > 0 {
-		return out, fmt.Errorf("no password in %s for peers %v; they are not dialled", cfg.BGP.PasswordFile, missing)
+	slices.SortFunc(unreadable, func(a, b netip.Addr) int { return a.Compare(b) })
+	switch {
+	case readErr != nil:
+		return out, unreadable, fmt.Errorf("%w; the sessions of %v keep the settings they had, the other peers are unaffected", readErr, unreadable)
+	case len(missing) > 0:
+		return out, nil, fmt.Errorf("no password in %s for peers %v; they are not dialled", cfg.BGP.PasswordFile, missing)
 	}
-	return out, nil
+	return out, nil, nil
 }
 
 // readPasswords reads the YAML mapping password-key -> password that the
