@@ -164,9 +164,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.services = inf.Lister()
 	c.synced = inf.Informer().HasSynced
 	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.observe(obj) },
-		UpdateFunc: func(_, obj any) { c.observe(obj) },
-		DeleteFunc: func(obj any) { c.observe(obj) },
+		AddFunc:    func(obj any) { c.observe(obj, false) },
+		UpdateFunc: func(_, obj any) { c.observe(obj, false) },
+		DeleteFunc: func(obj any) { c.observe(obj, true) },
 	}); err != nil {
 		return err
 	}
@@ -242,8 +242,9 @@ func (c *Controller) lead(ctx context.Context) {
 	t.run(ctx)
 }
 
-// observe enqueues a Service that changed, for the running term.
-func (c *Controller) observe(obj any) {
+// observe enqueues a Service that changed (or was deleted), for the
+// running term.
+func (c *Controller) observe(obj any, deleted bool) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
@@ -251,9 +252,7 @@ func (c *Controller) observe(obj any) {
 	if !ok {
 		return
 	}
-	if len(svc.Status.LoadBalancer.Ingress) == 0 && svc.DeletionTimestamp == nil {
-		c.firstSee.LoadOrStore(svc.UID, time.Now())
-	}
+	c.noteWaiting(svc, deleted)
 	if t := c.term.Load(); t != nil {
 		key, err := cache.MetaNamespaceKeyFunc(svc)
 		if err != nil {
@@ -261,6 +260,25 @@ func (c *Controller) observe(obj any) {
 			return
 		}
 		t.queue.Add(key)
+	}
+}
+
+// noteWaiting keeps firstSee, the time each Service began to wait for an
+// IP, for the allocation-latency metric: only Services calico-lb serves
+// are timed, from when they became such a Service (a ClusterIP Service of
+// a week that turns LoadBalancer has waited no week), and a Service that
+// is gone or no longer served is forgotten, so the map holds no more than
+// the Services waiting now.
+func (c *Controller) noteWaiting(svc *corev1.Service, deleted bool) {
+	class := ""
+	if cfg := c.cfg.Load(); cfg != nil {
+		class = cfg.LoadBalancerClass
+	}
+	switch {
+	case deleted || svc.DeletionTimestamp != nil || !Managed(svc, class):
+		c.firstSee.Delete(svc.UID)
+	case len(svc.Status.LoadBalancer.Ingress) == 0:
+		c.firstSee.LoadOrStore(svc.UID, time.Now())
 	}
 }
 
