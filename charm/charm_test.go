@@ -1,6 +1,7 @@
 package charm
 
 import (
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/cos"
 
 	"encoding/json"
@@ -123,7 +124,7 @@ func TestConfigChangedActive(t *testing.T) {
 		t.Fatal(ctx.CharmErr)
 	}
 	// No juju-credentials: the operator is told the exact command.
-	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != `calico mode; 1 pool, 2/254 in use; no Calico link, so run: juju config calico bgp-service-loadbalancer-ips="10.0.0.0/24"` {
+	if out.UnitStatus.Name != "active" || out.UnitStatus.Message != "calico mode; 1 pool, 2/254 in use; no Calico link, so run: "+calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.0.0.0/24"}) {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 	if out.AppStatus != out.UnitStatus {

@@ -81,9 +81,11 @@ func (l *Link) SetOption(ctx context.Context, option string, want, addedBefore [
 }
 
 // Command is what an operator runs to do the sync by hand (no credentials
-// given to calico-lb): our CIDRs, to be added to whatever the option holds.
+// given to calico-lb): without them calico-lb cannot read the option, so
+// the command reads it itself and sets it to what it holds plus our CIDRs,
+// each once; CIDRs the operator put there stay.
 func Command(app, option string, want []string) string {
-	return fmt.Sprintf("juju config %s %s=\"%s\"", app, option, strings.Join(want, " "))
+	return fmt.Sprintf(`juju config %s %s="$(printf '%%s\n' $(juju config %s %s) %s | sort -u | xargs)"`, app, option, app, option, strings.Join(want, " "))
 }
 
 // Assessment is what the link concludes from calico-lb's config and

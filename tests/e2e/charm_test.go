@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/charm"
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/plan"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
@@ -138,7 +139,7 @@ func TestCharmRealParts(t *testing.T) {
 		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
 	}
 	if r := j.State(t).ActionResults; r["checks.0.name"] != "calico-option" || r["checks.0.result"] != "warn" ||
-		r["checks.0.fix"] != `run: juju config calico bgp-service-loadbalancer-ips="10.0.0.0/24"` || r["checks.1.service"] != "default/shop" || r["checks.1.result"] != "pass" {
+		r["checks.0.fix"] != "run: "+calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.0.0.0/24"}) || r["checks.1.service"] != "default/shop" || r["checks.1.result"] != "pass" {
 		t.Fatalf("verify results %v", r)
 	}
 
@@ -299,7 +300,7 @@ func freeAddress(t *testing.T) string {
 
 // noLink is what the status adds in calico mode without juju-credentials.
 func noLink(cidrs string) string {
-	return `; no Calico link, so run: juju config calico bgp-service-loadbalancer-ips="` + cidrs + `"`
+	return "; no Calico link, so run: " + calicolink.Command("calico", "bgp-service-loadbalancer-ips", strings.Fields(cidrs))
 }
 
 func httpBody(t *testing.T, url string) string {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/fakecontroller"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
@@ -292,7 +293,7 @@ func TestRacksCalicoMode(t *testing.T) {
 	setOption("")
 	st, _, err = u.Action(ctx, "verify", nil)
 	if err != nil || st.ActionResults["failed"] == "0" || !strings.Contains(st.ActionResults["table"], "sync-calico dry-run=false") ||
-		!strings.Contains(st.ActionResults["table"], `juju config calico bgp-service-loadbalancer-ips="10.215.100.0/28"`) {
+		!strings.Contains(st.ActionResults["table"], calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.215.100.0/28"})) {
 		t.Fatalf("verify with the option emptied: %v\n%s", err, st.ActionResults["table"])
 	}
 	t.Logf("verify with the option emptied:\n%s", st.ActionResults["table"])

@@ -1,27 +1,20 @@
 // Command pack is `make charm`: it writes calico-lb.charm, the zip Juju
 // deploys (dispatch, the charm's yaml files, the icon and a manifest),
-// without charmcraft. The archive is reproducible: entries are sorted and
-// carry a fixed time, so the same inputs give the same bytes.
+// without charmcraft (package charmzip).
 package main
 
 import (
-	"archive/zip"
-	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"time"
+
+	"github.com/calico-lb/calico-lb/charm/charmzip"
 )
 
 // files are the charm's files besides dispatch, from the repository root.
 var files = []string{"metadata.yaml", "config.yaml", "actions.yaml", "charmcraft.yaml", "icon.svg"}
-
-// epoch is every entry's time; zip cannot say 1970.
-var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
 	out := flag.String("o", "calico-lb.charm", "the .charm to write")
@@ -59,30 +52,9 @@ func pack(out, dispatch, root, arch string) error {
 		return fmt.Errorf("%w (build it with `make charm`)", err)
 	}
 	entries["dispatch"] = b
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	names := make([]string, 0, len(entries))
-	for n := range entries {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		h := &zip.FileHeader{Name: n, Method: zip.Deflate, Modified: epoch}
-		mode := os.FileMode(0o644)
-		if n == "dispatch" {
-			mode = 0o755
-		}
-		h.SetMode(mode)
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(w, bytes.NewReader(entries[n])); err != nil {
-			return err
-		}
-	}
-	if err := zw.Close(); err != nil {
+	data, err := charmzip.Archive(entries)
+	if err != nil {
 		return err
 	}
-	return os.WriteFile(out, buf.Bytes(), 0o644)
+	return os.WriteFile(out, data, 0o644)
 }
