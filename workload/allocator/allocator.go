@@ -267,6 +267,7 @@ func (st *state) keep(slot int32, req *Request) bool {
 	if len(req.IPs) > 0 && !sameAddrs(cur.ips, req.IPs) {
 		return false
 	}
+	st.dropUnwantedFamily(slot, req)
 	for i, ip := range cur.ips {
 		if !ip.IsValid() {
 			continue
@@ -322,6 +323,32 @@ func (st *state) keep(slot int32, req *Request) bool {
 		return st.addMissingFamily(slot, req) || req.Policy != RequireDualStack
 	}
 	return true
+}
+
+// dropUnwantedFamily releases the address of a family the Service no
+// longer asks for (dual-stack turned single-stack) when it keeps one it
+// does: the remaining family keeps its address, as Kubernetes keeps the
+// primary ClusterIP, instead of the Service being renumbered.
+func (st *state) dropUnwantedFamily(slot int32, req *Request) {
+	cur := &st.svcs[slot]
+	if len(req.IPs) > 0 || cur.len() != 2 {
+		return
+	}
+	wanted := [2]bool{}
+	for i, ip := range cur.ips {
+		wanted[i] = slices.Contains(req.Families, FamilyOf(ip))
+	}
+	if wanted[0] == wanted[1] {
+		return // both wanted, or neither: nothing to keep alone
+	}
+	drop := 0
+	if wanted[0] {
+		drop = 1
+	}
+	st.releaseIP(cur.svc, cur.rngs[drop], cur.ips[drop], cur.offs[drop])
+	keep := 1 - drop
+	cur.ips[0], cur.rngs[0], cur.offs[0] = cur.ips[keep], cur.rngs[keep], cur.offs[keep]
+	cur.ips[1], cur.rngs[1], cur.offs[1] = netip.Addr{}, nil, iprange.U128{}
 }
 
 // addMissingFamily gives a dual-stack Service the family it lacks, from the

@@ -548,6 +548,29 @@ func TestDualStack(t *testing.T) {
 			t.Fatalf("after IPv6 freed up: %v", asg)
 		}
 	})
+	t.Run("dual-stack to single-stack keeps the remaining family's address", func(t *testing.T) {
+		for _, keep := range []Family{IPv4, IPv6} {
+			a := mustNew(t, Pool{Name: "dual", Ranges: rngs("10.0.0.0/28", "fd00::/124"), AutoAssign: true})
+			before := mustAlloc(t, a, req("s", RequireDualStack, IPv4, IPv6))
+			want := before.IPs[0]
+			if FamilyOf(want) != keep {
+				want = before.IPs[1]
+			}
+			after := mustAlloc(t, a, req("s", SingleStack, keep))
+			if after.Len() != 1 || after.IPs[0] != want {
+				t.Fatalf("%v -> single-stack %v: %v, want %s kept", before, keep, after, want)
+			}
+			// The dropped address is free again: no leak in the counts.
+			otherFam := IPv4
+			if keep == IPv4 {
+				otherFam = IPv6
+			}
+			other := mustAlloc(t, a, req("o", SingleStack, otherFam))
+			if u := a.Usage(); u[0].InUseV4+u[0].InUseV6 != 2 {
+				t.Fatalf("in use after the drop and one more Service: %+v (other got %v)", u, other)
+			}
+		}
+	})
 	t.Run("RequireDualStack shares per family", func(t *testing.T) {
 		a := mustNew(t, dual)
 		r1 := req("a", RequireDualStack, IPv4, IPv6)
