@@ -81,7 +81,8 @@ e2e: tools deps
 # Debian's kernel package into .cache/vm on first use). Installed when missing
 # and running as root; otherwise those tests skip (or fail under
 # CALICO_LB_E2E=1).
-DEBS := frr bird2 nftables iproute2 iputils-arping iputils-ping tcpdump curl runc containernetworking-plugins iptables conntrack qemu-system-x86 busybox-static
+DEBS := frr bird2 nftables iproute2 iputils-arping iputils-ping tcpdump curl runc containernetworking-plugins iptables conntrack qemu-system-x86 busybox-static \
+	libuv1-dev liblz4-dev autoconf automake libtool pkg-config
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -91,9 +92,12 @@ deps:
 # etcd, the Kubernetes components (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubelet, kube-proxy, kubectl), containerd and Pebble for the
 # tests' real clusters, built once into .cache/bin from tests/tools/* (cold:
-# about 5 minutes on an idle 2-core machine, more under load).
-tools:
+# about 5 minutes on an idle 2-core machine, more under load); and Juju 4
+# (client, controller agent with Dqlite, unit agent, hook tools) into
+# .cache/juju for the real controller of tests/jujubed (cold: 5-8 minutes).
+tools: deps
 	$(GO) run ./tests/cluster/cmd/controlplane build
+	$(GO) run ./tests/jujubed/cmd/jujubed build
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

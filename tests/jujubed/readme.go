@@ -1,0 +1,108 @@
+package jujubed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// DeployMarker precedes, in README.md, the block of commands an operator
+// runs to deploy calico-lb; TestJujuDeploy runs its juju commands.
+const DeployMarker = "<!-- TestJujuDeploy runs the juju commands of this block, in order -->"
+
+// ReadmeCommands returns the lines of the shell block after marker in the
+// Markdown file at path (comments and blank lines dropped), so that a test
+// runs what the README tells users to run.
+func ReadmeCommands(path, marker string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	_, after, ok := strings.Cut(string(data), marker)
+	if !ok {
+		return nil, fmt.Errorf("%s has no %q", path, marker)
+	}
+	_, block, ok := strings.Cut(after, "```sh\n")
+	if !ok {
+		return nil, fmt.Errorf("%s: no ```sh block after %q", path, marker)
+	}
+	block, _, ok = strings.Cut(block, "```")
+	if !ok {
+		return nil, fmt.Errorf("%s: the block after %q does not end", path, marker)
+	}
+	var out []string
+	for _, line := range strings.Split(block, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+// Shell runs line with sh in dir, with the controller's environment and
+// vars (NAME=value) added, as an operator's shell runs it.
+func (c *Controller) Shell(ctx context.Context, dir string, vars []string, line string) (string, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-ec", line)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), c.Env()...), vars...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w\n%s", line, err, out)
+	}
+	return string(out), nil
+}
+
+// Status is what `juju status --format=json` says of one application.
+type Status struct {
+	App, AppMessage string
+	Units           map[string]UnitStatus
+}
+
+// UnitStatus is a unit's workload status.
+type UnitStatus struct {
+	Workload, Message, Agent string
+	Leader                   bool
+}
+
+// AppStatus reads model's application app from juju status.
+func (c *Controller) AppStatus(ctx context.Context, model, app string) (Status, error) {
+	out, err := c.Juju(ctx, "status", "-m", model, "--format=json", app)
+	if err != nil {
+		return Status{}, err
+	}
+	var st struct {
+		Applications map[string]struct {
+			Status struct {
+				Current string `json:"current"`
+				Message string `json:"message"`
+			} `json:"application-status"`
+			Units map[string]struct {
+				Workload struct {
+					Current string `json:"current"`
+					Message string `json:"message"`
+				} `json:"workload-status"`
+				Agent struct {
+					Current string `json:"current"`
+				} `json:"juju-status"`
+				Leader bool `json:"leader"`
+			} `json:"units"`
+		} `json:"applications"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return Status{}, fmt.Errorf("juju status: %w\n%s", err, out)
+	}
+	a, ok := st.Applications[app]
+	if !ok {
+		return Status{}, fmt.Errorf("juju status has no application %s", app)
+	}
+	s := Status{App: a.Status.Current, AppMessage: a.Status.Message, Units: map[string]UnitStatus{}}
+	for name, u := range a.Units {
+		s.Units[name] = UnitStatus{Workload: u.Workload.Current, Message: u.Workload.Message, Agent: u.Agent.Current, Leader: u.Leader}
+	}
+	return s, nil
+}
