@@ -137,7 +137,7 @@ func Build(ctx context.Context, log func(string)) (*Binaries, error) {
 		return nil, err
 	}
 	if !present(b.all()...) {
-		return nil, fmt.Errorf("Juju's build left out one of %v", b.all())
+		return nil, fmt.Errorf("the Juju build left out one of %v", b.all())
 	}
 	log(fmt.Sprintf("built Juju in %s", time.Since(start).Round(time.Second)))
 	return b, nil
@@ -341,7 +341,7 @@ func dqliteArchive() (string, error) {
 		}
 		return p, nil
 	}
-	return "", fmt.Errorf("Dqlite %s's source archive is in none of %v: put %s (sha256 %s) at the first",
+	return "", fmt.Errorf("the source archive of Dqlite %s is in none of %v: put %s (sha256 %s) at the first",
 		DqliteVersion, DqliteArchives(), DqliteSource, DqliteSHA256)
 }
 
