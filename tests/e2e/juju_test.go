@@ -188,22 +188,24 @@ func TestJujuDeploy(t *testing.T) {
 				left = append(left, "serviceaccount lb/"+sa)
 			}
 		}
+		var names []string
 		crs, err := b.Kube.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return []string{err.Error()}
 		}
 		for _, cr := range crs.Items {
-			if strings.HasPrefix(cr.Name, "calico-lb") {
-				left = append(left, "clusterrole "+cr.Name)
-			}
+			names = append(names, "clusterrole "+cr.Name)
 		}
 		crbs, err := b.Kube.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return []string{err.Error()}
 		}
 		for _, crb := range crbs.Items {
-			if strings.HasPrefix(crb.Name, "calico-lb") {
-				left = append(left, "clusterrolebinding "+crb.Name)
+			names = append(names, "clusterrolebinding "+crb.Name)
+		}
+		for _, n := range names {
+			if _, name, _ := strings.Cut(n, " "); strings.HasPrefix(name, "calico-lb") {
+				left = append(left, n)
 			}
 		}
 		return left
