@@ -176,13 +176,18 @@ bench-charm: tools
 	$(GO) test -run '^$$' -bench DispatchConfigChanged -benchtime 20x -count 1 ./tests/bench/charm/ | tee $(CACHE)/bench-charm.txt
 	@grep '^charm-dispatch' $(CACHE)/bench-charm.txt | tail -1
 
-# calico-lb.charm without charmcraft: dispatch built as charmcraft.yaml
-# builds it, zipped reproducibly with the charm's files.
+# The charm without charmcraft: dispatch built as charmcraft.yaml builds
+# it, zipped reproducibly with the charm's files (charm/cmd/pack).
+# One charm per architecture the image has (charmcraft's platforms): Juju
+# deploys the one of the cluster's nodes.
+CHARM_ARCHES := amd64 arm64
 charm:
 	@mkdir -p bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o bin/dispatch ./charm/cmd/dispatch
-	$(GO) run ./charm/cmd/pack -o calico-lb.charm -dispatch bin/dispatch
-	@unzip -l calico-lb.charm 2>/dev/null || true
+	@set -e; for arch in $(CHARM_ARCHES); do \
+		CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags=-s -o bin/dispatch-$$arch ./charm/cmd/dispatch; \
+		$(GO) run ./charm/cmd/pack -o calico-lb_$$arch.charm -dispatch bin/dispatch-$$arch -arch $$arch; \
+		echo "calico-lb_$$arch.charm"; \
+	done
 
 # The workload image as an OCI archive (amd64 + arm64), without Docker; the
 # same commit gives the same digest. README shows how to push it.
@@ -190,4 +195,4 @@ image:
 	$(GO) run ./workload/cmd/mkimage -o bin/calico-lb.oci.tar
 
 clean:
-	rm -rf bin calico-lb.charm $(CACHE)/bench.txt
+	rm -rf bin calico-lb.charm calico-lb_*.charm $(CACHE)/bench.txt

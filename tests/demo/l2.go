@@ -33,7 +33,7 @@ func runL2(ctx context.Context) error {
 	}()
 	kb := b.Kubebed
 	cfg := map[string]any{"pools": "10.214.0.100-10.214.0.120 fd14::100-fd14::120", "peering-mode": "l2"}
-	step("juju deploy ./calico-lb.charm --resource workload-image=%s --trust --config pools=%q --config peering-mode=l2", kb.Image("calico-lb:test"), cfg["pools"])
+	step("juju deploy ./calico-lb_amd64.charm --resource workload-image=%s --trust --config pools=%q --config peering-mode=l2", kb.Image("calico-lb:test"), cfg["pools"])
 	u, err := kb.Deploy(ctx, "lb", cfg)
 	if err != nil {
 		return err

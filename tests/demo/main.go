@@ -35,7 +35,7 @@ var demoConfig string
 
 func main() {
 	binary := flag.String("binary", filepath.Join(cluster.Root(), "bin", "calico-lb"), "the calico-lb binary")
-	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), l2, racks (two racks with Calico's BGP on the nodes, the speakers peering the spine), racks-calico (the racks in calico mode, no speakers) or vrf (one router split in two VRFs)")
+	mode := flag.String("mode", "", "empty for the default demo (calico mode, then spine mode), l2, racks (two racks with Calico's BGP on the nodes, the speakers peering the spine), racks-calico (the racks in calico mode, no speakers) vrf (one router split in two VRFs) or juju (a real Juju controller on the spine bed, calico-lb deployed with README's commands)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -51,8 +51,10 @@ func main() {
 		err = runRacksCalico(ctx)
 	case "vrf":
 		err = runVRF(ctx)
+	case "juju":
+		err = runJuju(ctx)
 	default:
-		err = fmt.Errorf("MODE=%q: want l2, racks, racks-calico or vrf, or nothing for the default demo", *mode)
+		err = fmt.Errorf("MODE=%q: want l2, racks, racks-calico, vrf or juju, or nothing for the default demo", *mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)

@@ -46,7 +46,7 @@ func runRacks(ctx context.Context) error {
 
 	cfg := map[string]any{"pools": "10.215.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
 		"subnet-spine-peers": "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}], 10.215.2.0/24: [{address: 10.215.102.1, as-number: 65000, multihop: 2}]}"}
-	step("juju deploy ./calico-lb.charm --trust --config peering-mode=spine --config as-number=64512 --config pools=10.215.100.0/28 --config subnet-spine-peers=%q\n    (the speakers peer the spine through their ToR: the ToR's session is Calico's)", cfg["subnet-spine-peers"])
+	step("juju deploy ./calico-lb_amd64.charm --trust --config peering-mode=spine --config as-number=64512 --config pools=10.215.100.0/28 --config subnet-spine-peers=%q\n    (the speakers peer the spine through their ToR: the ToR's session is Calico's)", cfg["subnet-spine-peers"])
 	kb := b.Kubebed
 	u, err := kb.Deploy(ctx, "lb", cfg)
 	if err != nil {

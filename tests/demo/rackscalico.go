@@ -41,7 +41,7 @@ func runRacksCalico(ctx context.Context) error {
 	defer fc.Close()
 	b.FollowController(fc, model)
 	fmt.Printf("    calico's %s before: %q\n", calico.OptLoadBalancerIPs, spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs))
-	step("juju deploy ./calico-lb.charm --trust --config peering-mode=calico --config pools=10.215.100.0/28 --config calico-model=… --config juju-credentials=…")
+	step("juju deploy ./calico-lb_amd64.charm --trust --config peering-mode=calico --config pools=10.215.100.0/28 --config calico-model=… --config juju-credentials=…")
 	kb := b.Kubebed
 	u, err := kb.DeployWith(ctx, "lb", map[string]any{"pools": "10.215.100.0/28", "peering-mode": "calico", "juju-credentials": "secret:creds", "calico-model": model},
 		spinebed.LinkState(fc, password))

@@ -35,7 +35,7 @@ func runSpine(ctx context.Context) error {
 	cfg := map[string]any{"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
 		"subnet-spine-peers": "{10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}], " +
 			"10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}]}"}
-	step("juju deploy ./calico-lb.charm --resource workload-image=%s --trust (a StatefulSet shaped as Juju makes it; hooks run in its charm container)", kb.Image("calico-lb:test"))
+	step("juju deploy ./calico-lb_amd64.charm --resource workload-image=%s --trust (a StatefulSet shaped as Juju makes it; hooks run in its charm container)", kb.Image("calico-lb:test"))
 	for k, v := range cfg {
 		fmt.Printf("    --config %s=%v\n", k, v)
 	}

@@ -44,7 +44,7 @@ func runVRF(ctx context.Context) error {
 	}
 	defer fc.Close()
 	peers := "{10.217.1.0/24: [{address: " + spinebed.VRFPeer + ", as-number: 65001}]}"
-	step("juju deploy ./calico-lb.charm --trust --config peering-mode=spine --config as-number=64512 --config pools=10.217.100.0/28 --config subnet-spine-peers=%q (+ the Calico link)\n    (the speakers peer the lb VRF's address on the second subnet of the nodes' link)", peers)
+	step("juju deploy ./calico-lb_amd64.charm --trust --config peering-mode=spine --config as-number=64512 --config pools=10.217.100.0/28 --config subnet-spine-peers=%q (+ the Calico link)\n    (the speakers peer the lb VRF's address on the second subnet of the nodes' link)", peers)
 	kb := b.Kubebed
 	u, err := kb.DeployWith(ctx, "lb", map[string]any{"pools": "10.217.100.0/28", "peering-mode": "spine", "as-number": 64512.0, "subnet-spine-peers": peers,
 		"juju-credentials": "secret:creds", "calico-model": model}, spinebed.LinkState(fc, password))

@@ -2,9 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"os/exec"
-	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // TestJujuDeploy deploys calico-lb through a real Juju controller, as
@@ -59,41 +59,24 @@ func TestJujuDeploy(t *testing.T) {
 		"POOLS=10.212.100.0/28",
 		"SPINE_PEERS={10.212.1.0/24: [{address: 10.212.1.1, as-number: 64500, hold-time: 9}], 10.212.2.0/24: [{address: 10.212.2.1, as-number: 64500, hold-time: 9}]}",
 	}
-	lines, err := jujubed.ReadmeCommands(filepath.Join(cluster.Root(), "README.md"), jujubed.DeployMarker)
+	root := cluster.Root()
+	// As an operator would: juju run once juju status says active and the
+	// spine has the sessions.
+	ready := func() error {
+		waitActive(t, ctrl, "lb", "spine mode")
+		waitEstablished(t, b, n1, n2)
+		return nil
+	}
+	d, err := ctrl.DeployFromReadme(ctx, root, vars, ready, func(s string) { t.Log(s) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := cluster.Root()
-	ran := 0
-	for _, line := range lines {
-		switch {
-		case strings.HasPrefix(line, "make "):
-			// `make charm` as written; the image is the one pushed above,
-			// built for this machine by the same code as `make image`.
-			if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
-				t.Fatalf("make charm: %v\n%s", err, out)
-			}
-			continue
-		case strings.HasPrefix(line, "skopeo "):
-			continue
-		case !strings.HasPrefix(line, "juju "):
-			t.Fatalf("README's deploy block has %q, which this test does not know how to run", line)
-		case strings.HasPrefix(line, "juju run "):
-			// As an operator would: once juju status says active and
-			// the spine has the sessions.
-			waitActive(t, ctrl, "lb", "spine mode")
-			waitEstablished(t, b, n1, n2)
-		}
-		out, err := ctrl.Shell(ctx, root, vars, line)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("$ %s\n%s", line, out)
-		ran++
-		if strings.HasPrefix(line, "juju run ") && strings.Contains(line, " verify") && !strings.Contains(out, `failed: "0"`) {
-			t.Fatalf("verify did not pass:\n%s", out)
+	for i, line := range d.Ran {
+		if strings.HasPrefix(line, "juju run ") && strings.Contains(line, " verify") && !strings.Contains(d.Out[i], `failed: "0"`) {
+			t.Fatalf("README's %s did not pass:\n%s", line, d.Out[i])
 		}
 	}
+	ran := len(d.Ran)
 	if ran < 5 {
 		t.Fatalf("ran %d juju commands from README; its deploy block lost some", ran)
 	}
@@ -174,6 +157,77 @@ func TestJujuDeploy(t *testing.T) {
 	}
 	t.Logf("MD5 sessions up from the Juju secret %s in %s", uri, took.Round(time.Millisecond))
 
+	// A second unit is a standby: when the leader's pod goes, it takes
+	// over (a Service created meanwhile gets its IP) and no IP changes.
+	if _, err := ctrl.Juju(ctx, "scale-application", "-m", "lb", "calico-lb", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.WaitFor(ctx, 5*time.Minute, func() bool {
+		st, err := ctrl.AppStatus(ctx, "lb", "calico-lb")
+		return err == nil && len(st.Units) == 2 && st.Units["calico-lb/1"].Workload == "active"
+	}); err != nil {
+		out, _ := ctrl.Juju(ctx, "status", "-m", "lb")
+		t.Fatalf("calico-lb/1 not active after scale-application 2:\n%s", out)
+	}
+	leader, err := b.Kube.CoordinationV1().Leases("lb").Get(ctx, controller.DefaultLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := ""
+	for _, pod := range []string{"calico-lb-0", "calico-lb-1"} {
+		if leader.Spec.HolderIdentity != nil && strings.HasPrefix(*leader.Spec.HolderIdentity, pod) {
+			holder = pod
+		}
+	}
+	if holder == "" {
+		t.Fatalf("the Lease's holder %v is neither unit's pod", leader.Spec.HolderIdentity)
+	}
+	deleted := time.Now()
+	if err := b.Kube.CoreV1().Pods("lb").Delete(ctx, holder, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the leading controller's pod %s: %v", holder, err)
+	}
+	if _, err := b.Kubebed.Echo(ctx, kubebed.App{NS: "web2", Name: "web2", Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	vip2, err := b.WaitIP("web2", "web2", 2*time.Minute)
+	if err != nil {
+		t.Fatalf("no IP for a Service created after the leader's pod %s was deleted: %v", holder, err)
+	}
+	t.Logf("leader's pod %s deleted: web2 got %s %s later", holder, vip2, time.Since(deleted).Round(time.Millisecond))
+	if now, err := b.WaitIP("web", "web", time.Second); err != nil || now != vip {
+		t.Fatalf("web's IP is %s (%v) after the takeover, was %s", now, err, vip)
+	}
+
+	// juju refresh to a new build of the charm and a new image: every IP
+	// stays, and the routes come back from the new speakers.
+	if err := b.Kubebed.Registry.Push(ctx, "calico-lb:"+version+"-2", imgs[images.CalicoLB]); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
+		t.Fatalf("make charm: %v\n%s", err, out)
+	}
+	if _, err := ctrl.JujuIn(ctx, root, "refresh", "-m", "lb", "calico-lb", "--path", "./calico-lb_"+runtime.GOARCH+".charm",
+		"--resource", "workload-image="+b.Kubebed.Registry.Host+"/calico-lb:"+version+"-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.WaitFor(ctx, 5*time.Minute, func() bool {
+		ds, err := b.Kube.AppsV1().DaemonSets("lb").Get(ctx, "calico-lb-speaker", metav1.GetOptions{})
+		return err == nil && strings.HasSuffix(ds.Spec.Template.Spec.Containers[0].Image, ":"+version+"-2") &&
+			ds.Status.UpdatedNumberScheduled == 2 && ds.Status.NumberReady == 2
+	}); err != nil {
+		t.Fatalf("the speakers did not move to the refreshed image: %v", err)
+	}
+	waitActive(t, ctrl, "lb", "spine mode")
+	if _, err := b.WaitNextHops(vip, 2*time.Minute, n1, n2); err != nil {
+		t.Fatalf("after juju refresh: %v", err)
+	}
+	for ns, want := range map[string]string{"web": vip, "web2": vip2} {
+		if now, err := b.WaitIP(ns, ns, time.Second); err != nil || now != want {
+			t.Fatalf("%s's IP is %s (%v) after juju refresh, was %s", ns, now, err, want)
+		}
+	}
+	waitPods(t, b, vip, 2, "after juju refresh", nil)
+
 	// Removal leaves nothing of calico-lb in the cluster.
 	if _, err := ctrl.Juju(ctx, "remove-application", "-m", "lb", "calico-lb", "--no-prompt"); err != nil {
 		t.Fatal(err)
@@ -219,61 +273,27 @@ func TestJujuDeploy(t *testing.T) {
 // addrs are Established.
 func waitEstablished(t *testing.T, b *spinebed.Bed, addrs ...string) {
 	t.Helper()
-	var out string
-	if _, err := netns.WaitFor(context.Background(), 2*time.Minute, func() bool {
-		var err error
-		if out, err = b.FRR.Vtysh("-c", "show bgp ipv4 unicast summary json"); err != nil {
-			return false
-		}
-		var sum struct {
-			Peers map[string]struct {
-				State string `json:"state"`
-			} `json:"peers"`
-		}
-		if json.Unmarshal([]byte(out), &sum) != nil {
-			return false
-		}
-		for _, a := range addrs {
-			if sum.Peers[a].State != "Established" {
-				return false
-			}
-		}
-		return true
-	}); err != nil {
-		t.Fatalf("the spine's sessions with %v are not Established:\n%s", addrs, out)
+	if err := b.WaitEstablished(2*time.Minute, addrs...); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// waitActive waits until model's calico-lb/0 is active with a message
+// waitActive waits until model's calico-lb leader is active with a message
 // that starts with prefix.
 func waitActive(t *testing.T, ctrl *jujubed.Controller, model, prefix string) {
 	t.Helper()
-	waitUnit(t, ctrl, model, func(u jujubed.UnitStatus) bool {
-		return u.Workload == "active" && strings.HasPrefix(u.Message, prefix) && u.Agent == "idle"
-	})
+	if _, err := ctrl.WaitUnit(context.Background(), model, "calico-lb", 5*time.Minute, jujubed.Active(prefix)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitUnit waits until the leader unit of calico-lb in model satisfies ok,
 // and returns its status.
 func waitUnit(t *testing.T, ctrl *jujubed.Controller, model string, ok func(jujubed.UnitStatus) bool) jujubed.UnitStatus {
 	t.Helper()
-	var last jujubed.UnitStatus
-	var lastErr error
-	if _, err := netns.WaitFor(context.Background(), 5*time.Minute, func() bool {
-		st, err := ctrl.AppStatus(context.Background(), model, "calico-lb")
-		if err != nil {
-			lastErr = err
-			return false
-		}
-		for _, u := range st.Units {
-			if u.Leader {
-				last = u
-				return ok(u)
-			}
-		}
-		return false
-	}); err != nil {
-		t.Fatalf("calico-lb's leader unit: %+v (%v)", last, lastErr)
+	u, err := ctrl.WaitUnit(context.Background(), model, "calico-lb", 5*time.Minute, ok)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return last
+	return u
 }

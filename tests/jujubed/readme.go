@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"time"
 )
 
 // DeployMarker precedes, in README.md, the block of commands an operator
@@ -105,4 +107,87 @@ func (c *Controller) AppStatus(ctx context.Context, model, app string) (Status, 
 		s.Units[name] = UnitStatus{Workload: u.Workload.Current, Message: u.Workload.Message, Agent: u.Agent.Current, Leader: u.Leader}
 	}
 	return s, nil
+}
+
+// Deployed is what DeployFromReadme did.
+type Deployed struct {
+	Ran []string // the juju commands run, as README has them
+	Out []string // what each printed
+}
+
+// DeployFromReadme runs the deploy block of README.md (at root) as an
+// operator would, with vars (NAME=value) for the variables README asks
+// the operator to set: `make` lines as written (from root), juju lines
+// through sh in root. skopeo lines are left to the caller, which has put
+// the image in its registry; any other line is an error, so the block
+// cannot grow a step this does not know. Before each `juju run`, ready is
+// called to wait as an operator waits for juju status to settle. Each
+// command and its output go to log.
+func (c *Controller) DeployFromReadme(ctx context.Context, root string, vars []string, ready func() error, log func(string)) (Deployed, error) {
+	var d Deployed
+	lines, err := ReadmeCommands(filepath.Join(root, "README.md"), DeployMarker)
+	if err != nil {
+		return d, err
+	}
+	for _, line := range lines {
+		switch {
+		case strings.HasPrefix(line, "make "):
+			if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
+				return d, fmt.Errorf("make charm (for %q): %w\n%s", line, err, out)
+			}
+			log("$ " + line + " (the charm; the image is in the bed's registry already)")
+			continue
+		case strings.HasPrefix(line, "skopeo "):
+			continue
+		case !strings.HasPrefix(line, "juju "):
+			return d, fmt.Errorf("README's deploy block has %q, which the beds do not know how to run", line)
+		case strings.HasPrefix(line, "juju run ") && ready != nil:
+			if err := ready(); err != nil {
+				return d, err
+			}
+		}
+		out, err := c.Shell(ctx, root, vars, line)
+		if err != nil {
+			return d, err
+		}
+		log("$ " + line + "\n" + out)
+		d.Ran, d.Out = append(d.Ran, line), append(d.Out, out)
+	}
+	return d, nil
+}
+
+// WaitUnit waits until the leader unit of app in model satisfies ok, and
+// returns its status (the last seen, with the error, when it does not).
+func (c *Controller) WaitUnit(ctx context.Context, model, app string, limit time.Duration, ok func(UnitStatus) bool) (UnitStatus, error) {
+	var last UnitStatus
+	var lastErr error
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := c.AppStatus(ctx, model, app)
+		lastErr = err
+		for _, u := range st.Units {
+			if u.Leader {
+				last = u
+				if ok(u) {
+					return u, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return last, fmt.Errorf("%s's leader unit in %s after %s: %+v (%v)", app, model, limit, last, lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Active is a WaitUnit condition: active, idle, the message starting with
+// prefix.
+func Active(prefix string) func(UnitStatus) bool {
+	return func(u UnitStatus) bool {
+		return u.Workload == "active" && u.Agent == "idle" && strings.HasPrefix(u.Message, prefix)
+	}
 }

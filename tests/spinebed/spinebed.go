@@ -13,6 +13,7 @@ package spinebed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -360,4 +361,34 @@ func (b *Bed) Logs() string {
 		fmt.Fprintf(&out, "--- FRR (VRF router)\n%s\n", b.VRF.Log())
 	}
 	return out.String()
+}
+
+// WaitEstablished waits until the spine's BGP sessions with the nodes at
+// addrs are Established, for at most limit.
+func (b *Bed) WaitEstablished(limit time.Duration, addrs ...string) error {
+	var out string
+	_, err := netns.WaitFor(context.Background(), limit, func() bool {
+		var err error
+		if out, err = b.FRR.Vtysh("-c", "show bgp ipv4 unicast summary json"); err != nil {
+			return false
+		}
+		var sum struct {
+			Peers map[string]struct {
+				State string `json:"state"`
+			} `json:"peers"`
+		}
+		if json.Unmarshal([]byte(out), &sum) != nil {
+			return false
+		}
+		for _, a := range addrs {
+			if sum.Peers[a].State != "Established" {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("the spine's sessions with %v are not Established after %s:\n%s", addrs, limit, out)
+	}
+	return nil
 }

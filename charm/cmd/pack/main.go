@@ -1,6 +1,6 @@
-// Command pack is `make charm`: it writes calico-lb.charm, the zip Juju
-// deploys (dispatch, the charm's yaml files, the icon and a manifest),
-// without charmcraft (package charmzip).
+// Command pack is `make charm`: it writes the .charm Juju deploys, one per
+// architecture (dispatch, the charm's yaml files, the icon and a manifest
+// naming the architecture), without charmcraft (package charmzip).
 package main
 
 import (
