@@ -87,14 +87,19 @@ func (st *state) freeWithin(r *prange, from iprange.U128) (iprange.U128, bool) {
 }
 
 // takeWithin takes r's next free offset that st.within holds; free said
-// there is one.
+// there is one. The position moves on only when the address is ahead of
+// it: an address the change keeps, behind the position, must not pull it
+// back, or after a revert next-fit would hand out addresses released
+// moments before while never-used ones are free.
 func (st *state) takeWithin(r *prange, owner int32) iprange.U128 {
 	off, ok := st.freeWithin(r, r.t.cursor)
 	if !ok {
 		panic("allocator: takeWithin called without a free address") // free said yes just before
 	}
 	r.t.set(off, owner)
-	r.t.advance(off)
+	if off.Cmp(r.t.cursor) >= 0 {
+		r.t.advance(off)
+	}
 	return off
 }
 

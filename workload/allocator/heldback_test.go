@@ -60,3 +60,26 @@ func TestAllocationWhileHeldBack(t *testing.T) {
 		t.Fatalf("after the revert got %s, want to join 10.0.0.1", got)
 	}
 }
+
+// Next-fit keeps its furthest position through a held-back change: a
+// Service given an address while the change was held (one the change
+// keeps, behind the position) does not pull the position back, so after
+// a revert the next Service gets a never-used address, not one released
+// seconds before.
+func TestHeldBackKeepsFurthestPosition(t *testing.T) {
+	full := []Pool{{Name: "p", Ranges: rngs("10.0.0.1-10.0.0.254"), AutoAssign: true}}
+	a := mustNew(t, full...)
+	allocN(t, a, "s", 30) // .1-.30
+	for i := 5; i < 10; i++ {
+		a.Release(svc("ns", fmt.Sprint("s", i))) // .6-.10
+	}
+	if _, err := a.SetPools([]Pool{{Name: "p", Ranges: rngs("10.0.0.1-10.0.0.15"), AutoAssign: true}}, false); !errors.Is(err, ErrHeldBack) {
+		t.Fatalf("shrinking to .1-.15 was not held back: %v", err)
+	}
+	wantOrder(t, "while held back", allocN(t, a, "held", 1), "10.0.0.6")
+	if _, err := a.SetPools(full, false); err != nil {
+		t.Fatalf("reverting: %v", err)
+	}
+	a.DropPending()
+	wantOrder(t, "after the revert", allocN(t, a, "after", 2), "10.0.0.31 10.0.0.32")
+}
