@@ -225,8 +225,14 @@ func (c *Charm) openCalico(ctx context.Context) (*calicolink.Link, *calico.Confi
 
 // keepDecision records the leader's decision in the peer relation.
 func (c *Charm) keepDecision(st linkState) {
-	if b, err := json.Marshal(st); err == nil {
-		c.setPeerData(map[string]string{keyLink: string(b)})
+	b, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	if err := c.setPeerData(map[string]string{keyLink: string(b)}); err != nil {
+		// Other units follow the leader's decision from there; they
+		// decide for themselves until it is written (the next hook).
+		goops.LogWarningf("the Calico link's decision is not kept for the other units: %v", err)
 	}
 }
 

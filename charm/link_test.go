@@ -3,11 +3,13 @@ package charm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/gruyaume/goops"
 	"github.com/gruyaume/goops/goopstest"
 
 	"github.com/calico-lb/calico-lb/charm/calicolink"
@@ -308,5 +310,66 @@ func TestLinkKeepsCIDRsWhileWorkloadIsSilent(t *testing.T) {
 	}
 	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24 10.208.1.0/28 10.208.2.0/28" {
 		t.Fatalf("with the workload silent calico has %q; the old CIDR must stay", got)
+	}
+}
+
+// failingRelationSet makes relation-set fail, as it does when the
+// controller is unreachable mid-hook.
+type failingRelationSet struct{ goops.CommandRunner }
+
+func (f failingRelationSet) Run(name string, args ...string) ([]byte, error) {
+	if name == "relation-set" {
+		return nil, errors.New("relation-set: connection is shut down")
+	}
+	return f.CommandRunner.Run(name, args...)
+}
+
+// The link writes calico's option only when it can remember what it adds:
+// in install (no peer relation yet) and when relation-set fails, calico
+// is left as it was and the status says why; the next hook that can
+// remember writes it, and what was remembered is exactly what was added.
+func TestLinkWritesOnlyWhatItCanRemember(t *testing.T) {
+	fc, st := linked(t, nil)
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Addresses: []string{"10.208.1.0/28"}, Capacity: "14"}}}, api.PoolChange{}, st.Containers[0].Mounts["etc"].Source)
+
+	// install: the peer relation is not there yet.
+	install := st
+	install.PeerRelations = nil
+	out, _ := runHook(t, base, "install", install)
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24" || len(fc.CallsTo("Application", "SetConfigs")) != 0 {
+		t.Fatalf("install wrote calico's option (%v) with nowhere to remember it", got)
+	}
+	if !strings.Contains(out.UnitStatus.Message, "not written yet") {
+		t.Fatalf("install's status %+v does not say calico's option is not written yet", out.UnitStatus)
+	}
+
+	// relation-set fails: nothing written either.
+	c := New()
+	c.Exec, c.APIBase, c.Wait = fakeExec(nil, ""), base, 0
+	c.Network = func(string) (*goops.Network, error) {
+		return &goops.Network{BindAddresses: []goops.BindAddress{{InterfaceName: "eth0", Addresses: []goops.Address{{Value: "10.1.0.7", CIDR: "10.1.0.0/16"}}}}}, nil
+	}
+	hook := func() error {
+		goops.SetCommandRunner(failingRelationSet{goops.GetCommandRunner()})
+		return c.Hook()
+	}
+	out = goopstest.NewContext(hook, goopstest.WithUnitID("calico-lb/0")).Run("config-changed", st)
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24" {
+		t.Fatalf("calico's option written (%v) although relation-set failed", got)
+	}
+	if !strings.Contains(out.UnitStatus.Message, "cannot be remembered") {
+		t.Fatalf("status %+v does not say why calico's option is not written", out.UnitStatus)
+	}
+
+	// The next hook can: written, and remembered exactly.
+	out, ctx := run(t, base, st)
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	if got := calicoValue(fc, calico.OptLoadBalancerIPs); got != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("calico's option after a hook that can remember: %v", got)
+	}
+	if peer := out.PeerRelations[0].LocalAppData; peer[keyOurs] != `["10.208.1.0/28"]` {
+		t.Fatalf("remembered %v", peer[keyOurs])
 	}
 }

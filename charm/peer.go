@@ -20,7 +20,15 @@ func (m peerMemory) Added() []string { return m.c.ours() }
 
 func (m peerMemory) Remember(cidrs []string) error {
 	b, _ := json.Marshal(cidrs)
-	m.c.setPeerData(map[string]string{keyOurs: string(b)})
+	return m.c.setPeerData(map[string]string{keyOurs: string(b)})
+}
+
+// Ready: the peer relation is there from the first hooks after install,
+// and not in install itself.
+func (m peerMemory) Ready() error {
+	if m.c.peerApp().id == "" {
+		return fmt.Errorf("the %s relation is not there yet (it is from the hooks after install), and what calico-lb adds must be kept there to be removed later", PeerEndpoint)
+	}
 	return nil
 }
 
@@ -78,17 +86,17 @@ func (c *Charm) peerData(key string) (string, bool) {
 	return v, v != ""
 }
 
-func (c *Charm) setPeerData(m map[string]string) {
+// setPeerData writes m into the peer relation's application data.
+func (c *Charm) setPeerData(m map[string]string) error {
 	p := c.peerApp()
 	if p.id == "" {
-		goops.LogWarningf("no %s relation yet: the Calico link's decision is not kept for other units", PeerEndpoint)
-		return
+		return fmt.Errorf("no %s relation yet", PeerEndpoint)
 	}
 	if err := goops.SetAppRelationData(p.id, m); err != nil {
-		goops.LogWarningf("keep the Calico link's decision: %v", err)
-		return
+		return fmt.Errorf("relation-set on %s: %w", PeerEndpoint, err)
 	}
 	for k, v := range m {
 		p.data[k] = v
 	}
+	return nil
 }

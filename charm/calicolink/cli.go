@@ -233,6 +233,8 @@ func (f fileMemory) Added() []string {
 	return out
 }
 
+func (f fileMemory) Ready() error { return nil }
+
 func (f fileMemory) Remember(cidrs []string) error {
 	data, _ := json.Marshal(cidrs)
 	if err := os.MkdirAll(filepath.Dir(string(f)), 0o700); err != nil {

@@ -45,6 +45,10 @@ type InForce struct {
 type Memory interface {
 	Added() []string
 	Remember(cidrs []string) error
+	// Ready says why it cannot remember now (nil: it can). Calico's
+	// option is not written while it cannot: CIDRs added and then
+	// forgotten would be taken for the operator's and never removed.
+	Ready() error
 }
 
 // Outcome is what a run found and did.
@@ -89,12 +93,31 @@ func (l *Link) Sync(ctx context.Context, req Request) (Outcome, error) {
 			want = union(want, out.Kept)
 		}
 	}
-	ch, err := l.SetOption(ctx, a.Option, want, before, req.DryRun)
+	// What would change, first: nothing is written that cannot be
+	// remembered, since CIDRs added and then forgotten would be taken for
+	// the operator's and never removed.
+	ch, err := l.SetOption(ctx, a.Option, want, before, true)
+	out.Change = &ch
+	if err != nil || req.DryRun || (!ch.Changed() && slices.Equal(ch.Ours, before)) {
+		return out, err
+	}
+	if err := req.Memory.Ready(); err != nil {
+		return out, fmt.Errorf("calico's %s is not written yet: %w", a.Option, err)
+	}
+	// Remembered before the write, with what it may remove still in: a
+	// write that fails then leaves nothing unaccounted for.
+	during := union(slices.Clone(before), ch.Ours)
+	if !slices.Equal(during, before) {
+		if err := req.Memory.Remember(during); err != nil {
+			return out, fmt.Errorf("calico's %s is not written: what calico-lb adds cannot be remembered: %w", a.Option, err)
+		}
+	}
+	ch, err = l.SetOption(ctx, a.Option, want, before, false)
 	out.Change = &ch
 	if err != nil {
 		return out, err
 	}
-	if !req.DryRun && !slices.Equal(ch.Ours, before) {
+	if !slices.Equal(ch.Ours, during) {
 		if err := req.Memory.Remember(ch.Ours); err != nil {
 			return out, fmt.Errorf("remember the CIDRs calico-lb added: %w", err)
 		}
