@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sort"
@@ -32,7 +33,11 @@ func (c *Controller) api() http.Handler {
 	// The charm calls this after pushing a config file, so that its status
 	// reflects the new file at once rather than after the next poll.
 	mux.HandleFunc("POST /v1/reload", serveJSON(func(ctx context.Context) (*Snapshot, error) {
-		if c.loadConfig() {
+		changed, err := c.reload(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reload: %w", err)
+		}
+		if changed {
 			_, _ = inLoop(ctx, c, func(t *term) (struct{}, error) { t.reconfigure(c.cfg.Load()); return struct{}{}, nil })
 		}
 		return c.snapshot(ctx)

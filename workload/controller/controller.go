@@ -124,6 +124,14 @@ type Controller struct {
 	speakersErr   atomic.Pointer[string]        // why the speakers are not as the config wants, if they are not
 	images        *imageFinder
 	configChanged chan struct{}
+	// reloads asks the config watcher, the one goroutine that loads the
+	// file, to load it now; it answers whether the config changed.
+	reloads chan chan bool
+	// readFile reads the config file (os.ReadFile; a test holds a read
+	// back to show that loads never overlap).
+	readFile func(string) ([]byte, error)
+	// newTerm starts a leadership term (newTerm; a test makes it fail).
+	newTerm func(*Controller, *config.Config) (*term, error)
 	// passwordsChanged says the BGP password file changed: the speakers'
 	// Secret follows.
 	passwordsChanged chan struct{}
@@ -146,7 +154,8 @@ func New(opts Options) (*Controller, error) {
 	if opts.Client == nil || opts.ConfigPath == "" {
 		return nil, errors.New("controller: Client and ConfigPath are required")
 	}
-	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1), passwordsChanged: make(chan struct{}, 1)}
+	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1), passwordsChanged: make(chan struct{}, 1),
+		reloads: make(chan chan bool), readFile: os.ReadFile, newTerm: newTerm}
 	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
 		pod: opts.PodName, container: opts.Container}
 	c.metrics = newMetrics(c)
@@ -188,6 +197,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.opts.Identity},
 	}
 	for ctx.Err() == nil {
+		// A term that cannot start gives the Lease up at once (cancelling
+		// the elector releases it), so that a standby leads instead of a
+		// leader that does nothing; this one then waits a Lease's length
+		// before it contends again.
+		leCtx, cancelLE := context.WithCancel(ctx)
+		var failed atomic.Bool
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   c.opts.LeaseDuration,
@@ -196,7 +211,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			ReleaseOnCancel: true,
 			Name:            c.opts.LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: c.lead,
+				OnStartedLeading: func(lctx context.Context) {
+					if err := c.lead(lctx); err != nil {
+						c.log.Error("cannot lead: giving the Lease up so that a standby leads", "error", err)
+						failed.Store(true)
+						cancelLE()
+					}
+				},
 				OnStoppedLeading: func() {
 					c.leading.Store(false)
 					c.metrics.leader.Set(0)
@@ -209,16 +230,24 @@ func (c *Controller) Run(ctx context.Context) error {
 			},
 		})
 		if err != nil {
+			cancelLE()
 			return err
 		}
-		le.Run(ctx) // returns when leadership is lost or ctx ends
+		le.Run(leCtx) // returns when leadership is lost, given up, or ctx ends
+		cancelLE()
+		if failed.Load() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.opts.LeaseDuration):
+			}
+		}
 	}
 	return nil
 }
 
 // lead runs one leadership term: wait for a valid config, adopt every
 // existing assignment, then serve until the term ends.
-func (c *Controller) lead(ctx context.Context) {
+func (c *Controller) lead(ctx context.Context) error {
 	c.leading.Store(true)
 	c.metrics.leader.Set(1)
 	c.log.Info("started leading", "identity", c.opts.Identity)
@@ -226,20 +255,20 @@ func (c *Controller) lead(ctx context.Context) {
 		c.log.Warn("waiting for a valid config file before allocating", "path", c.opts.ConfigPath)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-c.configChanged:
 		}
 	}
-	t, err := newTerm(c, c.cfg.Load())
+	t, err := c.newTerm(c, c.cfg.Load())
 	if err != nil {
-		c.log.Error("cannot start allocating", "error", err)
-		return
+		return fmt.Errorf("cannot start allocating: %w", err)
 	}
 	c.figures.Store(nil) // an earlier term's: stale
 	c.term.Store(t)
 	// Only this term is cleared: the same process may already lead again.
 	defer c.term.CompareAndSwap(t, nil)
 	t.run(ctx)
+	return nil
 }
 
 // observe enqueues a Service that changed (or was deleted), for the

@@ -115,13 +115,25 @@ func (c *Controller) restoreAbandoned(ctx context.Context) (running map[string]m
 // watchAbandonedFailovers puts back, once their time is up, the nodes of
 // failover tests that were running when this controller started: their
 // controller died (a test this one starts later restores its own).
+//
+// An API error is retried with backoff (1 s doubling to 30 s) until the
+// check works: giving up would leave a crashed controller's test node
+// cordoned for good.
 func (c *Controller) watchAbandonedFailovers(ctx context.Context) {
+	backoff := time.Duration(0)
 	for {
 		running, _, err := c.restoreAbandoned(ctx)
 		if err != nil {
-			c.log.Warn("could not check the nodes for abandoned failover tests", "error", err)
-			return
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			c.log.Warn("could not check the nodes for abandoned failover tests; trying again", "in", backoff, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		var next time.Time
 		for _, m := range running {
 			if next.IsZero() || m.Until.Before(next) {

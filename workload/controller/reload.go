@@ -23,9 +23,11 @@ type fileState struct {
 }
 
 // loadConfig reads the config file. A file that does not parse leaves the
-// last good config in force and records why it was rejected.
+// last good config in force and records why it was rejected. Only the
+// watcher calls it (and Run, before the watcher starts): two loads at once
+// could store an older file's config after a newer one's.
 func (c *Controller) loadConfig() (changed bool) {
-	data, err := os.ReadFile(c.opts.ConfigPath)
+	data, err := c.readFile(c.opts.ConfigPath)
 	if err == nil {
 		digest := api.ConfigDigest(data)
 		var cfg *config.Config
@@ -66,9 +68,27 @@ func (c *Controller) loadConfig() (changed bool) {
 	return false
 }
 
-// watchConfig polls the file. Polling is simple and robust against how the
-// file is replaced (Pebble pushes it whole; editors rename), and a second
-// of delay is nothing next to a config change.
+// reload has the watcher load the config file now (POST /v1/reload: the
+// charm pushed a file) and reports whether the config changed.
+func (c *Controller) reload(ctx context.Context) (bool, error) {
+	reply := make(chan bool, 1)
+	select {
+	case c.reloads <- reply:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	select {
+	case changed := <-reply:
+		return changed, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// watchConfig polls the file, and loads it when reload asks. Polling is
+// simple and robust against how the file is replaced (Pebble pushes it
+// whole; editors rename), and a second of delay is nothing next to a
+// config change. It is the one goroutine that loads the file.
 func (c *Controller) watchConfig(ctx context.Context) {
 	var last, lastPw []byte
 	var lastMod time.Time
@@ -78,6 +98,13 @@ func (c *Controller) watchConfig(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case reply := <-c.reloads:
+			changed := c.loadConfig()
+			if changed {
+				c.notifyConfigChanged()
+			}
+			reply <- changed
+			continue
 		case <-tick.C:
 		}
 		// A new password reaches the speakers at once, not on their
@@ -106,10 +133,14 @@ func (c *Controller) watchConfig(ctx context.Context) {
 			lastMod, last = fi.ModTime(), data
 		}
 		if c.loadConfig() {
-			select {
-			case c.configChanged <- struct{}{}:
-			default:
-			}
+			c.notifyConfigChanged()
 		}
+	}
+}
+
+func (c *Controller) notifyConfigChanged() {
+	select {
+	case c.configChanged <- struct{}{}:
+	default:
 	}
 }
