@@ -347,6 +347,6 @@ func (c *Charm) readCalicoOption(ctx context.Context) (*verify.Calico, error) {
 	l.Client.Close()
 	have := read.ServiceIPs[opt]
 	ch := calico.Merge(have, calico.PoolCIDRs(c.cfg.Pools), nil)
-	return &verify.Calico{Option: opt, CIDRs: have, Missing: ch.Added,
+	return &verify.Calico{Option: opt, CIDRs: have, Missing: ch.Added, Peers: read.ExternalPeers(),
 		Command: calicolink.Command(c.opts.CalicoApplication, opt, strings.Fields(ch.Value))}, nil
 }

@@ -42,6 +42,9 @@ type Calico struct {
 	// config command that adds them and keeps what is there.
 	Missing []string
 	Command string
+	// Peers are calico's BGP peers outside the cluster (ExternalPeers):
+	// the routers that learn what Calico advertises.
+	Peers []string
 }
 
 // fix is what puts the pools into calico's option: the charm itself over
@@ -65,6 +68,27 @@ type Input struct {
 	Peers []config.Peer
 }
 
+// calicoPeers checks that Calico has someone to advertise the pools to:
+// the calico charm's default is a node mesh with no router at all, and
+// then the option holding the pools makes no VIP reachable.
+func calicoPeers(in Input) Check {
+	c := Check{Name: "calico-peers"}
+	switch {
+	case in.Calico == nil:
+		c.Result = Info
+		c.Detail = "without the Calico link calico-lb cannot see whether Calico peers with any router (global-bgp-peers, subnet-bgp-peers, unit-bgp-peers)"
+		c.Fix = "check `juju config calico global-bgp-peers subnet-bgp-peers unit-bgp-peers`, or configure juju-credentials"
+	case len(in.Calico.Peers) == 0:
+		c.Result = Fail
+		c.Detail = "calico has no BGP peer outside the cluster (global-bgp-peers, subnet-bgp-peers and unit-bgp-peers are empty; the node mesh and route reflectors reach only nodes): no router learns the pools"
+		c.Fix = "give calico its routers, e.g. `juju config calico global-bgp-peers='[{address: <router>, as-number: <AS>}]'` (or subnet-bgp-peers per rack), or use peering-mode=spine"
+	default:
+		c.Result = Pass
+		c.Detail = "calico peers with " + strings.Join(in.Calico.Peers, ", ")
+	}
+	return c
+}
+
 // Run applies every check.
 func Run(in Input) []Check {
 	var out []Check
@@ -86,6 +110,7 @@ func Run(in Input) []Check {
 			add(Check{Name: "calico-option", Result: Warn, Detail: "no Calico link (juju-credentials unset): calico-lb cannot see whether Calico advertises the pools",
 				Fix: "run: " + in.Command})
 		}
+		add(calicoPeers(in))
 	case config.ModeSpine, config.ModeL2:
 		out = append(out, speakerChecks(in)...)
 	}

@@ -77,6 +77,32 @@ func TestCalicoMode(t *testing.T) {
 
 // TestDedicatedRacks: speakers on some nodes only (speaker-node-selector)
 // and a Local Service whose pods run elsewhere: unreachable, with the fix.
+// In calico mode the option holding the pools is not enough: Calico must
+// have a router to advertise them to. The calico charm's default, a node
+// mesh with no external peer, fails with the fix; without the link verify
+// says it cannot tell.
+func TestCalicoPeers(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeCalico, Pools: pool}
+	inOption := &Calico{Option: "bgp-service-loadbalancer-ips", CIDRs: []string{"10.208.1.0/24"}}
+	cs := Run(Input{Facts: facts, Calico: inOption})
+	if c := find(t, cs, "", "calico-option"); c.Result != Pass {
+		t.Fatalf("%+v", c)
+	}
+	if c := find(t, cs, "", "calico-peers"); c.Result != Fail || !strings.Contains(c.Detail, "no router learns the pools") || !strings.Contains(c.Fix, "global-bgp-peers") {
+		t.Fatalf("a mesh-only calico: %+v", c)
+	}
+	withPeer := *inOption
+	withPeer.Peers = []string{"10.0.0.1 (global-bgp-peers)"}
+	cs = Run(Input{Facts: facts, Calico: &withPeer})
+	if c := find(t, cs, "", "calico-peers"); c.Result != Pass || !strings.Contains(c.Detail, "10.0.0.1 (global-bgp-peers)") {
+		t.Fatalf("with a peer: %+v", c)
+	}
+	cs = Run(Input{Facts: facts, Command: "juju config calico …"})
+	if c := find(t, cs, "", "calico-peers"); c.Result != Info || !strings.Contains(c.Detail, "cannot see") {
+		t.Fatalf("without the link: %+v", c)
+	}
+}
+
 func TestDedicatedRacks(t *testing.T) {
 	facts := api.ServicesFacts{Mode: config.ModeSpine, Pools: pool, Services: []api.ServiceFacts{
 		{Namespace: "shop", Name: "local", IPs: []string{"10.208.1.5"}, TrafficPolicy: "Local", EndpointNodes: []string{"n3"}}}}

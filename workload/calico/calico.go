@@ -70,6 +70,27 @@ type Config struct {
 	ServiceIPs map[string][]string
 }
 
+// ExternalPeers lists the BGP peers Calico has outside the cluster, each
+// with the option that names it: the routers that learn what Calico
+// advertises. node-to-node-mesh and route reflectors reach only nodes.
+func (c *Config) ExternalPeers() []string {
+	var out []string
+	for _, p := range c.GlobalPeers {
+		out = append(out, fmt.Sprintf("%s (%s)", p.Address, OptGlobalPeers))
+	}
+	for _, sp := range c.SubnetPeers {
+		for _, p := range sp.Peers {
+			out = append(out, fmt.Sprintf("%s (%s, nodes in %s)", p.Address, OptSubnetPeers, sp.Subnet))
+		}
+	}
+	for _, up := range c.UnitPeers {
+		for _, p := range up.Peers {
+			out = append(out, fmt.Sprintf("%s (%s, calico/%d)", p.Address, OptUnitPeers, up.Unit))
+		}
+	}
+	return out
+}
+
 // Has reports whether calico has the option (older revisions lack
 // bgp-service-loadbalancer-ips).
 func (c *Config) Has(option string) bool {

@@ -88,3 +88,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// ExternalPeers lists every router calico peers with, and none for the
+// charm's default (a node mesh alone).
+func TestExternalPeers(t *testing.T) {
+	c, err := Parse(map[string]any{OptGlobalPeers: "[{address: 10.0.0.1, as-number: 64512}]", OptSubnetPeers: "{10.1.0.0/24: [{address: 10.1.0.1, as-number: 64513}]}",
+		OptUnitPeers: "{3: [{address: 10.2.0.1, as-number: 64514}]}", OptMesh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(c.ExternalPeers(), "; ")
+	if want := "10.0.0.1 (global-bgp-peers); 10.1.0.1 (subnet-bgp-peers, nodes in 10.1.0.0/24); 10.2.0.1 (unit-bgp-peers, calico/3)"; got != want {
+		t.Fatalf("ExternalPeers = %q, want %q", got, want)
+	}
+	mesh, err := Parse(map[string]any{OptGlobalPeers: "[]", OptSubnetPeers: "{}", OptUnitPeers: "{}", OptMesh: true, OptRouteReflectors: "{0: 0.0.0.1}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := mesh.ExternalPeers(); len(p) != 0 {
+		t.Fatalf("a mesh with a route reflector has external peers %v", p)
+	}
+}
