@@ -408,7 +408,7 @@ func (c *Charm) send(method, path string, timeout time.Duration, in, v any) erro
 	if err != nil {
 		return err
 	}
-	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	resp, err := api.HTTPClient(timeout).Do(req)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package controller
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -43,7 +42,7 @@ type speakerAPIClient struct {
 // be read it is one without it, and the error says why.
 func (c *Controller) speakerAPI(ctx context.Context) (*speakerAPIClient, error) {
 	token, err := c.speakerToken(ctx)
-	return &speakerAPIClient{hc: &http.Client{Timeout: 3 * time.Second}, token: token, port: c.opts.SpeakerPort}, err
+	return &speakerAPIClient{hc: api.HTTPClient(3 * time.Second), token: token, port: c.opts.SpeakerPort}, err
 }
 
 // speakerToken is the bearer token the speakers' /v1/ API wants, from
@@ -76,7 +75,7 @@ func (s *speakerAPIClient) get(ctx context.Context, pod *corev1.Pod, path string
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("speaker API %s: %s", url, resp.Status)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	if err := api.Decode(resp.Body, v); err != nil {
 		return fmt.Errorf("speaker API %s: %w", url, err)
 	}
 	return nil
@@ -104,7 +103,7 @@ func (s *speakerAPIClient) post(ctx context.Context, pod *corev1.Pod, path strin
 		return fmt.Errorf("speaker on %s: %s: %s", pod.Spec.NodeName, resp.Status, bytes.TrimSpace(msg))
 	}
 	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
+		return api.Decode(resp.Body, out)
 	}
 	return nil
 }

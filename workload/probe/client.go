@@ -2,7 +2,6 @@ package probe
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,7 +63,7 @@ func (c Client) do(ctx context.Context, method, path string, body, out any) erro
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 5 * time.Second}
+		hc = api.HTTPClient(5 * time.Second)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -75,7 +74,7 @@ func (c Client) do(ctx context.Context, method, path string, body, out any) erro
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("probe %s: %s: %s", c.Base, resp.Status, strings.TrimSpace(string(msg)))
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := api.Decode(resp.Body, out); err != nil {
 		return fmt.Errorf("probe %s: %w", c.Base, err)
 	}
 	return nil
