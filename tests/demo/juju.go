@@ -77,11 +77,21 @@ func runJuju(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := b.Kubebed.WaitReady(ctx, "shop", "shop", 2, 2*time.Minute); err != nil {
+		return err
+	}
 	if _, err := b.WaitNextHops(vip, time.Minute, n1, n2); err != nil {
 		return err
 	}
 	fmt.Printf("    shop got %s; the spine routes it to %v\n", vip, b.NextHops(vip))
 	step("The client behind the spine asks %s", vip)
+	// kube-proxy has the endpoints a moment after the pods are ready.
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		_, err := kubebed.Ask(b.Client, vip, time.Second)
+		return err == nil
+	}); err != nil {
+		return fmt.Errorf("the client got no answer from %s: %w", vip, err)
+	}
 	for range 6 {
 		a, err := kubebed.Ask(b.Client, vip, time.Second)
 		if err != nil {
