@@ -32,6 +32,12 @@ const TokenFile = "/var/lib/calico-lb/token"
 // Check is the Pebble check on the controller's /readyz.
 const Check = "calico-lb-ready"
 
+// AliveCheck is the Pebble check on the controller's /healthz, which fails
+// when the leader's allocation loop has not run for 10 s: a wedged loop
+// is restarted. A slow apiserver does not stop the loop (it never waits
+// on its writers), so it does not trip this.
+const AliveCheck = "calico-lb-alive"
+
 // File is one file to push.
 type File struct {
 	Path    string
@@ -149,12 +155,15 @@ func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 			Environment:    env,
 			UserID:         in.UID,
 			GroupID:        in.UID,
-			OnCheckFailure: map[string]string{Check: "restart"},
+			OnCheckFailure: map[string]string{Check: "restart", AliveCheck: "restart"},
 			BackoffLimit:   "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{Check: {
 			Override: "replace", Level: "ready", Period: "5s", Timeout: "3s", Threshold: 3,
 			HTTP: pebblelayer.HTTPCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/readyz"}).String()},
+		}, AliveCheck: {
+			Override: "replace", Level: "alive", Period: "10s", Timeout: "3s", Threshold: 3,
+			HTTP: pebblelayer.HTTPCheck{URL: (&url.URL{Scheme: "http", Host: cfg.APIAddress, Path: "/healthz"}).String()},
 		}},
 		LogTargets: in.LogTargets,
 	}

@@ -66,6 +66,10 @@ func TestMake(t *testing.T) {
 	if chk.HTTP.URL != "http://"+config.DefaultAPIAddress+"/readyz" || chk.Level != "ready" {
 		t.Fatalf("check %+v", chk)
 	}
+	// A wedged allocation loop fails /healthz: the alive check restarts it.
+	if alive := l.Checks[AliveCheck]; alive.HTTP.URL != "http://"+config.DefaultAPIAddress+"/healthz" || alive.Level != "alive" || svc.OnCheckFailure[AliveCheck] != "restart" {
+		t.Fatalf("alive check %+v, on failure %v", alive, svc.OnCheckFailure)
+	}
 	// No passwords: still a mapping.
 	p2, err := Make(cfg, Inputs{})
 	if err != nil {

@@ -258,14 +258,12 @@ func (t *term) unmanage(key string, sk allocator.ServiceKey, svc *corev1.Service
 			// status update brings.
 			out := svc.DeepCopy()
 			out.Status.LoadBalancer.Ingress = nil
-			t.send(write{key: key, svc: out})
-			return true
+			return t.send(write{key: key, svc: out})
 		}
 	}
 	if svc.Annotations[AnnotationMirrored] != "" {
 		if out, changed := mirror(svc, nil, false); changed {
-			t.send(write{key: key, svc: out, spec: true})
-			return true
+			return t.send(write{key: key, svc: out, spec: true})
 		}
 	}
 	return false

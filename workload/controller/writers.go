@@ -45,13 +45,11 @@ func (t *term) sync(key string, svc *corev1.Service, ips []netip.Addr) bool {
 		}
 		out := svc.DeepCopy()
 		out.Status.LoadBalancer.Ingress = want
-		t.send(write{key: key, svc: out, seen: t.seen(svc)})
-		return true
+		return t.send(write{key: key, svc: out, seen: t.seen(svc)})
 	}
 	if t.active.ServiceIPOption == config.ServiceIPExternal || svc.Annotations[AnnotationMirrored] != "" {
 		if out, changed := mirror(svc, ips, t.active.ServiceIPOption == config.ServiceIPExternal); changed {
-			t.send(write{key: key, svc: out, spec: true})
-			return true
+			return t.send(write{key: key, svc: out, spec: true})
 		}
 	}
 	return false
@@ -64,7 +62,24 @@ func (t *term) seen(svc *corev1.Service) time.Time {
 	return time.Time{}
 }
 
-func (t *term) send(w write) { t.writes <- w }
+// writersBusyRetry is when a Service whose write found the writers behind
+// is looked at again.
+const writersBusyRetry = 500 * time.Millisecond
+
+// send hands w to the writers and reports whether it did. It never waits:
+// when the writers are behind (a slow apiserver), the Service is looked at
+// again a little later, and the loop goes on allocating and publishing its
+// figures, so that /healthz does not take a slow apiserver for a wedged
+// loop and have Pebble restart a healthy controller.
+func (t *term) send(w write) bool {
+	select {
+	case t.writes <- w:
+		return true
+	default:
+		t.queue.AddAfter(w.key, writersBusyRetry)
+		return false
+	}
+}
 
 func (t *term) forget(key string) {
 	t.mu.Lock()
