@@ -97,7 +97,7 @@ func Bootstrap(ctx context.Context, bed *kubebed.Bed, kubeconfig string, opts Op
 	if err := controllerVolume(ctx, bed, filepath.Join(opts.Dir, "controller-volume")); err != nil {
 		return nil, err
 	}
-	charmPath, err := ControllerCharm(ctx, opts.Dir)
+	charmPath, err := StandInCharm(ctx, opts.Dir, "controller")
 	if err != nil {
 		return nil, err
 	}

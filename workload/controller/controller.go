@@ -130,6 +130,9 @@ type Controller struct {
 	// readFile reads the config file (os.ReadFile; a test holds a read
 	// back to show that loads never overlap).
 	readFile func(string) ([]byte, error)
+	// l2Keys is the heartbeat keys last written to the speakers' Secret
+	// (speakerObjects.keys).
+	l2Keys lastKeys
 	// newTerm starts a leadership term (newTerm; a test makes it fail).
 	newTerm func(*Controller, *config.Config) (*term, error)
 	// passwordsChanged says the BGP password file changed: the speakers'

@@ -65,7 +65,7 @@ func (t *term) reconcileSpeakers(ctx context.Context, cfg *config.Config) error 
 	if err != nil {
 		return err
 	}
-	so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, configRaw: raw, port: t.c.opts.SpeakerPort}
+	so := speakerObjects{client: t.c.opts.Client, ns: t.c.opts.LeaseNamespace, configRaw: raw, port: t.c.opts.SpeakerPort, keys: &t.c.l2Keys, log: t.c.log}
 	if cfg.Mode != config.ModeCalico {
 		if so.image, err = t.c.images.find(ctx); err != nil {
 			return err

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -42,6 +44,35 @@ type speakerObjects struct {
 	image     speakerImage
 	configRaw []byte // the config file, as the speakers read it
 	port      int    // the speakers' status port
+	// keys remembers the last heartbeat keys put in the speakers' Secret,
+	// across passes and terms, so that an edit that breaks them restores
+	// them instead of rolling every speaker with a new key; nil: none.
+	keys *lastKeys
+	log  *slog.Logger
+}
+
+// lastKeys is the heartbeat keys the controller last wrote.
+type lastKeys struct {
+	mu   sync.Mutex
+	keys []byte
+}
+
+func (k *lastKeys) get() []byte {
+	if k == nil {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys
+}
+
+func (k *lastKeys) set(keys []byte) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	k.keys = keys
+	k.mu.Unlock()
 }
 
 func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error {
@@ -59,7 +90,11 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 		// and drop their MD5 sessions.
 		passwords = have[bgpPasswordsKey]
 	}
-	keys := l2KeysOf(have)
+	keys, problem := l2KeysOf(have, s.keys.get())
+	if problem != "" && s.log != nil {
+		s.log.Error(problem)
+	}
+	s.keys.set(keys)
 	token := apiTokenOf(have)
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
@@ -147,14 +182,26 @@ func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
 	return nil, fmt.Errorf("read the speakers' Secret: %w", err)
 }
 
-// l2KeysOf returns the heartbeat keys the speakers' Secret holds, or a
-// new key when it holds none that parse: made once, kept across restarts
-// and leadership changes (a new key would roll every speaker).
-func l2KeysOf(have map[string][]byte) []byte {
-	if _, err := speaker.ParseL2Keys(have[l2KeysKey]); err == nil {
-		return have[l2KeysKey]
+// l2KeysOf returns the heartbeat keys for the speakers' Secret: the ones
+// it holds when they parse, made once and kept across restarts and
+// leadership changes. Keys someone broke by hand are refused, loudly: the
+// last good ones (last) go back, since a new key would roll every speaker
+// and, while the roll lasts, split them into two groups that cannot hear
+// each other, each owning every IP. Only with no good keys known (the
+// Secret is new, or the keys were deleted) is a new key made. problem
+// says what was refused, "" when nothing was.
+func l2KeysOf(have map[string][]byte, last []byte) (keys []byte, problem string) {
+	cur, present := have[l2KeysKey]
+	_, err := speaker.ParseL2Keys(cur)
+	switch {
+	case err == nil:
+		return cur, ""
+	case present && last != nil:
+		return last, fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v): restored the last good keys; to rotate them, add the new key as a second line, and move it first once every speaker has it", speakerSecretName, err)
+	case present:
+		return []byte(speaker.NewKey() + "\n"), fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v) and no good keys are known: made a new key, which rolls every speaker", speakerSecretName, err)
 	}
-	return []byte(speaker.NewKey() + "\n")
+	return []byte(speaker.NewKey() + "\n"), ""
 }
 
 func (s speakerObjects) roleName() string { return speakerRoleName(s.ns) }

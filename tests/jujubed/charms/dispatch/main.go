@@ -1,5 +1,6 @@
-// Command dispatch is the stand-in controller charm's only code: every hook
-// reports the unit active, as the real charm does once it is set up.
+// Command dispatch is the stand-in charms' only code (charms/controller,
+// charms/calico): every hook reports the unit active, as the real charms
+// do once they are set up.
 package main
 
 import (
