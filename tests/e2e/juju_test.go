@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/calico"
 	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
@@ -28,29 +31,8 @@ import (
 func TestJujuDeploy(t *testing.T) {
 	b := newBed(t, spinebed.Start, spinebed.Options{})
 	ctx := context.Background()
-	dir := t.TempDir()
-	ctrl, err := jujubed.Bootstrap(ctx, b.Kubebed, b.Kubeconfig, jujubed.Options{Dir: dir, Address: b.MgmtIPs[0], Log: func(s string) { t.Log(s) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("bootstrap took %s", ctrl.BootstrapTook.Round(time.Second))
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := ctrl.Juju(context.Background(), "debug-log", "-m", "lb", "--replay", "--no-tail", "--level", "WARNING", "--limit", "200")
-			t.Logf("juju debug-log (lb, warnings):\n%s", out)
-		}
-	})
-
-	// The image users deploy, built from this tree, in the bed's registry
-	// under the tag README's commands name.
 	const version = "readme"
-	imgs, err := kubebed.Images()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Kubebed.Registry.Push(ctx, "calico-lb:"+version, imgs[images.CalicoLB]); err != nil {
-		t.Fatal(err)
-	}
+	ctrl, imgs := bootJuju(t, b, version)
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
 	vars := []string{
 		"CONTROLLER=" + ctrl.Name,
@@ -269,6 +251,33 @@ func TestJujuDeploy(t *testing.T) {
 	}
 }
 
+// bootJuju bootstraps a real Juju controller onto b's cluster and pushes
+// the calico-lb image users deploy, built from this tree, to the bed's
+// registry as calico-lb:version; it returns the controller and the images.
+func bootJuju(t *testing.T, b *spinebed.Bed, version string) (*jujubed.Controller, map[string]v1.Image) {
+	t.Helper()
+	ctx := context.Background()
+	ctrl, err := jujubed.Bootstrap(ctx, b.Kubebed, b.Kubeconfig, jujubed.Options{Dir: t.TempDir(), Address: b.MgmtIPs[0], Log: func(s string) { t.Log(s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bootstrap took %s", ctrl.BootstrapTook.Round(time.Second))
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := ctrl.Juju(context.Background(), "debug-log", "-m", "lb", "--replay", "--no-tail", "--level", "WARNING", "--limit", "200")
+			t.Logf("juju debug-log (lb, warnings):\n%s", out)
+		}
+	})
+	imgs, err := kubebed.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Kubebed.Registry.Push(ctx, "calico-lb:"+version, imgs[images.CalicoLB]); err != nil {
+		t.Fatal(err)
+	}
+	return ctrl, imgs
+}
+
 // waitEstablished waits until the spine's sessions with the nodes at
 // addrs are Established.
 func waitEstablished(t *testing.T, b *spinebed.Bed, addrs ...string) {
@@ -296,4 +305,99 @@ func waitUnit(t *testing.T, ctrl *jujubed.Controller, model string, ok func(juju
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestJujuCalicoLink runs calico mode through a real Juju controller on the
+// racks bed: calico (the stand-in charm with the real charm's options) in
+// its own model, as in Charmed Kubernetes; calico-lb in another, reaching
+// calico's model as a Juju user made with add-user and grant, its
+// credentials in a Juju secret as docs/modes.md says. The Calico link
+// writes the pool into calico's option through Juju; the bed's Calico
+// stand-in (BIRD on every node) follows calico's config as Juju has it;
+// the ToRs and the spine learn the routes and the client reaches the
+// Services; verify passes through `juju run`.
+func TestJujuCalicoLink(t *testing.T) {
+	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
+	ctx := context.Background()
+	const version = "link"
+	ctrl, _ := bootJuju(t, b, version)
+	dir := t.TempDir()
+	uuid, err := ctrl.DeployCalico(ctx, dir, ctrl.Cloud, "ck", b.Racks.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	src, err := ctrl.FollowConfig(fctx, "ck", "calico", func(s string) { t.Log(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Racks.CalicoFrom(src)
+	waitCalicoUp(t, b)
+	for i := range b.Nodes {
+		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The operator's steps (docs/modes.md, "The charm does it").
+	creds, err := ctrl.LinkUser(ctx, "calico-lb-link", "link-s3cret-pw", "ck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "make", "-C", cluster.Root(), "charm").CombinedOutput(); err != nil {
+		t.Fatalf("make charm: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"add-model", "lb", ctrl.Cloud},
+		{"deploy", "-m", "lb", "./calico-lb_" + runtime.GOARCH + ".charm", "--resource", "workload-image=" + b.Kubebed.Registry.Host + "/calico-lb:" + version, "--trust",
+			"--config", "pools=10.215.100.0/28", "--config", "peering-mode=calico"},
+	} {
+		if _, err := ctrl.JujuIn(ctx, cluster.Root(), args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uri, err := ctrl.AddSecret(ctx, dir, "lb", "calico-lb-juju", creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"grant-secret", "-m", "lb", "calico-lb-juju", "calico-lb"},
+		{"config", "-m", "lb", "calico-lb", "juju-credentials=" + uri, "calico-model=" + uuid},
+	} {
+		if _, err := ctrl.Juju(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	option := func() string {
+		vals, err := ctrl.AppConfig(ctx, "ck", "calico")
+		if err != nil {
+			return err.Error()
+		}
+		s, _ := vals[calico.OptLoadBalancerIPs].(string)
+		return s
+	}
+	if _, err := netns.WaitFor(ctx, 5*time.Minute, func() bool { return option() == "10.215.100.0/28" }); err != nil {
+		out, _ := ctrl.Juju(ctx, "status", "-m", "lb")
+		t.Fatalf("calico's %s is %q through Juju, want the pool\n%s", calico.OptLoadBalancerIPs, option(), out)
+	}
+	t.Logf("the Calico link wrote calico's %s through the real controller as calico-lb-link", calico.OptLoadBalancerIPs)
+	waitActive(t, ctrl, "lb", "calico mode")
+
+	// Calico (its stand-in, following Juju) advertises the pool from every
+	// node; the client reaches a Cluster and a Local Service.
+	waitBGPNextHops(t, b, "10.215.100.0/28", "10.215.101.2", "10.215.102.2")
+	vip, lvip := racksApps(t, b)
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := echo(b.Client, vip); return err == nil }); err != nil {
+		t.Fatalf("the client gets no answer from %s through Calico's routes", vip)
+	}
+	waitBGPNextHops(t, b, lvip+"/32", "10.215.102.2")
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := echo(b.Client, lvip); return err == nil }); err != nil {
+		t.Fatalf("the client gets no answer from the Local Service at %s", lvip)
+	}
+	out, err := ctrl.Juju(ctx, "run", "-m", "lb", "calico-lb/leader", "verify")
+	if err != nil || !strings.Contains(out, `failed: "0"`) || !strings.Contains(out, "calico-peers") {
+		t.Fatalf("verify through juju run: %v\n%s", err, out)
+	}
+	t.Logf("verify:\n%s", out)
 }
