@@ -362,3 +362,21 @@ func TestAllocatorPools(t *testing.T) {
 		t.Fatalf("pool fields: %+v", ap[0])
 	}
 }
+
+// source-address in an option that every speaker applies would bind one
+// node's address on all of them: refused, naming the fix.
+func TestSourceAddressInSharedPeersRefused(t *testing.T) {
+	for _, tc := range []struct{ name, spine, subnet, field string }{
+		{"spine-peers", "[{address: 10.0.255.1, as-number: 65100, source-address: 10.0.0.5}]", "", "spine-peers[0].source-address"},
+		{"subnet-spine-peers", "", "{10.0.0.0/24: [{address: 10.0.0.1, as-number: 64512, source-address: 10.0.0.5}]}", "subnet-spine-peers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := DefaultOptions()
+			o.PeeringMode, o.SpinePeers, o.SubnetSpinePeers = "spine", tc.spine, tc.subnet
+			_, _, err := FromOptions(o)
+			if err == nil || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), "leave source-address out") {
+				t.Fatalf("FromOptions = %v, want %s refused with the fix", err, tc.field)
+			}
+		})
+	}
+}

@@ -135,6 +135,12 @@ func (d *decoder) peer(n *yaml.Node, path string) (Peer, bool) {
 	if p.SourceAddress.IsValid() && p.Address.IsValid() && p.SourceAddress.Is4() != p.Address.Is4() {
 		d.errorf(join(path, "source-address"), n, "%s and peer address %s are of different IP families", p.SourceAddress, p.Address)
 	}
+	if d.options && p.SourceAddress.IsValid() {
+		// spine-peers and subnet-spine-peers apply to every speaker (in
+		// the subnet): each would bind this one address, and all but the
+		// node that has it would fail to dial.
+		d.errorf(join(path, "source-address"), n, "%s would be the source of every speaker's session, and only the node that has it could dial; leave source-address out: each speaker dials from its own node's address on the route to the peer", p.SourceAddress)
+	}
 	return p, len(d.errs) == before
 }
 
