@@ -194,6 +194,27 @@ func (c *Controller) drainable(ctx context.Context, node string) ([]corev1.Pod, 
 	return out, nil
 }
 
+// evictionRisks names what evicting pods would lose for good, as kubectl
+// drain refuses it without --force and --delete-emptydir-data: a bare pod
+// (nothing recreates it) and a pod's emptyDir data.
+func evictionRisks(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		name := p.Namespace + "/" + p.Name
+		if metav1.GetControllerOf(&p) == nil {
+			out = append(out, "pod "+name+", which no controller recreates")
+			continue
+		}
+		for _, v := range p.Spec.Volumes {
+			if v.EmptyDir != nil {
+				out = append(out, "the emptyDir "+v.Name+" of pod "+name)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // evict asks the apiserver to evict a pod, honouring its
 // PodDisruptionBudgets: errBudget when one forbids it now.
 func (c *Controller) evict(ctx context.Context, p corev1.Pod) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -87,6 +88,12 @@ func (f *faults) drain(ctx context.Context) error {
 	if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Namespace == f.r.c.opts.LeaseNamespace && p.Name == own }); own != "" && i >= 0 {
 		pods = slices.Delete(pods, i, i+1)
 		f.r.step("leaving calico-lb's own pod %s on %s: the test runs in it", own, f.target)
+	}
+	if risks := evictionRisks(pods); len(risks) > 0 {
+		if !f.r.req.Force {
+			return fmt.Errorf("draining %s would lose %s; run with force=true to drain anyway, or use mode=speaker", f.target, strings.Join(risks, "; "))
+		}
+		f.r.step("force=true: draining %s anyway, losing %s", f.target, strings.Join(risks, "; "))
 	}
 	f.r.step("draining %s: %d pods to evict", f.target, len(pods))
 	for len(pods) > 0 {
