@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/speaker"
@@ -151,7 +152,11 @@ func runController(args []string) error {
 	if err != nil {
 		return fmt.Errorf("local API: %w", err)
 	}
-	srv := &http.Server{Handler: ctrl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	// The local API's actions (a pool change applied, the speakers
+	// gathered) may take longer to answer than the default allows.
+	localTimeouts := api.DefaultTimeouts
+	localTimeouts.Write = 2 * time.Minute
+	srv := api.Server(ctrl.Handler(), localTimeouts)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)
@@ -163,7 +168,7 @@ func runController(args []string) error {
 		if err != nil {
 			return fmt.Errorf("metrics listener (--metrics-address): %w", err)
 		}
-		msrv := &http.Server{Handler: ctrl.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		msrv := api.Server(ctrl.MetricsHandler(), api.DefaultTimeouts)
 		go func() { _ = msrv.Serve(mln) }()
 		defer msrv.Close()
 		log.Info("metrics listening", "address", mln.Addr().String())
@@ -221,13 +226,12 @@ func runSpeaker(args []string) error {
 	if err != nil {
 		return fmt.Errorf("local API: %w", err)
 	}
-	srv := &http.Server{Handler: sp.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	srv := api.Server(sp.Handler(), api.DefaultTimeouts)
 	go func() { _ = srv.Serve(ln) }()
 	// Pebble's readiness check asks on loopback: when the API listens on
 	// the node's address only, serve /healthz and /readyz there too, or the
 	// check fails for good and Pebble restarts a healthy speaker.
-	local := &http.Server{Handler: sp.HealthHandler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	local := api.Server(sp.HealthHandler(), api.DefaultTimeouts)
 	if host, port, _ := net.SplitHostPort(addr); !checkReaches(host) {
 		lln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
 		if err != nil {

@@ -12,8 +12,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/probe"
 )
 
@@ -33,7 +33,7 @@ func runProbe(args []string) error {
 		return fmt.Errorf("probe: --listen: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "calico-lb probe: serving on %s, probing only %s\n", ln.Addr(), *allow)
-	srv := &http.Server{Handler: (&probe.Agent{Allow: prefixes}).Handler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	srv := api.Server((&probe.Agent{Allow: prefixes}).Handler(), api.DefaultTimeouts)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
