@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/jujubed"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
@@ -209,6 +210,27 @@ func TestJujuDeploy(t *testing.T) {
 		}
 	}
 	waitPods(t, b, vip, 2, "after juju refresh", nil)
+
+	// The failover test through juju run, timed by the probe agent on the
+	// client behind the spine: web's pods on one node are relocated.
+	bin, err := failoverbed.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := failoverbed.StartProbe(b, bin, "10.212.3.2", "10.212.100.0/28")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ctrl.Juju(ctx, "run", "-m", "lb", "calico-lb/leader", "failover-test", "service=web/web", "mode=pod", "probe="+probe, "timeout=120")
+	if err != nil || !strings.Contains(out, "result: passed") || !strings.Contains(out, "outage-ms:") {
+		t.Fatalf("failover-test through juju run: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "outage-ms:") || strings.HasPrefix(l, "recovered-ms:") || strings.HasPrefix(l, "result:") {
+			t.Logf("failover-test mode=pod through juju run: %s", l)
+		}
+	}
+	waitPods(t, b, vip, 2, "after the failover test", nil)
 
 	// Removal leaves nothing of calico-lb in the cluster.
 	if _, err := ctrl.Juju(ctx, "remove-application", "-m", "lb", "calico-lb", "--no-prompt"); err != nil {
