@@ -10,10 +10,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 // corpus is every Markdown page under docs/.
@@ -133,6 +137,32 @@ func TestAlertsAndPanelsDocumented(t *testing.T) {
 	for _, p := range d.Panels {
 		if p.Type != "row" && !strings.Contains(docs, "| "+p.Title+" |") {
 			t.Errorf("panel %q is not in docs/observability.md's table", p.Title)
+		}
+	}
+}
+
+// The network prerequisites page names every port calico-lb listens on or
+// sends to by default, as the code has them.
+func TestNetworkPortsDocumented(t *testing.T) {
+	data, err := os.ReadFile("network.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(data)
+	_, apiPort, _ := strings.Cut(config.DefaultAPIAddress, ":")
+	_, metricsPort, _ := strings.Cut(config.DefaultMetricsAddress, ":")
+	for what, port := range map[string]string{
+		"the local API":           apiPort,
+		"metrics":                 metricsPort,
+		"the speakers' status":    strconv.Itoa(config.DefaultSpeakerPort),
+		"the L2 heartbeats":       strconv.Itoa(speaker.DefaultL2Port),
+		"BGP":                     "179",
+		"BFD":                     "3784",
+		"the probe agent":         "9477",
+		"the Juju controller API": "17070",
+	} {
+		if !strings.Contains(page, " "+port+" ") && !strings.Contains(page, " "+port+",") && !strings.Contains(page, " "+port+")") {
+			t.Errorf("docs/network.md does not give the port of %s (%s)", what, port)
 		}
 	}
 }
