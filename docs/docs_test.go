@@ -5,6 +5,7 @@ package docs
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -163,6 +164,78 @@ func TestNetworkPortsDocumented(t *testing.T) {
 	} {
 		if !strings.Contains(page, " "+port+" ") && !strings.Contains(page, " "+port+",") && !strings.Contains(page, " "+port+")") {
 			t.Errorf("docs/network.md does not give the port of %s (%s)", what, port)
+		}
+	}
+}
+
+// configuration.md's table of options gives each option's type and
+// default exactly as config.yaml has them.
+func TestOptionTypesAndDefaults(t *testing.T) {
+	data, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Options map[string]struct {
+			Type    string `yaml:"type"`
+			Default any    `yaml:"default"`
+		} `yaml:"options"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile("configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-z0-9-]+)` \\| ([a-z]+) \\| `([^`]*)` \\|")
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(page), -1) {
+		name, typ, def := m[1], m[2], m[3]
+		o, ok := cfg.Options[name]
+		if !ok {
+			continue // an action's row, or a pool key's
+		}
+		seen[name] = true
+		want := fmt.Sprint(o.Default)
+		if s, isStr := o.Default.(string); isStr {
+			want = strconv.Quote(s)
+			if s != "" {
+				want = s
+			}
+		}
+		if typ != o.Type || def != want {
+			t.Errorf("configuration.md: %s is %s, default %s; config.yaml says %s, default %s", name, typ, def, o.Type, want)
+		}
+	}
+	for name := range cfg.Options {
+		if !seen[name] {
+			t.Errorf("configuration.md's table has no row for %s", name)
+		}
+	}
+}
+
+// Every key the config decoder accepts in a pool or a peer is described in
+// config.yaml, which is what `juju config calico-lb` shows users first.
+func TestDecoderKeysInConfigHelp(t *testing.T) {
+	help, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := regexp.MustCompile(`field\{"([a-z0-9-]+)"`)
+	for _, src := range []string{"../workload/config/pools.go", "../workload/config/peers.go"} {
+		code, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := field.FindAllStringSubmatch(string(code), -1)
+		if len(keys) < 5 {
+			t.Fatalf("%s: found only %d decoder keys; the pattern no longer matches the decoder", src, len(keys))
+		}
+		for _, k := range keys {
+			if !regexp.MustCompile(`(^|[^a-z-])` + regexp.QuoteMeta(k[1]) + `([^a-z-]|$)`).Match(help) {
+				t.Errorf("%s accepts %q, which config.yaml's descriptions do not mention", src, k[1])
+			}
 		}
 	}
 }
