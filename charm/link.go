@@ -198,6 +198,9 @@ func (c *Charm) openLink(ctx context.Context) (*calicolink.Link, error) {
 	if model == "" {
 		return nil, &calicolink.Error{Kind: calicolink.NoModel, Msg: "calico-model is not set: set it to the UUID of calico's model (`juju show-model <model>`, model-uuid)"}
 	}
+	if err := creds.Pinned(model, c.opts.CalicoApplication); err != nil {
+		return nil, err
+	}
 	cl, err := c.Dial(ctx, creds, model, calicolink.DefaultTimeouts)
 	if err != nil {
 		return nil, err

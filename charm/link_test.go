@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -371,5 +372,36 @@ func TestLinkWritesOnlyWhatItCanRemember(t *testing.T) {
 	}
 	if peer := out.PeerRelations[0].LocalAppData; peer[keyOurs] != `["10.208.1.0/28"]` {
 		t.Fatalf("remembered %v", peer[keyOurs])
+	}
+}
+
+// A secret that pins calico's model keeps the link from writing anywhere
+// else: someone who may change calico-lb's config aims calico-model at
+// another model the credentials' user can write, and nothing is written
+// there.
+func TestLinkWritesOnlyWhereTheSecretPins(t *testing.T) {
+	const other = "9a1e2b7c-4d6e-8f01-3f1c-0a9e7d2b4c55"
+	fc, st := linked(t, map[string]any{"calico-model": other})
+	fc.Lock()
+	fc.Users["lb"].Models[other] = fakecontroller.Write
+	fc.Apps[other] = map[string]map[string]fakecontroller.Option{"calico": maps.Clone(fc.Apps[calicoModel]["calico"])}
+	fc.Unlock()
+	st.Secrets[0].Content[calicolink.KeyModel] = calicoModel
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Addresses: []string{"10.208.1.0/28"}, Capacity: "14"}}}, api.PoolChange{}, st.Containers[0].Mounts["etc"].Source)
+	out, _ := run(t, base, st)
+	fc.Lock()
+	got := fc.Apps[other]["calico"][calico.OptLoadBalancerIPs].Value
+	fc.Unlock()
+	if got != "198.51.100.0/24" || len(fc.CallsTo("Application", "SetConfigs")) != 0 {
+		t.Fatalf("the link wrote %v into a model the secret does not pin", got)
+	}
+	if !strings.Contains(out.UnitStatus.Message, "juju-credentials are for calico's model "+calicoModel) {
+		t.Fatalf("status %+v does not say where the credentials are for", out.UnitStatus)
+	}
+	// Pinned where calico-model points: written.
+	fc2, st2 := linked(t, nil)
+	st2.Secrets[0].Content[calicolink.KeyModel] = calicoModel
+	if _, ctx := run(t, base, st2); ctx.CharmErr != nil || calicoValue(fc2, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
+		t.Fatalf("pinned to calico-model's own model, the link did not write: %v %v", ctx.CharmErr, calicoValue(fc2, calico.OptLoadBalancerIPs))
 	}
 }

@@ -31,6 +31,10 @@ type Credentials struct {
 	// Jar holds login macaroons, for users of the client store who logged
 	// in without a stored password (nil for the charm).
 	Jar http.CookieJar
+	// Model and Application, when the secret has them, pin where the link
+	// may write: whoever may `juju config calico-lb` cannot then aim these
+	// credentials at another model the user can write.
+	Model, Application string
 }
 
 // The keys of the juju-credentials secret.
@@ -39,7 +43,22 @@ const (
 	KeyCACert    = "ca-cert"
 	KeyUsername  = "username"
 	KeyPassword  = "password"
+	// Optional: the target the credentials are for.
+	KeyModel       = "calico-model"
+	KeyApplication = "calico-application"
 )
+
+// Pinned checks that model and app are where the credentials may write,
+// when the secret pins them.
+func (c Credentials) Pinned(model, app string) error {
+	switch {
+	case c.Model != "" && c.Model != model:
+		return &Error{Kind: Other, Msg: fmt.Sprintf("juju-credentials are for calico's model %s, but calico-model is %s: set calico-model=%s (or put the intended model in the secret's %s)", c.Model, model, c.Model, KeyModel)}
+	case c.Application != "" && c.Application != app:
+		return &Error{Kind: Other, Msg: fmt.Sprintf("juju-credentials are for the application %s, but calico-application is %s: set calico-application=%s (or put the intended one in the secret's %s)", c.Application, app, c.Application, KeyApplication)}
+	}
+	return nil
+}
 
 // CredentialsFromSecret reads the juju-credentials secret's content,
 // naming each missing or malformed key.
@@ -68,6 +87,7 @@ func CredentialsFromSecret(m map[string]string) (Credentials, error) {
 		return c, fmt.Errorf("juju-credentials: %s %q is not a Juju user name", KeyUsername, m[KeyUsername])
 	}
 	c.CACert, c.Username, c.Password = m[KeyCACert], m[KeyUsername], m[KeyPassword]
+	c.Model, c.Application = strings.TrimSpace(m[KeyModel]), strings.TrimSpace(m[KeyApplication])
 	return c, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/failoverbed"
 	"github.com/calico-lb/calico-lb/tests/images"
@@ -379,6 +380,7 @@ func TestJujuCalicoLink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	creds[calicolink.KeyModel] = uuid // pinned, as docs/modes.md has it
 	uri, err := ctrl.AddSecret(ctx, dir, "lb", "calico-lb-juju", creds)
 	if err != nil {
 		t.Fatal(err)
