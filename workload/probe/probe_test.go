@@ -101,7 +101,9 @@ func TestAgentMeasuresAnOutage(t *testing.T) {
 	if w.Duration() < out-ms(20) || w.Duration() > out+ms(150) {
 		t.Fatalf("window %s for an outage of %s", w.Duration(), out)
 	}
-	if !strings.Contains(w.Reason, "refused") {
+	// A listener closed while a connection is being made answers with a
+	// reset instead of a refusal, now and then: both say it was away.
+	if !strings.Contains(w.Reason, "refused") && !strings.Contains(w.Reason, "reset by peer") {
 		t.Fatalf("reason %q", w.Reason)
 	}
 	// The window falls where the outage did, on our clock.
