@@ -14,14 +14,20 @@ import (
 	"github.com/mdlayher/ndp"
 )
 
-// SetInterfaces makes names the interfaces the responder answers on, and
-// scans them at once: those not open yet are opened, those no longer
-// wanted are closed.
+// SetInterfaces makes names the interfaces the responder answers on. When
+// they changed it scans at once: those not open yet are opened, those no
+// longer wanted are closed. The driver passes them on every pass (every
+// cluster event); an unchanged list leaves retries to the periodic scan,
+// so that a busy cluster does not reopen a half-open interface's sockets
+// on every event.
 func (r *Responder) SetInterfaces(names []string) {
 	r.mu.Lock()
+	same := r.want != nil && slices.Equal(r.want, names)
 	r.want = slices.Clone(names)
 	r.mu.Unlock()
-	r.scan()
+	if !same {
+		r.scan()
+	}
 }
 
 func (r *Responder) rescanEvery(every time.Duration) {
