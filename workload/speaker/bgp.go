@@ -77,7 +77,6 @@ type BGP struct {
 	applied      map[netip.Prefix]Route // what GoBGP announces
 	routeProblem string
 	routeRetry   retry
-	failures     int // GoBGP calls that failed, for the metric
 	journal      *Journal
 }
 
@@ -289,13 +288,6 @@ func (b *BGP) Status() []PeerStatus {
 	}
 	slices.SortFunc(out, func(a, b PeerStatus) int { return strings.Compare(a.Address, b.Address) })
 	return out
-}
-
-// Failures is how many calls into GoBGP have failed (each is retried).
-func (b *BGP) Failures() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.failures
 }
 
 // Stop withdraws every route at once (a Cease NOTIFICATION to each peer,

@@ -50,9 +50,6 @@ func (b *BGP) reconcile() time.Duration {
 		err := op.call()
 		b.mu.Lock()
 		op.done(err)
-		if err != nil {
-			b.failures++
-		}
 		b.mu.Unlock()
 	}
 	b.mu.Lock()
@@ -144,18 +141,19 @@ func (b *BGP) peerUpdate(addr netip.Addr, p *peerState, now time.Time) (op, bool
 		}, true
 	case p.bfdWant != p.bfdOn && reflect.DeepEqual(*p.applied, p.want):
 		cfg, on := *p.applied, p.bfdWant
+		onOff := map[bool]string{true: "on", false: "off"}[on]
 		return op{
 			call: func() error { return b.srv.UpdatePeer(b.stopped, apiPeer(cfg, on)) },
 			done: func(err error) {
 				if err != nil {
-					b.failed(p, fmt.Sprintf("switch BFD %s for peer %s", map[bool]string{true: "on", false: "off"}[on], addr), err, now)
+					b.failed(p, fmt.Sprintf("switch BFD %s for peer %s", onOff, addr), err, now)
 					return
 				}
 				p.retry.ok()
 				p.problem = ""
 				if p.applied != nil && reflect.DeepEqual(*p.applied, cfg) {
 					p.bfdOn = on
-					b.journal.Record("bfd", addr.String(), map[bool]string{true: "on", false: "off"}[on])
+					b.journal.Record("bfd", addr.String(), onOff)
 				}
 			},
 		}, true

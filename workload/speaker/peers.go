@@ -77,7 +77,7 @@ func peersFor(cfg *config.Config, node Node, asn uint32) (peers []Peer, unreadab
 		out = append(out, peer)
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return a.Address.Compare(b.Address) })
-	slices.SortFunc(unreadable, func(a, b netip.Addr) int { return a.Compare(b) })
+	slices.SortFunc(unreadable, netip.Addr.Compare)
 	switch {
 	case readErr != nil:
 		return out, unreadable, fmt.Errorf("%w; the sessions of %v keep the settings they had, the other peers are unaffected", readErr, unreadable)
