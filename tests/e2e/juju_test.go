@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -187,8 +186,8 @@ func TestJujuDeploy(t *testing.T) {
 	if err := b.Kubebed.Registry.Push(ctx, "calico-lb:"+version+"-2", imgs[images.CalicoLB]); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
-		t.Fatalf("make charm: %v\n%s", err, out)
+	if err := jujubed.MakeCharm(ctx, root); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := ctrl.JujuIn(ctx, root, "refresh", "-m", "lb", "calico-lb", "--path", "./calico-lb_"+runtime.GOARCH+".charm",
 		"--resource", "workload-image="+b.Kubebed.Registry.Host+"/calico-lb:"+version+"-2"); err != nil {
@@ -368,8 +367,8 @@ func TestJujuCalicoLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.CommandContext(ctx, "make", "-C", cluster.Root(), "charm").CombinedOutput(); err != nil {
-		t.Fatalf("make charm: %v\n%s", err, out)
+	if err := jujubed.MakeCharm(ctx, cluster.Root()); err != nil {
+		t.Fatal(err)
 	}
 	for _, args := range [][]string{
 		{"add-model", "lb", ctrl.Cloud},

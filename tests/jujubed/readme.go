@@ -46,6 +46,15 @@ func ReadmeCommands(path, marker string) ([]string, error) {
 	return out, nil
 }
 
+// MakeCharm builds the charms of the tree at root as users do (`make
+// charm`: calico-lb_<arch>.charm for every architecture).
+func MakeCharm(ctx context.Context, root string) error {
+	if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
+		return fmt.Errorf("make charm: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // Shell runs line with sh in dir, with the controller's environment and
 // vars (NAME=value) added, as an operator's shell runs it.
 func (c *Controller) Shell(ctx context.Context, dir string, vars []string, line string) (string, error) {
@@ -132,8 +141,8 @@ func (c *Controller) DeployFromReadme(ctx context.Context, root string, vars []s
 	for _, line := range lines {
 		switch {
 		case strings.HasPrefix(line, "make "):
-			if out, err := exec.CommandContext(ctx, "make", "-C", root, "charm").CombinedOutput(); err != nil {
-				return d, fmt.Errorf("make charm (for %q): %w\n%s", line, err, out)
+			if err := MakeCharm(ctx, root); err != nil {
+				return d, fmt.Errorf("%w (for %q)", err, line)
 			}
 			log("$ " + line + " (the charm; the image is in the bed's registry already)")
 			continue
