@@ -27,7 +27,8 @@ import (
 // pointing at a directory whose layers/ holds the layer): Pebble starts the
 // speaker, its readiness check passes, and when the speaker is killed
 // Pebble starts it again. Only the image's paths are mapped to this host's
-// (the binary and the config file).
+// (the binary); the speaker reads its config and token from a ConfigMap
+// and a Secret through the API, as in its pod.
 func TestSpeakerUnderPebble(t *testing.T) {
 	c := cluster.StartT(t)
 	kc, err := c.WriteKubeconfig(cluster.UserAdmin)
@@ -45,20 +46,29 @@ func TestSpeakerUnderPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Spine mode with a peer on loopback that nobody answers for: the
-	// speaker runs, dials and retries; nothing leaves the host.
-	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte("mode: spine\npools:\n  p: {addresses: [10.123.0.0/28]}\nbgp:\n  as-number: 64512\n  peers: [{address: 127.0.0.9, as-number: 65000}]\n"), 0o644); err != nil {
+	// speaker runs, dials and retries; nothing leaves the host. It reads
+	// its config and token from the ConfigMap and Secret, as in its pod.
+	const ns = "pebble-speaker"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: controller.SpeakerConfigName},
+		Data: map[string]string{"config.yaml": "mode: spine\npools:\n  p: {addresses: [10.123.0.0/28]}\nbgp:\n  as-number: 64512\n  peers: [{address: 127.0.0.9, as-number: 65000}]\n"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controller.SpeakerSecretName},
+		Data: map[string][]byte{"api-token": []byte("pebble-test-token")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ports, err := cluster.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer, err := controller.SpeakerLayer(ports[0]).Render()
+	layer, err := controller.SpeakerLayer(ports[0], ns).Render()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapped := strings.ReplaceAll(strings.ReplaceAll(string(layer), config.DefaultBinary, binary), config.DefaultPath, cfgPath)
+	mapped := strings.ReplaceAll(string(layer), config.DefaultBinary, binary)
 	pb := pebbled.StartT(t, pebbled.Options{Args: []string{"enter", "--create-dirs"}, Layers: map[string]string{"001-speaker.yaml": mapped},
 		// NODE_IP as the DaemonSet sets it (the node's address, which is not
 		// 127.0.0.1): the API listens there, and Pebble's check still
@@ -90,7 +100,7 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	}
 
 	// The speaker dies: Pebble starts it again.
-	pid := pidOf("speaker --config " + cfgPath)
+	pid := pidOf("speaker --config " + config.DefaultPath)
 	if pid == 0 {
 		t.Fatal("no speaker process")
 	}
@@ -99,7 +109,7 @@ func TestSpeakerUnderPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
-		now := pidOf("speaker --config " + cfgPath)
+		now := pidOf("speaker --config " + config.DefaultPath)
 		return now != 0 && now != pid
 	}); err != nil {
 		t.Fatal("Pebble did not start the speaker again")

@@ -72,8 +72,8 @@ func (a Access) ClusterRules() []rbacv1.PolicyRule {
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader
-// election on its Lease; the speakers' DaemonSet, ServiceAccount, ConfigMap
-// and Secret; its own Pod (whose image the speakers run) and the speakers'
+// election on its Lease; the speakers' DaemonSet, ServiceAccount, ConfigMap,
+// Secret and the Role that lets them read those two; its own Pod (whose image the speakers run) and the speakers'
 // Pods (listed for bgp-status); and renewing its own token.
 func (a Access) NamespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
@@ -83,8 +83,12 @@ func (a Access) NamespaceRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
 		{APIGroups: core, Resources: []string{"serviceaccounts", "configmaps", "secrets"}, Verbs: []string{"create"}},
 		{APIGroups: core, Resources: []string{"serviceaccounts"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
-		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: keepVerbs, ResourceNames: []string{speakerConfigName}},
-		{APIGroups: core, Resources: []string{"secrets"}, Verbs: keepVerbs, ResourceNames: []string{speakerSecretName}},
+		// The speakers watch these two (speakerFileRules), so the controller
+		// holds list and watch on them too, to be allowed to grant it.
+		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: append(slices.Clone(keepVerbs), "list", "watch"), ResourceNames: []string{SpeakerConfigName}},
+		{APIGroups: core, Resources: []string{"secrets"}, Verbs: append(slices.Clone(keepVerbs), "list", "watch"), ResourceNames: []string{SpeakerSecretName}},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
 		{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
 		{APIGroups: core, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{ControllerAccount}},
 	}

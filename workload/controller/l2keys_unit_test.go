@@ -33,7 +33,7 @@ func TestBrokenL2KeysAreRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := func() []byte {
-		sec, err := client.CoreV1().Secrets("lb").Get(ctx, speakerSecretName, metav1.GetOptions{})
+		sec, err := client.CoreV1().Secrets("lb").Get(ctx, SpeakerSecretName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func TestBrokenL2KeysAreRestored(t *testing.T) {
 		return ds.Spec.Template.Annotations[kubeapply.HashKey]
 	}
 	good, before := secret(), template()
-	sec, _ := client.CoreV1().Secrets("lb").Get(ctx, speakerSecretName, metav1.GetOptions{})
+	sec, _ := client.CoreV1().Secrets("lb").Get(ctx, SpeakerSecretName, metav1.GetOptions{})
 	sec.Data[l2KeysKey] = []byte("not a key\n")
 	if _, err := client.CoreV1().Secrets("lb").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

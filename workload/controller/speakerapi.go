@@ -48,7 +48,7 @@ func (c *Controller) speakerAPI(ctx context.Context) (*speakerAPIClient, error) 
 // speakerToken is the bearer token the speakers' /v1/ API wants, from
 // their Secret.
 func (c *Controller) speakerToken(ctx context.Context) (string, error) {
-	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, speakerSecretName, metav1.GetOptions{})
+	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("the speakers' Secret: %w", err)
 	}

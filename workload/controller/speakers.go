@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -31,8 +30,8 @@ import (
 // Names of what the controller creates for the speakers.
 const (
 	SpeakerName       = "calico-lb-speaker"
-	speakerConfigName = "calico-lb-speaker-config"
-	speakerSecretName = "calico-lb-bgp-passwords"
+	SpeakerConfigName = "calico-lb-speaker-config"
+	SpeakerSecretName = "calico-lb-bgp-passwords"
 )
 
 // speakerObjects reconciles the speaker DaemonSet and what it needs, in
@@ -116,24 +115,38 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
 		},
 		func() error {
-			layer, err := SpeakerLayer(s.port).Render()
+			role := &rbacv1.Role{ObjectMeta: meta(s.ns, SpeakerName, labelsSel), Rules: speakerFileRules}
+			return kubeapply.Apply(ctx, s.client.RbacV1().Roles(s.ns), role, func(have, want *rbacv1.Role) {
+				have.Rules = want.Rules
+			})
+		},
+		func() error {
+			b := &rbacv1.RoleBinding{
+				ObjectMeta: meta(s.ns, SpeakerName, labelsSel),
+				RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: SpeakerName},
+				Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: s.ns}},
+			}
+			return kubeapply.Apply(ctx, s.client.RbacV1().RoleBindings(s.ns), b, nil)
+		},
+		func() error {
+			layer, err := SpeakerLayer(s.port, s.ns).Render()
 			if err != nil {
 				return err
 			}
-			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, speakerConfigName, labelsSel), Data: map[string]string{
+			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, SpeakerConfigName, labelsSel), Data: map[string]string{
 				"config.yaml": string(s.configRaw), speakerLayerKey: string(layer)}}
 			return kubeapply.Apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) {
 				have.Data = want.Data
 			})
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, speakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys, apiTokenKey: token}}
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys, apiTokenKey: token}}
 			return kubeapply.Apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
 				have.Data = want.Data
 			})
 		},
 		func() error {
-			ds, err := s.daemonSet(cfg, [][]byte{passwords, keys, token}, keys, labelsSel)
+			ds, err := s.daemonSet(cfg, labelsSel)
 			if err != nil {
 				return err
 			}
@@ -169,7 +182,7 @@ func apiTokenOf(have map[string][]byte) []byte {
 
 // secret returns the data of the speakers' Secret, nil when there is none.
 func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
-	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, speakerSecretName, metav1.GetOptions{})
+	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		if sec.Data == nil {
@@ -197,9 +210,9 @@ func l2KeysOf(have map[string][]byte, last []byte) (keys []byte, problem string)
 	case err == nil:
 		return cur, ""
 	case present && last != nil:
-		return last, fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v): restored the last good keys; to rotate them, add the new key as a second line, and move it first once every speaker has it", speakerSecretName, err)
+		return last, fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v): restored the last good keys; to rotate them, add the new key as a second line, and move it first once every speaker has it", SpeakerSecretName, err)
 	case present:
-		return []byte(speaker.NewKey() + "\n"), fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v) and no good keys are known: made a new key, which rolls every speaker", speakerSecretName, err)
+		return []byte(speaker.NewKey() + "\n"), fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v) and no good keys are known: made a new key, which rolls every speaker", SpeakerSecretName, err)
 	}
 	return []byte(speaker.NewKey() + "\n"), ""
 }
@@ -218,6 +231,14 @@ var speakerRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
 	// Events on the speaker's Node: an L2 interface it cannot answer on.
 	{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+}
+
+// speakerFileRules, in the speakers' namespace only, let them watch their
+// ConfigMap and Secret by name (speaker.KubeFiles): a change reaches every
+// speaker within a second, with no new pods.
+var speakerFileRules = []rbacv1.PolicyRule{
+	{APIGroups: core, Resources: []string{"configmaps"}, Verbs: readVerbs, ResourceNames: []string{SpeakerConfigName}},
+	{APIGroups: core, Resources: []string{"secrets"}, Verbs: readVerbs, ResourceNames: []string{SpeakerSecretName}},
 }
 
 func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
@@ -244,6 +265,8 @@ var SpeakerCommand = []string{rock.Pebble, "enter", "--create-dirs", "--verbose"
 const (
 	speakerPebbleDir = "/var/lib/pebble/speaker"
 	speakerLayerKey  = "pebble-layer.yaml"
+	// speakerLayerHashKey, on the pod template, is a digest of the layer.
+	speakerLayerHashKey = "calico-lb.io/speaker-layer"
 	// speakerHoldFile is in the pod's Pebble volume, which outlasts the
 	// speaker process the failover test kills.
 	speakerHoldFile = speakerPebbleDir + "/failover-hold"
@@ -258,13 +281,14 @@ const (
 // own Node; it stays ready through an apiserver outage (the caches keep
 // their last state), so this never restarts a speaker, and withdraws its
 // routes, merely because the apiserver is away.
-func SpeakerLayer(port int) pebblelayer.Layer {
+func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 	return pebblelayer.Layer{
 		Summary: "calico-lb speaker",
 		Services: map[string]pebblelayer.Service{SpeakerService: {
 			Override: "replace",
 			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
-			Command:  fmt.Sprintf("%s speaker --config %s --api-address :%d --hold-file %s", config.DefaultBinary, config.DefaultPath, port, speakerHoldFile),
+			Command: fmt.Sprintf("%s speaker --config %s --namespace %s --configmap %s --secret %s --api-address :%d --hold-file %s",
+				config.DefaultBinary, config.DefaultPath, ns, SpeakerConfigName, SpeakerSecretName, port, speakerHoldFile),
 			Startup:  "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{SpeakerCheck: {
@@ -276,11 +300,11 @@ func SpeakerLayer(port int) pebblelayer.Layer {
 
 // daemonSet is the speakers' DaemonSet: the controller's image, host
 // network, no capabilities in spine mode (BGP dials out; BFD uses a high
-// UDP port) and NET_RAW only in l2 mode (ARP/NDP).
-// secrets are the Secret's contents the pods mount, for the digest that
-// rolls them when any changes; keys is the heartbeat key that digest is
-// keyed with.
-func (s speakerObjects) daemonSet(cfg *config.Config, secrets [][]byte, keys []byte, sel map[string]string) (*appsv1.DaemonSet, error) {
+// UDP port) and NET_RAW only in l2 mode (ARP/NDP). It does not depend on
+// the config's pools, peers or passwords, nor on the Secret: the speakers
+// read those through the API, so that changing them rolls no pod (a roll
+// resets every BGP session and moves every L2 owner).
+func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*appsv1.DaemonSet, error) {
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	if cfg.Mode == config.ModeL2 {
 		caps.Add = []corev1.Capability{"NET_RAW"}
@@ -345,36 +369,28 @@ func (s speakerObjects) daemonSet(cfg *config.Config, secrets [][]byte, keys []b
 							ReadOnlyRootFilesystem:   &yes,
 						},
 						VolumeMounts: []corev1.VolumeMount{
-							{Name: "config", MountPath: "/etc/calico-lb/config.yaml", SubPath: "config.yaml", ReadOnly: true},
-							{Name: "passwords", MountPath: "/etc/calico-lb/bgp-passwords.yaml", SubPath: "bgp-passwords.yaml", ReadOnly: true},
-							{Name: "passwords", MountPath: speaker.DefaultL2KeyFile, SubPath: l2KeysKey, ReadOnly: true},
-							{Name: "passwords", MountPath: speaker.DefaultAPITokenFile, SubPath: apiTokenKey, ReadOnly: true},
 							// Pebble's state is written; the root file system is not.
 							{Name: "pebble", MountPath: speakerPebbleDir},
 							{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
 						},
 					}},
 					Volumes: []corev1.Volume{
-						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: speakerConfigName}}}},
-						{Name: "passwords", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: speakerSecretName, DefaultMode: ptr(int32(0o400))}}},
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: SpeakerConfigName}}}},
 						{Name: "pebble", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
 			},
 		},
 	}
-	// A digest of the config, the passwords and the keys in the pod
-	// template restarts the speakers when any changes (SubPath mounts do not
-	// update in place). It is an HMAC keyed with the heartbeat key, which
-	// only the Secret holds: a plain hash would let anyone who can read
-	// Pods test password guesses against it offline, the config being in a
-	// ConfigMap and the password file's format known.
-	m := hmac.New(sha256.New, keys)
-	for _, part := range append([][]byte{s.configRaw}, secrets...) {
-		m.Write(part)
-		m.Write([]byte{0})
+	// The layer is mounted by SubPath, which never updates in place: a
+	// new layer (another port, say) needs new pods, so its digest is in
+	// the template. Nothing secret is in it.
+	layer, err := SpeakerLayer(s.port, s.ns).Render()
+	if err != nil {
+		return nil, err
 	}
-	ds.Spec.Template.Annotations = map[string]string{kubeapply.HashKey: hex.EncodeToString(m.Sum(nil)[:8])}
+	sum := sha256.Sum256(layer)
+	ds.Spec.Template.Annotations = map[string]string{speakerLayerHashKey: hex.EncodeToString(sum[:8])}
 	return ds, nil
 }
 
@@ -413,10 +429,16 @@ func (s speakerObjects) remove(ctx context.Context) error {
 			return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
 		},
 		func() error {
-			return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, speakerConfigName, metav1.DeleteOptions{})
+			return s.client.RbacV1().RoleBindings(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
 		},
 		func() error {
-			return s.client.CoreV1().Secrets(s.ns).Delete(ctx, speakerSecretName, metav1.DeleteOptions{})
+			return s.client.RbacV1().Roles(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
+		},
+		func() error {
+			return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, SpeakerConfigName, metav1.DeleteOptions{})
+		},
+		func() error {
+			return s.client.CoreV1().Secrets(s.ns).Delete(ctx, SpeakerSecretName, metav1.DeleteOptions{})
 		},
 		func() error {
 			return s.client.RbacV1().ClusterRoleBindings().Delete(ctx, s.roleName(), metav1.DeleteOptions{})

@@ -215,7 +215,9 @@ func TestBFDSwitchCannotOverwriteAReconfiguredPeer(t *testing.T) {
 	waitFor(t, 5*time.Second, "peer added", func() bool { return len(f.log()) == 1 })
 	sessionEvent(b, addr, bgp.BGP_FSM_ESTABLISHED)
 	<-inUpdate // the switch to on, with hold 9, is in GoBGP
-	b.SetPeers([]Peer{bfdPeer(addr, 30)}, nil)
+	moved := bfdPeer(addr, 30)
+	moved.Multihop = 2 // more than timers: GoBGP re-adds it
+	b.SetPeers([]Peer{moved}, nil)
 	close(release)
 	waitFor(t, 5*time.Second, "re-added with hold 30", func() bool {
 		l := f.log()
@@ -229,6 +231,30 @@ func TestBFDSwitchCannotOverwriteAReconfiguredPeer(t *testing.T) {
 	want := []string{"add 10.211.1.1 hold 9", "bfd 10.211.1.1 on hold 9", "delete 10.211.1.1", "add 10.211.1.1 hold 30", "bfd 10.211.1.1 on hold 30"}
 	if got := f.log(); strings.Join(got, "; ") != strings.Join(want, "; ") {
 		t.Fatalf("calls into GoBGP:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A change of a peer's timers alone is one UpdatePeer, which GoBGP takes
+// without resetting the session (the new timers are offered at its next
+// OPEN): the routes stay up. Anything more re-adds the peer.
+func TestTimersChangeKeepsTheSession(t *testing.T) {
+	addr := netip.MustParseAddr("10.211.1.1")
+	f := &fakeGoBGP{}
+	b := newBGP(slog.New(slog.DiscardHandler), f)
+	defer b.Stop(context.Background())
+	b.SetPeers([]Peer{bfdPeer(addr, 9)}, nil)
+	waitFor(t, 5*time.Second, "peer added", func() bool { return len(f.log()) == 1 })
+	sessionEvent(b, addr, bgp.BGP_FSM_ESTABLISHED)
+	waitFor(t, 5*time.Second, "BFD on", func() bool { return len(f.log()) == 2 })
+	b.SetPeers([]Peer{bfdPeer(addr, 30)}, nil)
+	waitFor(t, 5*time.Second, "the new timers told", func() bool { return len(f.log()) == 3 })
+	time.Sleep(100 * time.Millisecond)
+	want := []string{"add 10.211.1.1 hold 9", "bfd 10.211.1.1 on hold 9", "bfd 10.211.1.1 on hold 30"}
+	if got := f.log(); strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Fatalf("calls into GoBGP:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if st := b.Status(); len(st) != 1 || st[0].State != "established" {
+		t.Fatalf("status after the timers changed: %+v", st)
 	}
 }
 
@@ -343,7 +369,7 @@ func TestUnreadablePasswordFileKeepsSessions(t *testing.T) {
 	node := Node{Name: "n1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
 	d := &bgpDriver{log: slog.New(slog.DiscardHandler), updates: prometheus.NewCounter(prometheus.CounterOpts{Name: "test_updates"}), journal: NewJournal()}
 	defer d.stop(context.Background())
-	w := world{cfg: cfg, node: node}
+	w := world{cfg: cfg, node: node, files: OSFiles{}}
 	d.sync(context.Background(), w)
 	peers := func() []string {
 		var out []string

@@ -66,7 +66,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 		d.mu.Unlock()
 		d.log.Info("BGP speaker started", "as", asn, "router-id", rid)
 	}
-	peers, keep, perr := peersFor(w.cfg, w.node, asn)
+	peers, keep, perr := peersFor(w.cfg, w.node, asn, w.files)
 	peerErr := ""
 	if perr != nil {
 		peerErr = perr.Error()

@@ -96,7 +96,7 @@ func (b *BGP) peerDelete(addr netip.Addr, p *peerState, now time.Time) (op, bool
 	case p.applied == nil && p.gone:
 		delete(b.peers, addr) // never added, or already deleted
 		return op{}, false
-	case p.applied == nil || (!p.gone && reflect.DeepEqual(*p.applied, p.want)) || !p.retry.due(now):
+	case p.applied == nil || (!p.gone && (reflect.DeepEqual(*p.applied, p.want) || timersOnly(*p.applied, p.want))) || !p.retry.due(now):
 		return op{}, false
 	}
 	return op{
@@ -139,6 +139,25 @@ func (b *BGP) peerUpdate(addr netip.Addr, p *peerState, now time.Time) (op, bool
 				p.state, p.since = bgp.BGP_FSM_IDLE, time.Now()
 			},
 		}, true
+	case timersOnly(*p.applied, p.want):
+		// GoBGP takes new timers without a reset (they are offered at
+		// the session's next OPEN, as FRR does), so the session and its
+		// routes stay up.
+		cfg, on := p.want, p.bfdOn
+		return op{
+			call: func() error { return b.srv.UpdatePeer(b.stopped, apiPeer(cfg, on)) },
+			done: func(err error) {
+				if err != nil {
+					b.failed(p, fmt.Sprintf("update the timers of peer %s", addr), err, now)
+					return
+				}
+				p.retry.ok()
+				p.problem = ""
+				if p.applied != nil {
+					p.applied = &cfg
+				}
+			},
+		}, true
 	case p.bfdWant != p.bfdOn && reflect.DeepEqual(*p.applied, p.want):
 		cfg, on := *p.applied, p.bfdWant
 		onOff := map[bool]string{true: "on", false: "off"}[on]
@@ -171,6 +190,16 @@ func (b *BGP) peerUpdate(addr netip.Addr, p *peerState, now time.Time) (op, bool
 		}, true
 	}
 	return op{}, false
+}
+
+// timersOnly reports whether a and b differ in their hold time and
+// keepalive only.
+func timersOnly(a, b Peer) bool {
+	if a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive {
+		return false
+	}
+	a.HoldTime, a.Keepalive = b.HoldTime, b.Keepalive
+	return reflect.DeepEqual(a, b)
 }
 
 // routesOp withdraws and announces what differs between the wanted and

@@ -28,6 +28,8 @@ type world struct {
 	nodes     []*corev1.Node
 	services  []*corev1.Service
 	endpoints EndpointsOf
+	// files is where a pass reads the passwords and heartbeat keys.
+	files Files
 }
 
 // announces reports whether this node announces in mode m.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -48,11 +47,12 @@ func (s *Speaker) status() Status {
 // only with the bearer token from the speakers' Secret, which the
 // controller presents.
 func (s *Speaker) Handler() http.Handler {
-	token, _ := os.ReadFile(s.opts.APITokenFile)
-	token = bytes.TrimSpace(token)
 	mux := http.NewServeMux()
 	authorized := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
+			// Read on every request: a new token works at once.
+			token, _ := s.opts.Files.ReadFile(s.opts.APITokenFile)
+			token = bytes.TrimSpace(token)
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if len(token) == 0 || !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
 				http.Error(w, "a bearer token is needed (the controller's, from the speakers' Secret)", http.StatusUnauthorized)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ type l2Driver struct {
 	port     int
 	holdDown time.Duration
 	keyFile  string
+	keys     string // the key file as the heartbeats use it; the runner's goroutine only
 	journal  *Journal
 	// ifaceProblem is told when an interface cannot be answered on (or
 	// can again, why ""); nil: nobody is.
@@ -95,18 +95,20 @@ func (d *l2Driver) sync(ctx context.Context, w world) {
 // yet, and returns both.
 func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, error) {
 	live, resp := d.liveness(), d.responder()
+	// Read on every pass: a rotation (a second key added, then moved
+	// first) reaches running heartbeats without a restart.
+	data, err := w.files.ReadFile(d.keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err)
+	}
+	keys, err := ParseL2Keys(data)
+	if err != nil {
+		return nil, nil, err
+	}
 	if live == nil {
 		self := routerID(w.node)
 		if !self.IsValid() {
 			return nil, nil, fmt.Errorf("node %s has no IPv4 InternalIP to send heartbeats from", w.node.Name)
-		}
-		data, err := os.ReadFile(d.keyFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err)
-		}
-		keys, err := ParseL2Keys(data)
-		if err != nil {
-			return nil, nil, err
 		}
 		if live, err = StartLiveness(ctx, w.node.Name, netip.AddrPortFrom(self, uint16(d.port)), keys, DefaultHeartbeat, DefaultTimeout); err != nil {
 			return nil, nil, err
@@ -114,7 +116,13 @@ func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, e
 		d.mu.Lock()
 		d.live = live
 		d.mu.Unlock()
+	} else if string(data) != d.keys {
+		if err := live.SetKeys(keys); err != nil {
+			return nil, nil, err
+		}
+		d.log.Info("L2 heartbeat keys changed", "keys", len(keys.Accept))
 	}
+	d.keys = string(data)
 	ifaces := w.cfg.L2.Interfaces
 	if len(ifaces) == 0 {
 		ifaces = interfacesOf(w.node)

@@ -41,13 +41,13 @@ type Liveness struct {
 	conn     *net.UDPConn
 	interval time.Duration
 	timeout  time.Duration
-	keys     L2Keys
 	seq      uint64 // the last heartbeat's number; beat's goroutine only
 	// lost, when a test sets it, drops the heartbeats to the nodes it
 	// names, as a one-way network fault would.
 	lost func(node string) bool
 
 	mu    sync.Mutex
+	keys  L2Keys                    // a rotation changes them in place (SetKeys)
 	peers map[string]netip.AddrPort // node -> where heartbeats go
 	seen  map[string]peerSeen
 	kick  chan struct{}
@@ -114,6 +114,18 @@ func (l *Liveness) signal() {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+// SetKeys replaces the heartbeat keys (a rotation: see ParseL2Keys) without
+// a restart, which would move the IPs this speaker owns.
+func (l *Liveness) SetKeys(keys L2Keys) error {
+	if len(keys.Accept) == 0 {
+		return errors.New("liveness: no key to authenticate heartbeats with")
+	}
+	l.mu.Lock()
+	l.keys = keys
+	l.mu.Unlock()
+	return nil
 }
 
 // SetPeers sets the other speakers to send heartbeats to.
@@ -228,7 +240,10 @@ func (l *Liveness) receive() {
 			}
 			continue
 		}
-		hb, ok := openHeartbeat(buf[:n], l.keys.Accept)
+		l.mu.Lock()
+		accept := l.keys.Accept
+		l.mu.Unlock()
+		hb, ok := openHeartbeat(buf[:n], accept)
 		if !ok || hb.node == l.self {
 			continue
 		}

@@ -3,7 +3,6 @@ package speaker
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 
 	"gopkg.in/yaml.v2"
@@ -39,7 +38,7 @@ func routerID(node Node) netip.Addr {
 // need a password are returned in unreadable (to be kept as they are:
 // dropping an established session for a file the kubelet is rewriting
 // would withdraw every route) and the others as usual.
-func peersFor(cfg *config.Config, node Node, asn uint32) (peers []Peer, unreadable []netip.Addr, err error) {
+func peersFor(cfg *config.Config, node Node, asn uint32, files Files) (peers []Peer, unreadable []netip.Addr, err error) {
 	byAddr := map[netip.Addr]config.Peer{}
 	for _, p := range cfg.BGP.Peers {
 		byAddr[p.Address] = p
@@ -61,7 +60,7 @@ func peersFor(cfg *config.Config, node Node, asn uint32) (peers []Peer, unreadab
 		peer := Peer{Peer: p, LocalAS: asn}
 		if p.PasswordKey != "" {
 			if passwords == nil && readErr == nil {
-				passwords, readErr = readPasswords(cfg.BGP.PasswordFile)
+				passwords, readErr = readPasswords(files, cfg.BGP.PasswordFile)
 			}
 			if readErr != nil {
 				unreadable = append(unreadable, p.Address)
@@ -89,8 +88,8 @@ func peersFor(cfg *config.Config, node Node, asn uint32) (peers []Peer, unreadab
 
 // readPasswords reads the YAML mapping password-key -> password that the
 // charm renders from the bgp-passwords secret.
-func readPasswords(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
+func readPasswords(files Files, path string) (map[string]string, error) {
+	data, err := files.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("password file: %w", err)
 	}

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,6 +42,9 @@ type Options struct {
 	// HoldFile is where the failover test holds the speaker down (see
 	// Hold); empty: it cannot.
 	HoldFile string
+	// Files is where the config, passwords, keys and token are read
+	// (default OSFiles).
+	Files Files
 }
 
 // DefaultAPITokenFile is where the speaker pods have the status API's token.
@@ -97,6 +100,9 @@ func NewSpeaker(opts Options) *Speaker {
 	}
 	if opts.APITokenFile == "" {
 		opts.APITokenFile = DefaultAPITokenFile
+	}
+	if opts.Files == nil {
+		opts.Files = OSFiles{}
 	}
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
 	j := NewJournal()
@@ -154,6 +160,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	all.Start(ctx.Done())
 	s.l2.ifaceProblem = s.nodeEvents(ctx, nodes.Lister().Get)
+	s.opts.Files.Start(ctx)
 	go s.watchFiles(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced) {
 		return ctx.Err()
@@ -206,6 +213,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 
 // pass runs every driver on the world with the config in force.
 func (s *Speaker) pass(ctx context.Context, w world) {
+	w.files = s.opts.Files
 	s.mu.Lock()
 	w.cfg = s.cfg
 	s.node = &w.node
@@ -228,10 +236,12 @@ func (s *Speaker) shutdown() {
 	}
 }
 
-// watchFiles reloads the config (and, through reconcile, the password
-// file) when either changes.
+// watchFiles reloads the config when it changes, and starts a pass when
+// it or any file a pass reads (the passwords, the heartbeat keys) does. It
+// is the one place that notices changes; a pass reads what it needs.
 func (s *Speaker) watchFiles(ctx context.Context) {
-	var lastCfg, lastPw []byte
+	files := s.opts.Files
+	var last [][]byte
 	tick := time.NewTicker(s.opts.ConfigPoll)
 	defer tick.Stop()
 	for first := true; ; first = false {
@@ -240,20 +250,22 @@ func (s *Speaker) watchFiles(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			case <-files.Changed():
 			}
 		}
-		data, err := os.ReadFile(s.opts.ConfigPath)
-		var pw []byte
+		data, err := files.ReadFile(s.opts.ConfigPath)
 		s.mu.Lock()
 		cur := s.cfg
 		s.mu.Unlock()
+		read := [][]byte{data, nil, nil}
 		if cur != nil {
-			pw, _ = os.ReadFile(cur.BGP.PasswordFile)
+			read[1], _ = files.ReadFile(cur.BGP.PasswordFile)
 		}
-		if err == nil && bytes.Equal(data, lastCfg) && bytes.Equal(pw, lastPw) {
+		read[2], _ = files.ReadFile(s.opts.L2KeyFile)
+		if err == nil && last != nil && slices.EqualFunc(read, last, bytes.Equal) {
 			continue
 		}
-		lastCfg, lastPw = data, pw
+		last = read
 		cfg, perr := config.Parse(data)
 		s.mu.Lock()
 		switch {

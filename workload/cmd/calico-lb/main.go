@@ -193,6 +193,9 @@ func runSpeaker(args []string) error {
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	l2Keys := fs.String("l2-key-file", speaker.DefaultL2KeyFile, "the keys that authenticate the L2 heartbeats, one per line in hex, the first signing (the controller writes them into the speakers' Secret)")
+	fromNS := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "with --configmap: the namespace of the ConfigMap and Secret")
+	fromCM := fs.String("configmap", "", "read the config from this ConfigMap and the passwords, heartbeat keys and API token from --secret, through the API (a change applies within a second, without a restart); empty: from the files named")
+	fromSecret := fs.String("secret", "", "with --configmap: the Secret holding bgp-passwords.yaml, l2-keys and api-token")
 	holdFile := fs.String("hold-file", "", "where the failover test holds this speaker down (a file in a volume the pod keeps across restarts); empty: the test cannot stop this speaker")
 	_ = fs.Parse(args)
 	if *nodeName == "" {
@@ -214,7 +217,14 @@ func runSpeaker(args []string) error {
 	if err != nil {
 		return err
 	}
-	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log,
+	var files speaker.Files = speaker.OSFiles{}
+	if *fromCM != "" {
+		if *fromNS == "" || *fromSecret == "" {
+			return errors.New("speaker: --configmap needs --namespace (or POD_NAMESPACE) and --secret")
+		}
+		files = speaker.NewKubeFiles(client, *fromNS, *fromCM, *fromSecret)
+	}
+	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log, Files: files,
 		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, APITokenFile: *apiToken, HoldFile: *holdFile})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

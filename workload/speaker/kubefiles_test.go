@@ -1,0 +1,148 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/calico-lb/calico-lb/workload/config"
+)
+
+func speakerConfig(t *testing.T, pools string) string {
+	t.Helper()
+	o := config.DefaultOptions()
+	o.PeeringMode, o.Pools = "spine", pools
+	o.SpinePeers = "- {address: 127.0.0.2, as-number: 64500}\n"
+	cfg, _, err := config.FromOptions(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := cfg.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+// TestKubeFilesReload: a running speaker reading its files from the
+// ConfigMap and Secret takes a new config and a new API token within a
+// second of their change, in the same process (before, a change reached
+// speakers only through new pods).
+func TestKubeFilesReload(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "cfg"}, Data: map[string]string{"config.yaml": speakerConfig(t, "10.0.0.0/28")}},
+	)
+	files := NewKubeFiles(client, "lb", "cfg", "sec")
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: config.DefaultPath, Files: files, ConfigPoll: time.Hour})
+	go func() { _ = sp.Run(ctx) }()
+	pools := func() string {
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		if sp.cfg == nil || len(sp.cfg.Pools) == 0 {
+			return ""
+		}
+		return sp.cfg.Pools[0].Addresses[0].String()
+	}
+	waitFor(t, 5*time.Second, "the first config", func() bool { return pools() == "10.0.0.0/28" })
+	if _, err := files.ReadFile(DefaultAPITokenFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the token before the Secret exists: %v, want not-exist", err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"api-token": []byte("one\n")}}
+	if _, err := client.CoreV1().Secrets("lb").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := files.ReadFile("/etc/calico-lb/nothing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a key neither object has: %v, want not-exist", err)
+	}
+
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "cfg"}, Data: map[string]string{"config.yaml": speakerConfig(t, "10.0.1.0/28")}}
+	if _, err := client.CoreV1().ConfigMaps("lb").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 5*time.Second, "the new pool", func() bool { return pools() == "10.0.1.0/28" })
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the new config took %s (ConfigPoll is an hour: the watch must bring it)", d)
+	}
+
+	srv := httptest.NewServer(sp.Handler())
+	defer srv.Close()
+	status := func(token string) int {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/bgp", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := status("one"); c != http.StatusOK {
+		t.Fatalf("token one: %d", c)
+	}
+	sec.Data["api-token"] = []byte("two\n")
+	if _, err := client.CoreV1().Secrets("lb").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the new token", func() bool { return status("two") == http.StatusOK })
+	if c := status("one"); c != http.StatusUnauthorized {
+		t.Fatalf("the replaced token still works: %d", c)
+	}
+}
+
+// TestLivenessSetKeys: a key rotation reaches running heartbeats. A
+// speaker that accepts only key A does not hear one signing with B until
+// SetKeys adds B.
+func TestLivenessSetKeys(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := NewKey(), NewKey()
+	ka, _ := ParseL2Keys([]byte(a + "\n"))
+	kb, _ := ParseL2Keys([]byte(b + "\n"))
+	l1, err := StartLiveness(ctx, "n1", netip.MustParseAddrPort("127.0.0.1:0"), ka, 20*time.Millisecond, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := StartLiveness(ctx, "n2", netip.MustParseAddrPort("127.0.0.1:0"), kb, 20*time.Millisecond, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := map[string]netip.AddrPort{
+		"n1": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l1.Port())),
+		"n2": netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(l2.Port())),
+	}
+	l1.SetPeers(peers)
+	l2.SetPeers(peers)
+	hears := func(l *Liveness, node string) bool {
+		for _, m := range l.Members(time.Now()) {
+			if m.Node == node {
+				return true
+			}
+		}
+		return false
+	}
+	time.Sleep(300 * time.Millisecond)
+	if hears(l1, "n2") {
+		t.Fatal("n1 heard heartbeats signed with a key it does not have")
+	}
+	both, _ := ParseL2Keys([]byte(a + "\n" + b + "\n"))
+	if err := l1.SetKeys(both); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "n1 hearing n2 after the rotation", func() bool { return hears(l1, "n2") })
+	if err := l1.SetKeys(L2Keys{}); err == nil {
+		t.Fatal("SetKeys took no keys")
+	}
+}
