@@ -144,6 +144,7 @@ func (b *BGP) peerUpdate(addr netip.Addr, p *peerState, now time.Time) (op, bool
 		// the session's next OPEN, as FRR does), so the session and its
 		// routes stay up.
 		cfg, on := p.want, p.bfdOn
+		b.log.Info("BGP peer timers changed; the session stays up and offers them at its next OPEN", "peer", addr, "hold", cfg.HoldTime, "keepalive", cfg.Keepalive)
 		return op{
 			call: func() error { return b.srv.UpdatePeer(b.stopped, apiPeer(cfg, on)) },
 			done: func(err error) {
