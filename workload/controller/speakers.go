@@ -289,7 +289,7 @@ func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
 			Command: fmt.Sprintf("%s speaker --config %s --namespace %s --configmap %s --secret %s --api-address :%d --hold-file %s",
 				config.DefaultBinary, config.DefaultPath, ns, SpeakerConfigName, SpeakerSecretName, port, speakerHoldFile),
-			Startup:  "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
+			Startup: "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{SpeakerCheck: {
 			Override: "replace", Level: "ready", Period: "10s", Timeout: "3s", Threshold: 3,
