@@ -149,6 +149,7 @@ func (c *Charm) Handlers() []reactive.Handler {
 		{Name: "calico-link", When: []reactive.Flag{ConfigValid, LinkDue}, Run: c.calicoLink},
 		{Name: "grant-controller-access", When: []reactive.Flag{ConfigValid, PebbleReady}, Run: c.grantAccess},
 		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.push},
+		{Name: "calico-hand-over", When: []reactive.Flag{ConfigValid, PebbleReady, LinkDue}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.handOver},
 		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
 		{Name: "publish-dashboard", When: []reactive.Flag{Leader, DashboardRelated}, Run: c.publishDashboard},
 	}

@@ -239,25 +239,34 @@ func (c *Charm) keepDecision(st linkState) {
 	}
 }
 
-// inForce asks the workload which pools it has in force; a held-back
-// pool change keeps the old ones. A workload that does not answer leaves it
+// inForce asks the workload which pools it has in force (a held-back
+// pool change keeps the old ones) and, outside calico mode, whether its
+// speakers announce them. A workload that does not answer leaves it
 // unknown, and the link then takes nothing out of calico.
 func (c *Charm) inForce() calicolink.InForce {
 	var snap api.Snapshot
 	if err := c.get("/v1/allocations", &snap); err != nil {
 		return calicolink.InForce{Why: "the workload does not answer, so the pools it has in force are not known"}
 	}
-	var cidrs []string
+	in := calicolink.InForce{Known: true}
+	if c.cfg.Mode != config.ModeCalico {
+		var sp api.Speakers
+		if err := c.get("/v1/speakers", &sp); err != nil {
+			in.NotAnnouncing = fmt.Sprintf("the speakers' state cannot be read (%v)", err)
+		} else {
+			in.Announcing, in.NotAnnouncing = speakersAnnounce(sp, c.cfg.Mode)
+		}
+	}
 	for _, p := range snap.Pools {
 		for _, a := range p.Addresses {
 			for _, cidr := range cidrsOf(a) {
-				if !slices.Contains(cidrs, cidr) {
-					cidrs = append(cidrs, cidr)
+				if !slices.Contains(in.CIDRs, cidr) {
+					in.CIDRs = append(in.CIDRs, cidr)
 				}
 			}
 		}
 	}
-	return calicolink.InForce{Known: true, CIDRs: cidrs}
+	return in
 }
 
 // cidrsOf is the exact CIDR cover of a pool's address string (a CIDR or
@@ -325,6 +334,9 @@ func (c *Charm) linkStatus(s *reactive.State) (name, msg string, ok bool) {
 			return "waiting", "calico link: " + le.Msg, true
 		}
 		return "blocked", "calico link: " + c.link.err.Error(), true
+	}
+	if o := c.link.outcome; o != nil && o.HandOver {
+		return "maintenance", fmt.Sprintf("%s mode: calico still announces %s; %s", c.cfg.Mode, strings.Join(o.Kept, " "), o.KeptWhy), true
 	}
 	return "", "", false
 }

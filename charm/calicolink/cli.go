@@ -218,7 +218,10 @@ func (r *run) inForce(ctx context.Context, lb Client, cfg *config.Config) InForc
 	case status != "active":
 		return InForce{Why: fmt.Sprintf("%s is %s (%q): the pools it has in force may not be its config's; sync again once it is active", r.app, status, msg)}
 	}
-	return InForce{Known: true, CIDRs: calico.PoolCIDRs(cfg.Pools)}
+	// Active is as much as the operator's client can see of the speakers:
+	// run it once they announce (bgp-status) when switching away from
+	// calico mode.
+	return InForce{Known: true, CIDRs: calico.PoolCIDRs(cfg.Pools), Announcing: true}
 }
 
 // fileMemory keeps the CIDRs calico-lb-juju added in a file of the

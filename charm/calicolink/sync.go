@@ -32,11 +32,19 @@ type Request struct {
 	DryRun bool
 }
 
-// InForce is the pools the workload has in force.
+// InForce is the pools the workload has in force, and whether its
+// speakers announce them.
 type InForce struct {
 	Known bool
 	CIDRs []string // the pools' CIDRs, when Known
 	Why   string   // why it is not known, for the operator
+	// Announcing: the speakers announce every Service's IP in the mode the
+	// link assessed (spine or l2). Until they do, a switch away from calico
+	// mode keeps calico-lb's CIDRs in calico's option, so that Calico
+	// announces them until the new announcer has taken over
+	// (make-before-break); NotAnnouncing says why, for the operator.
+	Announcing    bool
+	NotAnnouncing string
 }
 
 // Memory keeps the CIDRs calico-lb put into calico's option, so that it
@@ -62,6 +70,9 @@ type Outcome struct {
 	// in calico because the workload may still have them in force (KeptWhy).
 	Kept    []string
 	KeptWhy string
+	// HandOver: Kept waits for the speakers to announce (a switch away
+	// from calico mode); run the link again once they do.
+	HandOver bool
 }
 
 // Sync runs the link. On an error the Outcome holds what was found.
@@ -80,6 +91,11 @@ func (l *Link) Sync(ctx context.Context, req Request) (Outcome, error) {
 	}
 	before := req.Memory.Added()
 	want := slices.Clone(a.Want)
+	if a.Mode != config.ModeCalico && !req.InForce.Announcing && len(before) > 0 {
+		out.Kept, out.KeptWhy = slices.Clone(before), fmt.Sprintf("Calico keeps announcing them until the %s speakers do: %s", a.Mode, req.InForce.NotAnnouncing)
+		out.HandOver = true
+		want = union(want, out.Kept)
+	}
 	if a.Mode == config.ModeCalico {
 		if req.InForce.Known {
 			want = union(want, req.InForce.CIDRs)

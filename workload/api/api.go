@@ -123,7 +123,10 @@ type L2Missing struct {
 // Speakers is what the controller's GET /v1/speakers returns: each speaker
 // pod's own report, gathered over the node network.
 type Speakers struct {
-	Mode     config.Mode   `json:"mode"`
+	Mode config.Mode `json:"mode"`
+	// Desired is how many speakers the DaemonSet wants (the nodes that
+	// should run one), 0 when there is none.
+	Desired  int           `json:"desired"`
 	Speakers []SpeakerView `json:"speakers"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -30,6 +31,13 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 	pods, err := c.speakerPods(ctx, "")
 	if err != nil {
 		return nil, err
+	}
+	ds, err := c.opts.Client.AppsV1().DaemonSets(c.opts.LeaseNamespace).Get(ctx, SpeakerName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		out.Desired = int(ds.Status.DesiredNumberScheduled)
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("read the speakers' DaemonSet: %w", err)
 	}
 	out.Speakers = make([]api.SpeakerView, len(pods))
 	// Without the token every speaker answers 401, which each one's
