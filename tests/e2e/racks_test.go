@@ -20,6 +20,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 	"github.com/calico-lb/calico-lb/workload/calico"
+	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 func newRacks(t *testing.T, calico map[string]any) *spinebed.Bed {
@@ -416,3 +417,102 @@ func calicoController(t *testing.T, b *spinebed.Bed, model, password string) *fa
 }
 
 var linkState = spinebed.LinkState
+
+// TestRacksModeSwitch switches peering-mode live on the seeds' topology,
+// with clients connecting to a Cluster and a Local Service every 10 ms
+// from behind the spine: calico -> spine keeps calico-lb's pool in
+// calico's option (Calico keeps announcing it) until every speaker
+// announces, and spine -> calico keeps the speakers announcing while
+// Calico takes over. Neither direction loses a connection, and no
+// Service changes IP. (Before, calico -> spine emptied calico's option
+// first: the clients lost 3.7 s; spine -> calico removed the speakers at
+// once: 0.1 s, on this bed where the stand-in BIRD follows within a
+// second.)
+func TestRacksModeSwitch(t *testing.T) {
+	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
+	ctx := context.Background()
+	const model, password = "8e3f1a2b-7d2b-4c55-9a1e-2b7c4d6e8f03", "racks-s3cret"
+	fc := calicoController(t, b, model, password)
+	option := func() string { return spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs) }
+	b.FollowController(fc, model)
+	waitCalicoUp(t, b)
+	for i := range b.Nodes {
+		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pool = "10.215.100.0/28"
+	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": pool, "peering-mode": "calico", "as-number": 64512.0,
+		"subnet-spine-peers": "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}], 10.215.2.0/24: [{address: 10.215.102.1, as-number: 65000, multihop: 2}]}",
+		"juju-credentials": "secret:creds", "calico-model": model}, linkState(fc, password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
+	vip, lvip := racksApps(t, b)
+	for _, ip := range []string{vip, lvip} {
+		if err := failoverbed.WaitAnswers(b, ip, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := fmt.Sprint(kubebed.EchoPort)
+	cl, lo := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, port)), failoverbed.StartClient(b.Client, net.JoinHostPort(lvip, port))
+	lost := func(from, to time.Time) string {
+		var out []string
+		for name, c := range map[string]*failoverbed.Client{"Cluster": cl, "Local": lo} {
+			if outage, n := c.Outage(from, to); n > 0 {
+				out = append(out, fmt.Sprintf("%s lost %s (%d failed connections)", name, outage.Round(time.Millisecond), n))
+			}
+		}
+		return strings.Join(out, "; ")
+	}
+
+	// calico -> spine: the hook returns once the speakers announce and
+	// calico-lb's CIDR has left calico.
+	start := time.Now()
+	if out, err := u.Configure(ctx, map[string]any{"peering-mode": "spine"}); err != nil {
+		t.Fatalf("config-changed: %v\n%s", err, out)
+	}
+	hook := time.Since(start)
+	if got := option(); got != "" {
+		st, _ := u.State(ctx)
+		t.Fatalf("after the switch to spine calico's option is %q (unit: %+v)", got, st.UnitStatus)
+	}
+	waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2), spinebed.RackNodeIP(3), spinebed.RackNodeIP(4))
+	waitBGPNextHops(t, b, pool) // Calico's aggregate is gone
+	time.Sleep(2 * time.Second)
+	toSpine := time.Now()
+	if l := lost(start, toSpine); l != "" {
+		t.Errorf("calico -> spine: %s", l)
+	} else {
+		t.Logf("calico -> spine: config-changed took %s (it waits for the speakers); no connection lost", hook.Round(time.Millisecond))
+	}
+
+	// spine -> calico: calico's option first, the speakers stay for the
+	// hand-over, then go.
+	if out, err := u.Configure(ctx, map[string]any{"peering-mode": "calico"}); err != nil {
+		t.Fatalf("config-changed: %v\n%s", err, out)
+	}
+	if got := option(); got != pool {
+		t.Fatalf("after the switch to calico its option is %q, want %s", got, pool)
+	}
+	waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
+	if _, err := netns.WaitFor(ctx, 2*controller.SpeakerHandOver, func() bool { return len(bgpNextHops(b, vip+"/32")) == 0 }); err != nil {
+		t.Fatalf("the speakers still announce %s/32 %s after the switch to calico", vip, 2*controller.SpeakerHandOver)
+	}
+	gone := time.Since(toSpine)
+	time.Sleep(2 * time.Second)
+	end := time.Now()
+	cl.Stop()
+	lo.Stop()
+	if l := lost(toSpine, end); l != "" {
+		t.Errorf("spine -> calico: %s", l)
+	} else {
+		t.Logf("spine -> calico: Calico announces the pool, the speakers' /32s went %s after the switch; no connection lost", gone.Round(time.Second))
+	}
+	for name, want := range map[string]string{"web": vip, "local": lvip} {
+		if got, err := b.WaitIP("web", name, 5*time.Second); err != nil || got != want {
+			t.Errorf("%s's IP went from %s to %s (%v)", name, want, got, err)
+		}
+	}
+}
