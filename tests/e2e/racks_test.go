@@ -200,19 +200,11 @@ func TestRacksSpinePeering(t *testing.T) {
 // failover test's mode=pod, timed by the probe on the client, agrees with
 // an independent client.
 func TestRacksCalicoMode(t *testing.T) {
-	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
-	ctx := context.Background()
 	const model, password = "5b2d0c9e-7d2b-4c55-9a1e-2b7c4d6e8f02", "racks-s3cret"
-	fc := calicoController(t, b, model, password)
+	b, fc := linkedRacks(t, model, password)
+	ctx := context.Background()
 	option := func() string { return spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs) }
 	setOption := func(v string) { spinebed.SetCalicoOption(fc, model, calico.OptLoadBalancerIPs, v) }
-	b.FollowController(fc, model)
-	waitCalicoUp(t, b)
-	for i := range b.Nodes {
-		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": "10.215.100.0/28", "peering-mode": "calico", "juju-credentials": "secret:creds", "calico-model": model},
 		linkState(fc, password))
 	if err != nil {
@@ -385,11 +377,15 @@ func TestRacksCollision(t *testing.T) {
 
 // racksApps deploys web (Cluster, 2 pods) and local (Local, its pod on
 // node3) in namespace web and returns their IPs.
-func racksApps(t *testing.T, b *spinebed.Bed) (vip, lvip string) {
+func racksApps(t *testing.T, b *spinebed.Bed) (vip, lvip string) { return webAndLocal(t, b, "node3") }
+
+// webAndLocal deploys the test application as web (Cluster, two pods)
+// and local (Local, one pod on localNode), and returns their IPs.
+func webAndLocal(t *testing.T, b *spinebed.Bed, localNode string) (vip, lvip string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, app := range []kubebed.App{{NS: "web", Name: "web", Replicas: 2},
-		{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node3"}}} {
+		{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{localNode}}} {
 		if _, err := b.Kubebed.Echo(ctx, app); err != nil {
 			t.Fatal(err)
 		}
@@ -402,6 +398,24 @@ func racksApps(t *testing.T, b *spinebed.Bed) (vip, lvip string) {
 		t.Fatal(err)
 	}
 	return vip, lvip
+}
+
+// linkedRacks is the racks bed with Calico following calico's options as
+// a fake Juju controller holds them in model (empty service-IP options to
+// begin with), Calico's sessions up, and the nodes labelled with their
+// racks (r1, r2).
+func linkedRacks(t *testing.T, model, password string) (*spinebed.Bed, *fakecontroller.Controller) {
+	t.Helper()
+	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
+	fc := calicoController(t, b, model, password)
+	b.FollowController(fc, model)
+	waitCalicoUp(t, b)
+	for i := range b.Nodes {
+		if err := labelNode(context.Background(), b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b, fc
 }
 
 // calicoController is the bed's fake Juju controller with calico's
@@ -429,22 +443,14 @@ var linkState = spinebed.LinkState
 // once: 0.1 s, on this bed where the stand-in BIRD follows within a
 // second.)
 func TestRacksModeSwitch(t *testing.T) {
-	b := newRacks(t, map[string]any{calico.OptLoadBalancerIPs: "", calico.OptExternalIPs: ""})
-	ctx := context.Background()
 	const model, password = "8e3f1a2b-7d2b-4c55-9a1e-2b7c4d6e8f03", "racks-s3cret"
-	fc := calicoController(t, b, model, password)
+	b, fc := linkedRacks(t, model, password)
+	ctx := context.Background()
 	option := func() string { return spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs) }
-	b.FollowController(fc, model)
-	waitCalicoUp(t, b)
-	for i := range b.Nodes {
-		if err := labelNode(ctx, b, fmt.Sprint("node", i+1), map[string]string{"rack": fmt.Sprint("r", i/2+1)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const pool = "10.215.100.0/28"
 	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": pool, "peering-mode": "calico", "as-number": 64512.0,
 		"subnet-spine-peers": "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}], 10.215.2.0/24: [{address: 10.215.102.1, as-number: 65000, multihop: 2}]}",
-		"juju-credentials": "secret:creds", "calico-model": model}, linkState(fc, password))
+		"juju-credentials":   "secret:creds", "calico-model": model}, linkState(fc, password))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,26 +103,12 @@ func speakerLogs(t *testing.T, b *spinebed.Bed, node string) string {
 // the spine. Before, each change rolled every speaker pod.
 func TestSpineReloadKeepsSessions(t *testing.T) {
 	b := newBed(t, spinebed.Start, spinebed.Options{})
-	kb := b.Kubebed
 	ctx := context.Background()
 	n1, n2 := spinebed.NodeIP(1), spinebed.NodeIP(2)
 	cfg := maps.Clone(spineConfig)
 	u := deployUnit(t, b, cfg)
 	waitSpeakers(t, b, 2)
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "web", Replicas: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}); err != nil {
-		t.Fatal(err)
-	}
-	vip, err := b.WaitIP("web", "web", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lvip, err := b.WaitIP("web", "local", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vip, lvip := webAndLocal(t, b, "node2")
 	if _, err := b.WaitNextHops(vip, 60*time.Second, n1, n2); err != nil {
 		t.Fatal(err)
 	}

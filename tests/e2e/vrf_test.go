@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
@@ -67,20 +65,7 @@ func TestVRFWorkaround(t *testing.T) {
 		t.Fatalf("with the Calico link: %v %+v", err, st.UnitStatus)
 	}
 	waitSpeakers(t, b, 2)
-	for _, app := range []kubebed.App{{NS: "web", Name: "web", Replicas: 2},
-		{NS: "web", Name: "local", Replicas: 1, Policy: corev1.ServiceExternalTrafficPolicyLocal, Nodes: []string{"node2"}}} {
-		if _, err := b.Kubebed.Echo(ctx, app); err != nil {
-			t.Fatal(err)
-		}
-	}
-	vip, err := b.WaitIP("web", "web", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lvip, err := b.WaitIP("web", "local", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vip, lvip := webAndLocal(t, b, "node2")
 	n1, n2 := spinebed.VRFSpeakerIP(1), spinebed.VRFSpeakerIP(2)
 	for prefix, want := range map[string][]string{vip + "/32": {n1, n2}, lvip + "/32": {n2}} {
 		if _, err := netns.WaitFor(ctx, 60*time.Second, func() bool { return slices.Equal(vrfNextHops(b, "lb", prefix), want) }); err != nil {
