@@ -147,7 +147,7 @@ func TestConfigChangedActive(t *testing.T) {
 func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 	base := workloadAPI(t, api.Snapshot{}, api.PoolChange{}, "")
 	ctr, _ := container(t, true)
-	out, _ := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0}), Containers: []goopstest.Container{ctr}})
+	out, _ := run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/33", "as-number": 0, "peering-mode": "l2"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.HasPrefix(out.UnitStatus.Message, "invalid config: ") || !strings.Contains(out.UnitStatus.Message, "(and 1 more)") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
@@ -156,13 +156,13 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 	}
 
 	ctr, _ = container(t, false)
-	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "l2"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "waiting" || !strings.Contains(out.UnitStatus.Message, "Pebble") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 
 	ctr, _ = container(t, true)
-	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "bgp-passwords": "secret:nothere"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "l2", "bgp-passwords": "secret:nothere"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "juju grant-secret") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
@@ -171,7 +171,7 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 	// describe the old config, so the status waits instead.
 	ctr, _ = container(t, true)
 	stale := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, ConfigDigest: "an-older-file"}, api.PoolChange{}, "")
-	out, _ = run(t, stale, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, stale, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "waiting" || !strings.Contains(out.UnitStatus.Message, "take in the new config") {
 		t.Fatalf("status with a stale workload %+v", out.UnitStatus)
 	}
@@ -187,7 +187,7 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(snap)
 	}))
 	defer rejecting.Close()
-	out, _ = run(t, rejecting.URL, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, rejecting.URL, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "rejected its config: pools: this workload knows no such field") {
 		t.Fatalf("status with a workload that rejected the pushed file %+v", out.UnitStatus)
 	}
@@ -195,7 +195,7 @@ func TestConfigChangedBlockedAndWaiting(t *testing.T) {
 	held := api.PoolChange{Pending: true, Services: []api.ServiceView{{Namespace: "web", Name: "shop"}}}
 	ctr, src = container(t, true)
 	base = workloadAPI(t, api.Snapshot{Mode: config.ModeL2, PendingChange: true}, held, src)
-	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24"}), Containers: []goopstest.Container{ctr}})
+	out, _ = run(t, base, goopstest.State{Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
 	if out.UnitStatus.Name != "blocked" || !strings.Contains(out.UnitStatus.Message, "web/shop") || !strings.Contains(out.UnitStatus.Message, "apply-pool-change") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
@@ -427,7 +427,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}))
 	defer srv.Close()
 	rel := goopstest.Relation{Endpoint: MetricsEndpoint, Interface: "prometheus_scrape", ID: "metrics-endpoint:3", RemoteAppName: "prometheus"}
-	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24"})
+	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"})
 	out, ctx := run(t, srv.URL, goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{rel}})
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)
@@ -491,7 +491,7 @@ func TestBGPStatusAction(t *testing.T) {
 // does not.
 func TestGrafanaDashboard(t *testing.T) {
 	rel := goopstest.Relation{Endpoint: DashboardEndpoint, Interface: "grafana_dashboard", ID: "grafana-dashboard:4", RemoteAppName: "grafana"}
-	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24"})
+	cfg := withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"})
 	out, ctx := run(t, "http://127.0.0.1:1", goopstest.State{Leader: true, Config: cfg, Relations: []goopstest.Relation{rel}})
 	if ctx.CharmErr != nil {
 		t.Fatal(ctx.CharmErr)

@@ -76,9 +76,17 @@ func (c *Charm) applyLink(s *reactive.State) error {
 	return nil
 }
 
+// autoUndecided: auto, and the link found it cannot decide without
+// guessing; the link's Reason names the choices.
+func (c *Charm) autoUndecided() bool {
+	st := c.link.state
+	return c.opts.PeeringMode == "auto" && st.Mode == "" && st.Reason != ""
+}
+
 func (c *Charm) applyDecision(s *reactive.State) {
 	st := c.link.state
-	s.Toggle(LinkBlocked, len(st.Conflicts) > 0 && st.Peers == peersFingerprint(c.cfg.BGP) && c.opts.PeeringMode == string(config.ModeSpine))
+	current := st.Peers == peersFingerprint(c.cfg.BGP)
+	s.Toggle(LinkBlocked, current && (len(st.Conflicts) > 0 && c.opts.PeeringMode == string(config.ModeSpine) || c.autoUndecided()))
 	if c.opts.PeeringMode == "auto" && st.Mode != "" {
 		c.cfg.Mode, c.modeReason = st.Mode, st.Reason
 	}
@@ -273,7 +281,7 @@ func (c *Charm) inForce() calicolink.InForce {
 // a range), through the pool parser.
 func cidrsOf(addr string) []string {
 	o := config.DefaultOptions()
-	o.Pools = addr
+	o.Pools, o.PeeringMode = addr, string(config.ModeCalico) // a mode of its own: auto alone decides nothing
 	o.AvoidBuggyIPs = false
 	cfg, _, err := config.FromOptions(o)
 	if err != nil {
@@ -320,6 +328,9 @@ func peersFingerprint(b config.BGP) string {
 // conflicting spine peers and for link failures an operator must fix,
 // waiting for a controller that does not answer.
 func (c *Charm) linkStatus(s *reactive.State) (name, msg string, ok bool) {
+	if s.Has(LinkBlocked) && c.autoUndecided() {
+		return "blocked", "peering-mode=auto cannot decide: " + c.link.state.Reason, true
+	}
 	if s.Has(LinkBlocked) {
 		st := c.link.state
 		msg := st.Conflicts[0]

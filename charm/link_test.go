@@ -93,7 +93,7 @@ func TestLinkAutoCalico(t *testing.T) {
 	if cfg := pushedConfig(t, out); cfg.Mode != config.ModeCalico || cfg.ServiceIPOption != config.ServiceIPLoadBalancer {
 		t.Fatalf("pushed %s / %s", cfg.Mode, cfg.ServiceIPOption)
 	}
-	if !strings.HasPrefix(out.UnitStatus.Message, "calico mode (auto: no spine peers; the Calico link is configured); 1 pool") {
+	if !strings.HasPrefix(out.UnitStatus.Message, "calico mode (auto: no spine peers; Calico peers with 10.0.0.1 (global-bgp-peers)); 1 pool") {
 		t.Fatalf("status %+v", out.UnitStatus)
 	}
 	// A second hook writes nothing.
@@ -107,14 +107,27 @@ func TestLinkAutoCalico(t *testing.T) {
 func TestLinkConflicts(t *testing.T) {
 	conflicting := map[string]any{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"}
 
-	// auto: the spine peer is Calico's, so Calico advertises instead.
+	// auto: the spine peer is Calico's. auto does not pick which routers
+	// learn the VIPs: blocked, naming both choices; nothing pushed and
+	// calico left as it was.
 	fc, st := linked(t, conflicting)
 	out, _ := run(t, "http://127.0.0.1:1", st)
-	if cfg := pushedConfig(t, out); cfg.Mode != config.ModeCalico {
-		t.Fatalf("auto with a conflicting spine peer pushed %s", cfg.Mode)
+	if msg := out.UnitStatus.Message; out.UnitStatus.Name != "blocked" || !strings.Contains(msg, "peering-mode=auto cannot decide: spine peer 10.0.0.1") ||
+		!strings.Contains(msg, "set peering-mode=calico") || !strings.Contains(msg, "spine routers Calico does not use") {
+		t.Fatalf("auto with a conflicting spine peer: %+v", out.UnitStatus)
 	}
-	if calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24 10.208.1.0/28" {
-		t.Fatal("calico did not get the pools")
+	if len(out.Containers[0].Layers) != 0 || calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24" {
+		t.Fatal("auto undecided changed the workload or calico")
+	}
+	// Calico with no router outside the cluster (a mesh only) and no
+	// spine peers: nobody would learn the VIPs; blocked, naming l2 too.
+	fc, st = linked(t, nil)
+	fc.Lock()
+	fc.Apps[calicoModel]["calico"][calico.OptGlobalPeers] = fakecontroller.Option{Type: "string", Value: "[]"}
+	fc.Unlock()
+	out, _ = run(t, "http://127.0.0.1:1", st)
+	if msg := out.UnitStatus.Message; out.UnitStatus.Name != "blocked" || !strings.Contains(msg, "Calico peers with no router outside the cluster") || !strings.Contains(msg, "peering-mode=l2") {
+		t.Fatalf("auto with a mesh-only Calico: %+v", out.UnitStatus)
 	}
 
 	// spine, explicitly: blocked, naming the peer, calico's option and the
@@ -171,10 +184,14 @@ func TestLinkFailures(t *testing.T) {
 }
 
 func TestLinkNonLeaderFollows(t *testing.T) {
-	_, st := linked(t, map[string]any{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"})
+	// The leader decides calico (no spine peers; Calico peers with a
+	// router).
+	_, st := linked(t, nil)
 	out, _ := run(t, "http://127.0.0.1:1", st)
-	// Another unit: not the leader, so no controller; it renders what the
+	// Another unit, with spine peers in its options before the leader has
+	// looked again: not the leader, so no controller; it renders what the
 	// leader decided (calico), not what its options alone say (spine).
+	st.Config["spine-peers"] = "[{address: 10.0.9.1, as-number: 64512}]"
 	st.Leader, st.PeerRelations = false, out.PeerRelations
 	ctr, _ := container(t, true)
 	st.Containers = []goopstest.Container{ctr}

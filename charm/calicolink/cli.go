@@ -277,14 +277,22 @@ func (r *run) report(cfg *config.Config, peeringMode string, read *calico.Config
 		}
 		fmt.Fprintln(w, "  (node addresses are not known here: a subnet peer counts for every subnet a speaker could be in, and the mesh is not checked)")
 	}
-	fmt.Fprintf(w, "auto would pick: %s (%s)\n", a.Decision.Mode, a.Decision.Reason)
-	fmt.Fprintf(w, "peering-mode %s: %s mode\n", peeringMode, a.Mode)
+	if a.Decision.Mode == "" {
+		fmt.Fprintf(w, "auto cannot decide: %s\n", a.Decision.Reason)
+	} else {
+		fmt.Fprintf(w, "auto would pick: %s (%s)\n", a.Decision.Mode, a.Decision.Reason)
+	}
+	if a.Mode == "" {
+		fmt.Fprintf(w, "peering-mode %s: undecided, calico-lb stays blocked\n", peeringMode)
+	} else {
+		fmt.Fprintf(w, "peering-mode %s: %s mode\n", peeringMode, a.Mode)
+	}
 	if a.OptionErr != nil {
 		fmt.Fprintf(w, "calico option for the pools: %v\n", a.OptionErr)
 	} else if a.Mode == config.ModeCalico {
 		fmt.Fprintf(w, "calico option for the pools: %s = %q; it needs %s (`calico-lb-juju sync`)\n", a.Option, strings.Join(read.ServiceIPs[a.Option], " "), strings.Join(a.Want, " "))
 	}
-	if len(a.Conflicts) > 0 && a.Mode == config.ModeSpine {
+	if len(a.Conflicts) > 0 && a.Mode == config.ModeSpine || a.Mode == "" {
 		return 1
 	}
 	return 0

@@ -33,7 +33,7 @@ func clientStore(t *testing.T, c *fakecontroller.Controller) {
 func withLB(c *fakecontroller.Controller, set map[string]string) {
 	opts := map[string]fakecontroller.Option{
 		"pools":                    {Type: "string", Value: "10.208.1.0/28", Default: ""},
-		"peering-mode":             {Type: "string", Value: "auto", Default: "auto"},
+		"peering-mode":             {Type: "string", Value: "calico", Default: "auto"},
 		"spine-peers":              {Type: "string", Value: "[]", Default: "[]"},
 		"calico-application":       {Type: "string", Value: "calico", Default: "calico"},
 		"calico-model":             {Type: "string", Value: model, Default: ""},
@@ -65,23 +65,29 @@ func cliIn(t *testing.T, in string, args ...string) (int, string) {
 func TestCLICheck(t *testing.T) {
 	c := controller(t)
 	clientStore(t, c)
-	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]"})
+	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]", "peering-mode": "auto"})
 	code, out := cli(t, "check")
 	for _, want := range []string{
 		"controller prod: calico-lb in admin/k8s, calico in admin/machines",
 		"calico: 1 global peers",
 		"conflicts: 1",
 		"spine peer 10.0.0.1 (spine-peers) is also Calico's BGP peer (calico global-bgp-peers)",
-		"auto would pick: calico",
-		"peering-mode auto: calico mode",
-		`bgp-service-loadbalancer-ips = "198.51.100.0/24"; it needs 10.208.1.0/28`,
+		// auto does not switch to calico behind the operator's back.
+		"auto cannot decide: spine peer 10.0.0.1 is also Calico's peer",
+		"set peering-mode=calico to have Calico announce the pools to its peers",
+		"peering-mode auto: undecided, calico-lb stays blocked",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
-	if code != 0 {
-		t.Fatalf("exit %d", code)
+	if code != 1 {
+		t.Fatalf("exit %d with auto undecided", code)
+	}
+	// Explicit calico: what the pools need in calico's option.
+	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]", "peering-mode": "calico"})
+	if code, out := cli(t, "check"); code != 0 || !strings.Contains(out, `bgp-service-loadbalancer-ips = "198.51.100.0/24"; it needs 10.208.1.0/28`) {
+		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	// Explicit spine with a conflict is a problem: exit 1.
 	withLB(c, map[string]string{"spine-peers": "[{address: 10.0.0.1, as-number: 64512}]", "peering-mode": "spine"})

@@ -111,7 +111,7 @@ type Assessment struct {
 // (pools, spine peers); topo what is known of the nodes.
 func Assess(cfg *config.Config, peeringMode, optionSetting string, read *calico.Config, topo calico.Topology) Assessment {
 	a := Assessment{Conflicts: calico.Conflicts(cfg.BGP, read, topo), Mode: cfg.Mode}
-	a.Decision = calico.Decide(cfg.BGP, a.Conflicts, true)
+	a.Decision = calico.Decide(cfg.BGP, a.Conflicts, read)
 	if peeringMode == "auto" {
 		a.Mode = a.Decision.Mode
 	}

@@ -83,6 +83,9 @@ func (l *Link) Sync(ctx context.Context, req Request) (Outcome, error) {
 	}
 	a := Assess(req.Config, req.PeeringMode, req.OptionSetting, read, req.Topology)
 	out := Outcome{Read: read, Assessment: a}
+	if a.Mode == "" {
+		return out, nil // auto cannot decide: calico-lb is blocked, calico stays as it is
+	}
 	if a.OptionErr != nil {
 		if a.Mode == config.ModeCalico {
 			return out, a.OptionErr

@@ -31,7 +31,7 @@ func TestApplyRealPebble(t *testing.T) {
 	mk := func(pools, api string) *plan.Plan {
 		t.Helper()
 		o := config.DefaultOptions()
-		o.Pools = pools
+		o.Pools, o.PeeringMode = pools, "calico"
 		cfg, _, err := config.FromOptions(o)
 		if err != nil {
 			t.Fatal(err)

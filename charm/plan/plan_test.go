@@ -100,7 +100,9 @@ func TestDigests(t *testing.T) {
 // With the workload's user the controller runs as it, and owns the files
 // it reads (the password file is 0600); the plan's digest says so.
 func TestWorkloadUser(t *testing.T) {
-	cfg, _, err := config.FromOptions(config.DefaultOptions())
+	o := config.DefaultOptions()
+	o.PeeringMode = "l2"
+	cfg, _, err := config.FromOptions(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -139,22 +140,26 @@ type Decision struct {
 	Reason string
 }
 
-// Decide is `auto`: spine when spine peers are set and conflict-free; else
-// calico when the Calico link is configured; else l2. A link that is
-// configured but down still counts: flipping to l2 (and deploying
-// speakers) because the controller was briefly unreachable would be worse
-// than waiting.
-func Decide(bgp config.BGP, conflicts []Conflict, linkConfigured bool) Decision {
+// Decide is `auto` with what the Calico link read (read): spine when
+// spine peers are set and none is Calico's; calico when there are none and
+// Calico peers with routers outside the cluster. Anything else it cannot
+// decide without guessing (a spine peer that is Calico's, or a Calico
+// with no router to announce to), and Mode is "": the charm is blocked and
+// Reason names the choices. Without the link, config.FromOptions decides
+// what it can.
+func Decide(bgp config.BGP, conflicts []Conflict, read *Config) Decision {
 	hasSpine := len(bgp.Peers) > 0 || len(bgp.SubnetPeers) > 0
+	var external []string
+	if read != nil {
+		external = read.ExternalPeers()
+	}
 	switch {
 	case hasSpine && len(conflicts) == 0:
 		return Decision{config.ModeSpine, "spine peers are set and none is Calico's"}
-	case hasSpine && linkConfigured:
-		return Decision{config.ModeCalico, fmt.Sprintf("spine peer %s is also Calico's peer (calico %s), so Calico advertises the pools", conflicts[0].Peer, conflicts[0].Calico)}
 	case hasSpine:
-		return Decision{config.ModeL2, fmt.Sprintf("spine peer %s is also Calico's peer (calico %s) and there is no Calico link", conflicts[0].Peer, conflicts[0].Calico)}
-	case linkConfigured:
-		return Decision{config.ModeCalico, "no spine peers; the Calico link is configured"}
+		return Decision{"", fmt.Sprintf("spine peer %s is also Calico's peer (calico %s), and auto does not choose which routers learn the VIPs: set peering-mode=calico to have Calico announce the pools to its peers, or peer with spine routers Calico does not use", conflicts[0].Peer, conflicts[0].Calico)}
+	case len(external) > 0:
+		return Decision{config.ModeCalico, "no spine peers; Calico peers with " + strings.Join(external, ", ")}
 	}
-	return Decision{config.ModeL2, "no spine peers and no Calico link"}
+	return Decision{"", fmt.Sprintf("no spine peers, and Calico peers with no router outside the cluster (no %s, %s or %s), so nobody would learn the VIPs: set peering-mode=l2 if the nodes and their clients share one L2 segment, peering-mode=spine with spine-peers, or give Calico its routers and keep auto", OptGlobalPeers, OptSubnetPeers, OptUnitPeers)}
 }

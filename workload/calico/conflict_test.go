@@ -20,7 +20,7 @@ func addrs(s ...string) Nodes {
 func spine(t *testing.T, peers, subnetPeers string) config.BGP {
 	t.Helper()
 	o := config.DefaultOptions()
-	o.Pools, o.SpinePeers, o.SubnetSpinePeers = "10.208.1.0/28", peers, subnetPeers
+	o.Pools, o.SpinePeers, o.SubnetSpinePeers, o.PeeringMode = "10.208.1.0/28", peers, subnetPeers, "calico"
 	c, _, err := config.FromOptions(o)
 	if err != nil {
 		t.Fatal(err)
@@ -113,23 +113,26 @@ func TestDecide(t *testing.T) {
 	withSpine := spine(t, "[{address: 10.255.0.1, as-number: 65000}]", "{}")
 	none := spine(t, "[]", "{}")
 	conflict := []Conflict{{Peer: netip.MustParseAddr("10.255.0.1"), Spine: "spine-peers", Calico: OptGlobalPeers}}
+	peered := mustParse(t, map[string]any{OptGlobalPeers: "[{address: 10.255.0.1, as-number: 65000}]"})
+	meshOnly := mustParse(t, map[string]any{OptMesh: true})
 	for _, tc := range []struct {
 		bgp       config.BGP
 		conflicts []Conflict
-		link      bool
+		read      *Config
 		want      config.Mode
 		reason    string
 	}{
-		{withSpine, nil, true, config.ModeSpine, "none is Calico's"},
-		{withSpine, nil, false, config.ModeSpine, "none is Calico's"},
-		{withSpine, conflict, true, config.ModeCalico, "10.255.0.1 is also Calico's peer (calico global-bgp-peers)"},
-		{withSpine, conflict, false, config.ModeL2, "no Calico link"},
-		{none, nil, true, config.ModeCalico, "the Calico link is configured"},
-		{none, nil, false, config.ModeL2, "no spine peers and no Calico link"},
+		{withSpine, nil, peered, config.ModeSpine, "none is Calico's"},
+		{withSpine, nil, meshOnly, config.ModeSpine, "none is Calico's"},
+		// Never a silent switch of which routers learn the VIPs.
+		{withSpine, conflict, peered, "", "10.255.0.1 is also Calico's peer (calico global-bgp-peers), and auto does not choose"},
+		{none, nil, peered, config.ModeCalico, "Calico peers with 10.255.0.1 (global-bgp-peers)"},
+		// A node mesh alone announces to nobody outside: no guess.
+		{none, nil, meshOnly, "", "peering-mode=l2 if the nodes and their clients share one L2 segment, peering-mode=spine"},
 	} {
-		d := Decide(tc.bgp, tc.conflicts, tc.link)
+		d := Decide(tc.bgp, tc.conflicts, tc.read)
 		if d.Mode != tc.want || !strings.Contains(d.Reason, tc.reason) {
-			t.Errorf("Decide(spine=%d, conflicts=%d, link=%v) = %+v, want %s (%s)", len(tc.bgp.Peers), len(tc.conflicts), tc.link, d, tc.want, tc.reason)
+			t.Errorf("Decide(spine=%d, conflicts=%d) = %+v, want %q (%s)", len(tc.bgp.Peers), len(tc.conflicts), d, tc.want, tc.reason)
 		}
 	}
 }

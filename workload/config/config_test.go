@@ -206,13 +206,16 @@ func TestSubnetOptions(t *testing.T) {
 func TestFromOptions(t *testing.T) {
 	o := DefaultOptions()
 	o.Pools = "10.208.1.0/24"
+	// auto with nothing to go on does not guess l2 (ARP speakers on a
+	// routed fabric): it names the three choices.
+	_, _, err := FromOptions(o)
+	expectErrors(t, err, []string{"peering-mode", "auto cannot tell", "peering-mode=calico", "peering-mode=spine", "peering-mode=l2 if the nodes and their clients share one L2 segment"})
+	o.PeeringMode = "l2"
 	c, res, err := FromOptions(o)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || c.Mode != ModeL2 || res.String() != "" {
+		t.Fatalf("l2: %v %s (%s)", err, c.Mode, res)
 	}
-	if c.Mode != ModeL2 || res.String() != "auto: no spine peers and no Calico link" {
-		t.Fatalf("default mode %s (%s)", c.Mode, res)
-	}
+	o.PeeringMode = "auto"
 	if c.ServiceIPOption != ServiceIPLoadBalancer || c.BGP.ASNumber != 64512 || c.LogLevel != "info" || len(c.Pools) != 1 {
 		t.Fatalf("defaults: %+v", c)
 	}

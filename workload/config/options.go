@@ -82,9 +82,16 @@ func FromOptions(o Options) (*Config, Resolved, error) {
 		case len(c.BGP.Peers) > 0 || len(c.BGP.SubnetPeers) > 0:
 			c.Mode, res.ModeReason = ModeSpine, "spine peers are set"
 		case o.JujuCredentials != "":
+			// Provisional: the link reads calico and decides (calico only
+			// when Calico peers with routers outside the cluster).
 			c.Mode, res.ModeReason = ModeCalico, "the Calico link is configured"
 		default:
-			c.Mode, res.ModeReason = ModeL2, "no spine peers and no Calico link"
+			// Nothing here says how the VIPs can reach a client; l2 on a
+			// routed fabric would answer ARP nobody asks. No guess.
+			d.errorf("peering-mode", nil, "auto cannot tell how the pools reach your clients without spine peers or the Calico link: "+
+				"set peering-mode=calico and put the pools into calico's bgp-service-loadbalancer-ips (or set juju-credentials for the Calico link to do it), "+
+				"peering-mode=spine with spine-peers, or peering-mode=l2 if the nodes and their clients share one L2 segment")
+			c.Mode = ModeL2 // checked; keep validate from repeating it
 		}
 	default:
 		c.Mode = Mode(m)

@@ -20,7 +20,9 @@ import (
 func TestLeaderThatCannotStartGivesUpTheLease(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
-	cfg, _, err := config.FromOptions(config.DefaultOptions())
+	o := config.DefaultOptions()
+	o.PeeringMode = "l2"
+	cfg, _, err := config.FromOptions(o)
 	if err != nil {
 		t.Fatal(err)
 	}

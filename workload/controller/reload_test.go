@@ -22,7 +22,7 @@ func TestLoadsNeverOverlap(t *testing.T) {
 	path := filepath.Join(dir, "config.yaml")
 	render := func(pools string) []byte {
 		o := config.DefaultOptions()
-		o.Pools = pools
+		o.Pools, o.PeeringMode = pools, "calico"
 		cfg, _, err := config.FromOptions(o)
 		if err != nil {
 			t.Fatal(err)

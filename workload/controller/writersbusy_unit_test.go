@@ -25,7 +25,7 @@ import (
 func TestLoopNeverWaitsForWriters(t *testing.T) {
 	dir := t.TempDir()
 	o := config.DefaultOptions()
-	o.Pools = "10.0.0.0/22"
+	o.Pools, o.PeeringMode = "10.0.0.0/22", "calico"
 	cfg, _, err := config.FromOptions(o)
 	if err != nil {
 		t.Fatal(err)
