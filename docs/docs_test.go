@@ -239,3 +239,39 @@ func TestDecoderKeysInConfigHelp(t *testing.T) {
 		}
 	}
 }
+
+// Every action's parameters are in actions.md, each with its default
+// written as name=default where actions.yaml gives one.
+func TestActionParametersDocumented(t *testing.T) {
+	data, err := os.ReadFile("../actions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions map[string]struct {
+		Params map[string]struct {
+			Type    string `yaml:"type"`
+			Default any    `yaml:"default"`
+		} `yaml:"params"`
+	}
+	if err := yaml.Unmarshal(data, &actions); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile("actions.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(page)
+	for name, a := range actions {
+		for p, spec := range a.Params {
+			if !strings.Contains(doc, p+"=") && !strings.Contains(doc, "`"+p+"`") {
+				t.Errorf("actions.md does not mention %s's parameter %s", name, p)
+			}
+			if spec.Default == nil {
+				continue
+			}
+			if want := fmt.Sprintf("%s=%v", p, spec.Default); !strings.Contains(doc, want) {
+				t.Errorf("actions.md does not give %s's default as %s (actions.yaml)", name, want)
+			}
+		}
+	}
+}
