@@ -503,8 +503,8 @@ func TestRacksModeSwitch(t *testing.T) {
 		t.Fatalf("after the switch to calico its option is %q, want %s", got, pool)
 	}
 	waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
-	if _, err := netns.WaitFor(ctx, 2*controller.SpeakerHandOver, func() bool { return len(bgpNextHops(b, vip+"/32")) == 0 }); err != nil {
-		t.Fatalf("the speakers still announce %s/32 %s after the switch to calico", vip, 2*controller.SpeakerHandOver)
+	if _, err := netns.WaitFor(ctx, 2*controller.DefaultSpeakerHandOver, func() bool { return len(bgpNextHops(b, vip+"/32")) == 0 }); err != nil {
+		t.Fatalf("the speakers still announce %s/32 %s after the switch to calico", vip, 2*controller.DefaultSpeakerHandOver)
 	}
 	gone := time.Since(toSpine)
 	time.Sleep(2 * time.Second)

@@ -66,6 +66,9 @@ type Options struct {
 	// SpeakerPort is the speakers' status port (default
 	// config.DefaultSpeakerPort), from which GET /v1/speakers gathers.
 	SpeakerPort int
+	// SpeakerHandOver is how long the speakers keep announcing after a
+	// switch to calico mode (default DefaultSpeakerHandOver).
+	SpeakerHandOver time.Duration
 }
 
 // DefaultLeaseName is the leader-election Lease's name when none is given.
@@ -74,6 +77,9 @@ const DefaultLeaseName = "calico-lb-controller"
 func (o *Options) defaults() {
 	if o.SpeakerPort == 0 {
 		o.SpeakerPort = config.DefaultSpeakerPort
+	}
+	if o.SpeakerHandOver == 0 {
+		o.SpeakerHandOver = DefaultSpeakerHandOver
 	}
 	if o.Container == "" {
 		o.Container = DefaultContainer

@@ -8,13 +8,13 @@ import (
 )
 
 // A switch from spine (or l2) to calico mode keeps the speakers' last
-// config for SpeakerHandOver, so that they announce until Calico has taken
+// config for DefaultSpeakerHandOver, so that they announce until Calico has taken
 // over; then the calico config (no speakers) applies. A switch back ends
 // the hold at once; calico from the start holds nothing.
-func TestSpeakerHandOver(t *testing.T) {
+func TestDefaultSpeakerHandOver(t *testing.T) {
 	spine, cal, l2 := &config.Config{Mode: config.ModeSpine}, &config.Config{Mode: config.ModeCalico}, &config.Config{Mode: config.ModeL2}
 	now := time.Unix(1_800_000_000, 0)
-	var h handOver
+	h := handOver{hold: DefaultSpeakerHandOver}
 	if got := h.config(cal, nil, now); got != cal || h.done() != nil {
 		t.Fatal("calico from the start held something")
 	}
@@ -24,13 +24,13 @@ func TestSpeakerHandOver(t *testing.T) {
 	if got := h.config(cal, spine, now); got != spine || !h.started || h.done() == nil {
 		t.Fatalf("spine -> calico: got %v, started %v; want the speakers kept", got.Mode, h.started)
 	}
-	if got := h.config(cal, spine, now.Add(SpeakerHandOver-time.Second)); got != spine || h.started {
+	if got := h.config(cal, spine, now.Add(DefaultSpeakerHandOver-time.Second)); got != spine || h.started {
 		t.Fatalf("during the hand-over: %v (started again: %v)", got.Mode, h.started)
 	}
-	if got := h.config(cal, spine, now.Add(SpeakerHandOver)); got != cal {
+	if got := h.config(cal, spine, now.Add(DefaultSpeakerHandOver)); got != cal {
 		t.Fatalf("after the hand-over: %v, want calico", got.Mode)
 	}
-	if got := h.config(l2, cal, now.Add(SpeakerHandOver+time.Second)); got != l2 || h.done() != nil {
+	if got := h.config(l2, cal, now.Add(DefaultSpeakerHandOver+time.Second)); got != l2 || h.done() != nil {
 		t.Fatal("calico -> l2 left a hold running")
 	}
 	h.config(cal, l2, now)

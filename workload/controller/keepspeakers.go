@@ -23,7 +23,7 @@ func (t *term) speakersChanged() {
 // local API, so the unit's status says it rather than staying active.
 func (t *term) keepSpeakers(ctx context.Context) {
 	var cfg, applied *config.Config
-	var h handOver
+	h := handOver{hold: t.c.opts.SpeakerHandOver}
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
@@ -44,7 +44,7 @@ func (t *term) keepSpeakers(ctx context.Context) {
 		}
 		want := h.config(cfg, applied, time.Now())
 		if want != cfg && h.started {
-			t.c.log.Info("calico mode: the speakers keep announcing while Calico takes over", "for", SpeakerHandOver)
+			t.c.log.Info("calico mode: the speakers keep announcing while Calico takes over", "for", h.hold)
 		}
 		err := t.reconcileSpeakers(ctx, want)
 		if ctx.Err() != nil {
@@ -69,16 +69,17 @@ func (t *term) keepSpeakers(ctx context.Context) {
 	}
 }
 
-// SpeakerHandOver is how long the speakers keep announcing after a switch
-// to calico mode: the charm has written calico's service-IP option before
+// DefaultSpeakerHandOver is how long the speakers keep announcing after a
+// switch to calico mode: the charm has written calico's service-IP option before
 // the workload learns the new mode, and Calico needs a hook of its own and
 // its BIRD a reload before it announces the pools. Removing the speakers
 // at once would drop every VIP until then (make-before-break).
-const SpeakerHandOver = 60 * time.Second
+const DefaultSpeakerHandOver = 60 * time.Second
 
-// handOver holds the last config with speakers in force for
-// SpeakerHandOver after a switch to calico mode.
+// handOver holds the last config with speakers in force for hold after
+// a switch to calico mode.
 type handOver struct {
+	hold    time.Duration
 	started bool // set on the pass that starts a hold, for its log line
 	until   time.Time
 	timer   *time.Timer
@@ -93,8 +94,8 @@ func (h *handOver) config(cfg, applied *config.Config, now time.Time) *config.Co
 		h.stop()
 		return cfg
 	case applied != nil && applied.Mode != config.ModeCalico && h.until.IsZero():
-		h.until, h.started = now.Add(SpeakerHandOver), true
-		h.timer = time.NewTimer(SpeakerHandOver)
+		h.until, h.started = now.Add(h.hold), true
+		h.timer = time.NewTimer(h.hold)
 	}
 	if !h.until.IsZero() && now.Before(h.until) {
 		return applied

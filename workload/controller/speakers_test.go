@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 const spineCfg = `mode: spine
@@ -45,7 +46,7 @@ func (e *env) waitDaemonSet() *appsv1.DaemonSet {
 func TestSpeakerDaemonSet(t *testing.T) {
 	e := newEnv(t)
 	e.config(spineCfg)
-	e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
+	r := e.start("a", func(o *Options) { o.SpeakerImage, o.SpeakerHandOver = "example.com/calico-lb:test", 2*time.Second })
 	ctx := context.Background()
 	ds := e.waitDaemonSet()
 	pod := ds.Spec.Template.Spec
@@ -138,8 +139,18 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		t.Fatalf("l2 DaemonSet: caps %+v, affinity %+v", caps, terms)
 	}
 
-	// calico mode needs no speakers: everything goes.
+	// calico mode needs no speakers: everything goes, once the speakers
+	// have announced for the hand-over (2 s here) while Calico takes over.
 	e.config("mode: calico\npools:\n  p: {addresses: [10.96.200.0/28]}\n")
+	switched := time.Now()
+	waitUntil(t, "the controller takes calico mode", func() bool {
+		cfg := r.c.cfg.Load()
+		return cfg != nil && cfg.Mode == config.ModeCalico
+	})
+	time.Sleep(time.Second)
+	if _, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the speakers went %s after the switch to calico, inside the hand-over: %v", time.Since(switched), err)
+	}
 	waitUntil(t, "the speakers are removed", func() bool {
 		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
