@@ -275,3 +275,61 @@ func TestActionParametersDocumented(t *testing.T) {
 		}
 	}
 }
+
+// others are the systems whose figures docs compare with.
+var others = regexp.MustCompile(`(?i)\b(metallb|cilium|purelb|kube-vip|memberlist|frr-k8s)\b`)
+
+// figure is a measured quantity: a number with a unit of time, size or rate.
+var figure = regexp.MustCompile(`\b\d[\d.,]*(-\d[\d.,]*)?\s?(ns|µs|us|ms|s|min|MiB|MB|GiB|%|IP/s)\b`)
+
+// Every figure given for another system names its source in the same
+// paragraph, list item or table row: a public page (a link) or a command
+// of this repository that measured it (`make …`). What cannot be sourced
+// goes.
+func TestFiguresOfOthersHaveSources(t *testing.T) {
+	pages, _ := filepath.Glob("*.md")
+	pages = append(pages, "../README.md")
+	for _, p := range pages {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, block := range blocks(string(data)) {
+			if !others.MatchString(block) || !figure.MatchString(block) {
+				continue
+			}
+			if !strings.Contains(block, "](http") && !strings.Contains(block, "`make ") {
+				t.Errorf("%s gives a figure for another system without its source (a link, or the make target that measured it):\n%s", p, block)
+			}
+		}
+	}
+}
+
+// blocks splits Markdown into paragraphs, list items and table rows.
+func blocks(md string) []string {
+	var out []string
+	var cur []string
+	flush := func() {
+		if len(cur) > 0 {
+			out = append(out, strings.Join(cur, "\n"))
+			cur = nil
+		}
+	}
+	for _, line := range strings.Split(md, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "":
+			flush()
+		case strings.HasPrefix(trimmed, "|"):
+			flush()
+			out = append(out, line)
+		case strings.HasPrefix(trimmed, "- ") || strings.HasPrefix(trimmed, "* "):
+			flush()
+			cur = append(cur, line)
+		default:
+			cur = append(cur, line)
+		}
+	}
+	flush()
+	return out
+}
