@@ -89,6 +89,29 @@ func calicoPeers(in Input) Check {
 	return c
 }
 
+// calicoIPAM checks that Calico's own LoadBalancer IPAM (Calico 3.30 and
+// later: IPPools whose allowedUses include LoadBalancer) does not compete
+// with calico-lb for the same Services: it serves those without a class.
+func calicoIPAM(f api.ServicesFacts) Check {
+	c := Check{Name: "calico-ipam"}
+	switch {
+	case f.CalicoPoolsErr != "":
+		c.Result, c.Detail = Warn, "cannot read Calico's IPPools: "+f.CalicoPoolsErr
+		c.Fix = "check that calico-lb's controller may list ippools (crd.projectcalico.org)"
+	case len(f.CalicoLoadBalancerPools) == 0:
+		c.Result = Pass
+		c.Detail = "no Calico IPPool allows LoadBalancer use (none visible: Calico's IPPools are Kubernetes objects only with its Kubernetes datastore)"
+	case f.LoadBalancerClass == "":
+		c.Result = Fail
+		c.Detail = fmt.Sprintf("Calico's IPPools %s allow LoadBalancer use: Calico (3.30 and later) gives their addresses to the same Services without a class that calico-lb serves, and the two race", strings.Join(f.CalicoLoadBalancerPools, ", "))
+		c.Fix = "remove LoadBalancer from those pools' allowedUses, or set calico-lb's load-balancer-class (`juju config calico-lb load-balancer-class=<class>`) and that class on the Services calico-lb should serve"
+	default:
+		c.Result = Pass
+		c.Detail = fmt.Sprintf("Calico's IPPools %s serve Services without a class; calico-lb serves class %s only", strings.Join(f.CalicoLoadBalancerPools, ", "), f.LoadBalancerClass)
+	}
+	return c
+}
+
 // Run applies every check.
 func Run(in Input) []Check {
 	var out []Check
@@ -114,6 +137,7 @@ func Run(in Input) []Check {
 	case config.ModeSpine, config.ModeL2:
 		out = append(out, speakerChecks(in)...)
 	}
+	add(calicoIPAM(in.Facts))
 
 	for _, s := range in.Facts.Services {
 		key := s.Namespace + "/" + s.Name

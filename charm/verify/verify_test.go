@@ -188,3 +188,26 @@ func TestL2Mode(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// Calico's own LoadBalancer IPAM competes for Services without a class:
+// verify fails naming the pools and both fixes, passes once calico-lb
+// serves a class of its own, and warns when the pools cannot be read.
+func TestCalicoIPAM(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeSpine, Pools: pool}
+	if c := find(t, Run(Input{Facts: facts}), "", "calico-ipam"); c.Result != Pass {
+		t.Fatalf("no Calico pool: %+v", c)
+	}
+	facts.CalicoLoadBalancerPools = []string{"lb-pool (10.9.0.0/24)"}
+	c := find(t, Run(Input{Facts: facts}), "", "calico-ipam")
+	if c.Result != Fail || !strings.Contains(c.Detail, "lb-pool (10.9.0.0/24)") || !strings.Contains(c.Fix, "allowedUses") || !strings.Contains(c.Fix, "load-balancer-class") {
+		t.Fatalf("a Calico LoadBalancer pool, no class: %+v", c)
+	}
+	facts.LoadBalancerClass = "calico-lb.io/lb"
+	if c := find(t, Run(Input{Facts: facts}), "", "calico-ipam"); c.Result != Pass || !strings.Contains(c.Detail, "class calico-lb.io/lb only") {
+		t.Fatalf("with a class: %+v", c)
+	}
+	facts.CalicoPoolsErr = "forbidden"
+	if c := find(t, Run(Input{Facts: facts}), "", "calico-ipam"); c.Result != Warn {
+		t.Fatalf("unreadable: %+v", c)
+	}
+}

@@ -188,6 +188,14 @@ type ServicesFacts struct {
 	Mode     config.Mode    `json:"mode"`
 	Pools    []PoolView     `json:"pools"`
 	Services []ServiceFacts `json:"services"`
+	// LoadBalancerClass is the class calico-lb serves ("" for Services
+	// without one).
+	LoadBalancerClass string `json:"loadBalancerClass,omitempty"`
+	// CalicoLoadBalancerPools are Calico's IPPools that allow LoadBalancer
+	// use ("name (cidr)"), where calico-lb can see them; CalicoPoolsErr
+	// says why they could not be read.
+	CalicoLoadBalancerPools []string `json:"calicoLoadBalancerPools,omitempty"`
+	CalicoPoolsErr          string   `json:"calicoPoolsError,omitempty"`
 }
 
 // FailoverRequest is the body of POST /v1/failover-test.

@@ -61,6 +61,9 @@ func (a Access) ClusterRules() []rbacv1.PolicyRule {
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"update"}},
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+		// verify: Calico's IPPools that allow LoadBalancer use compete
+		// for Services without a class.
+		rbacv1.PolicyRule{APIGroups: []string{"crd.projectcalico.org", "projectcalico.org"}, Resources: []string{"ippools"}, Verbs: []string{"list"}},
 		// The failover test: cordon and mark the node it fails, delete the
 		// Service's pods there (mode=pod), drain it (mode=node).
 		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"patch"}},

@@ -30,7 +30,10 @@ func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.Servic
 	if cfg == nil {
 		return nil, fmt.Errorf("no valid config loaded yet")
 	}
-	out := &api.ServicesFacts{Mode: snap.Mode, Pools: snap.Pools, Services: []api.ServiceFacts{}}
+	out := &api.ServicesFacts{Mode: snap.Mode, Pools: snap.Pools, Services: []api.ServiceFacts{}, LoadBalancerClass: cfg.LoadBalancerClass}
+	if out.CalicoLoadBalancerPools, err = c.calicoLoadBalancerPools(ctx); err != nil {
+		out.CalicoPoolsErr = err.Error()
+	}
 	held := map[string]api.ServiceView{}
 	for _, s := range snap.Services {
 		held[s.Namespace+"/"+s.Name] = s
