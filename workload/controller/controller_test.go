@@ -180,3 +180,30 @@ func TestExternalIPsMirror(t *testing.T) {
 		t.Fatalf("externalIPs %v", s.Spec.ExternalIPs)
 	}
 }
+
+// A Service its owner restricted with loadBalancerSourceRanges is never
+// mirrored into spec.externalIPs: kube-proxy lets external IPs through
+// before it applies the source ranges, so the mirror would open it to all.
+// It gets its IP, no external IP, and a Warning that says why and what to
+// do; one that gains source ranges loses the mirror.
+func TestSourceRangesAreNeverMirrored(t *testing.T) {
+	e := newEnv(t)
+	e.config("calico-service-ip-option: external\npools:\n  p: {addresses: [10.80.1.1-10.80.1.5]}\n")
+	e.start("a")
+	e.service("closed", func(s *corev1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24"} })
+	e.waitAnyIP("closed")
+	e.waitEvent("closed", "NotMirrored", "loadBalancerSourceRanges")
+	if s := e.get("closed"); len(s.Spec.ExternalIPs) != 0 || s.Annotations[AnnotationMirrored] != "" {
+		t.Fatalf("a source-restricted Service was mirrored: externalIPs %v", s.Spec.ExternalIPs)
+	}
+	e.service("opened")
+	e.waitFor("opened", "mirrored its IP", func(s *corev1.Service) bool { return len(s.Spec.ExternalIPs) == 1 })
+	s := e.get("opened")
+	s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24"}
+	if _, err := e.client.CoreV1().Services(e.ns).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("opened", "dropped the mirror once restricted", func(s *corev1.Service) bool {
+		return len(s.Spec.ExternalIPs) == 0 && s.Annotations[AnnotationMirrored] == "" && len(s.Status.LoadBalancer.Ingress) == 1
+	})
+}

@@ -47,13 +47,25 @@ func (t *term) sync(key string, svc *corev1.Service, ips []netip.Addr) bool {
 		out.Status.LoadBalancer.Ingress = want
 		return t.send(write{key: key, svc: out, seen: t.seen(svc)})
 	}
-	if t.active.ServiceIPOption == config.ServiceIPExternal || svc.Annotations[AnnotationMirrored] != "" {
-		if out, changed := mirror(svc, ips, t.active.ServiceIPOption == config.ServiceIPExternal); changed {
+	external := t.active.ServiceIPOption == config.ServiceIPExternal
+	if external && len(svc.Spec.LoadBalancerSourceRanges) > 0 {
+		// kube-proxy lets an external IP through before it applies the
+		// source ranges: the mirror would open the Service to everyone.
+		t.warnOnce(svc, key, "source-ranges", "NotMirrored", notMirrored)
+		external = false
+	}
+	if external || svc.Annotations[AnnotationMirrored] != "" {
+		if out, changed := mirror(svc, ips, external); changed {
 			return t.send(write{key: key, svc: out, spec: true})
 		}
 	}
 	return false
 }
+
+// notMirrored is why a Service with loadBalancerSourceRanges keeps its IP
+// out of spec.externalIPs.
+const notMirrored = "not mirrored into spec.externalIPs (calico-service-ip-option=external): kube-proxy accepts traffic to an external IP before it applies loadBalancerSourceRanges, so the mirror would open this Service to every source. Its load-balancer IP stays filtered by the ranges, and Calico announces it only within the pool's CIDR (not as a /32 from the nodes with endpoints, which externalTrafficPolicy: Local needs); calico-service-ip-option=loadbalancer (Calico 3.18 or later) announces it per Service and keeps the ranges"
+
 
 func (t *term) seen(svc *corev1.Service) time.Time {
 	if v, ok := t.c.firstSee.Load(svc.UID); ok {
