@@ -66,7 +66,6 @@ func (t *term) sync(key string, svc *corev1.Service, ips []netip.Addr) bool {
 // out of spec.externalIPs.
 const notMirrored = "not mirrored into spec.externalIPs (calico-service-ip-option=external): kube-proxy accepts traffic to an external IP before it applies loadBalancerSourceRanges, so the mirror would open this Service to every source. Its load-balancer IP stays filtered by the ranges, and Calico announces it only within the pool's CIDR (not as a /32 from the nodes with endpoints, which externalTrafficPolicy: Local needs); calico-service-ip-option=loadbalancer (Calico 3.18 or later) announces it per Service and keeps the ranges"
 
-
 func (t *term) seen(svc *corev1.Service) time.Time {
 	if v, ok := t.c.firstSee.Load(svc.UID); ok {
 		return v.(time.Time)
