@@ -112,6 +112,21 @@ func calicoIPAM(f api.ServicesFacts) Check {
 	return c
 }
 
+// externalIPs checks that no Service names an address of the pools in
+// spec.externalIPs that calico-lb did not put there: kube-proxy (and
+// Calico, in external mode) would send that address's traffic to it.
+func externalIPs(f api.ServicesFacts) Check {
+	c := Check{Name: "external-ips"}
+	if len(f.ForeignExternalIPs) == 0 {
+		c.Result, c.Detail = Pass, "no Service names a pool address in spec.externalIPs but those calico-lb mirrored"
+		return c
+	}
+	c.Result = Fail
+	c.Detail = "spec.externalIPs inside the pools that calico-lb did not write, which pull the traffic of the address away from the Service calico-lb gave it: " + strings.Join(f.ForeignExternalIPs, ", ")
+	c.Fix = "remove them from those Services, and install the admission policy of docs/security.md so that only calico-lb sets externalIPs inside the pools"
+	return c
+}
+
 // Run applies every check.
 func Run(in Input) []Check {
 	var out []Check
@@ -138,6 +153,7 @@ func Run(in Input) []Check {
 		out = append(out, speakerChecks(in)...)
 	}
 	add(calicoIPAM(in.Facts))
+	add(externalIPs(in.Facts))
 
 	for _, s := range in.Facts.Services {
 		key := s.Namespace + "/" + s.Name

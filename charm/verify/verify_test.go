@@ -211,3 +211,14 @@ func TestCalicoIPAM(t *testing.T) {
 		t.Fatalf("unreadable: %+v", c)
 	}
 }
+
+func TestForeignExternalIPs(t *testing.T) {
+	facts := api.ServicesFacts{Mode: config.ModeCalico, Pools: pool}
+	if c := find(t, Run(Input{Facts: facts}), "", "external-ips"); c.Result != Pass {
+		t.Fatalf("none: %+v", c)
+	}
+	facts.ForeignExternalIPs = []string{"tenant/thief: 10.208.1.5"}
+	if c := find(t, Run(Input{Facts: facts}), "", "external-ips"); c.Result != Fail || !strings.Contains(c.Detail, "tenant/thief: 10.208.1.5") || !strings.Contains(c.Fix, "admission policy") {
+		t.Fatalf("a foreign external IP: %+v", c)
+	}
+}

@@ -196,6 +196,9 @@ type ServicesFacts struct {
 	// says why they could not be read.
 	CalicoLoadBalancerPools []string `json:"calicoLoadBalancerPools,omitempty"`
 	CalicoPoolsErr          string   `json:"calicoPoolsError,omitempty"`
+	// ForeignExternalIPs are spec.externalIPs inside the pools that
+	// calico-lb did not write, as "ns/name: ip".
+	ForeignExternalIPs []string `json:"foreignExternalIPs,omitempty"`
 }
 
 // FailoverRequest is the body of POST /v1/failover-test.

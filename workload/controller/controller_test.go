@@ -3,12 +3,15 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 const twoPools = `pools:
@@ -206,4 +209,37 @@ func TestSourceRangesAreNeverMirrored(t *testing.T) {
 	e.waitFor("opened", "dropped the mirror once restricted", func(s *corev1.Service) bool {
 		return len(s.Spec.ExternalIPs) == 0 && s.Annotations[AnnotationMirrored] == "" && len(s.Status.LoadBalancer.Ingress) == 1
 	})
+}
+
+// An externalIP inside the pools that calico-lb did not write (a tenant's
+// ClusterIP Service naming another Service's VIP, CVE-2020-8554's class) is
+// flagged with a Warning on that Service; one outside the pools, or one
+// calico-lb mirrored, is not.
+func TestForeignExternalIPsAreFlagged(t *testing.T) {
+	e := newEnv(t)
+	e.config("calico-service-ip-option: external\npools:\n  p: {addresses: [10.80.2.1-10.80.2.5]}\n")
+	r := e.start("a")
+	e.service("victim")
+	vip := e.waitAnyIP("victim")
+	e.waitFor("victim", "mirrored its IP", func(s *corev1.Service) bool { return len(s.Spec.ExternalIPs) == 1 })
+	thief := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "thief", Namespace: e.ns}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Port: 80}}, ExternalIPs: []string{vip, "198.51.100.7"}}}
+	if _, err := e.client.CoreV1().Services(e.ns).Create(context.Background(), thief, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	msg := e.waitEvent("thief", "ExternalIPInPool", vip)
+	if strings.Contains(msg, "198.51.100.7") || !strings.Contains(msg, "admission policy") {
+		t.Fatalf("the Warning: %q", msg)
+	}
+	// verify's facts list it too.
+	want := e.ns + "/thief: " + vip
+	waitUntil(t, "the facts list "+want, func() bool {
+		var f api.ServicesFacts
+		code, body := httpGet(t, r, "/v1/services")
+		return code == 200 && json.Unmarshal([]byte(body), &f) == nil && slices.Equal(f.ForeignExternalIPs, []string{want})
+	})
+	evs, err := e.client.CoreV1().Events(e.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=victim,reason=ExternalIPInPool"})
+	if err != nil || len(evs.Items) != 0 {
+		t.Fatalf("calico-lb's own mirror was flagged: %v %v", err, evs)
+	}
 }

@@ -34,6 +34,13 @@ func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.Servic
 	if out.CalicoLoadBalancerPools, err = c.calicoLoadBalancerPools(ctx); err != nil {
 		out.CalicoPoolsErr = err.Error()
 	}
+	every, _ := c.services.List(labels.Everything())
+	for _, s := range every {
+		for _, ip := range foreignExternalIPs(s, cfg.Pools) {
+			out.ForeignExternalIPs = append(out.ForeignExternalIPs, fmt.Sprintf("%s/%s: %s", s.Namespace, s.Name, ip))
+		}
+	}
+	sort.Strings(out.ForeignExternalIPs)
 	held := map[string]api.ServiceView{}
 	for _, s := range snap.Services {
 		held[s.Namespace+"/"+s.Name] = s

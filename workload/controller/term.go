@@ -187,6 +187,7 @@ func (t *term) process(ctx context.Context, key string) {
 	if err != nil {
 		return
 	}
+	t.flagForeignExternalIPs(svc, key)
 	if !Managed(svc, t.active.LoadBalancerClass) {
 		handedOff = t.unmanage(key, sk, svc)
 		return
