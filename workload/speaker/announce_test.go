@@ -3,6 +3,7 @@ package speaker
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,6 +98,28 @@ func TestAnnouncements(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%v\nwant\n%v", got, want)
 	}
+	// What the speakers' caches keep (slim.go) gives the same routes, and
+	// none of a tenant's annotations.
+	slimmed := make([]*corev1.Service, len(services))
+	for i, svc := range services {
+		fat := svc.DeepCopy()
+		fat.Annotations = map[string]string{"tenant.example/blob": strings.Repeat("x", 200<<10)}
+		o, _ := slimService(fat)
+		slimmed[i] = o.(*corev1.Service)
+		if len(slimmed[i].Annotations) != 0 {
+			t.Fatalf("a slimmed Service keeps its annotations")
+		}
+	}
+	slimEps := map[string][]*discoveryv1.EndpointSlice{}
+	for name, list := range eps {
+		for _, es := range list {
+			o, _ := slimEndpointSlice(es)
+			slimEps[name] = append(slimEps[name], o.(*discoveryv1.EndpointSlice))
+		}
+	}
+	if got, _ := Announcements(spineConfig(t), node, slimmed, func(ns, name string) []*discoveryv1.EndpointSlice { return slimEps[name] }); !reflect.DeepEqual(got, want) {
+		t.Fatalf("from the slimmed caches\n%v\nwant\n%v", got, want)
+	}
 
 	// Only spine mode announces by BGP, and only from selected nodes, and
 	// only families the node has an address of.
@@ -118,15 +141,20 @@ func TestAnnouncements(t *testing.T) {
 }
 
 func TestNodeFrom(t *testing.T) {
-	n := NodeFrom(&corev1.Node{
+	full := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"a": "b"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 			{Type: corev1.NodeHostName, Address: "n1"},
 			{Type: corev1.NodeInternalIP, Address: "10.0.1.2"},
 			{Type: corev1.NodeExternalIP, Address: "198.51.100.2"},
 			{Type: corev1.NodeInternalIP, Address: "fd00::2"},
-		}},
-	})
+		}, Images: []corev1.ContainerImage{{Names: []string{strings.Repeat("i", 1<<10)}}}},
+	}
+	n := NodeFrom(full)
+	o, _ := slimNode(full)
+	if slim := o.(*corev1.Node); !reflect.DeepEqual(NodeFrom(slim), n) || len(slim.Status.Images) != 0 {
+		t.Fatalf("the speakers' slim Node reads %+v, the full one %+v", NodeFrom(slim), n)
+	}
 	if n.Name != "n1" || len(n.Addresses) != 2 || n.Addresses[1] != netip.MustParseAddr("fd00::2") {
 		t.Fatalf("%+v", n)
 	}

@@ -146,6 +146,11 @@ func (s *Speaker) Run(ctx context.Context) error {
 	eps := all.Discovery().V1().EndpointSlices()
 	// All Nodes: L2 mode needs the other speakers' addresses and labels.
 	nodes := all.Core().V1().Nodes()
+	for inf, slim := range map[cache.SharedIndexInformer]cache.TransformFunc{svcs.Informer(): slimService, eps.Informer(): slimEndpointSlice, nodes.Informer(): slimNode} {
+		if err := inf.SetTransform(slim); err != nil {
+			return err
+		}
+	}
 	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { s.kick() }, UpdateFunc: func(_, _ any) { s.kick() }, DeleteFunc: func(any) { s.kick() }}
 	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), eps.Informer(), nodes.Informer()} {
 		if _, err := inf.AddEventHandler(h); err != nil {
