@@ -54,6 +54,8 @@ func TestAlertsFireOnTheirConditions(t *testing.T) {
 		{"config rejected", with(s("calico_lb_config_last_reload_successful", 0, "juju_unit", "lb/0")), time.Minute, []string{"CalicoLBConfigRejected"}},
 		{"held back 2 hours", with(s("calico_lb_pool_change_held_back", 3)), 2 * time.Hour, []string{"CalicoLBPoolChangeHeldBack"}},
 		{"held back 30 minutes", with(s("calico_lb_pool_change_held_back", 3)), 30 * time.Minute, nil},
+		{"clocks apart 2 minutes", with(s("calico_lb_l2_clock_skewed_peers", 1, "node", "n2")), 2 * time.Minute, []string{"CalicoLBL2ClockSkew"}},
+		{"clocks agree", with(s("calico_lb_l2_clock_skewed_peers", 0, "node", "n2")), 2 * time.Hour, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := promrules.Firing(t, data, tc.series, tc.held); !slices.Equal(got, tc.want) {

@@ -112,6 +112,14 @@ type L2Status struct {
 	// the node's addresses) that the speaker cannot answer on, and why; it
 	// answers on the others and tries these again every few seconds.
 	Missing []L2Missing `json:"missingInterfaces,omitempty"`
+	// Rejected counts the heartbeats this speaker refused, by reason:
+	// unauthentic (no key of ours signed it), source (not from where that
+	// node's heartbeats come from), clock (sent more than 30 s from our
+	// clock), replay (not newer than the last one from that life).
+	Rejected map[string]uint64 `json:"heartbeatsRejected,omitempty"`
+	// Skewed are the nodes whose authentic heartbeats were refused for
+	// their send time lately, with how far off they were.
+	Skewed []string `json:"clockSkewed,omitempty"`
 }
 
 // L2Missing is an interface a speaker cannot answer ARP/NDP on.

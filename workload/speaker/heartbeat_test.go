@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,9 +106,22 @@ func TestHeartbeatsResistForgery(t *testing.T) {
 			t.Fatalf("%s was taken: %+v", tc.what, s)
 		}
 	}
+	// Each refusal is counted by reason, and a stale send time names the
+	// node and how far off it was, never silently.
+	counts, skewed := l.Rejected(now.Add(time.Millisecond))
+	if counts["replay"] != 3 || counts["clock"] != 1 || !slices.Equal(skewed, []string{"b (1h0m0s)"}) {
+		t.Fatalf("rejections %v, skewed %v", counts, skewed)
+	}
 	l.heard(heartbeat{node: "b", started: hb.started, seq: 8, sent: now.UnixNano()}, lo(b), now.Add(time.Millisecond))
 	if s := l.seen["b"]; s.seq != 8 {
 		t.Fatalf("the next heartbeat was refused: %+v", s)
+	}
+	if _, skewed := l.Rejected(now); len(skewed) != 0 {
+		t.Fatalf("b still shown skewed after a heartbeat in time: %v", skewed)
+	}
+	l.heard(heartbeat{node: "b", started: hb.started, seq: 9, sent: now.UnixNano()}, netip.MustParseAddrPort("127.0.0.1:1"), now.Add(time.Millisecond))
+	if counts, _ := l.Rejected(now); counts["source"] != 1 {
+		t.Fatalf("a heartbeat from elsewhere was not counted: %v", counts)
 	}
 }
 

@@ -141,13 +141,15 @@ var (
 	ownedDesc   = prometheus.NewDesc("calico_lb_l2_owned_ips", "IPs this node answers ARP/NDP for.", nil, nil)
 	changesDesc = prometheus.NewDesc("calico_lb_l2_ownership_changes_total", "IPs this node took over or released.", nil, nil)
 	garpsDesc   = prometheus.NewDesc("calico_lb_l2_announcements_total", "Gratuitous ARPs and unsolicited neighbour advertisements sent.", nil, nil)
+	skewDesc    = prometheus.NewDesc("calico_lb_l2_clock_skewed_peers", "Nodes whose authentic L2 heartbeats this speaker refused in the last minute for a send time more than 30 s from its clock: one of the clocks is wrong, and both sides answer for the other's IPs.", nil, nil)
+	rejectDesc  = prometheus.NewDesc("calico_lb_l2_heartbeats_rejected_total", "L2 heartbeats this speaker refused, by reason: unauthentic, source, clock (sent more than 30 s from this node's clock), replay.", []string{"reason"}, nil)
 )
 
 // collector exports the speaker's BGP and L2 state when scraped.
 type collector struct{ s *Speaker }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionDesc, problemDesc, routesDesc, ownedDesc, changesDesc, garpsDesc} {
+	for _, d := range []*prometheus.Desc{sessionDesc, problemDesc, routesDesc, ownedDesc, changesDesc, garpsDesc, rejectDesc, skewDesc} {
 		ch <- d
 	}
 }
@@ -171,4 +173,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(ownedDesc, prometheus.GaugeValue, float64(len(l2.Owned)))
 	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(l2.Changes))
 	ch <- prometheus.MustNewConstMetric(garpsDesc, prometheus.CounterValue, float64(l2.GARPs))
+	ch <- prometheus.MustNewConstMetric(skewDesc, prometheus.GaugeValue, float64(len(l2.Skewed)))
+	for _, reason := range []string{"unauthentic", "source", "clock", "replay"} {
+		ch <- prometheus.MustNewConstMetric(rejectDesc, prometheus.CounterValue, float64(l2.Rejected[reason]), reason)
+	}
 }

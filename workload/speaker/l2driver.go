@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,13 +205,19 @@ func (d *l2Driver) status() L2Status {
 		st.Alive = []string{}
 	}
 	if live != nil {
-		for _, m := range live.Members(time.Now()) {
+		now := time.Now()
+		for _, m := range live.Members(now) {
 			st.Alive = append(st.Alive, m.Node)
 		}
+		st.Rejected, st.Skewed = live.Rejected(now)
 	}
 	d.mu.Lock()
 	st.Error = d.err
 	d.mu.Unlock()
+	if st.Error == "" && len(st.Skewed) > 0 {
+		st.Error = fmt.Sprintf("heartbeats from %s were refused: sent more than %s from this node's clock, so those nodes count as dead here and their IPs are answered here too; check NTP on both sides",
+			strings.Join(st.Skewed, ", "), replayWindow)
+	}
 	return st
 }
 

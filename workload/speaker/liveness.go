@@ -54,6 +54,15 @@ type Liveness struct {
 
 	peersSet chan struct{}
 	given    bool // a peer gave us up and saw us back since the last TakeGivenUp
+
+	rejected map[string]uint64 // by reason, for /v1/l2 and the metric
+	skewed   map[string]skew   // nodes whose authentic heartbeats had a send time out of the window
+}
+
+// skew is how far a node's last refused heartbeat was from our clock.
+type skew struct {
+	by time.Duration
+	at time.Time
 }
 
 type peerSeen struct {
@@ -96,7 +105,8 @@ func StartLiveness(ctx context.Context, self string, bind netip.AddrPort, keys L
 		return nil, fmt.Errorf("liveness: listen on UDP %s: %w", bind, err)
 	}
 	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout, keys: keys,
-		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1)}
+		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1),
+		rejected: map[string]uint64{}, skewed: map[string]skew{}}
 	go l.receive()
 	go l.beat(ctx)
 	go func() { <-ctx.Done(); conn.Close() }()
@@ -244,7 +254,13 @@ func (l *Liveness) receive() {
 		accept := l.keys.Accept
 		l.mu.Unlock()
 		hb, ok := openHeartbeat(buf[:n], accept)
-		if !ok || hb.node == l.self {
+		if !ok {
+			l.mu.Lock()
+			l.reject("unauthentic")
+			l.mu.Unlock()
+			continue
+		}
+		if hb.node == l.self {
 			continue
 		}
 		l.heard(hb, from, time.Now())
@@ -262,9 +278,18 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 	defer l.mu.Unlock()
 	want, known := l.peers[hb.node]
 	if !known || from.Addr().Unmap() != want.Addr() || from.Port() != want.Port() {
+		l.reject("source")
 		return // not from where that node's heartbeats come from
 	}
 	if d := now.Sub(time.Unix(0, hb.sent)); d > replayWindow || d < -replayWindow {
+		// A replay of an old capture, or one of the two clocks is wrong:
+		// counted and shown, never silent (a node whose clock is off
+		// would otherwise own every IP beside the others, unseen).
+		l.reject("clock")
+		if l.skewed == nil {
+			l.skewed = map[string]skew{}
+		}
+		l.skewed[hb.node] = skew{by: d, at: now}
 		return
 	}
 	s, seen := l.seen[hb.node]
@@ -273,9 +298,11 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 	case !seen:
 	case started.Equal(s.started):
 		if hb.seq <= s.seq {
+			l.reject("replay")
 			return // a replay, or out of order
 		}
 	case started.Before(s.started) && now.Sub(s.last) <= replayWindow:
+		l.reject("replay")
 		return // an earlier life of a node heard from since
 	}
 	if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
@@ -294,6 +321,34 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 	}
 	s.last, s.started, s.seq, s.revivedUs = now, started, hb.seq, max(s.revivedUs, hb.revived)
 	l.seen[hb.node] = s
+	delete(l.skewed, hb.node) // its clock agrees with ours again
+}
+
+// reject counts a refused heartbeat (l.mu held).
+func (l *Liveness) reject(reason string) {
+	if l.rejected == nil {
+		l.rejected = map[string]uint64{}
+	}
+	l.rejected[reason]++
+}
+
+// Rejected returns how many heartbeats were refused, by reason, and the
+// nodes refused for their send time in the last minute, with how far off.
+func (l *Liveness) Rejected(now time.Time) (map[string]uint64, []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	counts := make(map[string]uint64, len(l.rejected))
+	for k, v := range l.rejected {
+		counts[k] = v
+	}
+	var skewed []string
+	for node, s := range l.skewed {
+		if now.Sub(s.at) <= time.Minute {
+			skewed = append(skewed, fmt.Sprintf("%s (%s)", node, s.by.Round(time.Second)))
+		}
+	}
+	slices.Sort(skewed)
+	return counts, skewed
 }
 
 // String describes the live members, for logs and /v1/l2.
