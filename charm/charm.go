@@ -81,7 +81,6 @@ type Charm struct {
 	cfgErr    error
 	passwords map[string]string
 	pwErr     error
-	applied   pebble.Result
 	accessErr error // why the controller has no ServiceAccount of its own
 
 	metricsRels   []string // the metrics-endpoint relations
@@ -228,7 +227,7 @@ func (c *Charm) push(s *reactive.State) error {
 	if err != nil {
 		return err
 	}
-	if c.applied, err = pebble.Apply(c.pebbleClient(), p, c.Wait); err != nil {
+	if _, err = pebble.Apply(c.pebbleClient(), p, c.Wait); err != nil {
 		return err
 	}
 	cfgPath := in.ConfigPath

@@ -35,7 +35,7 @@ const Label = "calico-lb"
 // Result says what Apply did.
 type Result struct {
 	Pushed   []string // paths of the files written
-	Replaned bool
+	Replanned bool
 }
 
 // Apply makes the container match p.
@@ -83,7 +83,7 @@ func Apply(c Client, p *plan.Plan, wait time.Duration) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("replan: %w", err)
 	}
-	res.Replaned = true
+	res.Replanned = true
 	if wait > 0 {
 		ch, err := c.WaitChange(id, &client.WaitChangeOptions{Timeout: wait})
 		if err != nil {

@@ -60,7 +60,7 @@ func TestApplyRealPebble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Pushed) != 2 || !res.Replaned {
+	if len(res.Pushed) != 2 || !res.Replanned {
 		t.Fatalf("first apply: %+v", res)
 	}
 	for path, mode := range map[string]os.FileMode{"config.yaml": 0o644, "bgp-passwords.yaml": 0o600} {
@@ -71,11 +71,11 @@ func TestApplyRealPebble(t *testing.T) {
 	}
 	started := since()
 
-	if res, err = Apply(d.Client, mk("10.0.0.0/24", "127.0.0.1:9402"), 30*time.Second); err != nil || len(res.Pushed) != 0 || res.Replaned {
+	if res, err = Apply(d.Client, mk("10.0.0.0/24", "127.0.0.1:9402"), 30*time.Second); err != nil || len(res.Pushed) != 0 || res.Replanned {
 		t.Fatalf("the same plan again: %+v, %v", res, err)
 	}
 	res, err = Apply(d.Client, mk("10.0.1.0/24", "127.0.0.1:9402"), 30*time.Second)
-	if err != nil || len(res.Pushed) != 1 || res.Replaned {
+	if err != nil || len(res.Pushed) != 1 || res.Replanned {
 		t.Fatalf("pool change: %+v, %v", res, err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "etc", "config.yaml")); !contains(got, "10.0.1.0/24") {
@@ -85,7 +85,7 @@ func TestApplyRealPebble(t *testing.T) {
 		t.Fatal("a pool change restarted the workload")
 	}
 	res, err = Apply(d.Client, mk("10.0.1.0/24", "127.0.0.1:9500"), 30*time.Second)
-	if err != nil || !res.Replaned {
+	if err != nil || !res.Replanned {
 		t.Fatalf("layer change: %+v, %v", res, err)
 	}
 	planBytes, err := d.Client.PlanBytes(nil)
@@ -106,7 +106,7 @@ func TestApplyRealPebble(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if res, err = Apply(d.Client, mk("10.0.1.0/24", "127.0.0.1:9500"), 30*time.Second); err != nil || !res.Replaned || len(res.Pushed) != 2 {
+	if res, err = Apply(d.Client, mk("10.0.1.0/24", "127.0.0.1:9500"), 30*time.Second); err != nil || !res.Replanned || len(res.Pushed) != 2 {
 		t.Fatalf("user change: %+v, %v", res, err)
 	}
 	for _, path := range []string{"config.yaml", "bgp-passwords.yaml"} {

@@ -1,13 +1,11 @@
 // Package plan is what the charm puts into the workload container: the
-// config file, the BGP password file and the Pebble layer. It is pure, so
-// the charm can compare the plan with what it pushed last and touch Pebble
-// only when something changed (the workload reloads its config file
-// itself; a config change never restarts it).
+// config file, the BGP password file and the Pebble layer. It is pure:
+// charm/pebble compares it with what the container has and touches only
+// what differs (the workload reloads its config file itself; a config
+// change never restarts it).
 package plan
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"net/url"
@@ -112,24 +110,6 @@ func Make(cfg *config.Config, in Inputs) (*Plan, error) {
 	}, nil
 }
 
-// Digest identifies the plan; equal digests need no push and no replan.
-func (p *Plan) Digest() string {
-	h := sha256.New()
-	for _, f := range p.Files {
-		fmt.Fprintf(h, "%s\x00%o\x00%d\x00%s\x00", f.Path, f.Mode, len(f.Content), owner(f))
-		h.Write(f.Content)
-	}
-	h.Write(p.Layer)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// LayerDigest identifies the layer alone: only a layer change needs a
-// replan.
-func (p *Plan) LayerDigest() string {
-	s := sha256.Sum256(p.Layer)
-	return hex.EncodeToString(s[:])
-}
-
 func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 	env := map[string]string{}
 	if in.Namespace != "" {
@@ -176,11 +156,4 @@ func passwordMap(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
-}
-
-func owner(f File) string {
-	if f.UID == nil || f.GID == nil {
-		return ""
-	}
-	return fmt.Sprintf("%d:%d", *f.UID, *f.GID)
 }
