@@ -76,12 +76,12 @@ type EndpointsOf func(namespace, service string) []*discoveryv1.EndpointSlice
 //     from nodes with a ready endpoint of the Service for Local, so that no
 //     node attracts traffic it would drop;
 //   - with the pool's communities and local-pref; a shared IP is one route.
-func Announcements(cfg *config.Config, node Node, services []*corev1.Service, endpoints EndpointsOf) ([]Route, error) {
+func Announcements(cfg *config.Config, node Node, services []*corev1.Service, endpoints EndpointsOf) []Route {
 	if cfg.Mode != config.ModeSpine {
-		return nil, nil
+		return nil
 	}
 	if !Selected(cfg, node) {
-		return nil, nil
+		return nil
 	}
 	byPrefix := map[netip.Prefix]*Route{}
 	for _, svc := range services {
@@ -125,7 +125,7 @@ func Announcements(cfg *config.Config, node Node, services []*corev1.Service, en
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Route) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
-	return out, nil
+	return out
 }
 
 func poolOf(cfg *config.Config, ip netip.Addr) *config.Pool {

@@ -81,10 +81,7 @@ func TestAnnouncements(t *testing.T) {
 			return s
 		}(),
 	}
-	got, err := Announcements(spineConfig(t), node, services, func(ns, name string) []*discoveryv1.EndpointSlice { return eps[name] })
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := Announcements(spineConfig(t), node, services, func(ns, name string) []*discoveryv1.EndpointSlice { return eps[name] })
 	comm := []config.Community{config.MustCommunity("65000:200"), config.MustCommunity("no-export")}
 	nh4, nh6 := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00::2")
 	want := []Route{
@@ -117,7 +114,7 @@ func TestAnnouncements(t *testing.T) {
 			slimEps[name] = append(slimEps[name], o.(*discoveryv1.EndpointSlice))
 		}
 	}
-	if got, _ := Announcements(spineConfig(t), node, slimmed, func(ns, name string) []*discoveryv1.EndpointSlice { return slimEps[name] }); !reflect.DeepEqual(got, want) {
+	if got := Announcements(spineConfig(t), node, slimmed, func(ns, name string) []*discoveryv1.EndpointSlice { return slimEps[name] }); !reflect.DeepEqual(got, want) {
 		t.Fatalf("from the slimmed caches\n%v\nwant\n%v", got, want)
 	}
 
@@ -125,16 +122,16 @@ func TestAnnouncements(t *testing.T) {
 	// only families the node has an address of.
 	cfg := spineConfig(t)
 	cfg.Mode = config.ModeCalico
-	if r, _ := Announcements(cfg, node, services, nil); r != nil {
+	if r := Announcements(cfg, node, services, nil); r != nil {
 		t.Fatalf("calico mode announced %v", r)
 	}
 	cfg = spineConfig(t)
 	cfg.Speakers.NodeSelector = "rack=b"
-	if r, _ := Announcements(cfg, node, services, nil); r != nil {
+	if r := Announcements(cfg, node, services, nil); r != nil {
 		t.Fatalf("unselected node announced %v", r)
 	}
 	v4only := Node{Name: "n1", Addresses: []netip.Addr{netip.MustParseAddr("10.0.1.2")}}
-	r, _ := Announcements(spineConfig(t), v4only, []*corev1.Service{svcWith("dual", false, "10.1.0.7", "fd00:1::7")}, nil)
+	r := Announcements(spineConfig(t), v4only, []*corev1.Service{svcWith("dual", false, "10.1.0.7", "fd00:1::7")}, nil)
 	if len(r) != 1 || !r[0].Prefix.Addr().Is4() {
 		t.Fatalf("IPv4-only node: %v", r)
 	}

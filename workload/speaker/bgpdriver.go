@@ -35,11 +35,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 		d.stopWhy(ctx, "this node does not announce in the current config")
 		return
 	}
-	routes, err := Announcements(w.cfg, w.node, w.services, w.endpoints)
-	if err != nil {
-		d.log.Error("cannot compute announcements", "error", err)
-		return
-	}
+	routes := Announcements(w.cfg, w.node, w.services, w.endpoints)
 	asn, rid := asFor(w.cfg, w.node), routerID(w.node)
 	if !rid.IsValid() {
 		d.log.Error("node has no IPv4 InternalIP for a router ID", "node", w.node.Name)

@@ -67,11 +67,7 @@ func (d *l2Driver) sync(ctx context.Context, w world) {
 		return
 	}
 	members := live.Members(now)
-	owned, err := L2Owners(w.cfg, w.node.Name, members, nodes, w.services, w.endpoints, now, d.holdDown)
-	if err != nil {
-		d.setErr(err)
-		return
-	}
+	owned := L2Owners(w.cfg, w.node.Name, members, nodes, w.services, w.endpoints, now, d.holdDown)
 	d.setErr(nil)
 	resp.SetOwned(ctx, owned)
 	// After a partition neighbours may have learned our stand-ins' MACs:

@@ -38,9 +38,9 @@ type Member struct {
 //     every speaker sees the same ones and decides the same owners.
 //
 // It returns the IPs self owns, sorted.
-func L2Owners(cfg *config.Config, self string, members []Member, nodes map[string]Node, services []*corev1.Service, endpoints EndpointsOf, now time.Time, holdDown time.Duration) ([]netip.Addr, error) {
+func L2Owners(cfg *config.Config, self string, members []Member, nodes map[string]Node, services []*corev1.Service, endpoints EndpointsOf, now time.Time, holdDown time.Duration) []netip.Addr {
 	if cfg.Mode != config.ModeL2 {
-		return nil, nil
+		return nil
 	}
 	var eligible []Member
 	for _, m := range members {
@@ -81,7 +81,7 @@ func L2Owners(cfg *config.Config, self string, members []Member, nodes map[strin
 		out = append(out, ip)
 	}
 	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
-	return out, nil
+	return out
 }
 
 // Eligible reports whether member m may own IPs, given the oldest start
