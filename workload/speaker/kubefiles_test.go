@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -144,5 +145,40 @@ func TestLivenessSetKeys(t *testing.T) {
 	waitFor(t, 2*time.Second, "n1 hearing n2 after the rotation", func() bool { return hears(l1, "n2") })
 	if err := l1.SetKeys(L2Keys{}); err == nil {
 		t.Fatal("SetKeys took no keys")
+	}
+}
+
+// A speaker the failover test holds down still reads its token from the
+// Secret, so the controller can end the hold with POST /v1/resume. (When
+// the files were watched only once the hold ended, every request was
+// refused and the test waited the whole hold out.)
+func TestHeldSpeakerAnswersResume(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "cfg"}, Data: map[string]string{"config.yaml": speakerConfig(t, "10.0.0.0/28")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"api-token": []byte("tok\n")}},
+	)
+	hold := Hold{Path: filepath.Join(t.TempDir(), "hold")}
+	if err := hold.Set(time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: config.DefaultPath, HoldFile: hold.Path,
+		Files: NewKubeFiles(client, "lb", "cfg", "sec")})
+	go func() { _ = sp.Run(ctx) }()
+	srv := httptest.NewServer(sp.Handler())
+	defer srv.Close()
+	waitFor(t, 5*time.Second, "POST /v1/resume accepted while held", func() bool {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/resume", nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if !hold.Until(time.Now()).IsZero() {
+		t.Fatal("the hold did not end")
 	}
 }

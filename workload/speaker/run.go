@@ -132,6 +132,9 @@ func (s *Speaker) kick() {
 // A speaker the failover test holds down waits first, announcing nothing;
 // one it stops gracefully returns ErrStopped after withdrawing.
 func (s *Speaker) Run(ctx context.Context) error {
+	// First: a held speaker must still read its API token, or the
+	// failover test could not resume it.
+	s.opts.Files.Start(ctx)
 	if until := s.hold.Until(time.Now()); !until.IsZero() {
 		s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)
 		s.journal.Record("held", "", until.UTC().Format(time.RFC3339Nano))
@@ -165,7 +168,6 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	all.Start(ctx.Done())
 	s.l2.ifaceProblem = s.nodeEvents(ctx, nodes.Lister().Get)
-	s.opts.Files.Start(ctx)
 	go s.watchFiles(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced) {
 		return ctx.Err()
