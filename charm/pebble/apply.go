@@ -34,7 +34,7 @@ const Label = "calico-lb"
 
 // Result says what Apply did.
 type Result struct {
-	Pushed   []string // paths of the files written
+	Pushed    []string // paths of the files written
 	Replanned bool
 }
 
