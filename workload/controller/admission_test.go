@@ -128,7 +128,7 @@ func TestExternalIPsAdmissionPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	mirrored.Spec.ExternalIPs = []string{"10.80.3.8"}
-	if mirrored, err = ctl.CoreV1().Services(e.ns).Update(ctx, mirrored, metav1.UpdateOptions{}); err != nil {
+	if _, err = ctl.CoreV1().Services(e.ns).Update(ctx, mirrored, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("calico-lb's controller may not mirror: %v", err)
 	}
 	mine, err := tenant.CoreV1().Services(e.ns).Get(ctx, "mirrored", metav1.GetOptions{})

@@ -41,7 +41,7 @@ func (c *Controller) calicoLoadBalancerPools(ctx context.Context) ([]string, err
 			} `json:"items"`
 		}
 		if err := json.Unmarshal(raw, &list); err != nil {
-			return nil, fmt.Errorf("Calico's IPPools (%s): %w", path, err)
+			return nil, fmt.Errorf("decode the IPPools of %s: %w", path, err)
 		}
 		for _, p := range list.Items {
 			if slices.Contains(p.Spec.AllowedUses, "LoadBalancer") {
