@@ -59,3 +59,13 @@ func ProcStatus(pid int, field string) (string, bool) {
 	}
 	return "", false
 }
+
+// RSSMiB is a process's resident memory in MiB, -1 when it cannot be read.
+func RSSMiB(pid int) float64 {
+	v, ok := ProcStatus(pid, "VmRSS")
+	if !ok {
+		return -1
+	}
+	kb, _ := strconv.ParseFloat(v, 64)
+	return kb / 1024
+}

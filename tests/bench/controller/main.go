@@ -179,7 +179,7 @@ func run(binary string, n, clients int, noController bool) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	rss := rssMiB(ctrl.Process.Pid)
+	rss := cluster.RSSMiB(ctrl.Process.Pid)
 	cpu := cpuSeconds(ctrl.Process.Pid)
 
 	mu.Lock()
@@ -243,11 +243,3 @@ func cpuSeconds(pid int) float64 {
 }
 
 // rssMiB reads a process's resident set size.
-func rssMiB(pid int) float64 {
-	v, ok := cluster.ProcStatus(pid, "VmRSS")
-	if !ok {
-		return -1
-	}
-	kb, _ := strconv.ParseFloat(v, 64)
-	return kb / 1024
-}

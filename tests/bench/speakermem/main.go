@@ -101,7 +101,7 @@ func run(binary string, n, kib int) error {
 		return fmt.Errorf("the speaker never got ready (see %s)", logf.Name())
 	}
 	time.Sleep(2 * time.Second)
-	before := rssMiB(sp.Process.Pid)
+	before := cluster.RSSMiB(sp.Process.Pid)
 
 	const ns = "tenant"
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -138,7 +138,7 @@ func run(binary string, n, kib int) error {
 	var peak float64
 	for range 20 {
 		time.Sleep(500 * time.Millisecond)
-		if r := rssMiB(sp.Process.Pid); r > peak {
+		if r := cluster.RSSMiB(sp.Process.Pid); r > peak {
 			peak = r
 		}
 	}
@@ -158,13 +158,4 @@ func waitFor(limit time.Duration, cond func() bool) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil
-}
-
-func rssMiB(pid int) float64 {
-	v, ok := cluster.ProcStatus(pid, "VmRSS")
-	if !ok {
-		return -1
-	}
-	kb, _ := strconv.ParseFloat(v, 64)
-	return kb / 1024
 }
