@@ -333,3 +333,38 @@ func blocks(md string) []string {
 	flush()
 	return out
 }
+
+// Every package of the charm and the workload has its line in
+// architecture.md's package list, and every line there names a package
+// that exists.
+func TestArchitectureListsEveryPackage(t *testing.T) {
+	page, err := os.ReadFile("architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(page)
+	i := strings.Index(doc, "## Packages")
+	if i < 0 {
+		t.Fatal("architecture.md has no package list")
+	}
+	list := doc[i:]
+	for _, top := range []string{"charm", "workload"} {
+		err := filepath.WalkDir("../"+top, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return err
+			}
+			goFiles, _ := filepath.Glob(filepath.Join(path, "*.go"))
+			if len(goFiles) == 0 || path == "../"+top {
+				return nil
+			}
+			rel := strings.TrimPrefix(path, "../"+top+"/")
+			if !strings.Contains(list, " "+rel+"/") && !strings.Contains(list, top+"/"+rel) && !strings.Contains(list, "cmd/"+strings.TrimPrefix(rel, "cmd/")) {
+				t.Errorf("architecture.md's package list lacks %s/%s", top, rel)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
