@@ -58,7 +58,7 @@ func TestCharmCalicoLink(t *testing.T) {
 	cfgFile := filepath.Join(b.root, config.DefaultPath)
 	waitHTTP(t, "http://"+b.apiAddr+"/readyz")
 	b.hook("update-status")
-	if st := j.State(t).UnitStatus; st.Name != "active" || !strings.HasPrefix(st.Message, "calico mode (auto: no spine peers; the Calico link is configured); 1 pool, 0/6 in use") {
+	if st := j.State(t).UnitStatus; st.Name != "active" || !strings.HasPrefix(st.Message, "calico mode (auto: no spine peers; Calico peers with 10.0.255.1 (global-bgp-peers)); 1 pool, 0/6 in use") {
 		t.Fatalf("status %+v", st)
 	}
 
@@ -94,15 +94,22 @@ func TestCharmCalicoLink(t *testing.T) {
 	if st := j.State(t).UnitStatus; st.Name != "blocked" {
 		t.Fatalf("status after a relation hook %+v", st)
 	}
-	// Back to auto: calico (the spine peer is Calico's), unblocked.
+	// Back to auto: the spine peer is Calico's, and auto does not choose
+	// which routers learn the VIPs: still blocked, naming both choices,
+	// and the workload keeps what it had.
 	j.Update(t, func(s *fakejuju.State) { s.Config["peering-mode"] = "auto" })
 	b.hook("config-changed")
-	if st := j.State(t).UnitStatus; st.Name != "active" || !strings.Contains(st.Message, "calico mode (auto: spine peer 10.0.255.1 is also Calico's peer (calico global-bgp-peers)") {
+	if st := j.State(t).UnitStatus; st.Name != "blocked" || !strings.Contains(st.Message, "peering-mode=auto cannot decide: spine peer 10.0.255.1 is also Calico's peer") ||
+		!strings.Contains(st.Message, "set peering-mode=calico") {
 		t.Fatalf("status %+v", st)
+	}
+	if after, _ := os.ReadFile(cfgFile); string(after) != string(before) {
+		t.Fatalf("an undecided auto reached the workload:\n%s", after)
 	}
 
 	// Another unit (not the leader, no controller): its options alone say
-	// spine (spine peers are set), but it renders what the leader decided.
+	// spine (spine peers are set), but it keeps the leader's word: blocked,
+	// and its workload keeps calico mode.
 	j.Update(t, func(s *fakejuju.State) { s.Leader = false })
 	b.hook("config-changed")
 	data, err := os.ReadFile(cfgFile)
@@ -111,6 +118,9 @@ func TestCharmCalicoLink(t *testing.T) {
 	}
 	if pushed, err := config.Parse(data); err != nil || pushed.Mode != config.ModeCalico {
 		t.Fatalf("the non-leader pushed %v (%v)", pushed, err)
+	}
+	if st := j.State(t).UnitStatus; st.Name != "blocked" {
+		t.Fatalf("the non-leader's status %+v", st)
 	}
 
 	st = j.State(t)

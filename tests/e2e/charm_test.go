@@ -140,7 +140,8 @@ func TestCharmRealParts(t *testing.T) {
 	}
 	if r := j.State(t).ActionResults; r["checks.0.name"] != "calico-option" || r["checks.0.result"] != "warn" ||
 		r["checks.0.fix"] != "run: "+calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.0.0.0/24"}) ||
-		r["checks.1.name"] != "calico-peers" || r["checks.1.result"] != "info" || r["checks.2.service"] != "default/shop" || r["checks.2.result"] != "pass" {
+		r["checks.1.name"] != "calico-peers" || r["checks.1.result"] != "info" || r["checks.2.name"] != "calico-ipam" || r["checks.2.result"] != "pass" ||
+		r["checks.3.name"] != "external-ips" || r["checks.3.result"] != "pass" || r["checks.4.service"] != "default/shop" || r["checks.4.result"] != "pass" {
 		t.Fatalf("verify results %v", r)
 	}
 
