@@ -459,14 +459,18 @@ func (s speakerObjects) remove(ctx context.Context) error {
 // The charm runs it (`calico-lb cleanup`) when the application is removed,
 // so nothing is left behind. Objects already gone are not errors.
 func Cleanup(ctx context.Context, client kubernetes.Interface, a Access) error {
+	// The controllers' account goes first: its tokens die with it, so a
+	// standby still running in another unit (it takes the Lease the
+	// moment this unit's controller stops) cannot put back what the
+	// next steps delete.
+	if err := a.Remove(ctx, client); err != nil {
+		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
+	}
 	if err := (speakerObjects{client: client, ns: a.Namespace}).remove(ctx); err != nil {
 		return fmt.Errorf("remove speakers: %w", err)
 	}
 	if err := client.CoordinationV1().Leases(a.Namespace).Delete(ctx, a.lease(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove Lease %s/%s: %w", a.Namespace, a.lease(), err)
-	}
-	if err := a.Remove(ctx, client); err != nil {
-		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
 	}
 	return nil
 }
