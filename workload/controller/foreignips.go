@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -20,7 +19,7 @@ import (
 // pools' namespace rules (CVE-2020-8554's class, made routable). Any Service
 // type counts: a ClusterIP Service can carry externalIPs too.
 func foreignExternalIPs(svc *corev1.Service, pools []config.Pool) []netip.Addr {
-	ours := strings.Split(svc.Annotations[AnnotationMirrored], ",")
+	ours := mirrored(svc)
 	var out []netip.Addr
 	for _, s := range svc.Spec.ExternalIPs {
 		ip, err := netip.ParseAddr(s)

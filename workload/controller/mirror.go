@@ -12,18 +12,24 @@ import (
 // calico-service-ip-option=external mode), so that it removes only those.
 const AnnotationMirrored = "calico-lb.io/mirrored-external-ips"
 
+// mirrored lists the spec.externalIPs calico-lb put there (its annotation).
+func mirrored(svc *corev1.Service) []string {
+	var out []string
+	for _, s := range strings.Split(svc.Annotations[AnnotationMirrored], ",") {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // mirror returns the Service with spec.externalIPs holding ips (when on)
 // and the other entries the operator put there, and whether that differs.
 func mirror(svc *corev1.Service, ips []netip.Addr, on bool) (*corev1.Service, bool) {
-	ours := map[string]bool{}
-	for _, s := range strings.Split(svc.Annotations[AnnotationMirrored], ",") {
-		if s != "" {
-			ours[s] = true
-		}
-	}
+	ours := mirrored(svc)
 	var keep []string
 	for _, s := range svc.Spec.ExternalIPs {
-		if !ours[s] {
+		if !slices.Contains(ours, s) {
 			keep = append(keep, s)
 		}
 	}

@@ -98,9 +98,12 @@ func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("the L2 heartbeat keys: %w (the controller writes them into the speakers' Secret)", err)
 	}
-	keys, err := ParseL2Keys(data)
-	if err != nil {
-		return nil, nil, err
+	var keys L2Keys
+	if live == nil || string(data) != d.keys {
+		// Parsed only when they change: a pass runs on every cluster event.
+		if keys, err = ParseL2Keys(data); err != nil {
+			return nil, nil, err
+		}
 	}
 	if live == nil {
 		self := routerID(w.node)
