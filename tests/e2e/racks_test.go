@@ -432,6 +432,27 @@ func calicoController(t *testing.T, b *spinebed.Bed, model, password string) *fa
 
 var linkState = spinebed.LinkState
 
+// switchClients starts a client connecting to vip (Cluster) and to lvip
+// (Local) every 10 ms from behind the spine. lost says what they lost
+// between from and to ("" for nothing); stop ends them.
+func switchClients(b *spinebed.Bed, vip, lvip string) (lost func(from, to time.Time) string, stop func()) {
+	port := fmt.Sprint(kubebed.EchoPort)
+	cl, lo := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, port)), failoverbed.StartClient(b.Client, net.JoinHostPort(lvip, port))
+	lost = func(from, to time.Time) string {
+		var out []string
+		for _, c := range []struct {
+			name string
+			c    *failoverbed.Client
+		}{{"Cluster", cl}, {"Local", lo}} {
+			if outage, n := c.c.Outage(from, to); n > 0 {
+				out = append(out, fmt.Sprintf("%s lost %s (%d failed connections)", c.name, outage.Round(time.Millisecond), n))
+			}
+		}
+		return strings.Join(out, "; ")
+	}
+	return lost, func() { cl.Stop(); lo.Stop() }
+}
+
 // TestRacksModeSwitch switches peering-mode live on the seeds' topology,
 // with clients connecting to a Cluster and a Local Service every 10 ms
 // from behind the spine: calico -> spine keeps calico-lb's pool in
@@ -461,17 +482,7 @@ func TestRacksModeSwitch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	port := fmt.Sprint(kubebed.EchoPort)
-	cl, lo := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, port)), failoverbed.StartClient(b.Client, net.JoinHostPort(lvip, port))
-	lost := func(from, to time.Time) string {
-		var out []string
-		for name, c := range map[string]*failoverbed.Client{"Cluster": cl, "Local": lo} {
-			if outage, n := c.Outage(from, to); n > 0 {
-				out = append(out, fmt.Sprintf("%s lost %s (%d failed connections)", name, outage.Round(time.Millisecond), n))
-			}
-		}
-		return strings.Join(out, "; ")
-	}
+	lost, stop := switchClients(b, vip, lvip)
 
 	// calico -> spine: the hook returns once the speakers announce and
 	// calico-lb's CIDR has left calico.
@@ -509,13 +520,114 @@ func TestRacksModeSwitch(t *testing.T) {
 	gone := time.Since(toSpine)
 	time.Sleep(2 * time.Second)
 	end := time.Now()
-	cl.Stop()
-	lo.Stop()
+	stop()
 	if l := lost(toSpine, end); l != "" {
 		t.Errorf("spine -> calico: %s", l)
 	} else {
 		t.Logf("spine -> calico: Calico announces the pool, the speakers' /32s went %s after the switch; no connection lost", gone.Round(time.Second))
 	}
+	for name, want := range map[string]string{"web": vip, "local": lvip} {
+		if got, err := b.WaitIP("web", name, 5*time.Second); err != nil || got != want {
+			t.Errorf("%s's IP went from %s to %s (%v)", name, want, got, err)
+		}
+	}
+}
+
+// TestRacksModeSwitchL2 switches peering-mode live between l2 and the BGP
+// modes on the racks bed, with a pool on rack 1's segment and the speakers
+// on rack 1 (speaker-node-selector rack=r1): rack 1's ToR reaches the pool
+// as its connected subnet (ARP, answered by the l2 owner) unless BGP gives
+// it a longer route (Calico's aggregate, or the speakers' /32s through the
+// spine), so every mode reaches the clients behind the spine. calico -> l2
+// keeps the pool in calico's option until every speaker hears the others;
+// l2 -> calico keeps the owners answering while Calico takes over;
+// l2 <-> spine rolls the speakers node by node (their capabilities
+// differ). No direction may lose a connection, and no Service changes IP.
+func TestRacksModeSwitchL2(t *testing.T) {
+	const model, password = "5c0d7e21-3a4b-4f6e-8d9c-1b2a3c4d5e6f", "racks-l2-s3cret"
+	b, fc := linkedRacks(t, model, password)
+	ctx := context.Background()
+	option := func() string { return spinebed.CalicoOption(fc, model, calico.OptLoadBalancerIPs) }
+	pool := spinebed.RackL2Pool
+	u, err := b.Kubebed.DeployWith(ctx, "lb", map[string]any{"pools": pool, "peering-mode": "calico", "as-number": 64512.0,
+		"speaker-node-selector": "rack=r1",
+		"subnet-spine-peers":    "{10.215.1.0/24: [{address: 10.215.101.1, as-number: 65000, multihop: 2}]}",
+		"juju-credentials":      "secret:creds", "calico-model": model}, linkState(fc, password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
+	vip, lvip := webAndLocal(t, b, "node1")
+	for _, ip := range []string{vip, lvip} {
+		if err := failoverbed.WaitAnswers(b, ip, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tor1 := b.Racks.ToRs[0].NS
+	// answered is whether rack 1's ToR gets an ARP answer for vip.
+	answered := func() bool {
+		out, _ := b.Net.Exec(tor1, "arping", "-c", "1", "-w", "1", "-I", "br0", vip)
+		return macRe.MatchString(out)
+	}
+	lost, stop := switchClients(b, vip, lvip)
+	defer stop()
+	mark := time.Now()
+	step := func(name string, settle func()) {
+		t.Helper()
+		settle()
+		time.Sleep(2 * time.Second)
+		now := time.Now()
+		if l := lost(mark, now); l != "" {
+			t.Errorf("%s: %s", name, l)
+		} else {
+			t.Logf("%s: no connection lost (%s)", name, now.Sub(mark).Round(time.Second))
+		}
+		mark = now
+	}
+	configure := func(mode string) {
+		t.Helper()
+		if out, err := u.Configure(ctx, map[string]any{"peering-mode": mode}); err != nil {
+			t.Fatalf("config-changed to %s: %v\n%s", mode, err, out)
+		}
+	}
+
+	step("calico -> l2", func() {
+		configure("l2")
+		if got := option(); got != "" {
+			st, _ := u.State(ctx)
+			t.Fatalf("after the switch to l2 calico's option is %q (unit: %+v)", got, st.UnitStatus)
+		}
+		waitBGPNextHops(t, b, pool) // Calico's aggregate is gone: ARP on rack 1
+		if _, err := netns.WaitFor(ctx, 10*time.Second, answered); err != nil {
+			t.Fatalf("no speaker answers ARP for %s on rack 1 in l2 mode", vip)
+		}
+	})
+	step("l2 -> spine", func() {
+		configure("spine")
+		waitBGPNextHops(t, b, vip+"/32", spinebed.RackNodeIP(1), spinebed.RackNodeIP(2))
+		waitSpeakers(t, b, 2)
+		if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool { return !answered() }); err != nil {
+			t.Fatalf("a speaker still answers ARP for %s in spine mode", vip)
+		}
+	})
+	step("spine -> l2", func() {
+		configure("l2")
+		waitBGPNextHops(t, b, vip+"/32")
+		waitSpeakers(t, b, 2)
+		if _, err := netns.WaitFor(ctx, 10*time.Second, answered); err != nil {
+			t.Fatalf("no speaker answers ARP for %s on rack 1 in l2 mode", vip)
+		}
+	})
+	step("l2 -> calico", func() {
+		configure("calico")
+		if got := option(); got != pool {
+			t.Fatalf("after the switch to calico its option is %q, want %s", got, pool)
+		}
+		waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
+		if _, err := netns.WaitFor(ctx, 2*controller.DefaultSpeakerHandOver, func() bool { return !answered() }); err != nil {
+			t.Fatalf("a speaker still answers ARP for %s %s after the switch to calico", vip, 2*controller.DefaultSpeakerHandOver)
+		}
+	})
 	for name, want := range map[string]string{"web": vip, "local": lvip} {
 		if got, err := b.WaitIP("web", name, 5*time.Second); err != nil || got != want {
 			t.Errorf("%s's IP went from %s to %s (%v)", name, want, got, err)

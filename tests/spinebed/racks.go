@@ -34,6 +34,10 @@ const (
 	RackSubnetAS    = "{10.215.1.0/24: 64601, 10.215.2.0/24: 64602}"
 	// RackPools is where the racks bed's tests put their pools.
 	RackPools = "10.215.100.0/24"
+	// RackL2Pool is a pool on rack 1's segment, for l2 mode there (the
+	// speakers on rack 1 answer ARP on it; its ToR reaches it as a
+	// connected subnet) and for switching between l2 and the BGP modes.
+	RackL2Pool = "10.215.1.192/28"
 )
 
 // RackNodeIP is node i's (1-based) address: nodes 1-2 in rack 1, 3-4 in
@@ -186,6 +190,7 @@ exit
 	}
 	if b.FRR, err = nb.StartFRR(b.Spine, opts.BFD, fmt.Sprintf(`frr defaults traditional
 ip prefix-list POOLS seq 10 permit %s le 32
+ip prefix-list POOLS seq 20 permit %s le 32
 %srouter bgp %d
  bgp router-id 10.215.0.1
  bgp log-neighbor-changes
@@ -209,7 +214,7 @@ ip prefix-list POOLS seq 10 permit %s le 32
   neighbor 10.215.102.2 route-map TOR2-OUT out
  exit-address-family
 exit
-`, RackPools, perRack.String(), SpineAS)); err != nil {
+`, RackPools, RackL2Pool, perRack.String(), SpineAS)); err != nil {
 		return nil, err
 	}
 	for r := 1; r <= 2; r++ {
