@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -416,11 +417,19 @@ func TestSpeakersResult(t *testing.T) {
 	}
 }
 
+// TestMetricsEndpoint: the leader publishes the controller's and every
+// speaker's scrape target. It lists the speakers' pods without having the
+// controller ask each speaker (reports=none): every ask sends a token to
+// every node, which no hook may do for nothing.
 func TestMetricsEndpoint(t *testing.T) {
+	var asked atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/speakers" {
 			http.NotFound(w, r)
 			return
+		}
+		if r.URL.Query().Get("reports") != "none" {
+			asked.Add(1)
 		}
 		_ = json.NewEncoder(w).Encode(api.Speakers{Mode: config.ModeSpine, Speakers: []api.SpeakerView{
 			{Node: "n2", Address: "fd00::2"}, {Node: "n1", Address: "10.0.0.1"}, {Node: "n3", Error: "pod is Pending"}}})
@@ -440,6 +449,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		`{"job_name":"calico-lb-speakers","metrics_path":"/metrics","static_configs":[{"targets":["10.0.0.1:9403"],"labels":{"node":"n1"}},{"targets":["[fd00::2]:9403"],"labels":{"node":"n2"}}]}]`
 	if got.LocalAppData["scrape_jobs"] != want {
 		t.Fatalf("scrape_jobs\n%s\nwant\n%s", got.LocalAppData["scrape_jobs"], want)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the hook had the controller ask every speaker for its report %d times (a token to each node)", n)
 	}
 	var meta map[string]string
 	if err := json.Unmarshal([]byte(got.LocalAppData["scrape_metadata"]), &meta); err != nil || meta["application"] != "calico-lb" || meta["unit"] != "calico-lb/0" || meta["charm_name"] != "calico-lb" {

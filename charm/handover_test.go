@@ -121,4 +121,18 @@ func TestSwitchFromCalicoIsMakeBeforeBreak(t *testing.T) {
 			t.Fatalf("question %d: calico had %q while the speakers did not announce yet", i+1, v)
 		}
 	}
+	// The hand-over done, a hook asks the speakers nothing: each question
+	// sends a token to every node.
+	st.PeerRelations = out.PeerRelations
+	mu.Lock()
+	before := asked
+	mu.Unlock()
+	if _, ctx = run(t, srv.URL, st); ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asked != before {
+		t.Fatalf("a hook after the hand-over asked the speakers %d times", asked-before)
+	}
 }

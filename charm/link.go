@@ -257,7 +257,11 @@ func (c *Charm) inForce() calicolink.InForce {
 		return calicolink.InForce{Why: "the workload does not answer, so the pools it has in force are not known"}
 	}
 	in := calicolink.InForce{Known: true}
-	if c.cfg.Mode != config.ModeCalico {
+	// The speakers are asked only while a hand-over is pending (calico
+	// still has CIDRs calico-lb put there, outside calico mode): each ask
+	// sends a token over the node network to every speaker, which a hook
+	// must not do for nothing.
+	if c.cfg.Mode != config.ModeCalico && len(c.ours()) > 0 {
 		var sp api.Speakers
 		if err := c.get("/v1/speakers", &sp); err != nil {
 			in.NotAnnouncing = fmt.Sprintf("the speakers' state cannot be read (%v)", err)

@@ -77,7 +77,9 @@ func (c *Charm) publishScrape(s *reactive.State) error {
 	var speakers api.Speakers
 	spErr := error(nil)
 	if s.Has(Leader) {
-		spErr = c.get("/v1/speakers", &speakers)
+		// The pods' addresses only: asking every speaker for its report
+		// would send each a token on every hook.
+		spErr = c.get("/v1/speakers?reports=none", &speakers)
 	}
 	app, _, _ := strings.Cut(env.UnitName, "/")
 	meta, _ := json.Marshal(map[string]string{"model": env.ModelName, "model_uuid": env.ModelUUID,

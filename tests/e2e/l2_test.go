@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
@@ -249,19 +251,27 @@ func TestL2EndToEnd(t *testing.T) {
 }
 
 // speakerJournal reads node i's speaker journal from the client, as the
-// controller would: over the node network, with the token from the
-// speakers' Secret.
+// controller would: over the node network, with a token of the
+// controller's account for that node.
 func speakerJournal(t *testing.T, b *spinebed.Bed, i int, ip string, since time.Time) api.SpeakerJournal {
 	t.Helper()
-	sec, err := b.Kube.CoreV1().Secrets("lb").Get(context.Background(), "calico-lb-bgp-passwords", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	url := fmt.Sprintf("http://%s:9403/v1/journal?ip=%s&since=%s", b.NodeIPs[i-1], ip, since.UTC().Format(time.RFC3339Nano))
-	out, err := b.Net.Exec(b.Client, "curl", "-sf", "--max-time", "5", "-H", "Authorization: Bearer "+strings.TrimSpace(string(sec.Data["api-token"])), url)
+	out, err := b.Net.Exec(b.Client, "curl", "-sf", "--max-time", "5", "-H", "Authorization: Bearer "+speakerToken(t, b, controller.ControllerAccount, fmt.Sprint("node", i)), url)
 	var j api.SpeakerJournal
 	if err != nil || json.Unmarshal([]byte(out), &j) != nil {
 		t.Fatalf("GET %s: %v\n%s", url, err, out)
 	}
 	return j
+}
+
+// speakerToken is a token of ServiceAccount account (in the lb
+// namespace) for node's speaker, as the controller mints them.
+func speakerToken(t *testing.T, b *spinebed.Bed, account, node string) string {
+	t.Helper()
+	tr, err := b.Kube.CoreV1().ServiceAccounts("lb").CreateToken(context.Background(), account, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+		Audiences: []string{api.SpeakerAudience(node)}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 // TestSpeakerUnderPebble runs the speaker pods' Pebble layer, exactly as
@@ -47,7 +48,7 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	}
 	// Spine mode with a peer on loopback that nobody answers for: the
 	// speaker runs, dials and retries; nothing leaves the host. It reads
-	// its config and token from the ConfigMap and Secret, as in its pod.
+	// its config and keys from the ConfigMap and Secret, as in its pod.
 	const ns = "pebble-speaker"
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestSpeakerUnderPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controller.SpeakerSecretName},
-		Data: map[string][]byte{"api-token": []byte("pebble-test-token")}}, metav1.CreateOptions{}); err != nil {
+		Data: map[string][]byte{"l2-keys": []byte(speaker.NewKey() + "\n")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ports, err := cluster.FreePorts(1)

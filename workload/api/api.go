@@ -311,7 +311,30 @@ type SpeakerJournal struct {
 type SpeakerFail struct {
 	Graceful bool      `json:"graceful,omitempty"`
 	Until    time.Time `json:"until"`
+	// Test is the failover test's id: the speaker stops only while its
+	// node carries that test's FailoverMark, until no later than the mark.
+	Test string `json:"test"`
 }
+
+// FailoverMarkAnnotation is the annotation a failover test keeps on the
+// node it fails while it runs (its value a FailoverMark): what it changed
+// there, so that a controller that dies mid-test, or the next one, puts it
+// back; so that a second test anywhere in the cluster is refused while one
+// runs; and so that a speaker stops only on the node under test.
+const FailoverMarkAnnotation = "calico-lb.io/failover-test"
+
+// FailoverMark is FailoverMarkAnnotation's value.
+type FailoverMark struct {
+	ID       string    `json:"id"`
+	Service  string    `json:"service"`
+	Until    time.Time `json:"until"`
+	Cordoned bool      `json:"cordoned"` // the test cordoned the node: uncordon it
+}
+
+// SpeakerAudience is the audience of the tokens the controller presents to
+// node's speaker: a token taken on the wire to one node (or on it) is
+// good for no other node, and not for the apiserver.
+func SpeakerAudience(node string) string { return "calico-lb-speaker/" + node }
 
 // SpeakerFailed is what POST /v1/fail answers just before the speaker
 // stops: when, on its node's clock.

@@ -84,7 +84,12 @@ func (c *Controller) api() http.Handler {
 			writeJSON(w, http.StatusOK, v)
 		}
 	})
-	mux.HandleFunc("GET /v1/speakers", serveJSON(c.speakerStatus))
+	mux.HandleFunc("GET /v1/speakers", func(w http.ResponseWriter, r *http.Request) {
+		// reports=none: the pods alone, without asking each speaker (and
+		// sending each a token): what Prometheus' scrape jobs need.
+		ask := r.URL.Query().Get("reports") != "none"
+		serveJSON(func(ctx context.Context) (*api.Speakers, error) { return c.speakerStatus(ctx, ask) })(w, r)
+	})
 	mux.HandleFunc("POST /v1/failover-test", c.serveFailoverTest)
 	mux.HandleFunc("GET /v1/failover-test", c.serveFailoverStatus)
 	return mux

@@ -153,6 +153,9 @@ type Controller struct {
 	started   atomic.Bool             // informers started and synced
 	firstSee  sync.Map                // Service UID -> time first seen without an IP (latency metric)
 
+	// speakerTokens mints what the controller presents to the speakers.
+	speakerTokens *speakerTokens
+
 	failoverMu  sync.Mutex
 	failoverRun *failoverRun // the running or last failover test
 }
@@ -167,6 +170,7 @@ func New(opts Options) (*Controller, error) {
 		reloads: make(chan chan bool), readFile: os.ReadFile, newTerm: newTerm}
 	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
 		pod: opts.PodName, container: opts.Container}
+	c.speakerTokens = newSpeakerTokens(opts.Client, opts.LeaseNamespace)
 	c.metrics = newMetrics(c)
 	c.events = newOutbox(opts.EventClient, opts.Identity, c.log, c.metrics)
 	return c, nil

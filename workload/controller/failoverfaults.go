@@ -16,19 +16,9 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// failoverMark is the annotation a failover test keeps on the node it
-// fails while it runs: what it changed there, so that a controller that
-// dies mid-test, or the next one, puts it back, and so that a second test
-// anywhere in the cluster is refused while one runs.
-const failoverMark = "calico-lb.io/failover-test"
+const failoverMark = api.FailoverMarkAnnotation
 
-// mark is the annotation's value.
-type mark struct {
-	ID       string    `json:"id"`
-	Service  string    `json:"service"`
-	Until    time.Time `json:"until"`
-	Cordoned bool      `json:"cordoned"` // the test cordoned the node: uncordon it
-}
+type mark = api.FailoverMark
 
 // setMark annotates the node and, when cordon, cordons it, in one patch.
 func (c *Controller) setMark(ctx context.Context, node string, m mark, cordon bool) error {
@@ -246,19 +236,18 @@ func (c *Controller) speakerOn(ctx context.Context, node string) (*corev1.Pod, *
 	if pod == nil {
 		return nil, nil, fmt.Errorf("no running speaker pod on %s", node)
 	}
-	sp, err := c.speakerAPI(ctx)
-	return pod, sp, err
+	return pod, c.speakerAPI(), nil
 }
 
 // failSpeaker stops the speaker on node (a crash, or gracefully) and holds
 // it down until until.
-func (c *Controller) failSpeaker(ctx context.Context, node string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
+func (c *Controller) failSpeaker(ctx context.Context, node, test string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
 	var out api.SpeakerFailed
 	pod, sp, err := c.speakerOn(ctx, node)
 	if err != nil {
 		return out, err
 	}
-	return out, sp.post(ctx, pod, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until}, &out)
+	return out, sp.post(ctx, pod, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until, Test: test}, &out)
 }
 
 // resumeSpeaker ends the hold on node's speaker, trying until ctx ends:

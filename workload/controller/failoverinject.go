@@ -129,7 +129,7 @@ func (f *faults) drain(ctx context.Context) error {
 
 func (f *faults) stopSpeaker(ctx context.Context) error {
 	f.speakerStopped = true
-	if _, err := f.r.c.failSpeaker(ctx, f.target, f.r.req.Graceful, f.until); err != nil {
+	if _, err := f.r.c.failSpeaker(ctx, f.target, f.r.report.ID, f.r.req.Graceful, f.until); err != nil {
 		return err
 	}
 	if f.r.req.Graceful {
@@ -190,7 +190,7 @@ func (f *faults) restore() {
 func (f *faults) speakerBack(ctx context.Context) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < 30*time.Second {
-		if st, err := f.r.c.speakerStatus(ctx); err == nil {
+		if st, err := f.r.c.speakerStatus(ctx, true); err == nil {
 			i := slices.IndexFunc(st.Speakers, func(v api.SpeakerView) bool { return v.Node == f.target })
 			if i >= 0 && speakerWorking(st.Mode, st.Speakers[i]) {
 				return time.Since(start), true

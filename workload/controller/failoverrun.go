@@ -302,7 +302,7 @@ func (r *failoverRun) attracting(ctx context.Context, policy string, ready map[s
 	var speakers *api.Speakers
 	var all []string
 	if r.cfg.Mode != config.ModeCalico {
-		s, err := r.c.speakerStatus(ctx)
+		s, err := r.c.speakerStatus(ctx, true)
 		if err != nil {
 			return nil
 		}

@@ -157,7 +157,7 @@ func (c *Controller) failoverWorld(r *http.Request, cfg *config.Config, key stri
 		return w, fmt.Errorf("%s is not among the Services calico-lb serves", key)
 	}
 	if cfg.Mode != config.ModeCalico {
-		if w.Speakers, err = c.speakerStatus(r.Context()); err != nil {
+		if w.Speakers, err = c.speakerStatus(r.Context(), true); err != nil {
 			return w, fmt.Errorf("the speakers' reports: %w", err)
 		}
 	}

@@ -31,28 +31,26 @@ func (c *Controller) speakerPods(ctx context.Context, node string) ([]corev1.Pod
 }
 
 // speakerAPIClient asks speakers' /v1/ API on their pods' addresses, with
-// their token.
+// a token for each one's node.
 type speakerAPIClient struct {
-	hc    *http.Client
-	token string
-	port  int
+	hc     *http.Client
+	tokens *speakerTokens
+	port   int
 }
 
-// speakerAPI is a client for the speakers' API; when their token cannot
-// be read it is one without it, and the error says why.
-func (c *Controller) speakerAPI(ctx context.Context) (*speakerAPIClient, error) {
-	token, err := c.speakerToken(ctx)
-	return &speakerAPIClient{hc: api.HTTPClient(3 * time.Second), token: token, port: c.opts.SpeakerPort}, err
+// speakerAPI is a client for the speakers' API.
+func (c *Controller) speakerAPI() *speakerAPIClient {
+	return &speakerAPIClient{hc: api.HTTPClient(3 * time.Second), tokens: c.speakerTokens, port: c.opts.SpeakerPort}
 }
 
-// speakerToken is the bearer token the speakers' /v1/ API wants, from
-// their Secret.
-func (c *Controller) speakerToken(ctx context.Context) (string, error) {
-	sec, err := c.opts.Client.CoreV1().Secrets(c.opts.LeaseNamespace).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+// authorize puts pod's node's token on req.
+func (s *speakerAPIClient) authorize(req *http.Request, pod *corev1.Pod) error {
+	token, err := s.tokens.forNode(req.Context(), pod.Spec.NodeName)
 	if err != nil {
-		return "", fmt.Errorf("the speakers' Secret: %w", err)
+		return err
 	}
-	return string(sec.Data[apiTokenKey]), nil
+	req.Header.Set("Authorization", "Bearer "+token)
+	return nil
 }
 
 func (s *speakerAPIClient) url(pod *corev1.Pod, path string) string {
@@ -66,7 +64,9 @@ func (s *speakerAPIClient) get(ctx context.Context, pod *corev1.Pod, path string
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	if err := s.authorize(req, pod); err != nil {
+		return err
+	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("speaker API unreachable: %w", err)
@@ -92,7 +92,9 @@ func (s *speakerAPIClient) post(ctx context.Context, pod *corev1.Pod, path strin
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	if err := s.authorize(req, pod); err != nil {
+		return err
+	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("speaker on %s: %w", pod.Spec.NodeName, err)

@@ -30,7 +30,7 @@ func TestSpeakerClientFollowsNoRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, _ := c.speakerAPI(context.Background()) // no Secret here: a client without a token
+	sc := c.speakerAPI()
 	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: host}, Spec: corev1.PodSpec{NodeName: "node1"}}
 	var v map[string]any
 	if err := sc.get(context.Background(), pod, "/v1/bgp", &v); err == nil {

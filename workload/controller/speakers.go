@@ -94,7 +94,6 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 		s.log.Error(problem)
 	}
 	s.keys.set(keys)
-	token := apiTokenOf(have)
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
 		func() error {
@@ -140,7 +139,7 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 			})
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys, apiTokenKey: token}}
+			sec := &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
 			return kubeapply.Apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
 				have.Data = want.Data
 			})
@@ -165,20 +164,12 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 }
 
 // The speakers' Secret's keys: the BGP passwords and the heartbeat keys.
+// (An api-token key from before is dropped: the speakers now ask the
+// apiserver whose a token is.)
 const (
 	bgpPasswordsKey = "bgp-passwords.yaml"
 	l2KeysKey       = "l2-keys"
-	apiTokenKey     = "api-token"
 )
-
-// apiTokenOf returns the token the speakers' status API wants, kept in
-// their Secret, or a new random one.
-func apiTokenOf(have map[string][]byte) []byte {
-	if t := have[apiTokenKey]; len(t) >= 32 {
-		return t
-	}
-	return []byte(speaker.NewKey())
-}
 
 // secret returns the data of the speakers' Secret, nil when there is none.
 func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
@@ -231,6 +222,9 @@ var speakerRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
 	// Events on the speaker's Node: an L2 interface it cannot answer on.
 	{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+	// Asking the apiserver whose a bearer token on the status API is
+	// (speaker.TokenReviews): the controller's, for this node.
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 }
 
 // speakerFileRules, in the speakers' namespace only, let them watch their
@@ -287,8 +281,8 @@ func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 		Services: map[string]pebblelayer.Service{SpeakerService: {
 			Override: "replace",
 			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
-			Command: fmt.Sprintf("%s speaker --config %s --namespace %s --configmap %s --secret %s --api-address :%d --hold-file %s",
-				config.DefaultBinary, config.DefaultPath, ns, SpeakerConfigName, SpeakerSecretName, port, speakerHoldFile),
+			Command: fmt.Sprintf("%s speaker --config %s --namespace %s --configmap %s --secret %s --api-address :%d --hold-file %s --controller-account %s/%s",
+				config.DefaultBinary, config.DefaultPath, ns, SpeakerConfigName, SpeakerSecretName, port, speakerHoldFile, ns, ControllerAccount),
 			Startup: "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{SpeakerCheck: {

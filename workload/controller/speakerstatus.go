@@ -19,11 +19,12 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
-// speakerStatus gathers every speaker pod's own report (GET /v1/bgp, and
-// /v1/l2 in l2 mode) over the node network. The speakers' APIs are the
-// source of truth: the controller holds no copy that could go stale. A
-// speaker that cannot be reached is listed with the reason, not left out.
-func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
+// speakerStatus lists the speaker pods and, with ask, gathers each one's
+// own report (GET /v1/bgp, and /v1/l2 in l2 mode) over the node network.
+// The speakers' APIs are the source of truth: the controller holds no
+// copy that could go stale. A speaker that cannot be reached is listed
+// with the reason, not left out.
+func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers, error) {
 	out := &api.Speakers{Speakers: []api.SpeakerView{}}
 	if cfg := c.cfg.Load(); cfg != nil {
 		out.Mode = cfg.Mode
@@ -40,9 +41,7 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 		return nil, fmt.Errorf("read the speakers' DaemonSet: %w", err)
 	}
 	out.Speakers = make([]api.SpeakerView, len(pods))
-	// Without the token every speaker answers 401, which each one's
-	// error then says.
-	sp, _ := c.speakerAPI(ctx)
+	sp := c.speakerAPI()
 	var asked []int
 	for i := range pods {
 		p := &pods[i]
@@ -55,7 +54,7 @@ func (c *Controller) speakerStatus(ctx context.Context) (*api.Speakers, error) {
 			v.Error = "pod is " + string(p.Status.Phase)
 		case p.Status.PodIP == "":
 			v.Error = "pod has no IP yet"
-		default:
+		case ask:
 			asked = append(asked, i)
 		}
 	}
@@ -94,10 +93,7 @@ func (c *Controller) speakerJournals(ctx context.Context, since time.Time, ip ne
 	if err != nil {
 		return nil, err
 	}
-	sp, err := c.speakerAPI(ctx)
-	if err != nil {
-		return nil, err
-	}
+	sp := c.speakerAPI()
 	path := "/v1/journal?" + url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "ip": {ip.String()}}.Encode()
 	var asked []int
 	for i, p := range pods {

@@ -1,12 +1,16 @@
 package speaker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"syscall"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/workload/api"
 )
@@ -33,6 +37,10 @@ func (s *Speaker) serveFail(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "until: want a time within the next hour, when the hold ends by itself", http.StatusBadRequest)
 		return
 	}
+	if err := s.underTest(r.Context(), req); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
 	if err := s.hold.Set(req.Until); err != nil {
 		http.Error(w, err.Error(), http.StatusNotImplemented)
 		return
@@ -53,6 +61,49 @@ func (s *Speaker) serveFail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.crash()
+}
+
+// markSlack is how far past its node's mark a fail request may hold the
+// speaker: the controller writes both from one clock, a moment apart.
+const markSlack = 5 * time.Second
+
+// underTest checks that this node carries the mark of the failover test
+// req names, for at least as long as req holds the speaker: a request
+// taken on the wire cannot stop a speaker outside the test it was for.
+// It reads the Node from the apiserver, not the cache, which may not have
+// the mark the controller wrote a moment ago.
+func (s *Speaker) underTest(ctx context.Context, req api.SpeakerFail) error {
+	if req.Test == "" {
+		return errors.New("test: the failover test's id is needed")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := s.opts.Client.CoreV1().Nodes().Get(ctx, s.opts.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("cannot read node %s for the failover test's mark: %w", s.opts.NodeName, err)
+	}
+	return checkMark(n.Annotations[api.FailoverMarkAnnotation], req, time.Now())
+}
+
+// checkMark judges a node's failover mark (the annotation's value) against
+// a fail request at now.
+func checkMark(value string, req api.SpeakerFail, now time.Time) error {
+	if value == "" {
+		return fmt.Errorf("this node carries no failover test's mark (%s): the controller marks the node it tests first", api.FailoverMarkAnnotation)
+	}
+	var m api.FailoverMark
+	if err := json.Unmarshal([]byte(value), &m); err != nil {
+		return fmt.Errorf("this node's failover mark is unreadable: %w", err)
+	}
+	switch {
+	case m.ID != req.Test:
+		return fmt.Errorf("this node is marked for failover test %s, not %s", m.ID, req.Test)
+	case !now.Before(m.Until):
+		return fmt.Errorf("failover test %s's mark on this node ended at %s", m.ID, m.Until.UTC().Format(time.RFC3339))
+	case req.Until.After(m.Until.Add(markSlack)):
+		return fmt.Errorf("until: %s is past failover test %s's mark on this node (%s)", req.Until.UTC().Format(time.RFC3339), m.ID, m.Until.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // serveResume is POST /v1/resume: end the hold, so that the speaker

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -50,16 +53,28 @@ func TestHold(t *testing.T) {
 	}
 }
 
-// TestFailAPI: POST /v1/fail wants the token and a bounded time, holds
-// the speaker down and then crashes it (or, gracefully, ends Run);
-// /readyz and /v1/bgp say it is held; POST /v1/resume ends the hold.
+// tokenIs accepts one token: the logic of the API, apart from how a
+// token is checked (TokenReviews, tested against a real apiserver).
+type tokenIs string
+
+func (t tokenIs) Check(_ context.Context, token string) error {
+	if token != string(t) {
+		return errors.New("not the token")
+	}
+	return nil
+}
+
+// TestFailAPI: POST /v1/fail wants the controller, a bounded time and its
+// node's failover mark for the test it names, holds the speaker down and
+// then crashes it (or, gracefully, ends Run); /readyz and /v1/bgp say it
+// is held; POST /v1/resume ends the hold.
 func TestFailAPI(t *testing.T) {
 	dir := t.TempDir()
-	tok := filepath.Join(dir, "token")
-	if err := os.WriteFile(tok, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sp := NewSpeaker(Options{NodeName: "node1", APITokenFile: tok, HoldFile: filepath.Join(dir, "hold")})
+	until := time.Now().Add(time.Minute)
+	m, _ := json.Marshal(api.FailoverMark{ID: "t1", Service: "shop/web", Until: until})
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Annotations: map[string]string{api.FailoverMarkAnnotation: string(m)}}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node2"}})
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", Callers: tokenIs("s3cret"), HoldFile: filepath.Join(dir, "hold")})
 	crashes := make(chan struct{}, 4)
 	sp.crash = func() { crashes <- struct{}{} }
 	// The answer goes out before the crash, so count after the call returns
@@ -90,16 +105,24 @@ func TestFailAPI(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	until := time.Now().Add(time.Minute)
-	if r := post("/v1/fail", "", api.SpeakerFail{Until: until}); r.StatusCode != http.StatusUnauthorized || count() != 0 {
-		t.Fatalf("without the token: %d, crashed %d", r.StatusCode, crashed)
+	for _, tok := range []string{"", "s3cret-not"} {
+		if r := post("/v1/fail", tok, api.SpeakerFail{Until: until, Test: "t1"}); r.StatusCode != http.StatusUnauthorized || count() != 0 {
+			t.Fatalf("with token %q: %d, crashed %d", tok, r.StatusCode, crashed)
+		}
 	}
 	for _, bad := range []time.Time{{}, time.Now().Add(-time.Second), time.Now().Add(2 * time.Hour)} {
-		if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: bad}); r.StatusCode != http.StatusBadRequest || count() != 0 {
+		if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: bad, Test: "t1"}); r.StatusCode != http.StatusBadRequest || count() != 0 {
 			t.Fatalf("until %v: %d, crashed %d", bad, r.StatusCode, crashed)
 		}
 	}
-	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until}); r.StatusCode != http.StatusAccepted || count() != 1 {
+	// The controller's token, but not for the test that marked the node,
+	// or past its mark: refused.
+	for _, bad := range []api.SpeakerFail{{Until: until}, {Until: until, Test: "t0"}, {Until: until.Add(10 * time.Second), Test: "t1"}} {
+		if r := post("/v1/fail", "s3cret", bad); r.StatusCode != http.StatusForbidden || count() != 0 {
+			t.Fatalf("%+v: %d, crashed %d", bad, r.StatusCode, crashed)
+		}
+	}
+	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until, Test: "t1"}); r.StatusCode != http.StatusAccepted || count() != 1 {
 		t.Fatalf("fail: %d, crashed %d", r.StatusCode, crashed)
 	}
 	resp, err := http.Get(srv.URL + "/readyz")
@@ -118,7 +141,7 @@ func TestFailAPI(t *testing.T) {
 	}
 
 	// Graceful: Run withdraws and returns ErrStopped; no crash.
-	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until, Graceful: true}); r.StatusCode != http.StatusAccepted || count() != 1 {
+	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until, Graceful: true, Test: "t1"}); r.StatusCode != http.StatusAccepted || count() != 1 {
 		t.Fatalf("graceful fail: %d, crashed %d", r.StatusCode, crashed)
 	}
 	select {
@@ -127,7 +150,7 @@ func TestFailAPI(t *testing.T) {
 		t.Fatal("a graceful fail did not stop Run")
 	}
 	// A second graceful fail must not panic on the closed channel.
-	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until, Graceful: true}); r.StatusCode != http.StatusAccepted {
+	if r := post("/v1/fail", "s3cret", api.SpeakerFail{Until: until, Graceful: true, Test: "t1"}); r.StatusCode != http.StatusAccepted {
 		t.Fatalf("second graceful fail: %d", r.StatusCode)
 	}
 }
@@ -174,5 +197,23 @@ func TestRunWaitsWhileHeld(t *testing.T) {
 	}
 	if !kinds["held"] || !kinds["resumed"] {
 		t.Fatalf("journal: %v", kinds)
+	}
+}
+
+// A node without a mark, or whose mark ended, refuses (checkMark).
+func TestCheckMark(t *testing.T) {
+	now := time.Now()
+	m, _ := json.Marshal(api.FailoverMark{ID: "t1", Until: now.Add(time.Minute)})
+	ok := api.SpeakerFail{Test: "t1", Until: now.Add(time.Minute)}
+	if err := checkMark(string(m), ok, now); err != nil {
+		t.Fatalf("the marked node refused its test: %v", err)
+	}
+	for name, c := range map[string]struct {
+		value string
+		at    time.Time
+	}{"no mark": {"", now}, "unreadable": {"{", now}, "ended": {string(m), now.Add(2 * time.Minute)}} {
+		if err := checkMark(c.value, ok, c.at); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

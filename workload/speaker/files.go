@@ -5,8 +5,8 @@ import (
 	"os"
 )
 
-// Files is where a speaker reads its config, BGP passwords, heartbeat keys
-// and API token, by path. In its pod they come from the speakers'
+// Files is where a speaker reads its config, BGP passwords and heartbeat
+// keys, by path. In its pod they come from the speakers'
 // ConfigMap and Secret through the API (KubeFiles), so that a change
 // reaches a running speaker in a second, where a mounted volume would wait
 // for the kubelet's next sync (a minute by default) and a SubPath mount

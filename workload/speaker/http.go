@@ -1,8 +1,6 @@
 package speaker
 
 import (
-	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/netip"
@@ -43,19 +41,16 @@ func (s *Speaker) status() Status {
 }
 
 // Handler is the speaker's HTTP API: /metrics, /healthz and /readyz for
-// anyone who reaches the node, /v1/ (peers, AS numbers, routes, owners)
-// only with the bearer token from the speakers' Secret, which the
-// controller presents.
+// anyone who reaches the node, /v1/ (peers, AS numbers, routes, owners,
+// the failover test's fail and resume) only for the controller, with a
+// token of its ServiceAccount for this node (Options.Callers).
 func (s *Speaker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	authorized := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			// Read on every request: a new token works at once.
-			token, _ := s.opts.Files.ReadFile(s.opts.APITokenFile)
-			token = bytes.TrimSpace(token)
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if len(token) == 0 || !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
-				http.Error(w, "a bearer token is needed (the controller's, from the speakers' Secret)", http.StatusUnauthorized)
+			token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if err := s.opts.Callers.Check(r.Context(), token); err != nil {
+				http.Error(w, "only the controller may use /v1/, with a token of its ServiceAccount for this node: "+err.Error(), http.StatusUnauthorized)
 				return
 			}
 			h(w, r)

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -68,11 +66,7 @@ func TestJournal(t *testing.T) {
 }
 
 func TestJournalAPI(t *testing.T) {
-	tok := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tok, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sp := NewSpeaker(Options{NodeName: "node1", APITokenFile: tok})
+	sp := NewSpeaker(Options{NodeName: "node1", Callers: tokenIs("s3cret")})
 	srv := httptest.NewServer(sp.Handler())
 	defer srv.Close()
 	get := func(query, token string) (*http.Response, api.SpeakerJournal) {

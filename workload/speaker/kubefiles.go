@@ -16,7 +16,7 @@ import (
 
 // KubeFiles serves a speaker's files from one ConfigMap and one Secret:
 // a path's file name is a key of either (config.yaml in the ConfigMap;
-// bgp-passwords.yaml, l2-keys and api-token in the Secret). Each is
+// bgp-passwords.yaml and l2-keys in the Secret). Each is
 // watched by name, which is all the speakers' Role allows.
 type KubeFiles struct {
 	ns, config, secret string

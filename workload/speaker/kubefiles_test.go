@@ -57,10 +57,10 @@ func TestKubeFilesReload(t *testing.T) {
 		return sp.cfg.Pools[0].Addresses[0].String()
 	}
 	waitFor(t, 5*time.Second, "the first config", func() bool { return pools() == "10.0.0.0/28" })
-	if _, err := files.ReadFile(DefaultAPITokenFile); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the token before the Secret exists: %v, want not-exist", err)
+	if _, err := files.ReadFile(DefaultL2KeyFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the keys before the Secret exists: %v, want not-exist", err)
 	}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"api-token": []byte("one\n")}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"l2-keys": []byte("one\n")}}
 	if _, err := client.CoreV1().Secrets("lb").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,29 +78,16 @@ func TestKubeFilesReload(t *testing.T) {
 		t.Fatalf("the new config took %s (ConfigPoll is an hour: the watch must bring it)", d)
 	}
 
-	srv := httptest.NewServer(sp.Handler())
-	defer srv.Close()
-	status := func(token string) int {
-		req, _ := http.NewRequest("GET", srv.URL+"/v1/bgp", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+	keys := func() string {
+		b, _ := files.ReadFile(DefaultL2KeyFile)
+		return string(b)
 	}
-	if c := status("one"); c != http.StatusOK {
-		t.Fatalf("token one: %d", c)
-	}
-	sec.Data["api-token"] = []byte("two\n")
+	waitFor(t, 5*time.Second, "the first keys", func() bool { return keys() == "one\n" })
+	sec.Data["l2-keys"] = []byte("two\n")
 	if _, err := client.CoreV1().Secrets("lb").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the new token", func() bool { return status("two") == http.StatusOK })
-	if c := status("one"); c != http.StatusUnauthorized {
-		t.Fatalf("the replaced token still works: %d", c)
-	}
+	waitFor(t, 5*time.Second, "the new keys", func() bool { return keys() == "two\n" })
 }
 
 // TestLivenessSetKeys: a key rotation reaches running heartbeats. A
@@ -148,23 +135,23 @@ func TestLivenessSetKeys(t *testing.T) {
 	}
 }
 
-// A speaker the failover test holds down still reads its token from the
-// Secret, so the controller can end the hold with POST /v1/resume. (When
-// the files were watched only once the hold ended, every request was
-// refused and the test waited the whole hold out.)
+// A speaker the failover test holds down answers the controller's POST
+// /v1/resume, which ends the hold. (When the token was read from files
+// watched only once the hold ended, every request was refused and the
+// test waited the whole hold out.)
 func TestHeldSpeakerAnswersResume(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	client := fake.NewClientset(
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "cfg"}, Data: map[string]string{"config.yaml": speakerConfig(t, "10.0.0.0/28")}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"api-token": []byte("tok\n")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"l2-keys": []byte(NewKey() + "\n")}},
 	)
 	hold := Hold{Path: filepath.Join(t.TempDir(), "hold")}
 	if err := hold.Set(time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: config.DefaultPath, HoldFile: hold.Path,
-		Files: NewKubeFiles(client, "lb", "cfg", "sec")})
+		Files: NewKubeFiles(client, "lb", "cfg", "sec"), Callers: tokenIs("tok")})
 	go func() { _ = sp.Run(ctx) }()
 	srv := httptest.NewServer(sp.Handler())
 	defer srv.Close()

@@ -36,19 +36,16 @@ type Options struct {
 	// L2KeyFile holds the keys of the L2 heartbeats (default
 	// DefaultL2KeyFile; see ParseL2Keys).
 	L2KeyFile string
-	// APITokenFile holds the token the status API's /v1/ paths want
-	// (default DefaultAPITokenFile).
-	APITokenFile string
+	// Callers says who may use the status API's /v1/ paths (default:
+	// nobody).
+	Callers Callers
 	// HoldFile is where the failover test holds the speaker down (see
 	// Hold); empty: it cannot.
 	HoldFile string
-	// Files is where the config, passwords, keys and token are read
+	// Files is where the config, passwords and keys are read
 	// (default OSFiles).
 	Files Files
 }
-
-// DefaultAPITokenFile is where the speaker pods have the status API's token.
-const DefaultAPITokenFile = "/etc/calico-lb/api-token"
 
 // DefaultL2KeyFile is where the speaker pods have the heartbeat keys.
 const DefaultL2KeyFile = "/etc/calico-lb/l2-keys"
@@ -98,8 +95,8 @@ func NewSpeaker(opts Options) *Speaker {
 	if opts.L2KeyFile == "" {
 		opts.L2KeyFile = DefaultL2KeyFile
 	}
-	if opts.APITokenFile == "" {
-		opts.APITokenFile = DefaultAPITokenFile
+	if opts.Callers == nil {
+		opts.Callers = errNoCaller{}
 	}
 	if opts.Files == nil {
 		opts.Files = OSFiles{}
@@ -132,8 +129,6 @@ func (s *Speaker) kick() {
 // A speaker the failover test holds down waits first, announcing nothing;
 // one it stops gracefully returns ErrStopped after withdrawing.
 func (s *Speaker) Run(ctx context.Context) error {
-	// First: a held speaker must still read its API token, or the
-	// failover test could not resume it.
 	s.opts.Files.Start(ctx)
 	if until := s.hold.Until(time.Now()); !until.IsZero() {
 		s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)

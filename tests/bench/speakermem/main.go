@@ -79,7 +79,7 @@ func run(binary string, n, kib int) error {
 		return err
 	}
 	sp := exec.Command(binary, "speaker", "--config", cfg, "--kubeconfig", kc, "--node-name", "mem-node",
-		"--api-address", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--api-token-file", filepath.Join(dir, "none"))
+		"--api-address", fmt.Sprintf("127.0.0.1:%d", ports[0]))
 	sp.Stdout, sp.Stderr = logf, logf
 	sp.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// The limit the DaemonSet gives it, as GOMEMLIMIT, as in its pod.

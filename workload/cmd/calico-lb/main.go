@@ -188,14 +188,14 @@ func runSpeaker(args []string) error {
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (the downward API's spec.nodeName)")
-	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/bgp, /v1/l2 with the token; /metrics, /readyz open): the controller gathers bgp-status from it and Prometheus scrapes it; without a host, on NODE_IP (the node's address) when that is set")
-	apiToken := fs.String("api-token-file", speaker.DefaultAPITokenFile, "the bearer token /v1/ wants (the controller writes it into the speakers' Secret)")
+	apiAddr := fs.String("api-address", fmt.Sprintf(":%d", config.DefaultSpeakerPort), "the read-only status and metrics API (/v1/ for the controller alone; /metrics, /readyz open): the controller gathers bgp-status from it and Prometheus scrapes it; without a host, on NODE_IP (the node's address) when that is set")
+	controllerAccount := fs.String("controller-account", "", "namespace/name of the controller's ServiceAccount: /v1/ answers only its tokens for this node's audience, as the apiserver vouches for them; empty: /v1/ answers nobody")
 	l2Port := fs.Int("l2-port", speaker.DefaultL2Port, "UDP port of the L2-mode liveness heartbeats (the same on every node)")
 	holdDown := fs.Duration("l2-hold-down", 3*time.Second, "how long a returning speaker must be alive before it takes IPs back (l2 mode)")
 	l2Keys := fs.String("l2-key-file", speaker.DefaultL2KeyFile, "the keys that authenticate the L2 heartbeats, one per line in hex, the first signing (the controller writes them into the speakers' Secret)")
 	fromNS := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "with --configmap: the namespace of the ConfigMap and Secret")
-	fromCM := fs.String("configmap", "", "read the config from this ConfigMap and the passwords, heartbeat keys and API token from --secret, through the API (a change applies within a second, without a restart); empty: from the files named")
-	fromSecret := fs.String("secret", "", "with --configmap: the Secret holding bgp-passwords.yaml, l2-keys and api-token")
+	fromCM := fs.String("configmap", "", "read the config from this ConfigMap and the passwords and heartbeat keys from --secret, through the API (a change applies within a second, without a restart); empty: from the files named")
+	fromSecret := fs.String("secret", "", "with --configmap: the Secret holding bgp-passwords.yaml and l2-keys")
 	holdFile := fs.String("hold-file", "", "where the failover test holds this speaker down (a file in a volume the pod keeps across restarts); empty: the test cannot stop this speaker")
 	_ = fs.Parse(args)
 	if *nodeName == "" {
@@ -224,8 +224,14 @@ func runSpeaker(args []string) error {
 		}
 		files = speaker.NewKubeFiles(client, *fromNS, *fromCM, *fromSecret)
 	}
+	var callers speaker.Callers
+	if *controllerAccount != "" {
+		if callers, err = speaker.NewTokenReviews(client, *nodeName, *controllerAccount); err != nil {
+			return fmt.Errorf("speaker: %w", err)
+		}
+	}
 	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log, Files: files,
-		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, APITokenFile: *apiToken, HoldFile: *holdFile})
+		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, Callers: callers, HoldFile: *holdFile})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	addr := *apiAddr
