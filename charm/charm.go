@@ -4,6 +4,7 @@
 package charm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -90,6 +91,7 @@ type Charm struct {
 	peer          *peerBag // the peer relation's application data, read once a hook
 	modeReason    string   // why auto picked the mode
 	cfgDigest     string   // of the config file the workload should have
+	localKey      string   // the local API's key, read once a hook (apiKey)
 
 	overrides overrides // the tests' environment, read once in New
 }
@@ -211,7 +213,7 @@ func (c *Charm) push(s *reactive.State) error {
 	in := plan.Inputs{Passwords: c.passwords, Namespace: env.ModelName,
 		PodName: podName(env.UnitName), UID: &uid, TokenFile: plan.TokenFile}
 	if root, bin, extra := c.containerLayout(); root != "" {
-		in.TokenFile = root + plan.TokenFile
+		in.TokenFile, in.APIKeyFile = root+plan.TokenFile, root+plan.APIKeyFile
 		moved := *cfg
 		moved.BGP.PasswordFile = root + cfg.BGP.PasswordFile
 		cfg = &moved
@@ -408,6 +410,9 @@ func (c *Charm) send(method, path string, timeout time.Duration, in, v any) erro
 	if err != nil {
 		return err
 	}
+	if key := c.apiKey(); key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := api.HTTPClient(timeout).Do(req)
 	if err != nil {
 		return err
@@ -515,6 +520,24 @@ func applicationStays(self string) (bool, string) {
 	}
 	slices.Sort(others)
 	return true, "the application keeps " + strings.Join(others, ", ")
+}
+
+// apiKey is the local API's key, read through Pebble from the file the
+// controller keeps it in, once per hook; "" while there is none (the
+// controller has not started), when the API answers 401 saying so.
+func (c *Charm) apiKey() string {
+	if c.localKey != "" {
+		return c.localKey
+	}
+	path := plan.APIKeyFile
+	if root, _, _ := c.containerLayout(); root != "" {
+		path = root + plan.APIKeyFile
+	}
+	var b bytes.Buffer
+	if err := c.pebbleClient().Pull(&client.PullOptions{Path: path, Target: &b}); err == nil {
+		c.localKey = strings.TrimSpace(b.String())
+	}
+	return c.localKey
 }
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the

@@ -517,3 +517,46 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatalf("a unit that does not lead: %v, wrote %v", ctx.CharmErr, out.Relations[0].LocalAppData)
 	}
 }
+
+// The charm presents the local API's key, which it reads through Pebble
+// from the file the controller keeps it in: the API refuses callers
+// without it (kubectl port-forward reaches its loopback address).
+func TestCharmPresentsLocalKey(t *testing.T) {
+	ctr, src := container(t, true)
+	keys := t.TempDir()
+	const key = "0123456789abcdef0123456789abcdef0123456789abcdef"
+	p := filepath.Join(keys, plan.APIKeyFile)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctr.Mounts["keys"] = goopstest.Mount{Location: plan.APIKeyFile, Source: keys}
+	inner := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254"}}}, api.PoolChange{}, src)
+	var calls, without atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.Header.Get("Authorization") != "Bearer "+key {
+			without.Add(1)
+			http.Error(w, "no key", http.StatusUnauthorized)
+			return
+		}
+		resp, err := http.Get(inner + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	defer srv.Close()
+	_, ctx := run(t, srv.URL, goopstest.State{Leader: true, Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}})
+	if ctx.CharmErr != nil {
+		t.Fatal(ctx.CharmErr)
+	}
+	if calls.Load() == 0 || without.Load() != 0 {
+		t.Fatalf("%d calls to the local API, %d without its key", calls.Load(), without.Load())
+	}
+}

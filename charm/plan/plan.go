@@ -27,6 +27,10 @@ const DefaultBinary = config.DefaultBinary
 // it; the controller renews it too).
 const TokenFile = "/var/lib/calico-lb/token"
 
+// APIKeyFile is where the controller keeps the local API's key, which the
+// charm reads through Pebble and presents on every call.
+const APIKeyFile = config.DefaultAPIKeyFile
+
 // Check is the Pebble check on the controller's /readyz.
 const Check = "calico-lb-ready"
 
@@ -74,6 +78,9 @@ type Inputs struct {
 	// TokenFile, when set, is the controller's own token: it acts as its
 	// ServiceAccount rather than with the pod's credentials.
 	TokenFile string
+	// APIKeyFile, when set, is where the controller keeps its local API's
+	// key (default config.DefaultAPIKeyFile).
+	APIKeyFile string
 	// LogTargets are the layer's log targets (Loki, from the logging
 	// relation), as given.
 	LogTargets map[string]pebblelayer.LogTarget
@@ -122,6 +129,9 @@ func layerFor(cfg *config.Config, in Inputs) pebblelayer.Layer {
 	cmd := in.Binary + " controller --config " + in.ConfigPath
 	if in.TokenFile != "" {
 		cmd += " --token-file " + in.TokenFile
+	}
+	if in.APIKeyFile != "" {
+		cmd += " --api-key-file " + in.APIKeyFile
 	}
 	return pebblelayer.Layer{
 		Summary: "calico-lb workload",

@@ -110,7 +110,7 @@ func run(ctx context.Context, binary string) error {
 		return err
 	}
 	ctrl := exec.Command(binary, "controller", "--config", d.cfgPath, "--kubeconfig", kc, "--identity", "demo", "--lease-namespace", "default",
-		"--metrics-address", "127.0.0.1:0")
+		"--metrics-address", "127.0.0.1:0", "--api-key-file", d.keyPath())
 	ctrl.Stdout, ctrl.Stderr = logf, logf
 	ctrl.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := ctrl.Start(); err != nil {
@@ -217,7 +217,7 @@ func run(ctx context.Context, binary string) error {
 	fmt.Printf("    web still answers on %s; Event: %s\n", strings.Join(ingress(web), ", "), mustEvent(d, ctx, "web", "PoolChangeHeldBack"))
 
 	step("Applying the held-back change (POST /v1/pool-change, the apply-pool-change action)")
-	resp, err := http.Post(d.api+"/v1/pool-change", "application/json", nil)
+	resp, err := d.call(http.MethodPost, "/v1/pool-change")
 	if err != nil {
 		return err
 	}
@@ -336,8 +336,25 @@ func (d *demo) waitReady(ctx context.Context) error {
 	})
 }
 
+// keyPath is where the controller keeps its local API's key.
+func (d *demo) keyPath() string { return filepath.Join(filepath.Dir(d.cfgPath), "api-key") }
+
+// call calls the local API with its key, as the charm does.
+func (d *demo) call(method, path string) (*http.Response, error) {
+	key, err := os.ReadFile(d.keyPath())
+	if err != nil {
+		return nil, fmt.Errorf("the local API's key: %w", err)
+	}
+	req, err := http.NewRequest(method, d.api+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+	return http.DefaultClient.Do(req)
+}
+
 func (d *demo) getJSON(path string, v any) error {
-	resp, err := http.Get(d.api + path)
+	resp, err := d.call(http.MethodGet, path)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,9 @@ const (
 // Defaults.
 const (
 	DefaultAPIAddress = "127.0.0.1:9402"
+	// DefaultAPIKeyFile is where the controller keeps the local API's key
+	// (api.LoadOrCreateKey), beside its ServiceAccount token.
+	DefaultAPIKeyFile = "/var/lib/calico-lb/api-key"
 	// DefaultBinary is where the workload image has calico-lb.
 	DefaultBinary = rock.Binary
 	// DefaultMetricsAddress is the controller's read-only listener on the

@@ -48,66 +48,55 @@ var (
 )
 
 // ClusterRules is what the controller does across the cluster: it watches
-// and writes Services (status, and spec.externalIPs when mirroring),
-// reads the EndpointSlices and Nodes it reports on, records Events on the
-// Services, and keeps the speakers' ClusterRole and its binding. The
-// speakers' role may only hold rules the controller holds itself (the
-// apiserver refuses to grant more), so it starts from speakerRules, which
-// is why it reads Nodes and EndpointSlices with get and watch too; that
-// is safer than `escalate` or `bind`, which would let it grant anything.
+// and writes Services (status, and spec.externalIPs when mirroring), reads
+// the EndpointSlices and Nodes it reports on, records Events on the
+// Services, lists Calico's IPPools (verify), and the failover test's
+// powers. It grants nothing: the speakers' RBAC is Ensure's.
 func (a Access) ClusterRules() []rbacv1.PolicyRule {
-	speakerRole := []string{speakerRoleName(a.Namespace)}
-	return append(slices.Clone(speakerRules),
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services"}, Verbs: []string{"update"}},
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
-		// verify: Calico's IPPools that allow LoadBalancer use compete
-		// for Services without a class.
-		rbacv1.PolicyRule{APIGroups: []string{"crd.projectcalico.org", "projectcalico.org"}, Resources: []string{"ippools"}, Verbs: []string{"list"}},
-		// The failover test: cordon and mark the node it fails, delete the
-		// Service's pods there (mode=pod), drain it (mode=node).
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"list", "delete"}},
-		rbacv1.PolicyRule{APIGroups: core, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
-		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: []string{"create"}},
-		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles", "clusterrolebindings"}, Verbs: keepVerbs, ResourceNames: speakerRole},
-	)
+	return []rbacv1.PolicyRule{
+		{APIGroups: core, Resources: []string{"services"}, Verbs: append(slices.Clone(readVerbs), "update")},
+		{APIGroups: core, Resources: []string{"services/status"}, Verbs: []string{"update"}},
+		{APIGroups: core, Resources: []string{"nodes"}, Verbs: readVerbs},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
+		{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+		// verify's calico-ipam check: which Calico IPPools overlap the
+		// pools (both API groups Calico serves them under).
+		{APIGroups: []string{"crd.projectcalico.org", "projectcalico.org"}, Resources: []string{"ippools"}, Verbs: []string{"list"}},
+		// The failover test: cordon, uncordon and its mark; the Service's
+		// pods on the node (mode=pod); the drain (mode=node).
+		{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
+		{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"list", "delete"}},
+		{APIGroups: core, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
+	}
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader
-// election on its Lease; the speakers' DaemonSet, ServiceAccount, ConfigMap,
-// Secret and the Role that lets them read those two; its own Pod (whose image the speakers run) and the speakers'
-// Pods (listed for bgp-status); and renewing its own token.
+// election, the speakers' DaemonSet (held to the speakers' shape by
+// speakerGuard), filling their ConfigMap and Secret (which Ensure
+// creates), finding its own pod's image and the speakers' pods, and
+// renewing its own token. It creates no ServiceAccount, Secret or role.
 func (a Access) NamespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}, ResourceNames: []string{a.lease()}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
-		{APIGroups: core, Resources: []string{"serviceaccounts", "configmaps", "secrets"}, Verbs: []string{"create"}},
-		{APIGroups: core, Resources: []string{"serviceaccounts"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
-		// The speakers watch these two (speakerFileRules), so the controller
-		// holds list and watch on them too, to be allowed to grant it.
-		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: append(slices.Clone(keepVerbs), "list", "watch"), ResourceNames: []string{SpeakerConfigName}},
-		{APIGroups: core, Resources: []string{"secrets"}, Verbs: append(slices.Clone(keepVerbs), "list", "watch"), ResourceNames: []string{SpeakerSecretName}},
-		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: []string{"create"}},
-		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
+		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: []string{"get", "update"}, ResourceNames: []string{SpeakerConfigName}},
+		{APIGroups: core, Resources: []string{"secrets"}, Verbs: []string{"get", "update"}, ResourceNames: []string{SpeakerSecretName}},
 		{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
 		{APIGroups: core, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{ControllerAccount}},
 	}
 }
 
 // Ensure creates or updates the controller's ServiceAccount, its roles and
-// their bindings. It needs the rights it grants (the apiserver refuses to
-// grant more than the caller holds): the charm runs it with the pod's own
-// token under `--trust`.
+// their bindings, and what the speakers run as and read
+// (ensureSpeakerAccess). It needs the rights it grants (the apiserver
+// refuses to grant more than the caller holds): the charm runs it with the
+// pod's own token under `--trust`.
 func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 	l := map[string]string{"app.kubernetes.io/name": ControllerAccount}
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: a.Namespace}}
-	steps := []struct {
-		what string
-		do   func() error
-	}{
+	steps := []accessStep{
 		{"ServiceAccount " + ControllerAccount, func() error {
 			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(a.Namespace), &corev1.ServiceAccount{ObjectMeta: meta(a.Namespace, ControllerAccount, l)}, nil)
 		}},
@@ -130,7 +119,7 @@ func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 			return kubeapply.Apply(ctx, client.RbacV1().RoleBindings(a.Namespace), b, func(have, want *rbacv1.RoleBinding) { have.Subjects = want.Subjects })
 		}},
 	}
-	for _, s := range steps {
+	for _, s := range append(steps, a.ensureSpeakerAccess(ctx, client)...) {
 		if err := s.do(); err != nil {
 			return fmt.Errorf("%s in %s: %w", s.what, a.Namespace, err)
 		}
@@ -140,8 +129,16 @@ func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 
 var deleteOpts = metav1.DeleteOptions{}
 
-// Remove deletes what Ensure created.
+// Remove deletes what Ensure created: the controller's account first (its
+// tokens die with it), then the speakers'.
 func (a Access) Remove(ctx context.Context, client kubernetes.Interface) error {
+	if err := a.removeControllerAccount(ctx, client); err != nil {
+		return err
+	}
+	return a.removeSpeakerAccess(ctx, client)
+}
+
+func (a Access) removeControllerAccount(ctx context.Context, client kubernetes.Interface) error {
 	return kubeapply.Delete(
 		func() error {
 			return client.RbacV1().RoleBindings(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -18,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/config"
 )
 
 // What a compromised controller could do with the token it runs with.
@@ -72,13 +76,54 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 				Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: e.ns}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		}},
-		{"grant Secrets through the speakers' ClusterRole it keeps", func(c kubernetes.Interface) error {
-			_, err := c.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: speakerRole},
-				Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		{"grant Secrets through the speakers' ClusterRole", func(c kubernetes.Interface) error {
+			r, err := e.client.RbacV1().ClusterRoles().Get(ctx, speakerRole, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("setup: %w", err)
+			}
+			r.Rules = append(r.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}})
+			_, err = c.RbacV1().ClusterRoles().Update(ctx, r, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		}},
 		{"touch another ClusterRole", func(c kubernetes.Interface) error {
 			return c.RbacV1().ClusterRoles().Delete(ctx, "cluster-admin", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+		}},
+		{"run a pod as another ServiceAccount through the speakers' DaemonSet", func(c kubernetes.Interface) error {
+			ds := guardProbe(e.ns, "default", nil)
+			_, err := c.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"mount another Secret into the speakers' DaemonSet", func(c kubernetes.Interface) error {
+			ds := guardProbe(e.ns, SpeakerName, []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "database"}}}})
+			_, err := c.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"give the speakers SYS_ADMIN", func(c kubernetes.Interface) error {
+			ds := guardProbe(e.ns, SpeakerName, nil)
+			ds.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}
+			_, err := c.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"mint a token Secret for another ServiceAccount", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().Secrets(e.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minted",
+				Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}}, Type: corev1.SecretTypeServiceAccountToken}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"delete the speakers' Secret (to make it again as a token Secret)", func(c kubernetes.Interface) error {
+			return c.CoreV1().Secrets(e.ns).Delete(ctx, SpeakerSecretName, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+		}},
+		{"bind the speakers' ClusterRole to another account", func(c kubernetes.Interface) error {
+			b, err := e.client.RbacV1().ClusterRoleBindings().Get(ctx, speakerRole, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("setup: %w", err)
+			}
+			b.Subjects = append(b.Subjects, rbacv1.Subject{Kind: "ServiceAccount", Name: "default", Namespace: victim})
+			_, err = c.RbacV1().ClusterRoleBindings().Update(ctx, b, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"create a ServiceAccount", func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "another"}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
 		}},
 		{"issue a token for the speakers' ServiceAccount", func(c kubernetes.Interface) error {
 			if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: SpeakerName}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -89,6 +134,13 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 		}},
 	}
 	own := e.controllerClient()
+	// The admission policy takes a moment to be enforced after Ensure
+	// made it: wait until it refuses the first DaemonSet attack.
+	for _, a := range attacks {
+		if strings.HasPrefix(a.what, "run a pod as another ServiceAccount") {
+			_, _ = netns.WaitFor(ctx, 10*time.Second, func() bool { return apierrors.IsForbidden(a.do(own)) })
+		}
+	}
 	for _, a := range attacks {
 		if err := a.do(e.client); err != nil {
 			t.Errorf("%s: the admin token (what --trust gives the pod) was refused too, so this proves nothing: %v", a.what, err)
@@ -97,6 +149,25 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 			t.Errorf("%s: the controller's own account got %v, want Forbidden", a.what, err)
 		}
 	}
+	// The speakers' own DaemonSet passes the policy.
+	ds, err := (speakerObjects{client: own, ns: e.ns, port: 9403, image: speakerImage{Image: "calico-lb:test"}}).daemonSet(&config.Config{Mode: config.ModeL2}, map[string]string{"app.kubernetes.io/name": SpeakerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := own.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Fatalf("the speakers' own DaemonSet was refused: %v", err)
+	}
+}
+
+// guardProbe is a DaemonSet named as the speakers' with the given
+// ServiceAccount and volumes: what an attack through it would write.
+func guardProbe(ns, account string, volumes []corev1.Volume) *appsv1.DaemonSet {
+	l := map[string]string{"app": "probe"}
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: SpeakerName, Namespace: ns},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: l}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: l},
+			Spec: corev1.PodSpec{ServiceAccountName: account, Volumes: volumes,
+				Containers: []corev1.Container{{Name: "sh", Image: "busybox"}}}}}}
 }
 
 // The controller's token is the current ServiceAccount's and is renewed

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -18,7 +19,8 @@ import (
 // cannot hear each other while the roll lasted.
 func TestBrokenL2KeysAreRestored(t *testing.T) {
 	ctx := context.Background()
-	client := fake.NewClientset()
+	// The ConfigMap and Secret as `calico-lb access` makes them.
+	client := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: meta("lb", SpeakerConfigName, nil)}, &corev1.Secret{ObjectMeta: meta("lb", SpeakerSecretName, nil)})
 	o := config.DefaultOptions()
 	o.PeeringMode = "l2"
 	o.Pools = "10.0.0.0/24"

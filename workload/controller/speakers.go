@@ -97,52 +97,21 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
 	objs := []func() error{
 		func() error {
-			return kubeapply.Apply(ctx, s.client.CoreV1().ServiceAccounts(s.ns), &corev1.ServiceAccount{ObjectMeta: meta(s.ns, SpeakerName, labelsSel)}, nil)
-		},
-		func() error {
-			role := &rbacv1.ClusterRole{ObjectMeta: meta("", s.roleName(), labelsSel), Rules: speakerRules}
-			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoles(), role, func(have, want *rbacv1.ClusterRole) {
-				have.Rules = want.Rules
-			})
-		},
-		func() error {
-			b := &rbacv1.ClusterRoleBinding{
-				ObjectMeta: meta("", s.roleName(), labelsSel),
-				RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: s.roleName()},
-				Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: s.ns}},
-			}
-			return kubeapply.Apply(ctx, s.client.RbacV1().ClusterRoleBindings(), b, nil)
-		},
-		func() error {
-			role := &rbacv1.Role{ObjectMeta: meta(s.ns, SpeakerName, labelsSel), Rules: speakerFileRules}
-			return kubeapply.Apply(ctx, s.client.RbacV1().Roles(s.ns), role, func(have, want *rbacv1.Role) {
-				have.Rules = want.Rules
-			})
-		},
-		func() error {
-			b := &rbacv1.RoleBinding{
-				ObjectMeta: meta(s.ns, SpeakerName, labelsSel),
-				RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: SpeakerName},
-				Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: s.ns}},
-			}
-			return kubeapply.Apply(ctx, s.client.RbacV1().RoleBindings(s.ns), b, nil)
-		},
-		func() error {
 			layer, err := SpeakerLayer(s.port, s.ns).Render()
 			if err != nil {
 				return err
 			}
 			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, SpeakerConfigName, labelsSel), Data: map[string]string{
 				"config.yaml": string(s.configRaw), speakerLayerKey: string(layer)}}
-			return kubeapply.Apply(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) {
+			return kubeapply.Update(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) {
 				have.Data = want.Data
-			})
+			}, speakerObjectsMaker)
 		},
 		func() error {
 			sec := &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
-			return kubeapply.Apply(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
+			return kubeapply.Update(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
 				have.Data = want.Data
-			})
+			}, speakerObjectsMaker)
 		},
 		func() error {
 			ds, err := s.daemonSet(cfg, labelsSel)
@@ -418,34 +387,32 @@ func nodeAffinity(selector string) (*corev1.Affinity, error) {
 
 // remove deletes the speakers and what they needed.
 func (s speakerObjects) remove(ctx context.Context) error {
-	del := []func() error{
-		func() error {
-			return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.RbacV1().RoleBindings(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.RbacV1().Roles(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, SpeakerConfigName, metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.CoreV1().Secrets(s.ns).Delete(ctx, SpeakerSecretName, metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.RbacV1().ClusterRoleBindings().Delete(ctx, s.roleName(), metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.RbacV1().ClusterRoles().Delete(ctx, s.roleName(), metav1.DeleteOptions{})
-		},
-		func() error {
-			return s.client.CoreV1().ServiceAccounts(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
-		},
+	if err := kubeapply.Delete(func() error {
+		return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
+	}); err != nil {
+		return err
 	}
-	return kubeapply.Delete(del...)
+	// The ConfigMap and Secret are the charm's to delete (with the
+	// application); emptied, no password outlives the speakers.
+	for _, f := range []func() error{
+		func() error {
+			return kubeapply.Update(ctx, s.client.CoreV1().ConfigMaps(s.ns), &corev1.ConfigMap{ObjectMeta: meta(s.ns, SpeakerConfigName, nil)},
+				func(have, want *corev1.ConfigMap) { have.Data = nil }, speakerObjectsMaker)
+		},
+		func() error {
+			return kubeapply.Update(ctx, s.client.CoreV1().Secrets(s.ns), &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, nil)},
+				func(have, want *corev1.Secret) { have.Data = nil }, speakerObjectsMaker)
+		},
+	} {
+		if err := f(); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
 }
+
+// speakerObjectsMaker is who creates the speakers' ConfigMap and Secret.
+const speakerObjectsMaker = "the charm (`calico-lb access`, run on every hook with Juju's trust)"
 
 // Cleanup deletes what calico-lb created in a's namespace: the speaker
 // DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, the
@@ -457,11 +424,14 @@ func Cleanup(ctx context.Context, client kubernetes.Interface, a Access) error {
 	// standby still running in another unit (it takes the Lease the
 	// moment this unit's controller stops) cannot put back what the
 	// next steps delete.
-	if err := a.Remove(ctx, client); err != nil {
+	if err := a.removeControllerAccount(ctx, client); err != nil {
 		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
 	}
-	if err := (speakerObjects{client: client, ns: a.Namespace}).remove(ctx); err != nil {
-		return fmt.Errorf("remove speakers: %w", err)
+	if err := client.AppsV1().DaemonSets(a.Namespace).Delete(ctx, SpeakerName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove the speakers' DaemonSet: %w", err)
+	}
+	if err := a.removeSpeakerAccess(ctx, client); err != nil {
+		return fmt.Errorf("remove the speakers' ServiceAccount, RBAC, ConfigMap and Secret: %w", err)
 	}
 	if err := client.CoordinationV1().Leases(a.Namespace).Delete(ctx, a.lease(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove Lease %s/%s: %w", a.Namespace, a.lease(), err)

@@ -155,22 +155,13 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-	for _, get := range []func() error{
-		func() error {
-			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
-			return err
-		},
-		func() error {
-			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, SpeakerName+"-"+e.ns, metav1.GetOptions{})
-			return err
-		},
-		func() error {
-			_, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
-			return err
-		},
-	} {
-		waitUntil(t, "every speaker object is removed", func() bool { return apierrors.IsNotFound(get()) })
-	}
+	// Their ConfigMap and Secret are the charm's (calico-lb access) and
+	// stay, emptied: no password outlives the speakers.
+	waitUntil(t, "the speakers' ConfigMap and Secret are emptied", func() bool {
+		cm, err1 := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
+		sec, err2 := e.client.CoreV1().Secrets(e.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+		return err1 == nil && err2 == nil && len(cm.Data) == 0 && len(sec.Data) == 0
+	})
 }
 
 // Cleanup leaves nothing behind: speakers, their RBAC and config, the

@@ -8,9 +8,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // HashKey is the annotation that holds a hash of what calico-lb last
@@ -41,6 +44,37 @@ func Apply[T metav1.Object](ctx context.Context, c Client[T], want T, merge func
 	if err != nil || merge == nil {
 		return err
 	}
+	return update(ctx, c, have, want, merge)
+}
+
+// Update fills an object someone else creates (the charm, with more
+// rights than the caller): when it is missing, the error says who makes
+// it. It writes when merging want into the object changes it, whatever
+// the object's annotations say, so an edit by hand is put back (Apply's
+// hash would take an edit that kept the annotation for ours). For objects
+// the apiserver does not fill in (ConfigMaps, Secrets), where a merged
+// copy equals the stored object exactly when nothing changed.
+func Update[T interface {
+	metav1.Object
+	runtime.Object
+}](ctx context.Context, c Client[T], want T, merge func(have, want T), maker string) error {
+	have, err := c.Get(ctx, want.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s makes it: %w", maker, err)
+	}
+	if err != nil {
+		return err
+	}
+	merged := have.DeepCopyObject().(T)
+	merge(merged, want)
+	if equality.Semantic.DeepEqual(merged, have) {
+		return nil
+	}
+	_, err = c.Update(ctx, merged, metav1.UpdateOptions{FieldManager: FieldManager})
+	return err
+}
+
+func update[T metav1.Object](ctx context.Context, c Client[T], have, want T, merge func(have, want T)) error {
 	wantHash := Hash(want)
 	if have.GetAnnotations()[HashKey] == wantHash {
 		return nil
@@ -52,7 +86,7 @@ func Apply[T metav1.Object](ctx context.Context, c Client[T], want T, merge func
 	}
 	ann[HashKey] = wantHash
 	have.SetAnnotations(ann)
-	_, err = c.Update(ctx, have, metav1.UpdateOptions{FieldManager: FieldManager})
+	_, err := c.Update(ctx, have, metav1.UpdateOptions{FieldManager: FieldManager})
 	return err
 }
 

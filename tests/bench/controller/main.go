@@ -75,7 +75,7 @@ func run(binary string, n, clients int, noController bool) error {
 		return err
 	}
 	ctrl := exec.Command(binary, "controller", "--config", cfg, "--kubeconfig", kc, "--identity", "bench", "--lease-namespace", "default",
-		"--metrics-address", "127.0.0.1:0")
+		"--metrics-address", "127.0.0.1:0", "--api-key-file", filepath.Join(dir, "api-key"))
 	if noController {
 		ctrl = exec.Command("sleep", "3600") // holds the place of the controller process
 	}
@@ -215,7 +215,8 @@ func run(binary string, n, clients int, noController bool) error {
 func waitReady(base string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get(base + "/v1/allocations"); err == nil {
+		// /readyz is open: the local API's /v1/ paths want its key.
+		if resp, err := http.Get(base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil

@@ -80,6 +80,7 @@ func runController(args []string) error {
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
+	apiKeyFile := fs.String("api-key-file", "", "the local API's key: its /v1/ paths want it as a bearer token (written here, 0600, when the file does not exist); empty: "+config.DefaultAPIKeyFile)
 	tokenFile := fs.String("token-file", "", "act as the controller's own ServiceAccount with the token in this file (written by `calico-lb access`), renewing it at half-life; the kubeconfig or in-cluster config then only gives the apiserver's address and CA")
 	identity := fs.String("identity", os.Getenv("POD_NAME"), "leader-election identity (default: hostname-pid)")
 	leaseNS := fs.String("lease-namespace", envOr("POD_NAMESPACE", "default"), "namespace of the leader-election Lease")
@@ -156,7 +157,15 @@ func runController(args []string) error {
 	// gathered) may take longer to answer than the default allows.
 	localTimeouts := api.DefaultTimeouts
 	localTimeouts.Write = 2 * time.Minute
-	srv := api.Server(ctrl.Handler(), localTimeouts)
+	keyPath := *apiKeyFile
+	if keyPath == "" {
+		keyPath = config.DefaultAPIKeyFile
+	}
+	key, err := api.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return err
+	}
+	srv := api.Server(api.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// The controller's local API listens on loopback, which `kubectl
+// port-forward` to the unit's pod also reaches: anyone who may create
+// pods/portforward in the model's namespace could otherwise renumber
+// Services or apply pool changes. Its /v1/ paths want the local key: 32
+// random bytes the controller writes once into a 0600 file of its own
+// (LoadOrCreateKey), which the charm reads through Pebble and presents
+// as a bearer token. Port-forwarding gives a connection, not the file.
+
+// LoadOrCreateKey returns the key in path, first writing a new random one
+// there (0600, in a 0700 directory) when there is none.
+func LoadOrCreateKey(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if key := []byte(strings.TrimSpace(string(b))); len(key) >= 32 {
+			return key, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("local API key %s: %w", path, err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	key := []byte(hex.EncodeToString(raw))
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("local API key %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".api-key-*")
+	if err != nil {
+		return nil, fmt.Errorf("local API key %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(key, '\n')); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return nil, fmt.Errorf("local API key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// RequireKey serves next to callers that present key as a bearer token,
+// and the open paths (health and metrics, for Pebble's checks and
+// Prometheus) to anyone.
+func RequireKey(next http.Handler, key []byte, open ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slices.Contains(open, r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), key) != 1 {
+			http.Error(w, "the local API wants the key in the controller's --api-key-file as a bearer token (the charm reads it through Pebble)", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
