@@ -177,8 +177,6 @@ func l2KeysOf(have map[string][]byte, last []byte) (keys []byte, problem string)
 	return []byte(speaker.NewKey() + "\n"), ""
 }
 
-func (s speakerObjects) roleName() string { return speakerRoleName(s.ns) }
-
 // speakerRoleName names the speakers' ClusterRole and its binding; it
 // carries the namespace, so two calico-lb applications do not share one.
 func speakerRoleName(ns string) string { return SpeakerName + "-" + ns }
