@@ -70,6 +70,21 @@ func TestCharmRealParts(t *testing.T) {
 	if resp, err := http.Post("http://127.0.0.1:9401/v1/pool-change", "", nil); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("the metrics listener must not offer the local API: %v %v", resp, err)
 	}
+	// The local API answers /v1/ only with the controller's key, which the
+	// charm read through Pebble for the hooks above: a caller on loopback
+	// without it (kubectl port-forward) gets 401.
+	if resp, err := http.Post("http://"+apiAddr+"/v1/reallocate?service=default/none", "", nil); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the local API without its key: %v %v, want 401", resp, err)
+	}
+	key, err := os.ReadFile(filepath.Join(root, plan.APIKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+apiAddr+"/v1/allocations", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the local API with its key: %v %v", resp, err)
+	}
 
 	// Services get IPs from the workload the charm configured.
 	ctx := context.Background()
