@@ -41,7 +41,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzMerge \
 	./workload/speaker:FuzzOpenHeartbeat
 
-.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-failover bench-charm bench-speaker-memory charm image clean
+.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-failover bench-charm bench-speaker-memory charm image sbom clean
 
 all: build
 
@@ -199,6 +199,20 @@ charm:
 # same commit gives the same digest. README shows how to push it.
 image:
 	$(GO) run ./workload/cmd/mkimage -o bin/calico-lb.oci.tar
+
+# The image and its SBOM: one CycloneDX document per binary in it (calico-lb
+# and Pebble, each architecture), from the module list Go embeds in each
+# binary, so it names exactly what was linked (bin/sbom/ARCH-NAME.cdx.json).
+CYCLONEDX_GOMOD := github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
+sbom:
+	rm -rf bin/image bin/sbom
+	$(GO) run ./workload/cmd/mkimage -o bin/calico-lb.oci.tar -binaries bin/image
+	mkdir -p bin/sbom
+	for b in bin/image/*/*; do \
+		arch=$$(basename $$(dirname $$b)); name=$$(basename $$b); \
+		$(GO) run $(CYCLONEDX_GOMOD) bin -json -output bin/sbom/$$arch-$$name.cdx.json $$b || exit 1; \
+	done
+	@ls bin/sbom
 
 clean:
 	rm -rf bin calico-lb.charm calico-lb_*.charm $(CACHE)/bench.txt

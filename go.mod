@@ -2,6 +2,8 @@ module github.com/calico-lb/calico-lb
 
 go 1.26.5
 
+toolchain go1.27.3
+
 require (
 	github.com/canonical/pebble v1.26.0
 	github.com/go-macaroon-bakery/macaroon-bakery/v3 v3.0.2

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,7 +222,7 @@ func TestControllerAccess(t *testing.T) {
 	if ctx.CharmErr != nil || out.UnitStatus.Name != "active" {
 		t.Fatalf("status %+v, %v", out.UnitStatus, ctx.CharmErr)
 	}
-	want := "/usr/bin/calico-lb access --namespace " + goops.ReadEnv().ModelName + " --token-file " + plan.TokenFile + " --owner 584792"
+	want := "/usr/bin/calico-lb access --namespace " + goops.ReadEnv().ModelName + " --token-file " + plan.TokenFile + " --failover-test auto --owner 584792"
 	if len(ran) != 1 || strings.Join(ran[0], " ") != want {
 		t.Fatalf("ran %q, want %q", ran, want)
 	}
@@ -243,8 +244,15 @@ func TestControllerAccess(t *testing.T) {
 
 func runAction(t *testing.T, apiBase, name string, params map[string]any) *goopstest.Context {
 	t.Helper()
+	return runActionWith(t, apiBase, name, params, fakeExec(nil, ""))
+}
+
+// runActionWith runs an action with exec standing in for the commands
+// the charm runs in the workload container.
+func runActionWith(t *testing.T, apiBase, name string, params map[string]any, exec func(pebble.Client, *client.ExecOptions) error) *goopstest.Context {
+	t.Helper()
 	c := New()
-	c.APIBase = apiBase
+	c.APIBase, c.Exec = apiBase, exec
 	ctx := goopstest.NewContext(func() error { return c.Action(name) }, goopstest.WithUnitID("calico-lb/0"))
 	if _, err := ctx.RunAction(name, goopstest.State{Leader: true}, params); err != nil {
 		t.Fatal(err)
@@ -338,8 +346,14 @@ func TestFailoverTestAction(t *testing.T) {
 		t.Fatalf("results %v, error %v, request %+v", r, ctx.ActionError, got)
 	}
 
-	// A run: the action follows it to its end and reports the figures.
-	ctx = runAction(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "probe": "http://10.9.0.1:9477/", "timeout": 30})
+	// A run: the action follows it to its end and reports the figures. It
+	// grants the controller the test's powers before, and takes them back
+	// after (auto: unless a node still carries a mark).
+	var ran [][]string
+	ctx = runActionWith(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "probe": "http://10.9.0.1:9477/", "timeout": 30}, fakeExec(&ran, ""))
+	if len(ran) != 2 || !slices.Contains(ran[0], "access") || ran[0][slices.Index(ran[0], "--failover-test")+1] != "on" || ran[1][slices.Index(ran[1], "--failover-test")+1] != "auto" {
+		t.Fatalf("the action ran %q: want access --failover-test on, then auto", ran)
+	}
 	r = ctx.ActionResults
 	if ctx.ActionError != nil || polls != 3 || got.Probe != "http://10.9.0.1:9477" || got.TimeoutSeconds != 30 || r["result"] != "passed" || r["outage-ms"] != "412" ||
 		r["attracting-nodes-after"] != "n2" || r["timeline.1.t-ms"] != "412" || r["timeline.1.source"] != "probe" || r["timeline.0.node"] != "n1" ||

@@ -45,6 +45,19 @@ func (c *Charm) failoverTest() (map[string]string, error) {
 	}
 	req := api.FailoverRequest{Service: p.Service, Mode: p.Mode, Graceful: p.Graceful, Force: p.Force, DryRun: p.DryRun,
 		Port: p.Port, Probe: strings.TrimSuffix(p.Probe, "/"), TimeoutSeconds: p.Timeout}
+	if !p.DryRun {
+		// The controller may cordon, evict and delete pods only while a
+		// test runs: granted now, taken back when it ends (or, if a
+		// controller died mid-test, once the restore removed its mark).
+		if err := c.access("on"); err != nil {
+			return nil, fmt.Errorf("the failover test's powers: %w", err)
+		}
+		defer func() {
+			if err := c.access("auto"); err != nil {
+				goops.LogWarningf("the failover test's powers stay until the next hook takes them back: %v", err)
+			}
+		}()
+	}
 	var r api.FailoverReport
 	if err := c.send(http.MethodPost, "/v1/failover-test", 30*time.Second, req, &r); err != nil {
 		return nil, err

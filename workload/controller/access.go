@@ -50,8 +50,9 @@ var (
 // ClusterRules is what the controller does across the cluster: it watches
 // and writes Services (status, and spec.externalIPs when mirroring), reads
 // the EndpointSlices and Nodes it reports on, records Events on the
-// Services, lists Calico's IPPools (verify), and the failover test's
-// powers. It grants nothing: the speakers' RBAC is Ensure's.
+// Services and lists Calico's IPPools (verify). It grants nothing: the
+// speakers' RBAC is Ensure's. The failover test's powers are FailoverRules,
+// bound only while a test runs (Failover).
 func (a Access) ClusterRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: core, Resources: []string{"services"}, Verbs: append(slices.Clone(readVerbs), "update")},
@@ -62,12 +63,55 @@ func (a Access) ClusterRules() []rbacv1.PolicyRule {
 		// verify's calico-ipam check: which Calico IPPools overlap the
 		// pools (both API groups Calico serves them under).
 		{APIGroups: []string{"crd.projectcalico.org", "projectcalico.org"}, Resources: []string{"ippools"}, Verbs: []string{"list"}},
-		// The failover test: cordon, uncordon and its mark; the Service's
-		// pods on the node (mode=pod); the drain (mode=node).
+	}
+}
+
+// FailoverRules are the failover test's powers: cordon, uncordon and its
+// mark; the Service's pods on the node (mode=pod); the drain (mode=node).
+// Ensure keeps them in a ClusterRole of their own, which Failover binds to
+// the controller only while a test runs or its mark remains on a node.
+func FailoverRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
 		{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
 		{APIGroups: core, Resources: []string{"pods"}, Verbs: []string{"list", "delete"}},
 		{APIGroups: core, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
 	}
+}
+
+// failoverRole names the failover test's ClusterRole and its binding.
+func (a Access) failoverRole() string { return ControllerAccount + "-failover-" + a.Namespace }
+
+// Failover binds FailoverRules to the controller (grant) or removes the
+// binding. The charm grants them when the failover-test action starts,
+// and on every hook removes them unless a node still carries a test's mark
+// (FailoverUnderway): the test, or the restore after a controller died in
+// one, needs them until then.
+func (a Access) Failover(ctx context.Context, client kubernetes.Interface, grant bool) error {
+	name := a.failoverRole()
+	if !grant {
+		return kubeapply.Delete(func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, name, deleteOpts) })
+	}
+	b := &rbacv1.ClusterRoleBinding{ObjectMeta: meta("", name, map[string]string{"app.kubernetes.io/name": ControllerAccount}),
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: a.Namespace}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}}
+	if err := kubeapply.Apply(ctx, client.RbacV1().ClusterRoleBindings(), b, func(have, want *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects }); err != nil {
+		return fmt.Errorf("ClusterRoleBinding %s: %w", name, err)
+	}
+	return nil
+}
+
+// FailoverUnderway says whether a node carries a failover test's mark.
+func FailoverUnderway(ctx context.Context, client kubernetes.Interface) (bool, error) {
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, fmt.Errorf("list nodes for failover marks: %w", err)
+	}
+	for _, n := range nodes.Items {
+		if _, ok := n.Annotations[failoverMark]; ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader
@@ -79,6 +123,8 @@ func (a Access) NamespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}, ResourceNames: []string{a.lease()}},
+		// One failover test at a time, across units (takeFailoverLease).
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "delete"}, ResourceNames: []string{FailoverLeaseName}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: keepVerbs, ResourceNames: []string{SpeakerName}},
 		{APIGroups: core, Resources: []string{"configmaps"}, Verbs: []string{"get", "update"}, ResourceNames: []string{SpeakerConfigName}},
@@ -113,6 +159,10 @@ func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 			r := &rbacv1.Role{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Rules: a.NamespaceRules()}
 			return kubeapply.Apply(ctx, client.RbacV1().Roles(a.Namespace), r, func(have, want *rbacv1.Role) { have.Rules = want.Rules })
 		}},
+		{"ClusterRole " + a.failoverRole(), func() error {
+			r := &rbacv1.ClusterRole{ObjectMeta: meta("", a.failoverRole(), l), Rules: FailoverRules()}
+			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
+		}},
 		{"RoleBinding " + ControllerAccount, func() error {
 			b := &rbacv1.RoleBinding{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Subjects: subject,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ControllerAccount}}
@@ -144,6 +194,8 @@ func (a Access) removeControllerAccount(ctx context.Context, client kubernetes.I
 			return client.RbacV1().RoleBindings(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts)
 		},
 		func() error { return client.RbacV1().Roles(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts) },
+		func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, a.failoverRole(), deleteOpts) },
+		func() error { return client.RbacV1().ClusterRoles().Delete(ctx, a.failoverRole(), deleteOpts) },
 		func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, a.clusterRole(), deleteOpts) },
 		func() error { return client.RbacV1().ClusterRoles().Delete(ctx, a.clusterRole(), deleteOpts) },
 		func() error {

@@ -9,8 +9,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/calico-lb/calico-lb/tests/netns"
 )
 
 // TestFailoverFaults runs the failover test's cluster changes against the
@@ -22,7 +25,8 @@ func TestFailoverFaults(t *testing.T) {
 	e := newEnv(t)
 	e.config("pools:\n  p: {addresses: [10.209.0.0/28]}\n")
 	ctx := context.Background()
-	c, err := New(Options{Client: e.controllerClient(), ConfigPath: e.cfgPath, LeaseNamespace: e.ns, LeaseName: e.lease, Identity: "t"})
+	own := e.controllerClient()
+	c, err := New(Options{Client: own, ConfigPath: e.cfgPath, LeaseNamespace: e.ns, LeaseName: e.lease, Identity: "t"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +35,30 @@ func TestFailoverFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	// The test's powers are the controller's only while granted (the
+	// charm grants them when the action starts): without, no cordon.
+	a := Access{Namespace: e.ns, LeaseName: e.lease}
+	cordon := func() error {
+		return c.setMark(ctx, node, mark{ID: "r0", Until: time.Now().Add(time.Minute)}, true)
+	}
+	if err := cordon(); !apierrors.IsForbidden(err) {
+		t.Fatalf("a cordon without the failover test's powers: %v, want Forbidden", err)
+	}
+	if underway, err := FailoverUnderway(ctx, e.client); err != nil || underway {
+		t.Fatalf("a test is underway before any: %v %v", underway, err)
+	}
+	if err := a.Failover(ctx, e.client, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool { return cordon() == nil }); err != nil {
+		t.Fatalf("the granted powers do not cordon: %v", cordon())
+	}
+	if underway, err := FailoverUnderway(ctx, e.client); err != nil || !underway {
+		t.Fatalf("the mark does not count as a test underway: %v %v", underway, err)
+	}
+	if err := c.clearMark(ctx, node, mark{ID: "r0", Cordoned: true}); err != nil {
+		t.Fatal(err)
+	}
 	getNode := func() *corev1.Node {
 		n, err := e.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
@@ -144,5 +172,48 @@ func TestFailoverFaults(t *testing.T) {
 				t.Fatal("the evicted pod is not being deleted")
 			}
 		}
+	}
+}
+
+// Two controllers (two units) that start a failover test at once: the
+// Lease lets one through and refuses the other, names the holder, and is
+// free again when the first releases it; one whose controller died is
+// taken over once its time is up.
+func TestFailoverLeaseOneAtATime(t *testing.T) {
+	e := newEnv(t)
+	e.config("pools:\n  p: {addresses: [10.209.1.0/28]}\n")
+	ctx := context.Background()
+	own := e.controllerClient()
+	mk := func(id string) *Controller {
+		c, err := New(Options{Client: own, ConfigPath: e.cfgPath, LeaseNamespace: e.ns, LeaseName: e.lease, Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := mk("unit-0"), mk("unit-1")
+	if held, err := a.takeFailoverLease(ctx, "r1", time.Minute); err != nil || held != "" {
+		t.Fatalf("the first test: %q %v", held, err)
+	}
+	held, err := b.takeFailoverLease(ctx, "r2", time.Minute)
+	if err != nil || !strings.Contains(held, "unit-0 r1") {
+		t.Fatalf("the second test at once: %q %v, want refused naming unit-0 r1", held, err)
+	}
+	if err := b.releaseFailoverLease(ctx, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := b.takeFailoverLease(ctx, "r2", time.Minute); held == "" {
+		t.Fatal("the other controller's release freed the first test's Lease")
+	}
+	if err := a.releaseFailoverLease(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := b.takeFailoverLease(ctx, "r2", time.Second); err != nil || held != "" {
+		t.Fatalf("after the release: %q %v", held, err)
+	}
+	// unit-1 dies holding it: once its second is up, unit-0 takes over.
+	time.Sleep(1500 * time.Millisecond)
+	if held, err := a.takeFailoverLease(ctx, "r3", time.Minute); err != nil || held != "" {
+		t.Fatalf("an expired Lease was not taken over: %q %v", held, err)
 	}
 }

@@ -102,6 +102,13 @@ func (r *failoverRun) finish(result, reason string) {
 // Service to answer again, the timeline, and the restore, always.
 func (r *failoverRun) run() {
 	defer close(r.done)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.c.releaseFailoverLease(ctx, r.report.ID); err != nil {
+			r.c.log.Warn("the failover test's Lease stays until its time is up", "error", err)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout()+15*time.Second)
 	defer cancel()
 	result, reason := r.test(ctx)

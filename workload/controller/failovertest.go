@@ -106,6 +106,13 @@ func (c *Controller) startFailover(ctx context.Context, req api.FailoverRequest,
 	ns, name, _ := strings.Cut(req.Service, "/")
 	run := &failoverRun{c: c, req: req, cfg: cfg, vip: netip.MustParseAddr(plan.VIP), port: port, ns: ns, name: name, done: make(chan struct{}), report: plan}
 	run.report.ID, run.report.Result = newRunID(), "running"
+	// The run's whole life: the test, the journals and the restore.
+	if held, err := c.takeFailoverLease(ctx, run.report.ID, run.timeout()+5*time.Minute); err != nil || held != "" {
+		if err != nil {
+			return nil, err.Error()
+		}
+		return nil, held
+	}
 	run.report.Restored = restored
 	c.failoverRun = run
 	go run.run()

@@ -21,6 +21,17 @@ const Source = "https://github.com/calico-lb/calico-lb"
 // creation time, so one commit always gives one digest. version empty:
 // `git describe --tags --always`.
 func Build(root string, arches []string, version string) (v1.ImageIndex, Meta, error) {
+	bins, meta, err := BuildBinaries(root, arches, version)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	idx, err := Index(meta, bins)
+	return idx, meta, err
+}
+
+// BuildBinaries is Build's first half: the binaries of each GOARCH and the
+// labels, for Index, and for an SBOM of exactly what the image holds.
+func BuildBinaries(root string, arches []string, version string) (map[string]Binaries, Meta, error) {
 	meta, err := metaFromGit(root, version)
 	if err != nil {
 		return nil, Meta{}, err
@@ -42,8 +53,7 @@ func Build(root string, arches []string, version string) (v1.ImageIndex, Meta, e
 		}
 		bins[arch] = b
 	}
-	idx, err := Index(meta, bins)
-	return idx, meta, err
+	return bins, meta, nil
 }
 
 func metaFromGit(root, version string) (Meta, error) {

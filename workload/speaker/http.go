@@ -57,7 +57,8 @@ func (s *Speaker) Handler() http.Handler {
 		}
 	}
 	s.health(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	// Anyone who reaches the node may scrape: at most two scrapes at once.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 2}))
 	// What the speaker did and saw since a time (RFC 3339), with the last
 	// announce and withdraw of ip's route: the failover test's timeline.
 	mux.HandleFunc("GET /v1/journal", authorized(func(w http.ResponseWriter, r *http.Request) {
@@ -150,8 +151,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.s.status()
-	for _, p := range st.Peers {
+	// Counts only: a scrape formats no route (status() would write out
+	// every one of them, 100,000 with a full table).
+	v := c.s.bgp.view()
+	var peers []PeerStatus
+	if v.running {
+		peers = v.peers
+	}
+	for _, p := range peers {
 		v := 0.0
 		if p.State == "established" {
 			v = 1
@@ -163,7 +170,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(problemDesc, prometheus.GaugeValue, problem, p.Address)
 	}
-	ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(len(st.Routes)))
+	ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(len(v.routes)))
 	l2 := c.s.l2.status()
 	ch <- prometheus.MustNewConstMetric(ownedDesc, prometheus.GaugeValue, float64(len(l2.Owned)))
 	ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(l2.Changes))

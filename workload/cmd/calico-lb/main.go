@@ -307,9 +307,13 @@ func runAccess(args []string) error {
 	kubeconfig, ns, lease := namespaceFlags(fs)
 	tokenFile := fs.String("token-file", "", "where to keep the controller's token (required)")
 	owner := fs.Int("owner", -1, "user and group that own the token file and its directory (the controller's); -1: leave them")
+	failover := fs.String("failover-test", "auto", "the failover test's powers (cordon, evict, delete pods): on (a test starts), off, or auto (on while a node carries a test's mark, else off)")
 	_ = fs.Parse(args)
 	if *tokenFile == "" {
 		return errors.New("access: --token-file is required")
+	}
+	if *failover != "on" && *failover != "off" && *failover != "auto" {
+		return fmt.Errorf("access: --failover-test %q: want on, off or auto", *failover)
 	}
 	client, err := clientFor(*kubeconfig)
 	if err != nil {
@@ -321,7 +325,17 @@ func runAccess(args []string) error {
 	if *owner >= 0 {
 		f.Owner = owner
 	}
-	return controller.Access{Namespace: *ns, LeaseName: *lease}.Grant(ctx, client, f, controller.TokenTTL)
+	a := controller.Access{Namespace: *ns, LeaseName: *lease}
+	if err := a.Grant(ctx, client, f, controller.TokenTTL); err != nil {
+		return err
+	}
+	grant := *failover == "on"
+	if *failover == "auto" {
+		if grant, err = controller.FailoverUnderway(ctx, client); err != nil {
+			return err
+		}
+	}
+	return a.Failover(ctx, client, grant)
 }
 
 // namespaceFlags are the flags of the commands that act on the

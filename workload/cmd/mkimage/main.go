@@ -24,21 +24,39 @@ func main() {
 	arches := flag.String("arch", "amd64,arm64", "GOARCHes, comma-separated")
 	tag := flag.String("tag", "", "the tag in the archive (default: the version)")
 	version := flag.String("version", "", "the version label (default: git describe --tags --always)")
+	binaries := flag.String("binaries", "", "also write the image's binaries here (DIR/ARCH/calico-lb, DIR/ARCH/pebble), for `make sbom`")
 	flag.Parse()
-	if err := run(*out, strings.Split(*arches, ","), *tag, *version); err != nil {
+	if err := run(*out, strings.Split(*arches, ","), *tag, *version, *binaries); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out string, arches []string, tag, version string) error {
+func run(out string, arches []string, tag, version, binaries string) error {
 	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
 		return fmt.Errorf("mkimage runs in the calico-lb git tree: %w", err)
 	}
-	idx, meta, err := image.Build(strings.TrimSpace(string(root)), arches, version)
+	bins, meta, err := image.BuildBinaries(strings.TrimSpace(string(root)), arches, version)
 	if err != nil {
 		return err
+	}
+	idx, err := image.Index(meta, bins)
+	if err != nil {
+		return err
+	}
+	if binaries != "" {
+		for arch, b := range bins {
+			for name, data := range map[string][]byte{"calico-lb": b.CalicoLB, "pebble": b.Pebble} {
+				p := filepath.Join(binaries, arch, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					return err
+				}
+				if err := os.WriteFile(p, data, 0o755); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if tag == "" {
 		tag = meta.Version
