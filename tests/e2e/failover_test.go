@@ -125,7 +125,11 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 		defer wg.Done()
 		r1, e1 = failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "pod", "probe": probeURL, "timeout": 8})
 	}()
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { return failoverbed.Restored(ctx, b.Kube) != "" }); err != nil {
+	// Its node marked (and cordoned): the test runs, not only its powers.
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
+		msg := failoverbed.Restored(ctx, b.Kube)
+		return strings.Contains(msg, "mark") || strings.Contains(msg, "cordoned")
+	}); err != nil {
 		t.Fatal("the pinned test never marked its node")
 	}
 	r2, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/web", "mode": "speaker", "probe": probeURL})

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,8 +223,9 @@ func Run(ctx context.Context, u *kubebed.Unit, c *Client, params map[string]any)
 	return r, nil
 }
 
-// Restored says what of a failover test is left on the cluster's nodes:
-// a node still cordoned or still carrying the test's mark ("" if none).
+// Restored says what of a failover test is left on the cluster: a node
+// still cordoned or still carrying the test's mark, or the controller
+// still holding the test's powers (their binding), "" if nothing.
 func Restored(ctx context.Context, kube kubernetes.Interface) string {
 	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -235,6 +237,15 @@ func Restored(ctx context.Context, kube kubernetes.Interface) string {
 		}
 		if v, ok := n.Annotations["calico-lb.io/failover-test"]; ok {
 			return n.Name + " still has the test's mark " + v
+		}
+	}
+	bindings, err := kube.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for _, b := range bindings.Items {
+		if strings.HasPrefix(b.Name, "calico-lb-controller-failover-") {
+			return "the controller still holds the failover test's powers (ClusterRoleBinding " + b.Name + ")"
 		}
 	}
 	return ""

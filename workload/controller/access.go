@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -100,8 +101,16 @@ func (a Access) Failover(ctx context.Context, client kubernetes.Interface, grant
 	return nil
 }
 
-// FailoverUnderway says whether a node carries a failover test's mark.
-func FailoverUnderway(ctx context.Context, client kubernetes.Interface) (bool, error) {
+// FailoverUnderway says whether a failover test of a's controllers runs
+// (it holds the test's Lease) or a node carries a test's mark.
+func (a Access) FailoverUnderway(ctx context.Context, client kubernetes.Interface) (bool, error) {
+	l, err := client.CoordinationV1().Leases(a.Namespace).Get(ctx, FailoverLeaseName, metav1.GetOptions{})
+	switch {
+	case err == nil && !leaseExpired(l, time.Now()):
+		return true, nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return false, fmt.Errorf("the failover test's Lease: %w", err)
+	}
 	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return false, fmt.Errorf("list nodes for failover marks: %w", err)

@@ -44,7 +44,7 @@ func TestFailoverFaults(t *testing.T) {
 	if err := cordon(); !apierrors.IsForbidden(err) {
 		t.Fatalf("a cordon without the failover test's powers: %v, want Forbidden", err)
 	}
-	if underway, err := FailoverUnderway(ctx, e.client); err != nil || underway {
+	if underway, err := a.FailoverUnderway(ctx, e.client); err != nil || underway {
 		t.Fatalf("a test is underway before any: %v %v", underway, err)
 	}
 	if err := a.Failover(ctx, e.client, true); err != nil {
@@ -53,7 +53,7 @@ func TestFailoverFaults(t *testing.T) {
 	if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool { return cordon() == nil }); err != nil {
 		t.Fatalf("the granted powers do not cordon: %v", cordon())
 	}
-	if underway, err := FailoverUnderway(ctx, e.client); err != nil || !underway {
+	if underway, err := a.FailoverUnderway(ctx, e.client); err != nil || !underway {
 		t.Fatalf("the mark does not count as a test underway: %v %v", underway, err)
 	}
 	if err := c.clearMark(ctx, node, mark{ID: "r0", Cordoned: true}); err != nil {
@@ -194,6 +194,9 @@ func TestFailoverLeaseOneAtATime(t *testing.T) {
 	a, b := mk("unit-0"), mk("unit-1")
 	if held, err := a.takeFailoverLease(ctx, "r1", time.Minute); err != nil || held != "" {
 		t.Fatalf("the first test: %q %v", held, err)
+	}
+	if underway, err := (Access{Namespace: e.ns}).FailoverUnderway(ctx, e.client); err != nil || !underway {
+		t.Fatalf("a held Lease does not count as a test underway: %v %v", underway, err)
 	}
 	held, err := b.takeFailoverLease(ctx, "r2", time.Minute)
 	if err != nil || !strings.Contains(held, "unit-0 r1") {

@@ -331,7 +331,7 @@ func runAccess(args []string) error {
 	}
 	grant := *failover == "on"
 	if *failover == "auto" {
-		if grant, err = controller.FailoverUnderway(ctx, client); err != nil {
+		if grant, err = a.FailoverUnderway(ctx, client); err != nil {
 			return err
 		}
 	}
