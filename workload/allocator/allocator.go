@@ -464,20 +464,13 @@ func (st *state) allocateSimple(req *Request) (int32, bool) {
 		if !p.AutoAssign || !p.admitsReq(req) {
 			continue
 		}
-		r0 := st.free(p, req.Families[0])
-		if r0 == nil {
+		if st.free(p, req.Families[0]) == nil || (want == 2 && st.free(p, req.Families[1]) == nil) {
 			continue
 		}
-		var r1 *prange
-		if want == 2 {
-			if r1 = st.free(p, req.Families[1]); r1 == nil {
-				continue
-			}
-		}
 		slot := st.newSlot(req.Service, req)
-		st.takeFresh(slot, r0, slot)
-		if r1 != nil {
-			st.takeFresh(slot, r1, slot)
+		st.takeFresh(slot, st.claim(p, req.Families[0]), slot)
+		if want == 2 {
+			st.takeFresh(slot, st.claim(p, req.Families[1]), slot)
 		}
 		return slot, true
 	}
@@ -520,7 +513,7 @@ func (st *state) take(p *pool, f Family, req *Request, slot int32, avoid *[2]net
 		e.ips[i], e.rngs[i], e.offs[i] = g.ip, r, r.off(g.ip)
 		return
 	}
-	r := st.free(p, f)
+	r := st.claim(p, f)
 	if r == nil {
 		panic("allocator: take called without a free address") // canServe said yes just before
 	}

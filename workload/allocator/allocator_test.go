@@ -841,3 +841,34 @@ func TestUsageAndListing(t *testing.T) {
 		t.Fatal("Release reports wrongly whether anything was held")
 	}
 }
+
+// Asking whether a pool has room (scoring pools, explaining a refusal)
+// moves nothing: a pool whose current range is full keeps its place
+// until an allocation actually takes from the next range. Before, the
+// question itself moved the pool to the next range and reset that
+// range's cursor.
+func TestQueriesDoNotMoveTheCursor(t *testing.T) {
+	a := mustNew(t, Pool{Name: "p", Ranges: rngs("10.0.0.10/32", "10.0.1.0/30"), AutoAssign: true})
+	mustAlloc(t, a, v4req("ns", "first")) // 10.0.0.10: the first range is now full
+	p := a.st.byName["p"]
+	before := p.cur
+	cursors := func() []string {
+		var out []string
+		for _, r := range p.ranges[fi(IPv4)] {
+			out = append(out, fmt.Sprint(r.t.cursor, r.t.wrapped))
+		}
+		return out
+	}
+	was := cursors()
+	for range 3 {
+		if a.st.free(p, IPv4) == nil {
+			t.Fatal("the pool has room in its second range")
+		}
+	}
+	if p.cur != before || !slices.Equal(cursors(), was) {
+		t.Fatalf("asking moved the pool: current range %v -> %v, cursors %v -> %v", before, p.cur, was, cursors())
+	}
+	if ip := mustAlloc(t, a, v4req("ns", "second")).IPs[0].String(); ip != "10.0.1.0" {
+		t.Fatalf("the next allocation got %s, want 10.0.1.0 (the next range, from its start)", ip)
+	}
+}

@@ -40,13 +40,29 @@ func (a *Allocator) PendingLoss(svc ServiceKey) []netip.Addr {
 	return out
 }
 
-// free returns the range of pool p that the next fresh address of family
-// f comes from, or nil: within the held-back change's pools while
-// allocateNew prefers them.
+// free says which range of pool p the next fresh address of family f
+// would come from, or nil: within the held-back change's pools while
+// allocateNew prefers them. It only reads; claim is the allocation's.
 func (st *state) free(p *pool, f Family) *prange {
 	if st.within == nil {
-		return p.free(f)
+		r, _, _ := p.next(f)
+		return r
 	}
+	return st.freeWithinPool(p, f)
+}
+
+// claim is free for an allocation: outside a held-back change, the pool's
+// cursor moves to the range it picks (pool.claim).
+func (st *state) claim(p *pool, f Family) *prange {
+	if st.within == nil {
+		return p.claim(f)
+	}
+	return st.freeWithinPool(p, f)
+}
+
+// freeWithinPool is the first range of p with a free address inside the
+// held-back change's pools.
+func (st *state) freeWithinPool(p *pool, f Family) *prange {
 	for _, r := range p.ranges[fi(f)] {
 		if _, ok := st.freeWithin(r, r.t.cursor); ok {
 			return r

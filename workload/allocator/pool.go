@@ -61,36 +61,46 @@ func sortPools(ps []*pool) {
 	})
 }
 
-// free returns the range of family f that the next fresh address comes
-// from, or nil when the pool has none: the current range while it has a
-// free address ahead of its cursor, else the next range with a free
-// address, which is then entered from its start. Only when every other
+// next says which range of family f the next fresh address comes from,
+// or nil when the pool has none: the current range while it has a free
+// address ahead of its cursor, else the next range with a free address,
+// which is then entered from its start (enter). Only when every other
 // range is full does a range start again behind its own cursor, so an
-// address released a moment ago waits while any other range has room.
-func (p *pool) free(f Family) *prange {
+// address released a moment ago waits while any other range has room. It
+// only reads: asking (scoring pools, explaining a refusal) moves nothing.
+func (p *pool) next(f Family) (r *prange, i int, enter bool) {
 	rs := p.ranges[fi(f)]
 	switch len(rs) {
 	case 0:
-		return nil
+		return nil, 0, false
 	case 1:
 		if rs[0].t.exhausted() {
-			return nil
+			return nil, 0, false
 		}
-		return rs[0]
+		return rs[0], 0, false
 	}
 	c := p.cur[fi(f)]
 	if rs[c].t.ahead() {
-		return rs[c]
+		return rs[c], c, false
 	}
 	for k := 1; k <= len(rs); k++ {
 		i := (c + k) % len(rs)
 		if r := rs[i]; !r.t.exhausted() {
-			p.cur[fi(f)] = i
-			r.t.seek(iprange.U128{})
-			return r
+			return r, i, true
 		}
 	}
-	return nil
+	return nil, 0, false
+}
+
+// claim is next for an allocation: it makes the range it picks the
+// current one, entered from its start.
+func (p *pool) claim(f Family) *prange {
+	r, i, enter := p.next(f)
+	if enter {
+		p.cur[fi(f)] = i
+		r.t.seek(iprange.U128{})
+	}
+	return r
 }
 
 // candidates lists the pools a request may allocate from, in order.
