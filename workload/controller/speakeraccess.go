@@ -7,6 +7,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -61,7 +62,11 @@ func (a Access) ensureSpeakerAccess(ctx context.Context, client kubernetes.Inter
 		}},
 		{"ValidatingAdmissionPolicy " + a.guardName(), func() error {
 			p := a.speakerGuard()
-			return kubeapply.Apply(ctx, client.AdmissionregistrationV1().ValidatingAdmissionPolicies(), p, func(have, want *admissionv1.ValidatingAdmissionPolicy) { have.Spec = want.Spec })
+			err := kubeapply.Apply(ctx, client.AdmissionregistrationV1().ValidatingAdmissionPolicies(), p, func(have, want *admissionv1.ValidatingAdmissionPolicy) { have.Spec = want.Spec })
+			if apierrors.IsNotFound(err) {
+				return fmt.Errorf("this cluster serves no admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy, which guards the speakers' DaemonSet: calico-lb needs Kubernetes 1.30 or later: %w", err)
+			}
+			return err
 		}},
 		{"ValidatingAdmissionPolicyBinding " + a.guardName(), func() error {
 			b := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: meta("", a.guardName(), l), Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
