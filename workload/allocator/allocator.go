@@ -464,13 +464,29 @@ func (st *state) allocateSimple(req *Request) (int32, bool) {
 		if !p.AutoAssign || !p.admitsReq(req) {
 			continue
 		}
-		if st.free(p, req.Families[0]) == nil || (want == 2 && st.free(p, req.Families[1]) == nil) {
+		// Both families first, moving nothing: a pool that lacks one is
+		// passed over as it was.
+		r0, i0 := st.pick(p, req.Families[0])
+		if r0 == nil {
 			continue
 		}
-		slot := st.newSlot(req.Service, req)
-		st.takeFresh(slot, st.claim(p, req.Families[0]), slot)
+		var r1 *prange
+		i1 := -1
 		if want == 2 {
-			st.takeFresh(slot, st.claim(p, req.Families[1]), slot)
+			if r1, i1 = st.pick(p, req.Families[1]); r1 == nil {
+				continue
+			}
+		}
+		if i0 >= 0 {
+			p.enter(req.Families[0], i0)
+		}
+		slot := st.newSlot(req.Service, req)
+		st.takeFresh(slot, r0, slot)
+		if r1 != nil {
+			if i1 >= 0 {
+				p.enter(req.Families[1], i1)
+			}
+			st.takeFresh(slot, r1, slot)
 		}
 		return slot, true
 	}

@@ -44,20 +44,30 @@ func (a *Allocator) PendingLoss(svc ServiceKey) []netip.Addr {
 // would come from, or nil: within the held-back change's pools while
 // allocateNew prefers them. It only reads; claim is the allocation's.
 func (st *state) free(p *pool, f Family) *prange {
-	if st.within == nil {
-		r, _, _ := p.next(f)
-		return r
-	}
-	return st.freeWithinPool(p, f)
+	r, _ := st.pick(p, f)
+	return r
 }
 
-// claim is free for an allocation: outside a held-back change, the pool's
-// cursor moves to the range it picks (pool.claim).
-func (st *state) claim(p *pool, f Family) *prange {
-	if st.within == nil {
-		return p.claim(f)
+// pick is free with what an allocation from it must do first: enter the
+// range (pool.enter) at index i, or nothing when i is -1.
+func (st *state) pick(p *pool, f Family) (r *prange, i int) {
+	if st.within != nil {
+		return st.freeWithinPool(p, f), -1
 	}
-	return st.freeWithinPool(p, f)
+	r, i, enter := p.next(f)
+	if !enter {
+		i = -1
+	}
+	return r, i
+}
+
+// claim is free for an allocation: the pool moves to the range it picks.
+func (st *state) claim(p *pool, f Family) *prange {
+	r, i := st.pick(p, f)
+	if i >= 0 {
+		p.enter(f, i)
+	}
+	return r
 }
 
 // freeWithinPool is the first range of p with a free address inside the

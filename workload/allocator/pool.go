@@ -92,15 +92,11 @@ func (p *pool) next(f Family) (r *prange, i int, enter bool) {
 	return nil, 0, false
 }
 
-// claim is next for an allocation: it makes the range it picks the
-// current one, entered from its start.
-func (p *pool) claim(f Family) *prange {
-	r, i, enter := p.next(f)
-	if enter {
-		p.cur[fi(f)] = i
-		r.t.seek(iprange.U128{})
-	}
-	return r
+// enter makes range i of family f the current one, from its start: what
+// an allocation from next's answer does when next said enter.
+func (p *pool) enter(f Family, i int) {
+	p.cur[fi(f)] = i
+	p.ranges[fi(f)][i].t.seek(iprange.U128{})
 }
 
 // candidates lists the pools a request may allocate from, in order.
