@@ -93,7 +93,7 @@ func (f TokenFile) write(token []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".token-*")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+"-*")
 	if err != nil {
 		return err
 	}

@@ -113,7 +113,7 @@ func ParseL2Keys(data []byte) (L2Keys, error) {
 }
 
 // NewKey makes a random 256-bit key, hex-encoded as the key files (the
-// heartbeat keys, the status API's token) have it.
+// heartbeat keys, the controller's local API key) have it.
 func NewKey() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)

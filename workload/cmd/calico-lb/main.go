@@ -161,11 +161,11 @@ func runController(args []string) error {
 	if keyPath == "" {
 		keyPath = config.DefaultAPIKeyFile
 	}
-	key, err := api.LoadOrCreateKey(keyPath)
+	key, err := controller.LoadOrCreateKey(keyPath)
 	if err != nil {
 		return err
 	}
-	srv := api.Server(api.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
+	srv := api.Server(controller.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)

@@ -1,17 +1,16 @@
-package api
+package controller
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 // The controller's local API listens on loopback, which `kubectl
@@ -23,7 +22,8 @@ import (
 // as a bearer token. Port-forwarding gives a connection, not the file.
 
 // LoadOrCreateKey returns the key in path, first writing a new random one
-// there (0600, in a 0700 directory) when there is none.
+// there (speaker.NewKey; 0600, in a 0700 directory, as TokenFile writes
+// the token beside it) when there is none.
 func LoadOrCreateKey(path string) ([]byte, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if key := []byte(strings.TrimSpace(string(b))); len(key) >= 32 {
@@ -32,27 +32,8 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("local API key %s: %w", path, err)
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, err
-	}
-	key := []byte(hex.EncodeToString(raw))
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("local API key %s: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".api-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("local API key %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(key, '\n')); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	key := []byte(speaker.NewKey())
+	if err := (TokenFile{Path: path}).write(append(key, '\n')); err != nil {
 		return nil, fmt.Errorf("local API key %s: %w", path, err)
 	}
 	return key, nil
