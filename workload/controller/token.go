@@ -2,18 +2,17 @@ package controller
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // TokenTTL is how long a token of the controller's ServiceAccount lives.
@@ -21,30 +20,12 @@ import (
 // itself at half-life, and the charm on every hook.
 const TokenTTL = time.Hour
 
-// claims are the parts of a ServiceAccount token we read: not to trust
-// them (the apiserver does that), only to know when to renew.
-type claims struct {
-	IssuedAt int64 `json:"iat"`
-	Expires  int64 `json:"exp"`
-	K8s      struct {
-		ServiceAccount struct {
-			UID string `json:"uid"`
-		} `json:"serviceaccount"`
-	} `json:"kubernetes.io"`
-}
-
-func readClaims(token string) (claims, error) {
-	var c claims
-	parts := strings.Split(strings.TrimSpace(token), ".")
-	if len(parts) != 3 {
-		return c, errors.New("not a JWT")
-	}
-	body, err := base64.RawURLEncoding.DecodeString(parts[1])
+// readClaims reads the controller's own token's claims, to know when to
+// renew it.
+func readClaims(token string) (api.TokenClaims, error) {
+	c, err := api.ReadTokenClaims(token)
 	if err != nil {
-		return c, fmt.Errorf("JWT payload: %w", err)
-	}
-	if err := json.Unmarshal(body, &c); err != nil {
-		return c, fmt.Errorf("JWT payload: %w", err)
+		return c, err
 	}
 	if c.Expires <= c.IssuedAt {
 		return c, errors.New("JWT without a lifetime")

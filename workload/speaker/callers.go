@@ -3,8 +3,6 @@ package speaker
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -123,44 +121,20 @@ func (t *TokenReviews) Check(ctx context.Context, token string) error {
 // does that), to refuse at once what cannot be for this node, and returns
 // when it expires.
 func (t *TokenReviews) plausible(token string, now time.Time) (time.Time, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 || len(token) > 16<<10 {
-		return time.Time{}, errors.New("the bearer token is not a ServiceAccount token (a JWT)")
+	notJWT := errors.New("the bearer token is not a ServiceAccount token (a JWT)")
+	if len(token) > 16<<10 {
+		return time.Time{}, notJWT
 	}
-	body, err := base64.RawURLEncoding.DecodeString(parts[1])
+	c, err := api.ReadTokenClaims(token)
 	if err != nil {
-		return time.Time{}, errors.New("the bearer token is not a ServiceAccount token (a JWT)")
+		return time.Time{}, notJWT
 	}
-	var c struct {
-		Aud audience `json:"aud"`
-		Exp int64    `json:"exp"`
-	}
-	if err := json.Unmarshal(body, &c); err != nil {
-		return time.Time{}, errors.New("the bearer token is not a ServiceAccount token (a JWT)")
-	}
-	if !slices.Contains(c.Aud, t.audience) {
+	if !slices.Contains(c.Audiences, t.audience) {
 		return time.Time{}, fmt.Errorf("the token is not for %s", t.audience)
 	}
-	exp := time.Unix(c.Exp, 0)
+	exp := time.Unix(c.Expires, 0)
 	if !now.Before(exp) {
 		return time.Time{}, errors.New("the token has expired")
 	}
 	return exp, nil
-}
-
-// audience is a JWT's aud: one string or a list of them.
-type audience []string
-
-func (a *audience) UnmarshalJSON(b []byte) error {
-	var one string
-	if err := json.Unmarshal(b, &one); err == nil {
-		*a = []string{one}
-		return nil
-	}
-	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return err
-	}
-	*a = many
-	return nil
 }
