@@ -111,16 +111,8 @@ func (a Access) FailoverUnderway(ctx context.Context, client kubernetes.Interfac
 	case err != nil && !apierrors.IsNotFound(err):
 		return false, fmt.Errorf("the failover test's Lease: %w", err)
 	}
-	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return false, fmt.Errorf("list nodes for failover marks: %w", err)
-	}
-	for _, n := range nodes.Items {
-		if _, ok := n.Annotations[failoverMark]; ok {
-			return true, nil
-		}
-	}
-	return false, nil
+	marks, err := nodeMarks(ctx, client)
+	return len(marks) > 0, err
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/workload/api"
 )
@@ -56,7 +57,12 @@ func (c *Controller) patchNode(ctx context.Context, node string, patch map[strin
 
 // marks lists the nodes a failover test holds.
 func (c *Controller) marks(ctx context.Context) (map[string]mark, error) {
-	list, err := c.opts.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	return nodeMarks(ctx, c.opts.Client)
+}
+
+// nodeMarks reads the failover tests' marks off every node, by node.
+func nodeMarks(ctx context.Context, client kubernetes.Interface) (map[string]mark, error) {
+	list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
