@@ -138,7 +138,7 @@ func dedicatedRacks(ctx context.Context, b *spinebed.Bed, u *kubebed.Unit, vip, 
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(st.ActionResults["table"], "\n") {
+	for _, line := range strings.Split(st.Results["table"], "\n") {
 		if strings.Contains(line, "shop/local") && strings.Contains(line, "advertised") {
 			fmt.Println("    verify: " + strings.Join(strings.Fields(line), " "))
 		}

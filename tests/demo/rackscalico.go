@@ -104,14 +104,14 @@ func runRacksCalico(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("    juju run calico-lb/leader verify: %s failed\n", res.ActionResults["failed"])
+	fmt.Printf("    juju run calico-lb/leader verify: %s failed\n", res.Results["failed"])
 	step("The Calico link's check: calico's %s emptied (juju config calico %s=\"\"), verify names the fix", calico.OptLoadBalancerIPs, calico.OptLoadBalancerIPs)
 	spinebed.SetCalicoOption(fc, model, calico.OptLoadBalancerIPs, "")
 	res, _, err = u.Action(ctx, "verify", nil)
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(res.ActionResults["table"], "\n") {
+	for _, line := range strings.Split(res.Results["table"], "\n") {
 		if strings.Contains(line, "calico") && strings.HasPrefix(strings.TrimSpace(line), "fail") {
 			fmt.Println("    verify: " + strings.Join(strings.Fields(line), " "))
 		}

@@ -63,10 +63,11 @@ func TestCharmCalicoLink(t *testing.T) {
 	}
 
 	// sync-calico through the real dispatch: nothing left to change.
-	if out, err := j.Action(t, b.dispatch, "sync-calico", map[string]any{"dry-run": false}); err != nil || j.State(t).ActionFailed != nil {
-		t.Fatalf("sync-calico: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	a, out, err := j.Action(t, b.dispatch, "sync-calico", map[string]any{"dry-run": false})
+	if err != nil || a.Failed != nil {
+		t.Fatalf("sync-calico: %v %v\n%s", err, a.Failed, out)
 	}
-	if r := j.State(t).ActionResults; r["applied"] != "false" || r["after"] != want || !strings.Contains(r["summary"], "already in line") {
+	if r := a.Results; r["applied"] != "false" || r["after"] != want || !strings.Contains(r["summary"], "already in line") {
 		t.Fatalf("sync-calico results %v", r)
 	}
 	if n := len(fc.CallsTo("Application", "SetConfigs")); n != 1 {

@@ -141,19 +141,20 @@ func TestCharmRealParts(t *testing.T) {
 	}
 
 	// An action through the real dispatch and the real workload.
-	if out, err := j.Action(t, dispatch, "list-allocations", nil); err != nil {
+	a, out, err := j.Action(t, dispatch, "list-allocations", nil)
+	if err != nil {
 		t.Fatalf("list-allocations: %v\n%s\nlogs %v\ncalls %v", err, out, j.State(t).Logs, j.State(t).Calls[len(j.State(t).Calls)-3:])
 	}
-	if r := j.State(t).ActionResults; r["services.0.name"] != "default/shop" {
-		t.Fatalf("list-allocations results %v (failed: %v)", r, j.State(t).ActionFailed)
+	if r := a.Results; r["services.0.name"] != "default/shop" {
+		t.Fatalf("list-allocations results %v (failed: %v)", r, a.Failed)
 	}
 
 	// verify in calico mode without the link: it cannot see calico's
 	// option, and says what to run.
-	if out, err := j.Action(t, dispatch, "verify", map[string]any{"service": "default/shop"}); err != nil || j.State(t).ActionFailed != nil {
-		t.Fatalf("verify: %v %v\n%s", err, j.State(t).ActionFailed, out)
+	if a, out, err = j.Action(t, dispatch, "verify", map[string]any{"service": "default/shop"}); err != nil || a.Failed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, a.Failed, out)
 	}
-	if r := j.State(t).ActionResults; r["checks.0.name"] != "calico-option" || r["checks.0.result"] != "warn" ||
+	if r := a.Results; r["checks.0.name"] != "calico-option" || r["checks.0.result"] != "warn" ||
 		r["checks.0.fix"] != "run: "+calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.0.0.0/24"}) ||
 		r["checks.1.name"] != "calico-peers" || r["checks.1.result"] != "info" || r["checks.2.name"] != "calico-ipam" || r["checks.2.result"] != "pass" ||
 		r["checks.3.name"] != "external-ips" || r["checks.3.result"] != "pass" || r["checks.4.service"] != "default/shop" || r["checks.4.result"] != "pass" {
@@ -169,11 +170,11 @@ func TestCharmRealParts(t *testing.T) {
 	if st := j.State(t).UnitStatus; st.Name != "blocked" || !strings.Contains(st.Message, "default/shop") || !strings.Contains(st.Message, "apply-pool-change") {
 		t.Fatalf("status %+v, want blocked on the held-back pool change", st)
 	}
-	if out, err := j.Action(t, dispatch, "apply-pool-change", nil); err != nil {
+	if a, out, err = j.Action(t, dispatch, "apply-pool-change", nil); err != nil {
 		t.Fatalf("apply-pool-change: %v\n%s", err, out)
 	}
-	if r := j.State(t).ActionResults; r["applied"] != "true" || r["services.0"] != "default/shop" {
-		t.Fatalf("apply-pool-change results %v (failed: %v)", r, j.State(t).ActionFailed)
+	if r := a.Results; r["applied"] != "true" || r["services.0"] != "default/shop" {
+		t.Fatalf("apply-pool-change results %v (failed: %v)", r, a.Failed)
 	}
 	waitShop("10.0.1.", 15*time.Second)
 	hook("update-status")
@@ -185,18 +186,18 @@ func TestCharmRealParts(t *testing.T) {
 	// before the action returns.
 	s, _ := kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
 	was := s.Status.LoadBalancer.Ingress[0].IP
-	if out, err := j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/shop"}); err != nil {
+	if a, out, err = j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/shop"}); err != nil {
 		t.Fatalf("reallocate: %v\n%s", err, out)
 	}
-	r := j.State(t).ActionResults
+	r := a.Results
 	s, _ = kube.CoreV1().Services("default").Get(ctx, "shop", metav1.GetOptions{})
 	if r["old-ips"] != was || r["new-ips"] == was || r["status-written"] != "true" || s.Status.LoadBalancer.Ingress[0].IP != r["new-ips"] {
-		t.Fatalf("reallocate results %v (failed: %v); shop now %v", r, j.State(t).ActionFailed, s.Status.LoadBalancer.Ingress)
+		t.Fatalf("reallocate results %v (failed: %v); shop now %v", r, a.Failed, s.Status.LoadBalancer.Ingress)
 	}
-	if _, err := j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/nope"}); err != nil {
+	if a, _, err = j.Action(t, dispatch, "reallocate", map[string]any{"service": "default/nope"}); err != nil {
 		t.Fatal(err)
 	}
-	if f := j.State(t).ActionFailed; f == nil || !strings.Contains(*f, "no such Service") {
+	if f := a.Failed; f == nil || !strings.Contains(*f, "no such Service") {
 		t.Fatalf("reallocate of a missing Service: failed %v", f)
 	}
 

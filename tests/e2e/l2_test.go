@@ -143,10 +143,10 @@ func TestL2EndToEnd(t *testing.T) {
 	// verify through the real dispatch: the owner the speakers report is
 	// the node that really answers ARP.
 	st, out, err := u.Action(ctx, "verify", map[string]any{"service": "web/web"})
-	if err != nil || st.ActionFailed != nil {
+	if err != nil || st.Failed != nil {
 		t.Fatalf("verify: %v %v\n%s", err, st, out)
 	}
-	r := st.ActionResults
+	r := st.Results
 	found := false
 	for i := 0; r[fmt.Sprintf("checks.%d.name", i)] != ""; i++ {
 		k := fmt.Sprintf("checks.%d.", i)
@@ -163,13 +163,13 @@ func TestL2EndToEnd(t *testing.T) {
 
 	// failover-test would fail the node that really answers ARP.
 	st, out, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/web", "mode": "node", "dry-run": true})
-	if err != nil || st.ActionFailed != nil {
-		t.Fatalf("failover-test: %v %v\n%s", err, st.ActionFailed, out)
+	if err != nil || st.Failed != nil {
+		t.Fatalf("failover-test: %v %v\n%s", err, st.Failed, out)
 	}
-	if r := st.ActionResults; r["result"] != "planned" || r["target"] != fmt.Sprint("node", first) || r["announcement"] != "l2" || !strings.Contains(r["steps.0"], "drain") {
+	if r := st.Results; r["result"] != "planned" || r["target"] != fmt.Sprint("node", first) || r["announcement"] != "l2" || !strings.Contains(r["steps.0"], "drain") {
 		t.Fatalf("failover-test dry run: %v", r)
 	}
-	t.Logf("failover-test dry run:\n%s", st.ActionResults["plan"])
+	t.Logf("failover-test dry run:\n%s", st.Results["plan"])
 
 	// The owner's speaker pod deleted: another node answers, and the
 	// client is served meanwhile; the DaemonSet's replacement takes the IP

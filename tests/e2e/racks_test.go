@@ -156,10 +156,10 @@ func TestRacksSpinePeering(t *testing.T) {
 	}
 
 	st, out, err := u.Action(ctx, "verify", nil)
-	if err != nil || st.ActionFailed != nil || st.ActionResults["failed"] != "0" {
-		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
+	if err != nil || st.Failed != nil || st.Results["failed"] != "0" {
+		t.Fatalf("verify: %v %v\n%s\n%s", err, st.Failed, st.Results["table"], out)
 	}
-	t.Logf("verify:\n%s", st.ActionResults["table"])
+	t.Logf("verify:\n%s", st.Results["table"])
 
 	// Dedicated racks: speakers in rack 1 only. The Cluster Service is
 	// announced from rack 1's nodes and reachable through them; the Local
@@ -182,7 +182,7 @@ func TestRacksSpinePeering(t *testing.T) {
 	waitBGPNextHops(t, b, lvip+"/32")
 	waitPods(t, b, vip, 2, "through rack 1", nil)
 	st, _, err = u.Action(ctx, "verify", nil)
-	r := st.ActionResults
+	r := st.Results
 	if err != nil || r["failed"] == "0" || !strings.Contains(r["table"], "where no speaker runs") || !strings.Contains(r["table"], "externalTrafficPolicy: Cluster") {
 		t.Fatalf("verify with the Local pod outside the speakers' rack: %v\n%s", err, r["table"])
 	}
@@ -238,10 +238,10 @@ func TestRacksCalicoMode(t *testing.T) {
 	t.Logf("the Local pod moved to node1: its /32 moved to rack 1's ToR")
 
 	st, out, err := u.Action(ctx, "verify", nil)
-	if err != nil || st.ActionFailed != nil || st.ActionResults["failed"] != "0" {
-		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
+	if err != nil || st.Failed != nil || st.Results["failed"] != "0" {
+		t.Fatalf("verify: %v %v\n%s\n%s", err, st.Failed, st.Results["table"], out)
 	}
-	t.Logf("verify:\n%s", st.ActionResults["table"])
+	t.Logf("verify:\n%s", st.Results["table"])
 
 	// The failover test's mode=pod in calico mode, timed from the client:
 	// web (Cluster), and roam, a Local Service whose one pod may run
@@ -285,11 +285,11 @@ func TestRacksCalicoMode(t *testing.T) {
 	// charm's fix and the exact juju config command.
 	setOption("")
 	st, _, err = u.Action(ctx, "verify", nil)
-	if err != nil || st.ActionResults["failed"] == "0" || !strings.Contains(st.ActionResults["table"], "sync-calico dry-run=false") ||
-		!strings.Contains(st.ActionResults["table"], calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.215.100.0/28"})) {
-		t.Fatalf("verify with the option emptied: %v\n%s", err, st.ActionResults["table"])
+	if err != nil || st.Results["failed"] == "0" || !strings.Contains(st.Results["table"], "sync-calico dry-run=false") ||
+		!strings.Contains(st.Results["table"], calicolink.Command("calico", "bgp-service-loadbalancer-ips", []string{"10.215.100.0/28"})) {
+		t.Fatalf("verify with the option emptied: %v\n%s", err, st.Results["table"])
 	}
-	t.Logf("verify with the option emptied:\n%s", st.ActionResults["table"])
+	t.Logf("verify with the option emptied:\n%s", st.Results["table"])
 
 }
 
@@ -319,8 +319,8 @@ func TestRacksCollision(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 4 {
-			if st.ActionResults[fmt.Sprintf("speakers.%d.peers.0.state", i)] == "established" {
-				established = append(established, st.ActionResults[fmt.Sprintf("speakers.%d.node", i)])
+			if st.Results[fmt.Sprintf("speakers.%d.peers.0.state", i)] == "established" {
+				established = append(established, st.Results[fmt.Sprintf("speakers.%d.node", i)])
 			}
 		}
 		time.Sleep(2 * time.Second)

@@ -140,11 +140,11 @@ func TestSpineEndToEnd(t *testing.T) {
 
 	// bgp-status through the real dispatch in the charm container: the
 	// controller gathers each speaker pod's own report.
-	st, out, err := u.Action(ctx, "bgp-status", nil)
-	if err != nil || st.ActionFailed != nil {
-		t.Fatalf("bgp-status: %v %v\n%s", err, st, out)
+	act, out, err := u.Action(ctx, "bgp-status", nil)
+	if err != nil || act.Failed != nil {
+		t.Fatalf("bgp-status: %v %v\n%s", err, act, out)
 	}
-	r := st.ActionResults
+	r := act.Results
 	for i := range 2 {
 		k := fmt.Sprintf("speakers.%d.", i)
 		if r[k+"node"] != fmt.Sprint("node", i+1) || r[k+"peers.0.address"] != fmt.Sprintf("10.212.%d.1", i+1) ||
@@ -202,26 +202,26 @@ func TestSpineEndToEnd(t *testing.T) {
 	// failover-test plans from what attracts the traffic now: web is
 	// announced from both nodes; local's one pod is on node1, so failing
 	// node1's speaker would leave it nowhere to go.
-	st, out, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/web", "mode": "speaker", "dry-run": true})
-	if err != nil || st.ActionFailed != nil {
-		t.Fatalf("failover-test: %v %v\n%s", err, st.ActionFailed, out)
+	act, out, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/web", "mode": "speaker", "dry-run": true})
+	if err != nil || act.Failed != nil {
+		t.Fatalf("failover-test: %v %v\n%s", err, act.Failed, out)
 	}
-	if r := st.ActionResults; r["result"] != "planned" || r["attracting-nodes-before"] != "node1,node2" || r["target"] != "node1" || r["vip"] != vip {
+	if r := act.Results; r["result"] != "planned" || r["attracting-nodes-before"] != "node1,node2" || r["target"] != "node1" || r["vip"] != vip {
 		t.Fatalf("failover-test dry run: %v", r)
 	}
-	t.Logf("failover-test dry run:\n%s", st.ActionResults["plan"])
-	st, _, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/local", "mode": "speaker", "dry-run": true})
-	if err != nil || st.ActionFailed == nil || !strings.Contains(*st.ActionFailed, "no other node with one of its pods has a working speaker") {
-		t.Fatalf("failover-test of a Local Service with one pod: %v %v", err, st.ActionFailed)
+	t.Logf("failover-test dry run:\n%s", act.Results["plan"])
+	act, _, err = u.Action(ctx, "failover-test", map[string]any{"service": "web/local", "mode": "speaker", "dry-run": true})
+	if err != nil || act.Failed == nil || !strings.Contains(*act.Failed, "no other node with one of its pods has a working speaker") {
+		t.Fatalf("failover-test of a Local Service with one pod: %v %v", err, act.Failed)
 	}
-	t.Logf("failover-test refused: %s", *st.ActionFailed)
+	t.Logf("failover-test refused: %s", *act.Failed)
 
 	// verify through the real dispatch.
-	st, out, err = u.Action(ctx, "verify", nil)
-	if err != nil || st.ActionFailed != nil {
-		t.Fatalf("verify: %v %v\n%s", err, st, out)
+	act, out, err = u.Action(ctx, "verify", nil)
+	if err != nil || act.Failed != nil {
+		t.Fatalf("verify: %v %v\n%s", err, act, out)
 	}
-	r = st.ActionResults
+	r = act.Results
 	if r["failed"] != "0" {
 		t.Fatalf("verify failed:\n%s", r["table"])
 	}

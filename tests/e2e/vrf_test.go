@@ -119,8 +119,8 @@ func TestVRFWorkaround(t *testing.T) {
 	t.Logf("router: show bgp vrf all summary\n%s", summary)
 
 	st, out, err := u.Action(ctx, "verify", nil)
-	if err != nil || st.ActionFailed != nil || st.ActionResults["failed"] != "0" {
-		t.Fatalf("verify: %v %v\n%s\n%s", err, st.ActionFailed, st.ActionResults["table"], out)
+	if err != nil || st.Failed != nil || st.Results["failed"] != "0" {
+		t.Fatalf("verify: %v %v\n%s\n%s", err, st.Failed, st.Results["table"], out)
 	}
-	t.Logf("verify:\n%s", st.ActionResults["table"])
+	t.Logf("verify:\n%s", st.Results["table"])
 }

@@ -193,22 +193,13 @@ func (r Result) Agree() bool {
 // measures the client's outage over the time the action measured (from
 // the fault to when it saw recovery and began to restore).
 func Run(ctx context.Context, u *kubebed.Unit, c *Client, params map[string]any) (Result, error) {
-	before, err := u.State(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	st, out, err := u.Action(ctx, "failover-test", params)
+	a, out, err := u.Action(ctx, "failover-test", params)
 	if err != nil {
 		return Result{Output: out}, fmt.Errorf("failover-test: %v\n%s", err, out)
 	}
-	r := Result{Results: st.ActionResults, Output: out, OutageMs: -1}
-	for _, l := range st.Logs[min(len(before.Logs), len(st.Logs)):] {
-		if len(l) > 7 && l[:7] == "ACTION " {
-			r.Logs = append(r.Logs, l[7:])
-		}
-	}
-	if st.ActionFailed != nil {
-		r.Failed = *st.ActionFailed
+	r := Result{Results: a.Results, Output: out, Logs: a.Logs, OutageMs: -1}
+	if a.Failed != nil {
+		r.Failed = *a.Failed
 	}
 	if v, ok := r.Results["outage-ms"]; ok {
 		r.OutageMs, _ = strconv.ParseInt(v, 10, 64)

@@ -2,6 +2,7 @@ package fakejuju
 
 import (
 	"context"
+	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,7 @@ func New(t testing.TB, st *State) *Juju {
 			t.Fatal(err)
 		}
 	}
-	if err := st.Save(j.StatePath); err != nil {
+	if err := Replace(j.StatePath, st); err != nil {
 		t.Fatal(err)
 	}
 	return j
@@ -67,9 +68,7 @@ func (j *Juju) State(t testing.TB) *State {
 // Update changes the state between hooks.
 func (j *Juju) Update(t testing.TB, f func(*State)) {
 	t.Helper()
-	s := j.State(t)
-	f(s)
-	if err := s.Save(j.StatePath); err != nil {
+	if err := Update(j.StatePath, func(s *State) error { f(s); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -79,18 +78,26 @@ func (j *Juju) Hook(dispatch, hook string) (string, error) {
 	return j.run(dispatch, "hooks/"+hook, HookEnv(hook)...)
 }
 
-// Action runs dispatch for action name with params.
-func (j *Juju) Action(t testing.TB, dispatch, name string, params map[string]any) (string, error) {
-	j.Update(t, func(s *State) { s.StartAction(params) })
-	defer j.Update(t, func(s *State) { s.ActionParams = nil })
-	return j.run(dispatch, "actions/"+name, ActionEnv(name)...)
+// Action runs dispatch for action name with params, and returns what the
+// action set (results, failure, log) and dispatch's output.
+func (j *Juju) Action(t testing.TB, dispatch, name string, params map[string]any) (*Action, string, error) {
+	t.Helper()
+	id := NewActionID()
+	j.Update(t, func(s *State) { s.StartAction(id, params) })
+	out, err := j.run(dispatch, "actions/"+name, ActionEnv(name, id)...)
+	var a *Action
+	j.Update(t, func(s *State) { a = s.Actions[id]; a.Done = true })
+	return a, out, err
 }
+
+// NewActionID is a fresh JUJU_ACTION_UUID.
+func NewActionID() string { return rand.Text() }
 
 // HookEnv and ActionEnv are what Juju adds to dispatch's environment for a
 // hook and for an action.
 func HookEnv(name string) []string { return []string{"JUJU_HOOK_NAME=" + name} }
-func ActionEnv(name string) []string {
-	return []string{"JUJU_HOOK_NAME=", "JUJU_ACTION_NAME=" + name, "JUJU_ACTION_UUID=1"}
+func ActionEnv(name, id string) []string {
+	return []string{"JUJU_HOOK_NAME=", "JUJU_ACTION_NAME=" + name, "JUJU_ACTION_UUID=" + id}
 }
 
 func (j *Juju) run(dispatch, path string, extra ...string) (string, error) {

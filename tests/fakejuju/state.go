@@ -7,22 +7,26 @@ package fakejuju
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
+	"syscall"
 )
 
 // State is what the tools read and write.
 type State struct {
 	Config        map[string]any               `json:"config"`
 	Leader        bool                         `json:"leader"`
-	Secrets       map[string]map[string]string `json:"secrets"`      // URI -> content (granted ones only)
-	ActionParams  map[string]any               `json:"actionParams"` // nil outside an action
-	UnitStatus    Status                       `json:"unitStatus"`
-	AppStatus     Status                       `json:"appStatus"`
-	AppVersion    string                       `json:"appVersion,omitempty"`
-	ActionResults map[string]string            `json:"actionResults,omitempty"`
-	ActionFailed  *string                      `json:"actionFailed,omitempty"`
-	Logs          []string                     `json:"logs,omitempty"`
-	Calls         [][]string                   `json:"calls,omitempty"` // every tool call, argv
+	Secrets    map[string]map[string]string `json:"secrets"` // URI -> content (granted ones only)
+	UnitStatus Status                       `json:"unitStatus"`
+	AppStatus  Status                       `json:"appStatus"`
+	AppVersion string                       `json:"appVersion,omitempty"`
+	// Actions are the unit's actions by JUJU_ACTION_UUID, running or done:
+	// Juju runs an action with `parallel: true` beside others, so each has
+	// its own parameters, results and log.
+	Actions map[string]*Action `json:"actions,omitempty"`
+	Logs    []string           `json:"logs,omitempty"`
+	Calls   [][]string         `json:"calls,omitempty"` // every tool call, argv
 	// Relations are this unit's relations by endpoint.
 	Relations map[string][]*Relation `json:"relations,omitempty"`
 	// Address is the unit's bind address, for network-get.
@@ -62,12 +66,25 @@ type Status struct {
 	Message string `json:"message"`
 }
 
-// StartAction sets an action's parameters and clears the last results.
-func (s *State) StartAction(params map[string]any) {
+// Action is one run of an action: what action-get reads, action-set,
+// action-fail and action-log write.
+type Action struct {
+	Params  map[string]any    `json:"params"`
+	Results map[string]string `json:"results,omitempty"`
+	Failed  *string           `json:"failed,omitempty"`
+	Logs    []string          `json:"logs,omitempty"` // action-log lines
+	Done    bool              `json:"done,omitempty"`
+}
+
+// StartAction records action id as running with params.
+func (s *State) StartAction(id string, params map[string]any) {
 	if params == nil {
 		params = map[string]any{}
 	}
-	s.ActionParams, s.ActionResults, s.ActionFailed = params, nil, nil
+	if s.Actions == nil {
+		s.Actions = map[string]*Action{}
+	}
+	s.Actions[id] = &Action{Params: params}
 }
 
 // Load reads the state file.
@@ -77,14 +94,68 @@ func Load(path string) (*State, error) {
 		return nil, err
 	}
 	var s State
-	return &s, json.Unmarshal(b, &s)
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("fakejuju state %s: %w", path, err)
+	}
+	return &s, nil
 }
 
-// Save writes the state file.
+// Save writes the state file whole or not at all: a reader never sees
+// half of it.
 func (s *State) Save(path string) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Update loads the state, lets f change it and saves it, holding a lock
+// beside the file throughout: hook tools of actions running side by side
+// (and the tests between them) change one file, and without the lock one
+// writer's change is lost to another's.
+func Update(path string, f func(*State) error) error {
+	return locked(path, func() error {
+		st, err := Load(path)
+		if err != nil {
+			return err
+		}
+		if err := f(st); err != nil {
+			return err
+		}
+		return st.Save(path)
+	})
+}
+
+// Replace writes st as the whole state, under Update's lock.
+func Replace(path string, st *State) error {
+	return locked(path, func() error { return st.Save(path) })
+}
+
+func locked(path string, f func() error) error {
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	return f()
 }

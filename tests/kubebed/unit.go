@@ -170,19 +170,28 @@ func (u *Unit) Hook(ctx context.Context, name string) (string, error) {
 	return u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "hook", name)
 }
 
-// Action runs an action in the charm container and returns the state
-// after it: its results, or why it failed.
-func (u *Unit) Action(ctx context.Context, name string, params map[string]any) (*fakejuju.State, string, error) {
+// Action runs an action in the charm container and returns what it set
+// (its results, or why it failed, and its log) and its output. Actions may
+// run side by side, as Juju runs those marked parallel.
+func (u *Unit) Action(ctx context.Context, name string, params map[string]any) (*fakejuju.Action, string, error) {
 	p, err := json.Marshal(params)
 	if err != nil {
 		return nil, "", err
 	}
-	out, err := u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "action", name, string(p))
+	id := fakejuju.NewActionID()
+	out, err := u.b.Exec(ctx, u.Model, u.Pod, "charm", nil, images.UnitAgent, "action", name, string(p), id)
 	if err != nil {
 		return nil, out, err
 	}
 	st, err := u.State(ctx)
-	return st, out, err
+	if err != nil {
+		return nil, out, err
+	}
+	a := st.Actions[id]
+	if a == nil {
+		return nil, out, fmt.Errorf("action %s (%s) left no record in the unit's state", name, id)
+	}
+	return a, out, nil
 }
 
 // State reads the hook tools' state.

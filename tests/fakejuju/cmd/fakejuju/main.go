@@ -25,15 +25,17 @@ type exitErr struct {
 func main() {
 	tool := filepath.Base(os.Args[0])
 	path := os.Getenv("FAKEJUJU_STATE")
-	st, err := fakejuju.Load(path)
+	var (
+		out []byte
+		e   *exitErr
+	)
+	err := fakejuju.Update(path, func(st *fakejuju.State) error {
+		st.Calls = append(st.Calls, append([]string{tool}, os.Args[1:]...))
+		out, e = run(st, tool, os.Args[1:])
+		return nil
+	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ERROR fakejuju state %s: %v\n", path, err)
-		os.Exit(1)
-	}
-	st.Calls = append(st.Calls, append([]string{tool}, os.Args[1:]...))
-	out, e := run(st, tool, os.Args[1:])
-	if err := st.Save(path); err != nil {
-		fmt.Fprintf(os.Stderr, "ERROR fakejuju state: %v\n", err)
+		fmt.Fprintf(os.Stderr, "ERROR %v\n", err)
 		os.Exit(1)
 	}
 	if e != nil {
@@ -41,6 +43,16 @@ func main() {
 		os.Exit(e.code)
 	}
 	os.Stdout.Write(out)
+}
+
+// running is the action this tool runs in (JUJU_ACTION_UUID), as the
+// action tools need one.
+func running(st *fakejuju.State) (*fakejuju.Action, *exitErr) {
+	a := st.Actions[os.Getenv("JUJU_ACTION_UUID")]
+	if a == nil || a.Done {
+		return nil, &exitErr{1, "not running an action"}
+	}
+	return a, nil
 }
 
 // flags splits args into flags (--x, --x=v, -x) and positionals.
@@ -159,16 +171,18 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 		}
 		return format(fl, content, "yaml"), nil
 	case "action-get":
-		if st.ActionParams == nil {
-			return nil, &exitErr{1, "not running an action"}
+		a, e := running(st)
+		if e != nil {
+			return nil, e
 		}
-		return format(fl, st.ActionParams, "smart"), nil
+		return format(fl, a.Params, "smart"), nil
 	case "action-set":
-		if st.ActionParams == nil {
-			return nil, &exitErr{1, "not running an action"}
+		a, e := running(st)
+		if e != nil {
+			return nil, e
 		}
-		if st.ActionResults == nil {
-			st.ActionResults = map[string]string{}
+		if a.Results == nil {
+			a.Results = map[string]string{}
 		}
 		for _, kv := range pos {
 			k, v, ok := strings.Cut(kv, "=")
@@ -183,10 +197,14 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 			if slices.Contains([]string{"stdout", "stdout-encoding", "stderr", "stderr-encoding"}, k) {
 				return nil, &exitErr{2, fmt.Sprintf("cannot set reserved action key %q", k)}
 			}
-			st.ActionResults[k] = v
+			a.Results[k] = v
 		}
 		return nil, nil
 	case "action-fail":
+		a, e := running(st)
+		if e != nil {
+			return nil, e
+		}
 		if len(pos) > 1 {
 			return nil, &exitErr{2, "unrecognized args"}
 		}
@@ -194,10 +212,14 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 		if len(pos) == 1 {
 			msg = pos[0]
 		}
-		st.ActionFailed = &msg
+		a.Failed = &msg
 		return nil, nil
 	case "action-log":
-		st.Logs = append(st.Logs, "ACTION "+strings.Join(pos, " "))
+		a, e := running(st)
+		if e != nil {
+			return nil, e
+		}
+		a.Logs = append(a.Logs, strings.Join(pos, " "))
 		return nil, nil
 	case "application-version-set":
 		if len(pos) != 1 {

@@ -5,7 +5,7 @@
 //
 //	unitagent wait                 # the container's entrypoint
 //	unitagent hook NAME            # run dispatch for hook NAME
-//	unitagent action NAME [JSON]   # run action NAME with parameters
+//	unitagent action NAME JSON ID  # run action NAME with parameters as JUJU_ACTION_UUID ID
 //	unitagent state                # print the hook tools' state (JSON)
 //	unitagent set-state            # replace it with standard input
 //
@@ -54,33 +54,37 @@ func run(args []string) error {
 		if err := json.NewDecoder(os.Stdin).Decode(&st); err != nil {
 			return fmt.Errorf("state on standard input: %w", err)
 		}
-		return st.Save(statePath)
+		return fakejuju.Replace(statePath, &st)
 	case "hook", "action":
 		if len(args) < 2 {
 			return fmt.Errorf("%s: which one?", args[0])
 		}
 		name, path, env := args[1], "hooks/"+args[1], fakejuju.HookEnv(args[1])
+		id := ""
 		if args[0] == "action" {
+			if len(args) != 4 {
+				return fmt.Errorf("usage: unitagent action NAME JSON ID")
+			}
 			params := map[string]any{}
-			if len(args) > 2 {
-				if err := json.Unmarshal([]byte(args[2]), &params); err != nil {
-					return fmt.Errorf("action parameters: %w", err)
-				}
+			if err := json.Unmarshal([]byte(args[2]), &params); err != nil {
+				return fmt.Errorf("action parameters: %w", err)
 			}
-			st, err := fakejuju.Load(statePath)
-			if err != nil {
+			id = args[3]
+			if err := fakejuju.Update(statePath, func(st *fakejuju.State) error { st.StartAction(id, params); return nil }); err != nil {
 				return err
 			}
-			st.StartAction(params)
-			if err := st.Save(statePath); err != nil {
-				return err
-			}
-			path, env = "actions/"+name, fakejuju.ActionEnv(name)
+			path, env = "actions/"+name, fakejuju.ActionEnv(name, id)
 		}
 		cmd := fakejuju.Command(os.Getenv("UNITAGENT_DISPATCH"), os.Getenv("UNITAGENT_TOOLS"), statePath,
 			os.Getenv("JUJU_UNIT_NAME"), os.Getenv("JUJU_MODEL_NAME"), path, env...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		return cmd.Run()
+		err := cmd.Run()
+		if id != "" {
+			if e := fakejuju.Update(statePath, func(st *fakejuju.State) error { st.Actions[id].Done = true; return nil }); e != nil && err == nil {
+				err = e
+			}
+		}
+		return err
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
