@@ -15,8 +15,8 @@ import (
 
 // State is what the tools read and write.
 type State struct {
-	Config        map[string]any               `json:"config"`
-	Leader        bool                         `json:"leader"`
+	Config     map[string]any               `json:"config"`
+	Leader     bool                         `json:"leader"`
 	Secrets    map[string]map[string]string `json:"secrets"` // URI -> content (granted ones only)
 	UnitStatus Status                       `json:"unitStatus"`
 	AppStatus  Status                       `json:"appStatus"`
