@@ -31,10 +31,14 @@ type Report struct {
 	Summary Summary   `json:"summary"`
 }
 
-// Limits on what one request may ask.
+// Limits on what one request may ask, so that whoever reaches the agent
+// gets little more than a slow client out of it: at most maxRuns runs of
+// at most MaxInFlight open attempts each.
 const (
-	MinInterval = 5 * time.Millisecond
+	MinInterval = 10 * time.Millisecond
+	MaxTimeout  = 5 * time.Second
 	MaxFor      = 15 * time.Minute
+	MaxInFlight = 64
 	maxRuns     = 4
 	keepEnded   = 10 * time.Minute
 )
@@ -91,8 +95,8 @@ func (a *Agent) Check(req Request) error {
 	if req.IntervalMs != 0 && time.Duration(req.IntervalMs)*time.Millisecond < MinInterval {
 		return fmt.Errorf("intervalMs %d: want at least %d", req.IntervalMs, MinInterval.Milliseconds())
 	}
-	if req.TimeoutMs < 0 {
-		return fmt.Errorf("timeoutMs %d: want a positive number", req.TimeoutMs)
+	if req.TimeoutMs < 0 || time.Duration(req.TimeoutMs)*time.Millisecond > MaxTimeout {
+		return fmt.Errorf("timeoutMs %d: want 1 to %d (0: 500)", req.TimeoutMs, MaxTimeout.Milliseconds())
 	}
 	if req.ForMs <= 0 || time.Duration(req.ForMs)*time.Millisecond > MaxFor {
 		return fmt.Errorf("forMs %d: want 1 to %d", req.ForMs, MaxFor.Milliseconds())

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -133,6 +134,8 @@ func TestAgentRefuses(t *testing.T) {
 		{Request{Target: "10.0.1.5:80", ForMs: 1000}, "outside the ranges"},
 		{Request{Target: "10.0.0.5:http2x", ForMs: 1000}, "not a TCP port"},
 		{Request{Target: "10.0.0.5:80", ForMs: 1000, IntervalMs: 1}, "intervalMs"},
+		{Request{Target: "10.0.0.5:80", ForMs: 1000, IntervalMs: 9}, "intervalMs"},
+		{Request{Target: "10.0.0.5:80", ForMs: 1000, TimeoutMs: int(MaxTimeout.Milliseconds()) + 1}, "timeoutMs"},
 		{Request{Target: "10.0.0.5:80"}, "forMs"},
 		{Request{Target: "10.0.0.5:80", ForMs: int(MaxFor.Milliseconds()) + 1}, "forMs"},
 	} {
@@ -185,4 +188,29 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("accepted %q outside the allowed ranges", target)
 		}
 	})
+}
+
+// However long the target keeps connections hanging, a run holds at most
+// MaxInFlight attempts open at once.
+func TestRunBoundsAttemptsInFlight(t *testing.T) {
+	var mu sync.Mutex
+	open, most := 0, 0
+	hang := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		mu.Lock()
+		open++
+		most = max(most, open)
+		mu.Unlock()
+		<-ctx.Done()
+		mu.Lock()
+		open--
+		mu.Unlock()
+		return nil, ctx.Err()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	rec := NewRecord()
+	Run(ctx, "10.0.0.5:80", time.Millisecond, time.Second, hang, rec)
+	if most != MaxInFlight {
+		t.Fatalf("at most %d attempts open at once, want %d", most, MaxInFlight)
+	}
 }
