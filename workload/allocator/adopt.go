@@ -125,6 +125,9 @@ func (st *state) adopt(req *Request, ips []netip.Addr) (int32, error) {
 	slot := st.newSlot(req.Service, req)
 	e := &st.svcs[slot]
 	for i, ip := range ips {
+		if g := groups[i]; g != nil && g.idx.ns != scope(g.idx.pool, req.Service) {
+			e.issues |= IssueSharedAcrossNamespaces
+		}
 		st.hold(slot, ip, rngs[i], groups[i], req)
 		if !rngs[i].pool.admitsReq(req) {
 			e.issues |= IssueNotAdmitted

@@ -872,3 +872,37 @@ func TestQueriesDoNotMoveTheCursor(t *testing.T) {
 		t.Fatalf("the next allocation got %s, want 10.0.1.0 (the next range, from its start)", ip)
 	}
 }
+
+// A share across namespaces from before sharing was held to one namespace
+// (or made while the pool allowed it) is restored as it was, so that no
+// client is cut off, but flagged: the joiner from the other namespace
+// carries IssueSharedAcrossNamespaces, which list-allocations shows, and
+// the first holder does not. In a pool that allows it, nothing is flagged.
+func TestAdoptFlagsSharesAcrossNamespaces(t *testing.T) {
+	for _, open := range []bool{false, true} {
+		a := mustNew(t, Pool{Name: "p", Ranges: rngs("10.0.0.0/24"), AutoAssign: true, SharedAcrossNamespaces: open})
+		req := func(ns, name string, port int32) *Request {
+			r := v4req(ns, name)
+			r.SharingKey, r.Ports = "k", []Port{{Protocol: "TCP", Port: port}}
+			return r
+		}
+		first, err := a.Adopt(req("a", "web", 80), addrs("10.0.0.5"))
+		if err != nil || first.Issues != 0 {
+			t.Fatalf("open=%v first holder: %v %v", open, first, err)
+		}
+		joiner, err := a.Adopt(req("b", "api", 443), addrs("10.0.0.5"))
+		if err != nil {
+			t.Fatalf("open=%v: the share was not restored: %v", open, err)
+		}
+		if flagged := joiner.Issues&IssueSharedAcrossNamespaces != 0; flagged == open {
+			t.Fatalf("open=%v: joiner's issues %q", open, joiner.Issues)
+		}
+		if !open && !strings.Contains(joiner.Issues.String(), "another namespace") {
+			t.Fatalf("Issues.String() = %q", joiner.Issues)
+		}
+		// A joiner of its own namespace is not flagged.
+		if same, err := a.Adopt(req("a", "admin", 8080), addrs("10.0.0.5")); err != nil || same.Issues != 0 {
+			t.Fatalf("open=%v same-namespace joiner: %v %v", open, same, err)
+		}
+	}
+}

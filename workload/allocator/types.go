@@ -227,6 +227,11 @@ const (
 	IssueBuggyIP Issue = 1 << iota
 	// IssueNotAdmitted: the pool no longer admits the Service (namespaces or selector).
 	IssueNotAdmitted
+	// IssueSharedAcrossNamespaces: the Service shares an address with a
+	// Service of another namespace in a pool that does not allow it (a
+	// share made before sharing was held to one namespace, restored
+	// as it was).
+	IssueSharedAcrossNamespaces
 )
 
 func (i Issue) String() string {
@@ -236,6 +241,9 @@ func (i Issue) String() string {
 	}
 	if i&IssueNotAdmitted != 0 {
 		s = append(s, "pool no longer admits the Service")
+	}
+	if i&IssueSharedAcrossNamespaces != 0 {
+		s = append(s, "shares its address with a Service of another namespace, which the pool does not allow: reallocate it")
 	}
 	return strings.Join(s, "; ")
 }

@@ -18,6 +18,15 @@ func (t *term) adoptAll() (adopted, outside int) {
 	adopted, t.outside = adoptExisting(t.alloc, all, t.active.LoadBalancerClass, func(sk allocator.ServiceKey, ips []netip.Addr, err error) {
 		// Held by an older Service: this one is allocated afresh.
 		t.c.log.Warn("cannot adopt", "service", sk, "ips", ips, "error", err)
+	}, func(svc *corev1.Service, asg allocator.Assignment) {
+		if asg.Issues&allocator.IssueSharedAcrossNamespaces != 0 {
+			// Kept as it was (moving it would cut its clients off), but
+			// never silently: another tenant's Service holds its address.
+			t.c.log.Warn("adopted a share across namespaces", "service", svc.Namespace+"/"+svc.Name, "ips", asg.List())
+			t.c.events.post(svc, corev1.EventTypeWarning, "SharedAcrossNamespaces", "",
+				"%s is shared with a Service of another namespace, which its pool does not allow (a share from before sharing was held to one namespace); it is kept so that no client is cut off: run the reallocate action for this Service to give it its own address",
+				joinIPs(asg.List()))
+		}
 	})
 	return adopted, len(t.outside)
 }
@@ -25,8 +34,10 @@ func (t *term) adoptAll() (adopted, outside int) {
 // adoptExisting adopts the addresses in the status of every Service of the
 // class, oldest Service first so that the oldest holder of a contested IP
 // keeps it. It returns how many it adopted and the Services whose
-// addresses lie outside every pool; clash reports the others it refused.
-func adoptExisting(alloc *allocator.Allocator, all []*corev1.Service, class string, clash func(allocator.ServiceKey, []netip.Addr, error)) (int, map[allocator.ServiceKey][]netip.Addr) {
+// addresses lie outside every pool; clash reports the others it refused,
+// and kept (if not nil) each Service adopted with an issue.
+func adoptExisting(alloc *allocator.Allocator, all []*corev1.Service, class string, clash func(allocator.ServiceKey, []netip.Addr, error),
+	kept func(*corev1.Service, allocator.Assignment)) (int, map[allocator.ServiceKey][]netip.Addr) {
 	all = slices.Clone(all)
 	sort.Slice(all, func(i, j int) bool {
 		a, b := all[i].CreationTimestamp, all[j].CreationTimestamp
@@ -47,11 +58,14 @@ func adoptExisting(alloc *allocator.Allocator, all []*corev1.Service, class stri
 			// Keep its IPs anyway: the request is what is wrong, not the holding.
 			req.Request = allocator.Request{Service: req.Service, Labels: svc.Labels, Families: familiesOf(ips)}
 		}
-		_, err = alloc.Adopt(&req.Request, ips)
+		asg, err := alloc.Adopt(&req.Request, ips)
 		var ae *allocator.Error
 		switch {
 		case err == nil:
 			adopted++
+			if asg.Issues != 0 && kept != nil {
+				kept(svc, asg)
+			}
 		case errors.As(err, &ae) && ae.Reason == allocator.ReasonOutsidePools:
 			outside[req.Service] = ips
 		case clash != nil:

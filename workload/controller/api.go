@@ -198,7 +198,7 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 			return nil, err
 		}
 		all, _ := c.services.List(labels.Everything())
-		adoptExisting(alloc, all, cfg.LoadBalancerClass, nil)
+		adoptExisting(alloc, all, cfg.LoadBalancerClass, nil, nil)
 		s = buildSnapshot(alloc)
 		s.Source, s.Mode = "cache", cfg.Mode
 		if f := c.file.Load(); f != nil && f.cfg == cfg {
