@@ -198,7 +198,7 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"CalicoLBPoolNearlyFull", "CalicoLBPoolExhausted", "CalicoLBServiceWaiting", "CalicoLBBGPSessionDown", "CalicoLBNoLeader", "CalicoLBConfigRejected", "CalicoLBPoolChangeHeldBack", "CalicoLBL2ClockSkew"}
+	want := []string{"CalicoLBPoolNearlyFull", "CalicoLBPoolExhausted", "CalicoLBServiceWaiting", "CalicoLBBGPSessionDown", "CalicoLBNoLeader", "CalicoLBConfigRejected", "CalicoLBPoolChangeHeldBack", "CalicoLBL2ClockSkew", "CalicoLBL2HeartbeatsRejected"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("alerts %v, want %v", names, want)
 	}

@@ -25,6 +25,7 @@ func TestAlertsFireOnTheirConditions(t *testing.T) {
 		}
 		return promrules.Series{Labels: l, Value: v}
 	}
+	grows := func(x promrules.Series, perStep float64) promrules.Series { x.Slope = perStep; return x }
 	healthy := []promrules.Series{s("calico_lb_leader", 1, "juju_unit", "lb/0"), s("calico_lb_config_last_reload_successful", 1, "juju_unit", "lb/0"),
 		s("calico_lb_pool_change_held_back", 0), s("calico_lb_pool_addresses", 10, "pool", "p", "family", "ipv4"),
 		s("calico_lb_pool_addresses_in_use", 5, "pool", "p", "family", "ipv4"), s("calico_lb_bgp_session_up", 1, "node", "n1", "peer", "10.0.0.1")}
@@ -56,6 +57,10 @@ func TestAlertsFireOnTheirConditions(t *testing.T) {
 		{"held back 30 minutes", with(s("calico_lb_pool_change_held_back", 3)), 30 * time.Minute, nil},
 		{"clocks apart 2 minutes", with(s("calico_lb_l2_clock_skewed_peers", 1, "node", "n2")), 2 * time.Minute, []string{"CalicoLBL2ClockSkew"}},
 		{"clocks agree", with(s("calico_lb_l2_clock_skewed_peers", 0, "node", "n2")), 2 * time.Hour, nil},
+		{"forged heartbeats for 15 minutes", with(grows(s("calico_lb_l2_heartbeats_rejected_total", 0, "node", "n2", "reason", "unauthentic"), 1)), 15 * time.Minute, []string{"CalicoLBL2HeartbeatsRejected"}},
+		{"held-back heartbeats for 15 minutes", with(grows(s("calico_lb_l2_heartbeats_rejected_total", 0, "node", "n2", "reason", "stale"), 1)), 15 * time.Minute, []string{"CalicoLBL2HeartbeatsRejected"}},
+		{"a few refused at a restart", with(s("calico_lb_l2_heartbeats_rejected_total", 3, "node", "n2", "reason", "stale")), 2 * time.Hour, nil},
+		{"forged heartbeats for 3 minutes", with(grows(s("calico_lb_l2_heartbeats_rejected_total", 0, "node", "n2", "reason", "unauthentic"), 1)), 3 * time.Minute, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := promrules.Firing(t, data, tc.series, tc.held); !slices.Equal(got, tc.want) {

@@ -27,6 +27,7 @@ import (
 type Series struct {
 	Labels map[string]string
 	Value  float64
+	Slope  float64 // added every 15 s: a counter that grows
 }
 
 // FromScrape reads a scrape (Prometheus' text format) into series: the
@@ -95,7 +96,7 @@ func Firing(t testing.TB, data string, series []Series, d time.Duration) []strin
 		for _, k := range keys {
 			parts = append(parts, fmt.Sprintf("%s=%q", k, s.Labels[k]))
 		}
-		fmt.Fprintf(&load, "  %s{%s} %v+0x%d\n", s.Labels["__name__"], strings.Join(parts, ","), s.Value, steps)
+		fmt.Fprintf(&load, "  %s{%s} %v+%vx%d\n", s.Labels["__name__"], strings.Join(parts, ","), s.Value, s.Slope, steps)
 	}
 	storage := promqltest.LoadedStorage(t, load.String())
 	defer storage.Close()

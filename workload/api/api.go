@@ -114,11 +114,15 @@ type L2Status struct {
 	Missing []L2Missing `json:"missingInterfaces,omitempty"`
 	// Rejected counts the heartbeats this speaker refused, by reason:
 	// unauthentic (no key of ours signed it), source (not from where that
-	// node's heartbeats come from), clock (sent more than 30 s from our
-	// clock), replay (not newer than the last one from that life).
+	// node's heartbeats come from), replay (not newer than the last one
+	// from that life), stale (not an answer to a recent challenge of
+	// ours: held back, or replayed after a restart), clock (from a speaker
+	// before heartbeat version 3, sent more than 30 s from our clock).
 	Rejected map[string]uint64 `json:"heartbeatsRejected,omitempty"`
-	// Skewed are the nodes whose authentic heartbeats were refused for
-	// their send time lately, with how far off they were.
+	// Skewed are the nodes whose heartbeats were sent more than 30 s from
+	// this node's clock lately, with how far off they were. Ownership does
+	// not depend on clocks, unless a peer runs a speaker from before
+	// heartbeat version 3 (then Error says so).
 	Skewed []string `json:"clockSkewed,omitempty"`
 }
 

@@ -12,21 +12,38 @@ import (
 	"strings"
 )
 
-// heartbeat is one liveness message: "CLB2 node started uptime revived seq
-// sent", then an HMAC-SHA256 of that text, in hex.
+// heartbeat is one liveness message, then an HMAC-SHA256 of its text in
+// hex. Version 3, "CLB3 node started uptime revived seq sent nonce echo",
+// is fresh when it echoes a challenge (nonce) the receiver sent within the
+// last two rotations: no clock is compared across nodes. Version 2,
+// "CLB2 node started uptime revived seq sent", is what speakers before it
+// send; it is judged by its send time against the receiver's clock, and a
+// speaker sends it beside version 3 only to peers not yet heard speaking
+// version 3, so that a rolling upgrade never splits the speakers.
 type heartbeat struct {
+	v       int // 2 or 3
 	node    string
 	started int64  // the sender's start, Unix ns: which life of the sender
 	uptime  int64  // ns since it started, on its monotonic clock: its "alive since"
 	revived int64  // how often the sender saw the receiver come back
 	seq     uint64 // numbers the sender's heartbeats since it started
-	sent    int64  // Unix ns
+	sent    int64  // Unix ns: only shown (clocks apart), and judged in version 2
+	nonce   string // v3: the sender's current challenge
+	echo    string // v3: the receiver's latest challenge the sender heard, or noEcho
 }
 
-const heartbeatMagic = "CLB2"
+const (
+	heartbeatMagicV2 = "CLB2"
+	heartbeatMagic   = "CLB3"
+	noEcho           = "-"
+	nonceLen         = 16 // hex characters: 64 random bits
+)
 
 func (h heartbeat) text() string {
-	return fmt.Sprintf("%s %s %d %d %d %d %d", heartbeatMagic, h.node, h.started, h.uptime, h.revived, h.seq, h.sent)
+	if h.v == 2 {
+		return fmt.Sprintf("%s %s %d %d %d %d %d", heartbeatMagicV2, h.node, h.started, h.uptime, h.revived, h.seq, h.sent)
+	}
+	return fmt.Sprintf("%s %s %d %d %d %d %d %s %s", heartbeatMagic, h.node, h.started, h.uptime, h.revived, h.seq, h.sent, h.nonce, h.echo)
 }
 
 func mac(key []byte, text string) []byte {
@@ -39,6 +56,18 @@ func mac(key []byte, text string) []byte {
 func (h heartbeat) seal(key []byte) []byte {
 	t := h.text()
 	return []byte(t + " " + hex.EncodeToString(mac(key, t)))
+}
+
+// newNonce is a fresh challenge.
+func newNonce() string {
+	b := make([]byte, nonceLen/2)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b)
+}
+
+func isNonce(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == nonceLen && err == nil && strings.ToLower(s) == s
 }
 
 // openHeartbeat reads a heartbeat signed with one of keys; anything else,
@@ -62,10 +91,18 @@ func openHeartbeat(b []byte, keys [][]byte) (heartbeat, bool) {
 		return heartbeat{}, false
 	}
 	f := strings.Fields(text)
-	if len(f) != 7 || f[0] != heartbeatMagic || len(f[1]) > 253 {
+	var h heartbeat
+	switch {
+	case len(f) == 7 && f[0] == heartbeatMagicV2:
+		h.v = 2
+	case len(f) == 9 && f[0] == heartbeatMagic && isNonce(f[7]) && (f[8] == noEcho || isNonce(f[8])):
+		h.v, h.nonce, h.echo = 3, f[7], f[8]
+	default:
 		return heartbeat{}, false
 	}
-	var h heartbeat
+	if len(f[1]) > 253 {
+		return heartbeat{}, false
+	}
 	var errs [5]error
 	h.node = f[1]
 	h.started, errs[0] = strconv.ParseInt(f[2], 10, 64)

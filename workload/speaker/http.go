@@ -137,8 +137,8 @@ var (
 	ownedDesc   = prometheus.NewDesc("calico_lb_l2_owned_ips", "IPs this node answers ARP/NDP for.", nil, nil)
 	changesDesc = prometheus.NewDesc("calico_lb_l2_ownership_changes_total", "IPs this node took over or released.", nil, nil)
 	garpsDesc   = prometheus.NewDesc("calico_lb_l2_announcements_total", "Gratuitous ARPs and unsolicited neighbour advertisements sent.", nil, nil)
-	skewDesc    = prometheus.NewDesc("calico_lb_l2_clock_skewed_peers", "Nodes whose authentic L2 heartbeats this speaker refused in the last minute for a send time more than 30 s from its clock: one of the clocks is wrong, and both sides answer for the other's IPs.", nil, nil)
-	rejectDesc  = prometheus.NewDesc("calico_lb_l2_heartbeats_rejected_total", "L2 heartbeats this speaker refused, by reason: unauthentic, source, clock (sent more than 30 s from this node's clock), replay.", []string{"reason"}, nil)
+	skewDesc    = prometheus.NewDesc("calico_lb_l2_clock_skewed_peers", "Nodes whose L2 heartbeats in the last minute were sent more than 30 s from this speaker's clock: one of the clocks is wrong. Ownership does not depend on it, unless a peer still runs a speaker from before heartbeat version 3 (then its heartbeats are refused, reason clock).", nil, nil)
+	rejectDesc  = prometheus.NewDesc("calico_lb_l2_heartbeats_rejected_total", "L2 heartbeats this speaker refused, by reason: unauthentic (not signed with a key it holds), source (not from that node's address), replay (not newer than the last), stale (not an answer to a recent challenge: held back or replayed), clock (a speaker before heartbeat version 3, sent more than 30 s from this node's clock).", []string{"reason"}, nil)
 )
 
 // collector exports the speaker's BGP and L2 state when scraped.

@@ -91,14 +91,14 @@ func TestKubeFilesReload(t *testing.T) {
 }
 
 // TestLivenessSetKeys: a key rotation reaches running heartbeats. A
-// speaker that accepts only key A does not hear one signing with B until
-// SetKeys adds B.
+// speaker that accepts only key A does not hear one signing with B (which
+// accepts A too, as a rotation has it) until SetKeys adds B.
 func TestLivenessSetKeys(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := NewKey(), NewKey()
 	ka, _ := ParseL2Keys([]byte(a + "\n"))
-	kb, _ := ParseL2Keys([]byte(b + "\n"))
+	kb, _ := ParseL2Keys([]byte(b + "\n" + a + "\n"))
 	l1, err := StartLiveness(ctx, "n1", netip.MustParseAddrPort("127.0.0.1:0"), ka, 20*time.Millisecond, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)

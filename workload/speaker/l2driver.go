@@ -198,7 +198,7 @@ func (d *l2Driver) setErr(err error) {
 // status is what /v1/l2 and the metrics show.
 func (d *l2Driver) status() L2Status {
 	resp, live := d.responder(), d.liveness()
-	st := L2Status{Owned: []string{}, Alive: []string{}}
+	st, problem := L2Status{Owned: []string{}, Alive: []string{}}, ""
 	if resp != nil {
 		st = resp.status()
 		st.Alive = []string{}
@@ -208,14 +208,18 @@ func (d *l2Driver) status() L2Status {
 		for _, m := range live.Members(now) {
 			st.Alive = append(st.Alive, m.Node)
 		}
-		st.Rejected, st.Skewed = live.Rejected(now)
+		var refused []string
+		st.Rejected, st.Skewed, refused = live.Rejected(now)
+		if len(refused) > 0 {
+			problem = fmt.Sprintf("heartbeats from %s were refused: a speaker from before calico-lb's heartbeat version 3 sent them more than %s from this node's clock, so those nodes count as dead here and their IPs are answered here too; finish the upgrade, or check NTP on both sides",
+				strings.Join(refused, ", "), replayWindow)
+		}
 	}
 	d.mu.Lock()
 	st.Error = d.err
 	d.mu.Unlock()
-	if st.Error == "" && len(st.Skewed) > 0 {
-		st.Error = fmt.Sprintf("heartbeats from %s were refused: sent more than %s from this node's clock, so those nodes count as dead here and their IPs are answered here too; check NTP on both sides",
-			strings.Join(st.Skewed, ", "), replayWindow)
+	if st.Error == "" {
+		st.Error = problem
 	}
 	return st
 }

@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,9 +33,12 @@ import (
 // persist beyond Timeout after the heal.
 //
 // Heartbeats are authenticated (an HMAC with a key only the speakers hold),
-// numbered, dated and accepted only from the address the node's heartbeats
-// are sent to, so that nobody else on the segment can keep a dead node
-// alive, make a live one look restarted, or replay what it captured.
+// numbered, accepted only from the address the node's heartbeats are sent
+// to, and fresh only when they echo a challenge the receiver sent within
+// the last two rotations (a second each), so that nobody else on the
+// segment can keep a dead node alive, make a live one look restarted, or
+// replay or delay what it captured, and no node's clock has a say: a node
+// whose clock is wrong neither drops out nor owns everything.
 type Liveness struct {
 	self     string
 	started  time.Time
@@ -55,14 +59,38 @@ type Liveness struct {
 	peersSet chan struct{}
 	given    bool // a peer gave us up and saw us back since the last TakeGivenUp
 
+	// nonce is the challenge this speaker's heartbeats carry now, and
+	// prevNonce the one before; a version 3 heartbeat counts only if it
+	// echoes one of them. They rotate every nonceRotation.
+	nonce, prevNonce string
+	nonceAt          time.Time
+	latest           map[string]peerOrder // the newest authentic heartbeat of each node, fresh or not
+	hurry            chan struct{}        // beat now: a peer's first challenge waits for its echo
+
 	rejected map[string]uint64 // by reason, for /v1/l2 and the metric
-	skewed   map[string]skew   // nodes whose authentic heartbeats had a send time out of the window
+	skewed   map[string]skew   // nodes whose heartbeats had a send time out of the window
 }
 
-// skew is how far a node's last refused heartbeat was from our clock.
+// nonceRotation is how often a speaker changes its challenge: a heartbeat
+// held back and delivered later counts for at most two of them.
+const nonceRotation = time.Second
+
+// skew is how far a node's last heartbeat was sent from our clock, and
+// whether it was refused for it (version 2 only).
 type skew struct {
-	by time.Duration
-	at time.Time
+	by      time.Duration
+	at      time.Time
+	refused bool
+}
+
+// peerOrder is where a node's heartbeats stand, whether they were fresh or
+// not: what a later one must be newer than, and the challenge to echo.
+type peerOrder struct {
+	started time.Time
+	seq     uint64
+	v       int       // the version of the heartbeat that carried seq
+	at      time.Time // when it came, on our clock
+	nonce   string    // the node's latest challenge ("" until it sent one)
 }
 
 type peerSeen struct {
@@ -104,13 +132,20 @@ func StartLiveness(ctx context.Context, self string, bind netip.AddrPort, keys L
 	if err != nil {
 		return nil, fmt.Errorf("liveness: listen on UDP %s: %w", bind, err)
 	}
-	l := &Liveness{self: self, started: time.Now(), conn: conn, interval: interval, timeout: timeout, keys: keys,
-		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1),
-		rejected: map[string]uint64{}, skewed: map[string]skew{}}
+	l := newLiveness(self, time.Now(), keys, interval, timeout)
+	l.conn = conn
 	go l.receive()
 	go l.beat(ctx)
 	go func() { <-ctx.Done(); conn.Close() }()
 	return l, nil
+}
+
+// newLiveness is a Liveness without its socket, started at started.
+func newLiveness(self string, started time.Time, keys L2Keys, interval, timeout time.Duration) *Liveness {
+	return &Liveness{self: self, started: started, interval: interval, timeout: timeout, keys: keys,
+		peers: map[string]netip.AddrPort{}, seen: map[string]peerSeen{}, kick: make(chan struct{}, 1), peersSet: make(chan struct{}, 1),
+		latest: map[string]peerOrder{}, hurry: make(chan struct{}, 1), nonce: newNonce(), nonceAt: started,
+		rejected: map[string]uint64{}, skewed: map[string]skew{}}
 }
 
 // Port is the UDP port it listens on.
@@ -152,6 +187,11 @@ func (l *Liveness) SetPeers(peers map[string]netip.AddrPort) {
 	for n := range l.seen {
 		if _, ok := peers[n]; !ok {
 			delete(l.seen, n)
+		}
+	}
+	for n := range l.latest {
+		if _, ok := peers[n]; !ok {
+			delete(l.latest, n)
 		}
 	}
 }
@@ -206,15 +246,29 @@ func (l *Liveness) beat(ctx context.Context) {
 		case <-l.peersSet:
 			// First beat as soon as there is someone to tell, not one
 			// Interval later: peers settle sooner.
+		case <-l.hurry:
+			// A peer sent its first challenge: it counts us alive only
+			// once we echo it.
 		}
 		now := time.Now()
 		l.seq++
 		l.mu.Lock()
+		if now.Sub(l.nonceAt) >= nonceRotation {
+			l.prevNonce, l.nonce, l.nonceAt = l.nonce, newNonce(), now
+		}
 		dests := make([]dest, 0, len(l.peers))
 		for n, a := range l.peers {
 			if n != l.self && (l.lost == nil || !l.lost(n)) {
-				hb := heartbeat{node: l.self, started: l.started.UnixNano(), uptime: int64(now.Sub(l.started)), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano()}
+				lt := l.latest[n]
+				hb := heartbeat{v: 3, node: l.self, started: l.started.UnixNano(), uptime: int64(now.Sub(l.started)), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano(),
+					nonce: l.nonce, echo: cmp.Or(lt.nonce, noEcho)}
 				dests = append(dests, dest{a, hb.seal(l.keys.Sign)})
+				if lt.nonce == "" {
+					// Not heard speaking version 3 yet: it may be a
+					// speaker from before it (a rolling upgrade).
+					hb.v = 2
+					dests = append(dests, dest{a, hb.seal(l.keys.Sign)})
+				}
 			}
 		}
 		// A speaker that just fell silent changes the members.
@@ -268,8 +322,8 @@ func (l *Liveness) receive() {
 }
 
 // replayWindow is how far a heartbeat's send time may be from the
-// receiver's clock: it bounds what a captured heartbeat is good for, on
-// top of the sequence numbers, and tolerates clocks that NTP keeps close.
+// receiver's clock before the clocks are shown to disagree; a version 2
+// heartbeat (from a speaker before version 3) outside it is refused.
 const replayWindow = 30 * time.Second
 
 // heard takes in an authentic heartbeat that came from from at now.
@@ -281,30 +335,33 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 		l.reject("source")
 		return // not from where that node's heartbeats come from
 	}
-	if d := now.Sub(time.Unix(0, hb.sent)); d > replayWindow || d < -replayWindow {
-		// A replay of an old capture, or one of the two clocks is wrong:
-		// counted and shown, never silent (a node whose clock is off
-		// would otherwise own every IP beside the others, unseen).
-		l.reject("clock")
-		if l.skewed == nil {
-			l.skewed = map[string]skew{}
+	d := now.Sub(time.Unix(0, hb.sent))
+	off := d > replayWindow || d < -replayWindow
+	if off {
+		// Never silent: logs, certificates and version 2 peers care.
+		l.skewed[hb.node] = skew{by: d, at: now, refused: hb.v == 2}
+		if hb.v == 2 {
+			l.reject("clock")
+			return
 		}
-		l.skewed[hb.node] = skew{by: d, at: now}
+	}
+	if !l.inOrder(hb, now) {
 		return
+	}
+	if hb.v == 3 && hb.echo != l.nonce && (l.prevNonce == "" || hb.echo != l.prevNonce) {
+		// Not an answer to a recent challenge of ours: sent before the
+		// peer heard us (noEcho, not counted), or held back, or replayed
+		// to a speaker that restarted since.
+		if hb.echo != noEcho {
+			l.reject("stale")
+		}
+		return
+	}
+	if !off {
+		delete(l.skewed, hb.node) // its clock agrees with ours again
 	}
 	s, seen := l.seen[hb.node]
 	started := time.Unix(0, hb.started)
-	switch {
-	case !seen:
-	case started.Equal(s.started):
-		if hb.seq <= s.seq {
-			l.reject("replay")
-			return // a replay, or out of order
-		}
-	case started.Before(s.started) && now.Sub(s.last) <= replayWindow:
-		l.reject("replay")
-		return // an earlier life of a node heard from since
-	}
 	if !seen || now.Sub(s.last) > l.timeout || !s.started.Equal(started) {
 		l.signal() // new, back from the dead, or restarted
 	}
@@ -321,7 +378,43 @@ func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
 	}
 	s.last, s.started, s.seq, s.revivedUs = now, started, hb.seq, max(s.revivedUs, hb.revived)
 	l.seen[hb.node] = s
-	delete(l.skewed, hb.node) // its clock agrees with ours again
+}
+
+// inOrder reports whether hb is newer than every authentic heartbeat from
+// its node so far, and records it and the challenge it carries (l.mu held).
+// A speaker sends the version 2 copy of a heartbeat after the version 3
+// one until it hears version 3 back, so a copy is dropped without a count.
+func (l *Liveness) inOrder(hb heartbeat, now time.Time) bool {
+	lt, known := l.latest[hb.node]
+	started := time.Unix(0, hb.started)
+	switch {
+	case !known || !started.Equal(lt.started) && !started.Before(lt.started):
+		lt = peerOrder{started: started} // first heard, or a new life
+	case started.Before(lt.started):
+		if now.Sub(lt.at) <= replayWindow {
+			l.reject("replay")
+			return false // an earlier life of a node heard from since
+		}
+		lt = peerOrder{started: started}
+	case hb.v == 2 && lt.nonce != "":
+		return false // the copy for speakers before version 3
+	case hb.seq < lt.seq || hb.seq == lt.seq && !(hb.v == 3 && lt.v == 2):
+		l.reject("replay")
+		return false // a replay, or out of order
+	}
+	first := hb.v == 3 && lt.nonce == ""
+	lt.seq, lt.v, lt.at = hb.seq, hb.v, now
+	if hb.v == 3 {
+		lt.nonce = hb.nonce
+	}
+	l.latest[hb.node] = lt
+	if first {
+		select {
+		case l.hurry <- struct{}{}:
+		default:
+		}
+	}
+	return true
 }
 
 // reject counts a refused heartbeat (l.mu held).
@@ -332,23 +425,29 @@ func (l *Liveness) reject(reason string) {
 	l.rejected[reason]++
 }
 
-// Rejected returns how many heartbeats were refused, by reason, and the
-// nodes refused for their send time in the last minute, with how far off.
-func (l *Liveness) Rejected(now time.Time) (map[string]uint64, []string) {
+// Rejected returns how many heartbeats were refused, by reason; the nodes
+// whose heartbeats were sent more than replayWindow from our clock in the
+// last minute, with how far off; and those of them refused for it
+// (speakers before version 3 only).
+func (l *Liveness) Rejected(now time.Time) (counts map[string]uint64, skewed, refused []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	counts := make(map[string]uint64, len(l.rejected))
+	counts = make(map[string]uint64, len(l.rejected))
 	for k, v := range l.rejected {
 		counts[k] = v
 	}
-	var skewed []string
 	for node, s := range l.skewed {
 		if now.Sub(s.at) <= time.Minute {
-			skewed = append(skewed, fmt.Sprintf("%s (%s)", node, s.by.Round(time.Second)))
+			e := fmt.Sprintf("%s (%s)", node, s.by.Round(time.Second))
+			skewed = append(skewed, e)
+			if s.refused {
+				refused = append(refused, e)
+			}
 		}
 	}
 	slices.Sort(skewed)
-	return counts, skewed
+	slices.Sort(refused)
+	return counts, skewed, refused
 }
 
 // String describes the live members, for logs and /v1/l2.
