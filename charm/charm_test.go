@@ -350,14 +350,14 @@ func TestFailoverTestAction(t *testing.T) {
 	// grants the controller the test's powers before, and takes them back
 	// after (auto: unless a node still carries a mark).
 	var ran [][]string
-	ctx = runActionWith(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "probe": "http://10.9.0.1:9477/", "timeout": 30}, fakeExec(&ran, ""))
+	ctx = runActionWith(t, srv.URL, "failover-test", map[string]any{"service": "shop/web", "mode": "speaker", "probe": "http://10.9.0.1:9477/", "probe-token": "s3cret-probe-token", "timeout": 30}, fakeExec(&ran, ""))
 	if len(ran) != 2 || !slices.Contains(ran[0], "access") || ran[0][slices.Index(ran[0], "--failover-test")+1] != "on" || ran[1][slices.Index(ran[1], "--failover-test")+1] != "auto" {
 		t.Fatalf("the action ran %q: want access --failover-test on, then auto", ran)
 	}
 	r = ctx.ActionResults
-	if ctx.ActionError != nil || polls != 3 || got.Probe != "http://10.9.0.1:9477" || got.TimeoutSeconds != 30 || r["result"] != "passed" || r["outage-ms"] != "412" ||
+	if ctx.ActionError != nil || polls != 3 || got.Probe != "http://10.9.0.1:9477" || got.ProbeToken != "s3cret-probe-token" || got.TimeoutSeconds != 30 || r["result"] != "passed" || r["outage-ms"] != "412" ||
 		r["attracting-nodes-after"] != "n2" || r["timeline.1.t-ms"] != "412" || r["timeline.1.source"] != "probe" || r["timeline.0.node"] != "n1" ||
-		r["restored.0"] != "the speaker on n1 resumed" || !strings.Contains(r["timeline"], "the VIP answered again") {
+		r["restored.0"] != "the speaker on n1 resumed" || !strings.Contains(r["timeline"], "the VIP answered again") || slices.ContainsFunc(slices.Collect(maps.Values(r)), func(v string) bool { return strings.Contains(v, "s3cret") }) {
 		t.Fatalf("results %v, error %v, polls %d, request %+v", r, ctx.ActionError, polls, got)
 	}
 

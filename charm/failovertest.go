@@ -28,6 +28,7 @@ func (c *Charm) failoverTest() (map[string]string, error) {
 		Service  string `json:"service"`
 		Mode     string `json:"mode"`
 		Probe    string `json:"probe"`
+		Token    string `json:"probe-token"`
 		Graceful bool   `json:"graceful"`
 		Force    bool   `json:"force"`
 		DryRun   bool   `json:"dry-run"`
@@ -44,7 +45,7 @@ func (c *Charm) failoverTest() (map[string]string, error) {
 		p.Timeout = 120
 	}
 	req := api.FailoverRequest{Service: p.Service, Mode: p.Mode, Graceful: p.Graceful, Force: p.Force, DryRun: p.DryRun,
-		Port: p.Port, Probe: strings.TrimSuffix(p.Probe, "/"), TimeoutSeconds: p.Timeout}
+		Port: p.Port, Probe: strings.TrimSuffix(p.Probe, "/"), ProbeToken: p.Token, TimeoutSeconds: p.Timeout}
 	if !p.DryRun {
 		// The controller may cordon, evict and delete pods only while a
 		// test runs: granted now, taken back when it ends (or, if a

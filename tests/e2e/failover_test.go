@@ -52,7 +52,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, vips, probeURL := env.Unit, env.VIPs, env.Probe
+	u, vips, probe := env.Unit, env.VIPs, env.Probe
 	for _, c := range []failoverCase{
 		{"web", "speaker", false}, {"local", "speaker", false}, {"web", "speaker", true},
 		{"web", "pod", false}, {"local", "pod", false},
@@ -65,7 +65,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 		t.Run(name, func(t *testing.T) {
 			vip := vips[c.service]
 			client := failoverbed.StartClient(b.Client, net.JoinHostPort(vip, fmt.Sprint(kubebed.EchoPort)))
-			r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "shop/" + c.service, "mode": c.mode, "probe": probeURL, "timeout": 60, "graceful": c.graceful})
+			r, err := failoverbed.Run(ctx, u, client, probe.With(map[string]any{"service": "shop/" + c.service, "mode": c.mode, "timeout": 60, "graceful": c.graceful}))
 			client.Stop()
 			if err != nil {
 				t.Fatal(err)
@@ -123,7 +123,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r1, e1 = failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "pod", "probe": probeURL, "timeout": 8})
+		r1, e1 = failoverbed.Run(ctx, u, nil, probe.With(map[string]any{"service": "shop/pinned", "mode": "pod", "timeout": 8}))
 	}()
 	// Its node marked (and cordoned): the test runs, not only its powers.
 	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool {
@@ -132,7 +132,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	}); err != nil {
 		t.Fatal("the pinned test never marked its node")
 	}
-	r2, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/web", "mode": "speaker", "probe": probeURL})
+	r2, err := failoverbed.Run(ctx, u, nil, probe.With(map[string]any{"service": "shop/web", "mode": "speaker"}))
 	if err != nil || !strings.Contains(r2.Failed, "refused") || !strings.Contains(r2.Failed, "one at a time") {
 		t.Fatalf("a second test while one runs: %v %q", err, r2.Failed)
 	}
@@ -151,7 +151,7 @@ func failoverOnBed(t *testing.T, b *spinebed.Bed, cfg map[string]any, clientIP, 
 	checkRestored(t, b, vip)
 
 	// Nowhere to go: pinned's one pod, its node's speaker.
-	r3, err := failoverbed.Run(ctx, u, nil, map[string]any{"service": "shop/pinned", "mode": "speaker", "probe": probeURL})
+	r3, err := failoverbed.Run(ctx, u, nil, probe.With(map[string]any{"service": "shop/pinned", "mode": "speaker"}))
 	if err != nil || !strings.Contains(r3.Failed, "refused") || !strings.Contains(r3.Failed, "force=true") {
 		t.Fatalf("a test with nowhere to go: %v %q", err, r3.Failed)
 	}

@@ -221,7 +221,7 @@ func TestJujuDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := ctrl.Juju(ctx, "run", "-m", "lb", "calico-lb/leader", "failover-test", "service=web/web", "mode=pod", "probe="+probe, "timeout=120")
+	out, err := ctrl.Juju(ctx, append([]string{"run", "-m", "lb", "calico-lb/leader", "failover-test", "service=web/web", "mode=pod", "timeout=120"}, probe.Args()...)...)
 	if err != nil || !strings.Contains(out, "result: passed") || !strings.Contains(out, "outage-ms:") {
 		t.Fatalf("failover-test through juju run: %v\n%s", err, out)
 	}

@@ -253,7 +253,7 @@ func TestRacksCalicoMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeURL, err := failoverbed.StartProbe(b, binary, "10.215.3.2", "10.215.100.0/28")
+	probe, err := failoverbed.StartProbe(b, binary, "10.215.3.2", "10.215.100.0/28")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestRacksCalicoMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		client := failoverbed.StartClient(b.Client, net.JoinHostPort(target, fmt.Sprint(kubebed.EchoPort)))
-		r, err := failoverbed.Run(ctx, u, client, map[string]any{"service": "web/" + svc, "mode": "pod", "probe": probeURL, "timeout": 60})
+		r, err := failoverbed.Run(ctx, u, client, probe.With(map[string]any{"service": "web/" + svc, "mode": "pod", "timeout": 60}))
 		client.Stop()
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -42,16 +44,32 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
+// Probe is a running probe agent: the action's probe= and probe-token=.
+type Probe struct {
+	URL, Token string
+}
+
+// With adds the probe to an action's params.
+func (p Probe) With(params map[string]any) map[string]any {
+	out := maps.Clone(params)
+	out["probe"], out["probe-token"] = p.URL, p.Token
+	return out
+}
+
+// Args are the probe's params as `juju run` takes them.
+func (p Probe) Args() []string { return []string{"probe=" + p.URL, "probe-token=" + p.Token} }
+
 // StartProbe runs `calico-lb probe` on the bed's client, allowed to probe
-// allow (the pools), and returns the URL the action's probe= wants.
-func StartProbe(b *spinebed.Bed, binary, clientIP, allow string) (string, error) {
+// allow (the pools), with a token file it writes, as an operator runs it.
+func StartProbe(b *spinebed.Bed, binary, clientIP, allow string) (Probe, error) {
 	dir, err := b.Net.TempDir()
 	if err != nil {
-		return "", err
+		return Probe{}, err
 	}
 	listen := net.JoinHostPort(clientIP, strconv.Itoa(ProbePort))
-	if _, err := b.Net.Start(b.Client, filepath.Join(dir, "probe.log"), binary, "probe", "--listen", listen, "--allow", allow); err != nil {
-		return "", err
+	tokenFile := filepath.Join(dir, "probe.token")
+	if _, err := b.Net.Start(b.Client, filepath.Join(dir, "probe.log"), binary, "probe", "--listen", listen, "--allow", allow, "--token-file", tokenFile); err != nil {
+		return Probe{}, err
 	}
 	url := "http://" + listen
 	hc := netns.HTTPClient(b.Client, time.Second)
@@ -62,9 +80,13 @@ func StartProbe(b *spinebed.Bed, binary, clientIP, allow string) (string, error)
 		}
 		return err == nil && resp.StatusCode == 200
 	}); err != nil {
-		return "", fmt.Errorf("the probe agent on the client did not answer at %s", url)
+		return Probe{}, fmt.Errorf("the probe agent on the client did not answer at %s", url)
 	}
-	return url, nil
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return Probe{}, fmt.Errorf("the probe agent's token: %w", err)
+	}
+	return Probe{URL: url, Token: strings.TrimSpace(string(token))}, nil
 }
 
 // Client is the independent client: its own TCP connections to the VIP
@@ -247,7 +269,7 @@ func Restored(ctx context.Context, kube kubernetes.Interface) string {
 type Env struct {
 	Unit  *kubebed.Unit
 	VIPs  map[string]string // Service name (namespace shop) -> VIP
-	Probe string
+	Probe Probe
 }
 
 // Apps are the Services the failover tests use, in namespace shop: web

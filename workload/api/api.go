@@ -227,6 +227,8 @@ type FailoverRequest struct {
 	// Probe is the probe agent (`calico-lb probe`) on a host outside the
 	// cluster that times the outage, as http://host:port; empty: none.
 	Probe string `json:"probe,omitempty"`
+	// ProbeToken is what the probe agent wants as its bearer token.
+	ProbeToken string `json:"probeToken,omitempty"`
 	// TimeoutSeconds bounds the wait for the Service to answer again
 	// (default 120); everything is restored after it too.
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`

@@ -123,7 +123,7 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 		started probe.Started
 	)
 	if r.req.Probe != "" {
-		pr = probe.Client{Base: r.req.Probe}
+		pr = probe.Client{Base: r.req.Probe, Token: r.req.ProbeToken}
 		hostport := net.JoinHostPort(r.vip.String(), strconv.Itoa(int(r.port)))
 		r.step("probe %s: TCP connections to %s every 10 ms", r.req.Probe, hostport)
 		var err error

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -45,9 +46,11 @@ const (
 
 // Agent is `calico-lb probe`: it runs probe runs for the controller, to
 // the addresses it allows only (the load-balancer pools), so that it is
-// no open relay for connections to anywhere.
+// no open relay for connections to anywhere, and only for a caller that
+// presents its token (the failover-test action's probe-token).
 type Agent struct {
 	Allow []netip.Prefix
+	Token string // what /v1/ wants as its bearer token
 	Dial  Dialer // nil: the host's
 
 	mu   sync.Mutex
@@ -69,8 +72,25 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/probes/{id}", func(w http.ResponseWriter, r *http.Request) { a.report(w, r.PathValue("id"), false) })
 	mux.HandleFunc("DELETE /v1/probes/{id}", func(w http.ResponseWriter, r *http.Request) { a.report(w, r.PathValue("id"), true) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && !a.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="calico-lb probe"`)
+			http.Error(w, "this probe agent wants its token (printed or written when it started): pass the failover-test action probe-token=", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
+
+// authorized reports whether r carries the agent's token. An agent without
+// one (a programming error; the command always sets one) refuses all.
+func (a *Agent) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && a.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) == 1
+}
+
+// MinTokenLen is the shortest token an agent takes from a file.
+const MinTokenLen = 16
 
 // Check says what is wrong with req, or nil.
 func (a *Agent) Check(req Request) error {

@@ -13,8 +13,9 @@ import (
 
 // Client is the controller's side of a probe agent.
 type Client struct {
-	Base string // http://host:port
-	HTTP *http.Client
+	Base  string // http://host:port
+	Token string // the agent's token
+	HTTP  *http.Client
 }
 
 // Started is a run the agent began, with where its clock's zero falls on
@@ -61,6 +62,7 @@ func (c Client) do(ctx context.Context, method, path string, body, out any) erro
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", c.Base, err)
 	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
 	hc := c.HTTP
 	if hc == nil {
 		hc = api.HTTPClient(5 * time.Second)

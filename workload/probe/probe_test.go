@@ -70,9 +70,9 @@ func TestAgentMeasuresAnOutage(t *testing.T) {
 	}
 	target := ln.Addr().String()
 	go accept(ln)
-	srv := httptest.NewServer((&Agent{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}).Handler())
+	srv := httptest.NewServer((&Agent{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Token: testToken}).Handler())
 	defer srv.Close()
-	c := Client{Base: srv.URL}
+	c := Client{Base: srv.URL, Token: testToken}
 	ctx := context.Background()
 	st, err := c.Start(ctx, Request{Target: target, ForMs: 10000})
 	if err != nil {
@@ -124,7 +124,7 @@ func accept(ln net.Listener) {
 }
 
 func TestAgentRefuses(t *testing.T) {
-	a := &Agent{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
+	a := &Agent{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, Token: testToken}
 	for _, tc := range []struct {
 		req  Request
 		want string
@@ -148,7 +148,7 @@ func TestAgentRefuses(t *testing.T) {
 	}
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
-	c := Client{Base: srv.URL}
+	c := Client{Base: srv.URL, Token: testToken}
 	ctx := context.Background()
 	for range maxRuns {
 		if _, err := c.Start(ctx, Request{Target: "10.0.0.5:80", ForMs: 2000, IntervalMs: 1000, TimeoutMs: 1}); err != nil {
@@ -161,7 +161,9 @@ func TestAgentRefuses(t *testing.T) {
 	if _, err := c.Get(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown run: %v", err)
 	}
-	resp, err := http.Post(srv.URL+"/v1/probes", "application/json", strings.NewReader("{"))
+	bad, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/probes", strings.NewReader("{"))
+	bad.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,5 +214,47 @@ func TestRunBoundsAttemptsInFlight(t *testing.T) {
 	Run(ctx, "10.0.0.5:80", time.Millisecond, time.Second, hang, rec)
 	if most != MaxInFlight {
 		t.Fatalf("at most %d attempts open at once, want %d", most, MaxInFlight)
+	}
+}
+
+const testToken = "probe-token-for-tests"
+
+// Only a caller with the agent's token starts, reads or stops runs: a
+// pod or host that reaches the agent cannot make it connect anywhere or
+// read what it measured. /healthz stays open.
+func TestAgentWantsItsToken(t *testing.T) {
+	srv := httptest.NewServer((&Agent{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, Token: testToken}).Handler())
+	defer srv.Close()
+	ctx := context.Background()
+	req := Request{Target: "10.0.0.5:80", ForMs: 100, IntervalMs: 1000, TimeoutMs: 1}
+	for _, token := range []string{"", "wrong", testToken + "x", testToken[:len(testToken)-1]} {
+		_, err := Client{Base: srv.URL, Token: token}.Start(ctx, req)
+		if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "probe-token") {
+			t.Fatalf("token %q: %v, want 401 naming probe-token", token, err)
+		}
+	}
+	started, err := Client{Base: srv.URL, Token: testToken}.Start(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Client{Base: srv.URL, Token: "wrong"}).Stop(ctx, started.ID); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("stop with the wrong token: %v", err)
+	}
+	if _, err := (Client{Base: srv.URL, Token: testToken}).Stop(ctx, started.ID); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
+	// An agent without a token refuses everyone.
+	none := httptest.NewServer((&Agent{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}).Handler())
+	defer none.Close()
+	if _, err := (Client{Base: none.URL}).Start(ctx, req); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("an agent without a token: %v", err)
 	}
 }

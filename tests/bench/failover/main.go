@@ -102,7 +102,7 @@ func benchBed(name string, start func(context.Context, spinebed.Options) (*spine
 				return nil, fail(err)
 			}
 			client := failoverbed.StartClient(b.Client, target)
-			r, err := failoverbed.Run(ctx, env.Unit, client, map[string]any{"service": "shop/web", "mode": mode, "probe": env.Probe, "timeout": 60})
+			r, err := failoverbed.Run(ctx, env.Unit, client, env.Probe.With(map[string]any{"service": "shop/web", "mode": mode, "timeout": 60}))
 			client.Stop()
 			if err != nil {
 				return nil, fail(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/probe"
+	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
 // runProbe serves the probe agent the failover test asks to time a VIP's
@@ -23,8 +24,13 @@ func runProbe(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	listen := fs.String("listen", ":9477", "where the controller reaches this agent (the failover-test action's probe=http://HOST:PORT)")
 	allow := fs.String("allow", "", "the load-balancer pools' ranges, comma-separated CIDRs (required): the only addresses this agent opens connections to")
+	tokenFile := fs.String("token-file", "", "a file with the token callers must present (the failover-test action's probe-token=); created with a random token if it does not exist. Without it, a random token is printed at start")
 	_ = fs.Parse(args)
 	prefixes, err := parseAllow(*allow)
+	if err != nil {
+		return err
+	}
+	token, err := probeToken(*tokenFile)
 	if err != nil {
 		return err
 	}
@@ -33,7 +39,12 @@ func runProbe(args []string) error {
 		return fmt.Errorf("probe: --listen: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "calico-lb probe: serving on %s, probing only %s\n", ln.Addr(), *allow)
-	srv := api.Server((&probe.Agent{Allow: prefixes}).Handler(), api.DefaultTimeouts)
+	if *tokenFile == "" {
+		fmt.Fprintf(os.Stderr, "calico-lb probe: token %s (pass the failover-test action probe-token=%s)\n", token, token)
+	} else {
+		fmt.Fprintf(os.Stderr, "calico-lb probe: the token is in %s (pass it as the failover-test action's probe-token=)\n", *tokenFile)
+	}
+	srv := api.Server((&probe.Agent{Allow: prefixes, Token: token}).Handler(), api.DefaultTimeouts)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
@@ -41,6 +52,30 @@ func runProbe(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// probeToken reads the agent's token from path, writing a new one there
+// (0600) if there is none; with no path, a new one for this run.
+func probeToken(path string) (string, error) {
+	if path == "" {
+		return speaker.NewKey(), nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		token := speaker.NewKey()
+		if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("probe: --token-file: %w", err)
+		}
+		return token, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("probe: --token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if len(token) < probe.MinTokenLen || strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("probe: --token-file %s: want one token of at least %d characters without spaces; delete the file to have a new one written", path, probe.MinTokenLen)
+	}
+	return token, nil
 }
 
 func parseAllow(s string) ([]netip.Prefix, error) {
