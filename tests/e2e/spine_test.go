@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 // newBed starts a test bed with real nodes with start for one test, and
@@ -118,6 +120,18 @@ func TestSpineEndToEnd(t *testing.T) {
 	for _, p := range speakers {
 		if img := p.Spec.Containers[0].Image; img != kb.Image(images.CalicoLB) {
 			t.Fatalf("speaker %s runs %s, want the controller's %s", p.Name, img, kb.Image(images.CalicoLB))
+		}
+	}
+	// Spine speakers need no privilege (BGP dials out, BFD listens above
+	// the privileged ports): they run as the image's unprivileged user,
+	// and BFD comes up below all the same.
+	for i, ns := range b.Nodes {
+		pid, err := kubebed.SpeakerPID(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid, err := kubebed.UID(pid); err != nil || uid != strconv.Itoa(rock.UID) {
+			t.Fatalf("node%d's speaker runs as uid %q (%v), want the image's _daemon_ (%d)", i+1, uid, err, rock.UID)
 		}
 	}
 

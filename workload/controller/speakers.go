@@ -260,15 +260,20 @@ func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 }
 
 // daemonSet is the speakers' DaemonSet: the controller's image, host
-// network, no capabilities in spine mode (BGP dials out; BFD uses a high
-// UDP port) and NET_RAW only in l2 mode (ARP/NDP). It does not depend on
+// network; in spine mode no capability and the image's unprivileged user
+// (BGP dials out; BFD listens on UDP 3784, above the privileged ports),
+// in l2 mode NET_RAW only (ARP/NDP), as uid 0, since Kubernetes cannot
+// give a capability to a non-root process (no ambient capabilities) and
+// file capabilities would need privilege escalation on. It does not depend on
 // the config's pools, peers or passwords, nor on the Secret: the speakers
 // read those through the API, so that changing them rolls no pod (a roll
 // resets every BGP session and moves every L2 owner).
 func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*appsv1.DaemonSet, error) {
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	user, group, nonRoot := ptr(int64(rock.UID)), ptr(int64(rock.UID)), ptr(true)
 	if cfg.Mode == config.ModeL2 {
 		caps.Add = []corev1.Capability{"NET_RAW"}
+		user, group, nonRoot = nil, nil, nil
 	}
 	no, yes := false, true
 	affinity, err := nodeAffinity(cfg.Speakers.NodeSelector)
@@ -326,6 +331,9 @@ func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*a
 						SecurityContext: &corev1.SecurityContext{
 							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 							Capabilities:             caps,
+							RunAsUser:                user,
+							RunAsGroup:               group,
+							RunAsNonRoot:             nonRoot,
 							AllowPrivilegeEscalation: &no,
 							ReadOnlyRootFilesystem:   &yes,
 						},

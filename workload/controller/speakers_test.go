@@ -22,6 +22,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
 const spineCfg = `mode: spine
@@ -56,6 +57,10 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil ||
 		len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9403 {
 		t.Fatalf("speaker pod spec: %+v", pod)
+	}
+	// Spine speakers need no privilege: the image's unprivileged user.
+	if sc := c.SecurityContext; sc.RunAsUser == nil || *sc.RunAsUser != rock.UID || sc.RunAsGroup == nil || *sc.RunAsGroup != rock.UID || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Fatalf("spine speaker runs as %v/%v (non-root %v), want %d", sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot, rock.UID)
 	}
 	// Hardened: the runtime's default seccomp profile, and no blanket
 	// toleration (a node tainted to keep workloads off gets no speaker).
@@ -132,9 +137,10 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	if updated.UID != ds.UID {
 		t.Fatal("the DaemonSet was re-created rather than updated")
 	}
-	caps := updated.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
+	sc := updated.Spec.Template.Spec.Containers[0].SecurityContext
+	caps := sc.Capabilities
 	terms := updated.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
-	if !slices.Equal(caps.Add, []corev1.Capability{"NET_RAW"}) || len(terms[0].MatchExpressions) != 2 ||
+	if !slices.Equal(caps.Add, []corev1.Capability{"NET_RAW"}) || sc.RunAsUser != nil || sc.RunAsNonRoot != nil || len(terms[0].MatchExpressions) != 2 ||
 		terms[0].MatchExpressions[0].Operator != corev1.NodeSelectorOpDoesNotExist && terms[0].MatchExpressions[1].Operator != corev1.NodeSelectorOpDoesNotExist {
 		t.Fatalf("l2 DaemonSet: caps %+v, affinity %+v", caps, terms)
 	}
