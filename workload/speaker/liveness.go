@@ -42,13 +42,10 @@ import (
 type Liveness struct {
 	self     string
 	started  time.Time
-	conn     *net.UDPConn
+	conn     packetConn
 	interval time.Duration
 	timeout  time.Duration
 	seq      uint64 // the last heartbeat's number; beat's goroutine only
-	// lost, when a test sets it, drops the heartbeats to the nodes it
-	// names, as a one-way network fault would.
-	lost func(node string) bool
 
 	mu    sync.Mutex
 	keys  L2Keys                    // a rotation changes them in place (SetKeys)
@@ -122,6 +119,14 @@ const (
 	DefaultL2Port    = 7947
 )
 
+// packetConn is the heartbeats' socket (a *net.UDPConn).
+type packetConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	Close() error
+}
+
 // StartLiveness listens on bind (the node's own address, not every
 // address) and runs until ctx ends.
 func StartLiveness(ctx context.Context, self string, bind netip.AddrPort, keys L2Keys, interval, timeout time.Duration) (*Liveness, error) {
@@ -132,12 +137,17 @@ func StartLiveness(ctx context.Context, self string, bind netip.AddrPort, keys L
 	if err != nil {
 		return nil, fmt.Errorf("liveness: listen on UDP %s: %w", bind, err)
 	}
+	return startLiveness(ctx, self, conn, keys, interval, timeout), nil
+}
+
+// startLiveness runs the protocol on conn until ctx ends, and closes it.
+func startLiveness(ctx context.Context, self string, conn packetConn, keys L2Keys, interval, timeout time.Duration) *Liveness {
 	l := newLiveness(self, time.Now(), keys, interval, timeout)
 	l.conn = conn
 	go l.receive()
 	go l.beat(ctx)
 	go func() { <-ctx.Done(); conn.Close() }()
-	return l, nil
+	return l
 }
 
 // newLiveness is a Liveness without its socket, started at started.
@@ -149,7 +159,7 @@ func newLiveness(self string, started time.Time, keys L2Keys, interval, timeout 
 }
 
 // Port is the UDP port it listens on.
-func (l *Liveness) Port() int { return l.conn.LocalAddr().(*net.UDPAddr).Port }
+func (l *Liveness) Port() int { return int(netip.MustParseAddrPort(l.conn.LocalAddr().String()).Port()) }
 
 // Changed signals when the set of live speakers may have changed.
 func (l *Liveness) Changed() <-chan struct{} { return l.kick }
@@ -258,7 +268,7 @@ func (l *Liveness) beat(ctx context.Context) {
 		}
 		dests := make([]dest, 0, len(l.peers))
 		for n, a := range l.peers {
-			if n != l.self && (l.lost == nil || !l.lost(n)) {
+			if n != l.self {
 				lt := l.latest[n]
 				hb := heartbeat{v: 3, node: l.self, started: l.started.UnixNano(), uptime: int64(now.Sub(l.started)), revived: l.seen[n].revived, seq: l.seq, sent: now.UnixNano(),
 					nonce: l.nonce, echo: cmp.Or(lt.nonce, noEcho)}
