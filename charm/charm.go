@@ -5,12 +5,12 @@ package charm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,21 +32,41 @@ import (
 // Container is the workload container's name in metadata.yaml.
 const Container = "calico-lb"
 
-// SocketEnv, when set, is the Pebble socket to use instead of Juju's
-// /charm/containers/calico-lb/pebble.socket. Juju never sets it; the
-// integration tests do, to point the real dispatch at a real Pebble.
-const SocketEnv = "CALICO_LB_PEBBLE_SOCKET"
+// Layout is where the charm finds what it drives. The zero value is what
+// Juju lays out in a unit's pod; the charm reads nothing of it from its
+// environment. Tests that run the charm on a host (a real Pebble of their
+// own, the workload's files under a directory, several workloads on one
+// host) build a dispatch of their own with theirs.
+type Layout struct {
+	// PebbleSocket is the workload container's Pebble ("": the socket Juju
+	// mounts at /charm/containers/calico-lb/pebble.socket).
+	PebbleSocket string
+	// ContainerRoot is where the workload container's file system starts
+	// ("": it is the container's); Kubeconfig is then passed on to the
+	// workload, which in a pod uses its ServiceAccount.
+	ContainerRoot, Kubeconfig string
+	// APIAddress is the workload's local API (host:port; "":
+	// config.DefaultAPIAddress).
+	APIAddress string
+}
 
-// RootEnv, when set, is where the workload container's file system
-// starts: the integration tests run the workload on the host under a real
-// Pebble and must not write /etc. Juju never sets it. KUBECONFIG is then
-// passed on to the workload, which in a pod uses its ServiceAccount.
-const RootEnv = "CALICO_LB_CONTAINER_ROOT"
-
-// APIEnv, when set, is the workload's local API address (host:port)
-// instead of config.DefaultAPIAddress, for tests that run several
-// workloads on one host. Juju never sets it.
-const APIEnv = "CALICO_LB_API_ADDRESS"
+// Dispatch runs the hook or action Juju's environment names, and returns
+// the process's exit code.
+func Dispatch(l Layout) int {
+	env := goops.ReadEnv()
+	if env.ActionName != "" {
+		if err := New(l).Action(env.ActionName); err != nil {
+			goops.LogErrorf("action %s: %v", env.ActionName, err)
+			return 1
+		}
+		return 0
+	}
+	if err := New(l).Hook(); err != nil {
+		goops.LogErrorf("hook %s: %v", env.HookName, err)
+		return 1
+	}
+	return 0
+}
 
 // Flags.
 const (
@@ -93,24 +113,13 @@ type Charm struct {
 	cfgDigest     string   // of the config file the workload should have
 	localKey      string   // the local API's key, read once a hook (apiKey)
 
-	overrides overrides // the tests' environment, read once in New
+	layout Layout
 }
 
-// overrides are what the integration tests set in the hook's environment
-// (SocketEnv, RootEnv, APIEnv, and KUBECONFIG passed on with RootEnv);
-// Juju sets none of them.
-type overrides struct {
-	socket, root, kubeconfig, api string
-}
-
-// New returns the charm with its defaults.
-func New() *Charm {
-	o := overrides{socket: os.Getenv(SocketEnv), root: os.Getenv(RootEnv), kubeconfig: os.Getenv("KUBECONFIG"), api: os.Getenv(APIEnv)}
-	api := config.DefaultAPIAddress
-	if o.api != "" {
-		api = o.api
-	}
-	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, Exec: pebble.Run, overrides: o}
+// New returns the charm with its defaults, in layout l.
+func New(l Layout) *Charm {
+	api := cmp.Or(l.APIAddress, config.DefaultAPIAddress)
+	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, Exec: pebble.Run, layout: l}
 }
 
 // Facts describe the world at the start of every hook.
@@ -204,7 +213,7 @@ func (c *Charm) readPasswords(s *reactive.State) error {
 func (c *Charm) push(s *reactive.State) error {
 	env := goops.ReadEnv()
 	cfg := c.cfg
-	if a := c.overrides.api; a != "" && a != cfg.APIAddress {
+	if a := c.layout.APIAddress; a != "" && a != cfg.APIAddress {
 		moved := *cfg
 		moved.APIAddress = a
 		cfg = &moved
@@ -283,14 +292,14 @@ func (c *Charm) access(failover string) error {
 
 // containerLayout is where things are in the workload container: the
 // root of its file system ("" in production), the calico-lb binary, and
-// environment the workload needs besides its pod's (KUBECONFIG when tests
-// run it on the host under RootEnv).
+// environment the workload needs besides its pod's (KUBECONFIG when it
+// runs on a host under Layout.ContainerRoot).
 func (c *Charm) containerLayout() (root, binary string, env map[string]string) {
-	root = c.overrides.root
+	root = c.layout.ContainerRoot
 	if root == "" {
 		return "", plan.DefaultBinary, nil
 	}
-	return root, root + plan.DefaultBinary, map[string]string{"KUBECONFIG": c.overrides.kubeconfig}
+	return root, root + plan.DefaultBinary, map[string]string{"KUBECONFIG": c.layout.Kubeconfig}
 }
 
 // podName is the sidecar pod of a unit: app/0 runs in pod app-0.
@@ -549,9 +558,9 @@ func (c *Charm) apiKey() string {
 }
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the
-// test fake), or the socket SocketEnv names.
+// test fake), or Layout.PebbleSocket.
 func (c *Charm) pebbleClient() pebble.Client {
-	if sock := c.overrides.socket; sock != "" {
+	if sock := c.layout.PebbleSocket; sock != "" {
 		cl, err := client.New(&client.Config{Socket: sock})
 		if err != nil {
 			return failing{err}

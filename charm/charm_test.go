@@ -101,7 +101,7 @@ func fakeExec(ran *[][]string, stderr string, errs ...error) func(pebble.Client,
 
 func runWith(t *testing.T, apiBase, hook string, st goopstest.State, exec func(pebble.Client, *client.ExecOptions) error) (goopstest.State, *goopstest.Context) {
 	t.Helper()
-	c := New()
+	c := New(Layout{})
 	c.Exec = exec
 	c.APIBase = apiBase
 	c.Wait = 0
@@ -251,7 +251,7 @@ func runAction(t *testing.T, apiBase, name string, params map[string]any) *goops
 // the charm runs in the workload container.
 func runActionWith(t *testing.T, apiBase, name string, params map[string]any, exec func(pebble.Client, *client.ExecOptions) error) *goopstest.Context {
 	t.Helper()
-	c := New()
+	c := New(Layout{})
 	c.APIBase, c.Exec = apiBase, exec
 	ctx := goopstest.NewContext(func() error { return c.Action(name) }, goopstest.WithUnitID("calico-lb/0"))
 	if _, err := ctx.RunAction(name, goopstest.State{Leader: true}, params); err != nil {

@@ -203,7 +203,7 @@ func TestLinkNonLeaderFollows(t *testing.T) {
 
 func TestSyncCalicoAction(t *testing.T) {
 	fc, st := linked(t, nil)
-	c := New()
+	c := New(Layout{})
 	c.APIBase = "http://127.0.0.1:1"
 	ctx := goopstest.NewContext(func() error { return c.Action("sync-calico") }, goopstest.WithUnitID("calico-lb/0"))
 	out, err := ctx.RunAction("sync-calico", st, map[string]any{"dry-run": true})
@@ -215,7 +215,7 @@ func TestSyncCalicoAction(t *testing.T) {
 		calicoValue(fc, calico.OptLoadBalancerIPs) != "198.51.100.0/24" {
 		t.Fatalf("dry run: %v", r)
 	}
-	c = New()
+	c = New(Layout{})
 	c.APIBase = "http://127.0.0.1:1"
 	ctx = goopstest.NewContext(func() error { return c.Action("sync-calico") }, goopstest.WithUnitID("calico-lb/0"))
 	out, err = ctx.RunAction("sync-calico", out, map[string]any{"dry-run": false})
@@ -362,7 +362,7 @@ func TestLinkWritesOnlyWhatItCanRemember(t *testing.T) {
 	}
 
 	// relation-set fails: nothing written either.
-	c := New()
+	c := New(Layout{})
 	c.Exec, c.APIBase, c.Wait = fakeExec(nil, ""), base, 0
 	c.Network = func(string) (*goops.Network, error) {
 		return &goops.Network{BindAddresses: []goops.BindAddress{{InterfaceName: "eth0", Addresses: []goops.Address{{Value: "10.1.0.7", CIDR: "10.1.0.0/16"}}}}}, nil

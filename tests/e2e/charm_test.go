@@ -293,7 +293,7 @@ func newCharmBed(t *testing.T, st *fakejuju.State) *charmBed {
 	}
 	b.dispatch = fakejuju.BuildDispatch(t)
 	b.j = fakejuju.New(t, st)
-	b.j.Env = []string{charm.SocketEnv + "=" + b.pb.Socket, charm.RootEnv + "=" + b.root, "KUBECONFIG=" + kc, charm.APIEnv + "=" + b.apiAddr}
+	b.j.Env = fakejuju.LayoutEnv(charm.Layout{PebbleSocket: b.pb.Socket, ContainerRoot: b.root, Kubeconfig: kc, APIAddress: b.apiAddr})
 	b.hook = func(name string) {
 		t.Helper()
 		start := time.Now()

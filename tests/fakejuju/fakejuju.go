@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-lb/calico-lb/charm"
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -129,11 +130,30 @@ func Command(dispatch, toolsDir, statePath, unit, model, path string, extra ...s
 	return cmd
 }
 
-// BuildDispatch builds the charm's dispatch binary as `make charm` does.
+// The environment tests/charmdispatch reads its charm.Layout from.
+const (
+	PebbleSocketEnv  = "CALICO_LB_PEBBLE_SOCKET"
+	ContainerRootEnv = "CALICO_LB_CONTAINER_ROOT"
+	APIAddressEnv    = "CALICO_LB_API_ADDRESS"
+)
+
+// LayoutEnv is l as the environment of a hook of tests/charmdispatch.
+func LayoutEnv(l charm.Layout) []string {
+	return []string{PebbleSocketEnv + "=" + l.PebbleSocket, ContainerRootEnv + "=" + l.ContainerRoot, "KUBECONFIG=" + l.Kubeconfig, APIAddressEnv + "=" + l.APIAddress}
+}
+
+// LayoutFromEnv is what LayoutEnv put in the environment.
+func LayoutFromEnv() charm.Layout {
+	return charm.Layout{PebbleSocket: os.Getenv(PebbleSocketEnv), ContainerRoot: os.Getenv(ContainerRootEnv), Kubeconfig: os.Getenv("KUBECONFIG"), APIAddress: os.Getenv(APIAddressEnv)}
+}
+
+// BuildDispatch builds the charm's dispatch as `make charm` does, with
+// tests/charmdispatch's main: the same charm.Dispatch in the layout of
+// LayoutEnv.
 func BuildDispatch(t testing.TB) string {
 	t.Helper()
 	dispatch := filepath.Join(t.TempDir(), "dispatch")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", dispatch, "./charm/cmd/dispatch")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", dispatch, "./tests/charmdispatch")
 	build.Dir = cluster.Root()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

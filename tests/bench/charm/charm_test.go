@@ -43,7 +43,7 @@ func BenchmarkDispatchConfigChanged(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	j.Env = []string{charm.SocketEnv + "=" + pb.Socket, charm.RootEnv + "=" + root, charm.APIEnv + "=" + apiAddr}
+	j.Env = fakejuju.LayoutEnv(charm.Layout{PebbleSocket: pb.Socket, ContainerRoot: root, APIAddress: apiAddr})
 	// The first hook adds the layer and starts the service (a replan).
 	if out, err := j.Hook(dispatch, "config-changed"); err != nil {
 		b.Fatalf("%v\n%s", err, out)
