@@ -159,7 +159,9 @@ func newLiveness(self string, started time.Time, keys L2Keys, interval, timeout 
 }
 
 // Port is the UDP port it listens on.
-func (l *Liveness) Port() int { return int(netip.MustParseAddrPort(l.conn.LocalAddr().String()).Port()) }
+func (l *Liveness) Port() int {
+	return int(netip.MustParseAddrPort(l.conn.LocalAddr().String()).Port())
+}
 
 // Changed signals when the set of live speakers may have changed.
 func (l *Liveness) Changed() <-chan struct{} { return l.kick }
