@@ -41,7 +41,7 @@ FUZZ_TARGETS := \
 	./workload/calico:FuzzMerge \
 	./workload/speaker:FuzzOpenHeartbeat
 
-.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-failover bench-charm bench-speaker-memory charm image sbom clean
+.PHONY: all build demo test unit e2e fuzz lint vulncheck tools deps bench bench-summary bench-controller bench-bgp bench-l2 bench-flood bench-failover bench-charm bench-speaker-memory charm image sbom clean
 
 all: build
 
@@ -169,6 +169,12 @@ bench-speaker-memory: build tools
 # namespaces (root); the last line is the summary README quotes.
 bench-l2: tools deps
 	$(GO) run ./tests/bench/l2 --trials 20
+
+# A UDP flood from a host that is not a speaker at the l2 heartbeat port
+# and the BFD port: false failovers, BFD downs and the client's failures,
+# quiet and flooded, a minute each.
+bench-flood: tools deps
+	$(GO) run ./tests/bench/flood --for 1m
 
 # The failover-test action, each mode 10 times on the spine bed (BFD) and the
 # L2 bed, through the charm's real dispatch with the probe agent on the

@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -356,4 +357,46 @@ func TestAliveSinceIgnoresClockSkew(t *testing.T) {
 			t.Fatalf("alive since moved from %s to %s within one life", since, s)
 		}
 	}
+}
+
+// A flood from anything that is not a peer's heartbeat address costs a
+// lookup, not an HMAC: it is refused for its source before authentication
+// (a pod cannot send from a node's address). From a peer's address the
+// HMAC then refuses a forgery.
+func TestStrangersAreRefusedBeforeTheHMAC(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := StartLiveness(ctx, "a", loopback, testKeys, time.Hour, DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	forged := heartbeat{v: 3, node: "c", started: 1, seq: 1, sent: time.Now().UnixNano(), nonce: "0123456789abcdef", echo: noEcho}.seal(mustKeys("ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100").Sign)
+	send := func(n int) {
+		for range n {
+			if _, err := stranger.WriteToUDPAddrPort(forged, lo(a)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	counted := func(want map[string]uint64) {
+		t.Helper()
+		var got map[string]uint64
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if got, _, _ = a.Rejected(time.Now()); maps.Equal(got, want) {
+				return
+			}
+		}
+		t.Fatalf("refused %v, want %v", got, want)
+	}
+	send(50)
+	counted(map[string]uint64{"source": 50})
+	// Now the same address is a peer's: the HMAC refuses the forgery.
+	a.SetPeers(map[string]netip.AddrPort{"a": lo(a), "c": stranger.LocalAddr().(*net.UDPAddr).AddrPort()})
+	send(50)
+	counted(map[string]uint64{"source": 50, "unauthentic": 50})
 }

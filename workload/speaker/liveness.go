@@ -317,8 +317,16 @@ func (l *Liveness) receive() {
 			continue
 		}
 		l.mu.Lock()
-		accept := l.keys.Accept
+		accept, known := l.keys.Accept, l.fromPeer(from)
+		if !known {
+			// Before the HMAC, which is what a flood would make us pay
+			// for: a pod or host that is not a peer costs a lookup.
+			l.reject("source")
+		}
 		l.mu.Unlock()
+		if !known {
+			continue
+		}
 		hb, ok := openHeartbeat(buf[:n], accept)
 		if !ok {
 			l.mu.Lock()
@@ -337,6 +345,18 @@ func (l *Liveness) receive() {
 // receiver's clock before the clocks are shown to disagree; a version 2
 // heartbeat (from a speaker before version 3) outside it is refused.
 const replayWindow = 30 * time.Second
+
+// fromPeer reports whether from is where a peer's heartbeats come from
+// (l.mu held).
+func (l *Liveness) fromPeer(from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	for _, a := range l.peers {
+		if a == from {
+			return true
+		}
+	}
+	return false
+}
 
 // heard takes in an authentic heartbeat that came from from at now.
 func (l *Liveness) heard(hb heartbeat, from netip.AddrPort, now time.Time) {
