@@ -23,6 +23,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -42,19 +43,24 @@ import (
 
 func main() {
 	d := flag.Duration("for", time.Minute, "how long each phase (quiet, flooded) lasts")
+	only := flag.String("only", "", "l2 or bfd: run that part alone")
 	flag.Parse()
 	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-flood needs:", m, "(run as root after `make deps`)")
 		os.Exit(1)
 	}
 	ctx := context.Background()
-	if err := l2(ctx, *d); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-flood (l2):", err)
-		os.Exit(1)
-	}
-	if err := bfd(ctx, *d); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-flood (bfd):", err)
-		os.Exit(1)
+	for _, part := range []struct {
+		name string
+		run  func(context.Context, time.Duration) error
+	}{{"l2", l2}, {"bfd", bfd}} {
+		if *only != "" && *only != part.name {
+			continue
+		}
+		if err := part.run(ctx, *d); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-flood (%s): %v\n", part.name, err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -146,6 +152,9 @@ func bfd(ctx context.Context, d time.Duration) error {
 	}
 	for _, flood := range []bool{false, true} {
 		before := bfdDowns(b)
+		if before < 0 {
+			return errors.New("FRR's show bfd peers counters json has no session-down counter")
+		}
 		sent, failed, asked := phase(ctx, b.Client, vip, b.NodeIPs, 3784, bfdPackets(), flood, d)
 		fmt.Printf("flood-bfd phase=%s sent_pps=%.0f bfd_downs=%d bfd_up=%d/%d client_failed=%d/%d\n",
 			map[bool]string{false: "quiet", true: "flood"}[flood], float64(sent)/d.Seconds(), bfdDowns(b)-before, bfdUp(b), len(b.Nodes), failed, asked)
@@ -274,12 +283,17 @@ func bfdPeers(b *spinebed.Bed) []map[string]any {
 	return peers
 }
 
+// bfdDowns sums FRR's session-down counters; -1 if FRR reports none, so
+// that a field FRR does not have can never read as "no flap".
 func bfdDowns(b *spinebed.Bed) int {
-	n := 0
+	n, seen := 0, false
 	for _, p := range bfdPeers(b) {
-		if v, ok := p["session-down-events"].(float64); ok {
-			n += int(v)
+		if v, ok := p["session-down"].(float64); ok {
+			n, seen = n+int(v), true
 		}
+	}
+	if !seen {
+		return -1
 	}
 	return n
 }
