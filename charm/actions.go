@@ -15,7 +15,6 @@ import (
 	"github.com/gruyaume/goops"
 
 	"github.com/calico-lb/calico-lb/charm/calicolink"
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/charm/verify"
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -221,8 +220,7 @@ func (c *Charm) syncCalico() (map[string]string, error) {
 	}
 	_ = goops.GetActionParams(&p)
 	dry := p.DryRun == nil || *p.DryRun
-	s := reactive.NewState()
-	if err := c.readConfig(s); err != nil {
+	if err := c.readConfig(); err != nil {
 		return nil, err
 	}
 	if c.cfgErr != nil {
@@ -286,8 +284,7 @@ func (c *Charm) verify() (map[string]string, error) {
 		Service string `json:"service"`
 	}
 	_ = goops.GetActionParams(&p)
-	s := reactive.NewState()
-	if err := c.readConfig(s); err != nil {
+	if err := c.readConfig(); err != nil {
 		return nil, err
 	}
 	if c.cfgErr != nil {

@@ -1,16 +1,12 @@
-// Package charm is the calico-lb charm: the hook's handlers, run by the
-// reactive runner, over goops' hook tools and the workload container's
-// Pebble. Which handler runs when is in Handlers, in one place.
+// Package charm is the calico-lb charm, over goops' hook tools and the
+// workload container's Pebble: a hook gathers what it needs to know once
+// (gather), then runs plain steps in order (steps), in one place.
 package charm
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +18,6 @@ import (
 	"github.com/calico-lb/calico-lb/charm/calicolink"
 	"github.com/calico-lb/calico-lb/charm/pebble"
 	"github.com/calico-lb/calico-lb/charm/plan"
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/charm/status"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -68,20 +63,6 @@ func Dispatch(l Layout) int {
 	return 0
 }
 
-// Flags.
-const (
-	PebbleReady     reactive.Flag = "pebble-ready"
-	Leader          reactive.Flag = "leader"
-	ConfigValid     reactive.Flag = "config-valid"
-	ConfigInvalid   reactive.Flag = "config-invalid"
-	PasswordsMissed reactive.Flag = "passwords-unreadable"
-	Planned         reactive.Flag = "workload-planned"
-	AccessDenied    reactive.Flag = "controller-access-denied"
-	MetricsRelated  reactive.Flag = "metrics-related"
-	// DashboardRelated: grafana-dashboard has a relation.
-	DashboardRelated reactive.Flag = "dashboard-related"
-)
-
 // Charm is one hook's run.
 type Charm struct {
 	// APIBase is the workload's local API, reached over the pod's shared
@@ -104,14 +85,14 @@ type Charm struct {
 	pwErr     error
 	accessErr error // why the controller has no ServiceAccount of its own
 
-	metricsRels   []string // the metrics-endpoint relations
-	dashboardRels []string // the grafana-dashboard relations
-	link          link     // the Calico link's outcome
-	leader        bool
-	peer          *peerBag // the peer relation's application data, read once a hook
-	modeReason    string   // why auto picked the mode
-	cfgDigest     string   // of the config file the workload should have
-	localKey      string   // the local API's key, read once a hook (apiKey)
+	facts       hookFacts // what the hook found when it started; never changed after
+	link        link      // the Calico link's outcome
+	linkBlocked bool      // spine peers that are Calico's (or auto undecided): push nothing
+	planned     bool      // the workload got this hook's plan
+	peer        *peerBag  // the peer relation's application data, read once a hook
+	modeReason  string    // why auto picked the mode
+	cfgDigest   string    // of the config file the workload should have
+	localKey    string    // the local API's key, read once a hook (apiKey)
 
 	layout Layout
 }
@@ -122,50 +103,72 @@ func New(l Layout) *Charm {
 	return &Charm{APIBase: "http://" + api, Wait: 30 * time.Second, Network: goops.GetNetwork, Dial: calicolink.Dial, Exec: pebble.Run, layout: l}
 }
 
-// Facts describe the world at the start of every hook.
-func (c *Charm) Facts() []reactive.Fact {
-	return []reactive.Fact{
-		{Flag: PebbleReady, Eval: func() (bool, error) {
-			_, err := c.pebbleClient().SysInfo()
-			return err == nil, nil
-		}},
-		{Flag: Leader, Eval: func() (bool, error) {
-			var err error
-			c.leader, err = goops.IsLeader()
-			return c.leader, err
-		}},
-		{Flag: LinkDue, Eval: func() (bool, error) {
-			return c.leader && slices.Contains(linkHooks, goops.ReadEnv().HookName), nil
-		}},
-		{Flag: MetricsRelated, Eval: func() (bool, error) {
-			var err error
-			c.metricsRels, err = relationIDs(MetricsEndpoint)
-			return len(c.metricsRels) > 0, err
-		}},
-		{Flag: DashboardRelated, Eval: func() (bool, error) {
-			var err error
-			c.dashboardRels, err = relationIDs(DashboardEndpoint)
-			return len(c.dashboardRels) > 0, err
-		}},
-	}
+// hookFacts are what a hook finds when it starts, read once, before any
+// step runs, so that no step depends on another having looked first.
+type hookFacts struct {
+	pebbleReady   bool
+	leader        bool
+	linkDue       bool     // the leader, in a hook where it talks to the controller (linkHooks)
+	metricsRels   []string // the metrics-endpoint relations
+	dashboardRels []string // the grafana-dashboard relations
 }
 
-// Handlers is the charm's logic, in the order it runs.
-func (c *Charm) Handlers() []reactive.Handler {
-	return []reactive.Handler{
-		{Name: "read-config", Run: c.readConfig},
-		{Name: "read-bgp-passwords", When: []reactive.Flag{ConfigValid}, Run: c.readPasswords},
-		{Name: "apply-calico-decision", When: []reactive.Flag{ConfigValid}, Run: c.applyLink},
-		{Name: "calico-link", When: []reactive.Flag{ConfigValid, LinkDue}, Run: c.calicoLink},
-		{Name: "grant-controller-access", When: []reactive.Flag{ConfigValid, PebbleReady}, Run: c.grantAccess},
-		{Name: "push-workload", When: []reactive.Flag{ConfigValid, PebbleReady}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.push},
-		{Name: "calico-hand-over", When: []reactive.Flag{ConfigValid, PebbleReady, LinkDue}, WhenNot: []reactive.Flag{PasswordsMissed, LinkBlocked, AccessDenied}, Run: c.handOver},
-		{Name: "publish-scrape-jobs", When: []reactive.Flag{MetricsRelated}, Run: c.publishScrape},
-		{Name: "publish-dashboard", When: []reactive.Flag{Leader, DashboardRelated}, Run: c.publishDashboard},
+// gather reads the hook's facts.
+func (c *Charm) gather() (hookFacts, error) {
+	var f hookFacts
+	_, err := c.pebbleClient().SysInfo()
+	f.pebbleReady = err == nil
+	if f.leader, err = goops.IsLeader(); err != nil {
+		return f, fmt.Errorf("is-leader: %w", err)
 	}
+	f.linkDue = f.leader && slices.Contains(linkHooks, goops.ReadEnv().HookName)
+	if f.metricsRels, err = relationIDs(MetricsEndpoint); err != nil {
+		return f, err
+	}
+	if f.dashboardRels, err = relationIDs(DashboardEndpoint); err != nil {
+		return f, err
+	}
+	return f, nil
 }
 
-func (c *Charm) readConfig(s *reactive.State) error {
+// steps are the hook's work, in order. Each step runs only when what it
+// needs holds; what one step finds, the next reads from the charm's fields.
+func (c *Charm) steps() error {
+	if err := c.readConfig(); err != nil {
+		return err
+	}
+	if c.cfgErr == nil {
+		c.readPasswords()
+		c.applyLink()
+		if c.facts.linkDue {
+			c.calicoLink()
+		}
+		if c.facts.pebbleReady {
+			c.grantAccess()
+			if c.pwErr == nil && !c.linkBlocked && c.accessErr == nil {
+				if err := c.push(); err != nil {
+					return fmt.Errorf("push the workload: %w", err)
+				}
+				if c.facts.linkDue {
+					c.handOver()
+				}
+			}
+		}
+	}
+	if len(c.facts.metricsRels) > 0 {
+		if err := c.publishScrape(); err != nil {
+			return err
+		}
+	}
+	if c.facts.leader && len(c.facts.dashboardRels) > 0 {
+		if err := c.publishDashboard(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Charm) readConfig() error {
 	o, err := c.readOptions()
 	if err != nil {
 		return err
@@ -177,8 +180,6 @@ func (c *Charm) readConfig(s *reactive.State) error {
 		c.modeReason = res.ModeReason
 	}
 	c.cfgErr = err
-	s.Toggle(ConfigValid, err == nil)
-	s.Toggle(ConfigInvalid, err != nil)
 	return nil
 }
 
@@ -198,7 +199,7 @@ func (c *Charm) readOptions() (config.Options, error) {
 	return o, nil
 }
 
-func (c *Charm) readPasswords(s *reactive.State) error {
+func (c *Charm) readPasswords() {
 	c.passwords, c.pwErr = nil, nil
 	if id := c.opts.BGPPasswords; id != "" {
 		c.passwords, c.pwErr = goops.GetSecretByID(id, false, true)
@@ -206,11 +207,9 @@ func (c *Charm) readPasswords(s *reactive.State) error {
 			c.pwErr = fmt.Errorf("bgp-passwords: cannot read secret %s (grant it with `juju grant-secret <secret> calico-lb`): %w", id, c.pwErr)
 		}
 	}
-	s.Toggle(PasswordsMissed, c.pwErr != nil)
-	return nil
 }
 
-func (c *Charm) push(s *reactive.State) error {
+func (c *Charm) push() error {
 	env := goops.ReadEnv()
 	cfg := c.cfg
 	if a := c.layout.APIAddress; a != "" && a != cfg.APIAddress {
@@ -250,7 +249,7 @@ func (c *Charm) push(s *reactive.State) error {
 			c.cfgDigest = api.ConfigDigest(f.Content)
 		}
 	}
-	s.Set(Planned)
+	c.planned = true
 	return nil
 }
 
@@ -259,10 +258,8 @@ func (c *Charm) push(s *reactive.State) error {
 // credentials, which are cluster-admin under --trust; the controller then
 // runs with only what it uses. Every hook runs it: it writes nothing when
 // all is as it should be, and renews the token past half its life.
-func (c *Charm) grantAccess(s *reactive.State) error {
+func (c *Charm) grantAccess() {
 	c.accessErr = c.access("auto")
-	s.Toggle(AccessDenied, c.accessErr != nil)
-	return nil
 }
 
 // access runs `calico-lb access` in the workload container with the
@@ -310,148 +307,6 @@ func podName(unit string) string {
 	return unit
 }
 
-// Status is the unit status after the handlers ran: what the hook's own
-// outcome imposes (hookStatus), else the workload's, which it asks for
-// (readWorkload) and then judges (workloadStatus).
-func (c *Charm) Status(s *reactive.State) status.Status {
-	if st, ok := c.hookStatus(s); ok {
-		return st
-	}
-	return c.workloadStatus(c.readWorkload())
-}
-
-// workloadView is what the status needs from the workload's local API.
-type workloadView struct {
-	snap    api.Snapshot
-	change  api.PoolChange
-	waiting string // why the workload's figures are not to be had yet
-}
-
-// readWorkload fetches the workload's figures, first making sure it has
-// taken in the config file just pushed, so that the status speaks of the
-// new config (a pool change it holds back, say) in this very hook.
-func (c *Charm) readWorkload() workloadView {
-	var v workloadView
-	if err := c.get("/v1/allocations", &v.snap); err != nil {
-		v.waiting = "waiting for the workload's API: " + err.Error()
-		return v
-	}
-	// A pushed file the workload rejected counts as taken in: the status
-	// then says why it was rejected rather than waiting for it.
-	takenIn := func() bool {
-		return v.snap.ConfigDigest == c.cfgDigest || v.snap.RejectedConfigDigest == c.cfgDigest
-	}
-	if c.cfgDigest != "" && !takenIn() {
-		// A file pushed in this hook (or one the workload missed): have it
-		// read now.
-		if err := c.request(http.MethodPost, "/v1/reload", 10*time.Second, &v.snap); err != nil {
-			v.waiting = "waiting for the workload to reload its config: " + err.Error()
-			return v
-		}
-		if !takenIn() {
-			v.waiting = "waiting for the workload to take in the new config"
-			return v
-		}
-	}
-	if v.snap.PendingChange {
-		_ = c.get("/v1/pool-change", &v.change) // the status still says a change is held back without the names
-	}
-	return v
-}
-
-// hookStatus is the status the hook's outcome imposes whatever the
-// workload says, if any; it does no I/O.
-func (c *Charm) hookStatus(s *reactive.State) (status.Status, bool) {
-	switch {
-	case s.Has(ConfigInvalid):
-		return status.InvalidConfig(c.cfgErr), true
-	case s.Has(PasswordsMissed):
-		return status.Status{Name: "blocked", Message: c.pwErr.Error()}, true
-	case s.Has(AccessDenied):
-		return status.Status{Name: "blocked", Message: c.accessErr.Error()}, true
-	}
-	if name, msg, ok := c.linkStatus(s); ok {
-		return status.Status{Name: name, Message: msg}, true
-	}
-	switch {
-	case !s.Has(PebbleReady):
-		return status.Status{Name: "waiting", Message: "waiting for the workload container's Pebble"}, true
-	case !s.Has(Planned):
-		return status.Status{Name: "maintenance", Message: "configuring the workload"}, true
-	}
-	return status.Status{}, false
-}
-
-// workloadStatus judges the workload's figures; it does no I/O.
-func (c *Charm) workloadStatus(v workloadView) status.Status {
-	if v.waiting != "" {
-		return status.Status{Name: "waiting", Message: v.waiting}
-	}
-	st := status.FromWorkload(v.snap, v.change)
-	if st.Name == "active" {
-		if c.modeReason != "" {
-			st.Message = strings.Replace(st.Message, " mode;", " mode (auto: "+c.modeReason+");", 1)
-		}
-		if c.link.hint != "" {
-			st.Message += "; no Calico link, so run: " + c.link.hint
-		}
-	}
-	return st
-}
-
-func (c *Charm) get(path string, v any) error {
-	return c.request(http.MethodGet, path, 3*time.Second, v)
-}
-
-// apiError is a workload API answer other than 200 OK; its message is the
-// workload's own, written for operators.
-type apiError struct {
-	code int
-	msg  string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-// request calls the workload's local API and decodes a 200 answer into v.
-func (c *Charm) request(method, path string, timeout time.Duration, v any) error {
-	return c.send(method, path, timeout, nil, v)
-}
-
-// send is request with a JSON body, in (none when nil).
-func (c *Charm) send(method, path string, timeout time.Duration, in, v any) error {
-	payload, err := api.Body(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequest(method, c.APIBase+path, payload)
-	if err != nil {
-		return err
-	}
-	if key := c.apiKey(); key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := api.HTTPClient(timeout).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		msg := strings.TrimSpace(string(body))
-		if msg == "" {
-			msg = resp.Status
-		}
-		return &apiError{code: resp.StatusCode, msg: msg}
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("%s %s: the answer is not what this charm expects: %w", method, path, err)
-	}
-	return nil
-}
-
 // Remove deletes what the workload created in the cluster (speakers,
 // their RBAC and config, the Lease, the controller's account), by running
 // `calico-lb cleanup` in the workload container, which has the client and
@@ -486,30 +341,26 @@ func (c *Charm) Remove() error {
 	return nil
 }
 
-// Hook runs the handlers for the current hook and sets the unit status.
+// Hook runs the current hook's steps and sets the unit status.
 func (c *Charm) Hook() error {
 	if goops.ReadEnv().HookName == "remove" {
 		return c.Remove()
 	}
-	s := reactive.NewState()
-	steps, err := reactive.Run(s, c.Facts(), c.Handlers())
-	if len(steps) > 0 {
-		lines := make([]string, len(steps))
-		for i, st := range steps {
-			lines[i] = st.String()
-		}
-		goops.LogDebugf("handlers: %s", strings.Join(lines, "; "))
+	f, err := c.gather()
+	if err == nil {
+		c.facts = f
+		err = c.steps()
 	}
 	if err != nil {
 		st := status.Failed(err)
 		_ = goops.SetUnitStatus(goops.StatusName(st.Name), st.Message)
 		return err
 	}
-	st := c.Status(s)
+	st := c.Status()
 	if err := goops.SetUnitStatus(goops.StatusName(st.Name), st.Message); err != nil {
 		return err
 	}
-	if s.Has(Leader) {
+	if c.facts.leader {
 		// One message argument: status-set takes at most one.
 		return goops.SetAppStatus(goops.StatusName(st.Name), st.Message)
 	}
@@ -537,24 +388,6 @@ func applicationStays(self string) (bool, string) {
 	}
 	slices.Sort(others)
 	return true, "the application keeps " + strings.Join(others, ", ")
-}
-
-// apiKey is the local API's key, read through Pebble from the file the
-// controller keeps it in, once per hook; "" while there is none (the
-// controller has not started), when the API answers 401 saying so.
-func (c *Charm) apiKey() string {
-	if c.localKey != "" {
-		return c.localKey
-	}
-	path := plan.APIKeyFile
-	if root, _, _ := c.containerLayout(); root != "" {
-		path = root + plan.APIKeyFile
-	}
-	var b bytes.Buffer
-	if err := c.pebbleClient().Pull(&client.PullOptions{Path: path, Target: &b}); err == nil {
-		c.localKey = strings.TrimSpace(b.String())
-	}
-	return c.localKey
 }
 
 // pebbleClient is the container's Pebble: goops' (Juju's socket, or the

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -66,10 +65,10 @@ const handOverLimit = 90 * time.Second
 // handOver runs after the config reached the workload, when the link kept
 // calico-lb's CIDRs in calico for the speakers to take over: it waits for
 // them to announce, then runs the link again, which takes the CIDRs out.
-func (c *Charm) handOver(s *reactive.State) error {
+func (c *Charm) handOver() {
 	o := c.link.outcome
 	if o == nil || !o.HandOver {
-		return nil
+		return
 	}
 	// Have the workload take in the config just pushed now rather than
 	// at its next look at the file.
@@ -81,11 +80,12 @@ func (c *Charm) handOver(s *reactive.State) error {
 		err := c.get("/v1/speakers", &sp)
 		if err == nil {
 			if ok, _ := speakersAnnounce(sp, c.cfg.Mode); ok {
-				return c.calicoLink(s)
+				c.calicoLink()
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil // the status says why (the link's Kept); a later hook finishes
+			return // the status says why (the link's Kept); a later hook finishes
 		}
 		time.Sleep(time.Second)
 	}

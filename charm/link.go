@@ -15,7 +15,6 @@ import (
 	"github.com/gruyaume/goops"
 
 	"github.com/calico-lb/calico-lb/charm/calicolink"
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/calico"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -26,12 +25,6 @@ const (
 	// keyOurs lists the CIDRs calico-lb put into calico's option, so that
 	// it removes only those.
 	keyOurs = "calico-cidrs"
-)
-
-// Flags of the Calico link.
-const (
-	LinkDue     reactive.Flag = "calico-link-due"     // the leader, in a hook where it talks to the controller
-	LinkBlocked reactive.Flag = "calico-link-blocked" // spine peers that are Calico's: do not push them
 )
 
 // linkHooks are the hooks in which the leader talks to the controller.
@@ -60,20 +53,19 @@ type link struct {
 // or the block on conflicting spine peers. Every unit does this every
 // hook, so a hook without the controller renders what the last one
 // decided rather than flipping modes.
-func (c *Charm) applyLink(s *reactive.State) error {
+func (c *Charm) applyLink() {
 	c.link = link{}
 	if c.opts.JujuCredentials == "" {
-		return nil // no link: the options alone decide
+		return // no link: the options alone decide
 	}
 	st, ok := c.peerData(keyLink)
 	if !ok {
-		return nil
+		return
 	}
 	if err := json.Unmarshal([]byte(st), &c.link.state); err != nil {
-		return nil // an older or foreign value: the leader rewrites it
+		return // an older or foreign value: the leader rewrites it
 	}
-	c.applyDecision(s)
-	return nil
+	c.applyDecision()
 }
 
 // autoUndecided: auto, and the link found it cannot decide without
@@ -83,39 +75,43 @@ func (c *Charm) autoUndecided() bool {
 	return c.opts.PeeringMode == "auto" && st.Mode == "" && st.Reason != ""
 }
 
-func (c *Charm) applyDecision(s *reactive.State) {
+// applyDecision applies the link's decision to the config the hook
+// renders: a new config, so that no one holding the one the options gave
+// sees it change under them.
+func (c *Charm) applyDecision() {
 	st := c.link.state
 	current := st.Peers == peersFingerprint(c.cfg.BGP)
-	s.Toggle(LinkBlocked, current && (len(st.Conflicts) > 0 && c.opts.PeeringMode == string(config.ModeSpine) || c.autoUndecided()))
+	c.linkBlocked = current && (len(st.Conflicts) > 0 && c.opts.PeeringMode == string(config.ModeSpine) || c.autoUndecided())
+	decided := *c.cfg
 	if c.opts.PeeringMode == "auto" && st.Mode != "" {
-		c.cfg.Mode, c.modeReason = st.Mode, st.Reason
+		decided.Mode, c.modeReason = st.Mode, st.Reason
 	}
 	switch st.Option {
 	case calico.OptExternalIPs:
-		c.cfg.ServiceIPOption = config.ServiceIPExternal
+		decided.ServiceIPOption = config.ServiceIPExternal
 	case calico.OptLoadBalancerIPs:
-		c.cfg.ServiceIPOption = config.ServiceIPLoadBalancer
+		decided.ServiceIPOption = config.ServiceIPLoadBalancer
 	}
+	c.cfg = &decided
 }
 
 // calicoLink is the leader's work with the controller: read calico, check
 // for conflicting sessions, let auto decide, and keep calico's service-IP
 // option in line with the pools.
-func (c *Charm) calicoLink(s *reactive.State) error {
+func (c *Charm) calicoLink() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := c.runLink(ctx, false)
 	c.link.err = err
 	if err != nil {
-		return nil // status reports it; the workload keeps going
+		return // status reports it; the workload keeps going
 	}
 	if c.opts.JujuCredentials == "" {
-		return nil // no link, nothing decided to keep
+		return // no link, nothing decided to keep
 	}
 	c.link.state = st
-	c.applyDecision(s)
+	c.applyDecision()
 	c.keepDecision(st)
-	return nil
 }
 
 // runLink does the link's work (with dryRun, changes nothing) and returns
@@ -331,11 +327,11 @@ func peersFingerprint(b config.BGP) string {
 // linkStatus is the status the link imposes, if any: blocked for
 // conflicting spine peers and for link failures an operator must fix,
 // waiting for a controller that does not answer.
-func (c *Charm) linkStatus(s *reactive.State) (name, msg string, ok bool) {
-	if s.Has(LinkBlocked) && c.autoUndecided() {
+func (c *Charm) linkStatus() (name, msg string, ok bool) {
+	if c.linkBlocked && c.autoUndecided() {
 		return "blocked", "peering-mode=auto cannot decide: " + c.link.state.Reason, true
 	}
-	if s.Has(LinkBlocked) {
+	if c.linkBlocked {
 		st := c.link.state
 		msg := st.Conflicts[0]
 		if len(st.Conflicts) > 1 {

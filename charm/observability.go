@@ -8,7 +8,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calico-lb/calico-lb/charm/cos"
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 )
 
@@ -26,7 +25,7 @@ func topology() cos.Topology {
 // (the leader, as the application's data). The data carries a fresh uuid
 // each time, so it is written only when the dashboard in it differs from
 // what the relation has: every hook would otherwise wake Grafana.
-func (c *Charm) publishDashboard(*reactive.State) error {
+func (c *Charm) publishDashboard() error {
 	data, err := cos.DashboardData(topology())
 	if err != nil {
 		return err
@@ -35,7 +34,7 @@ func (c *Charm) publishDashboard(*reactive.State) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range c.dashboardRels {
+	for _, id := range c.facts.dashboardRels {
 		if have, err := goops.GetAppRelationData(id, goops.ReadEnv().UnitName); err == nil {
 			if got, err := cos.DecodeDashboards(have[cos.DashboardKey]); err == nil && sameDashboards(got, want) {
 				continue

@@ -11,7 +11,6 @@ import (
 	"github.com/gruyaume/goops"
 
 	"github.com/calico-lb/calico-lb/charm/cos"
-	"github.com/calico-lb/calico-lb/charm/reactive"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -66,7 +65,7 @@ func scrapeJobs(speakers []api.SpeakerView) []scrapeJob {
 // with the DaemonSet, so the jobs are refreshed on every hook, and
 // update-status catches what changed in between. If the workload cannot
 // say where its speakers are, jobs already published stay as they are.
-func (c *Charm) publishScrape(s *reactive.State) error {
+func (c *Charm) publishScrape() error {
 	env := goops.ReadEnv()
 	addr := ""
 	if n, err := c.Network(MetricsEndpoint); err != nil {
@@ -76,7 +75,7 @@ func (c *Charm) publishScrape(s *reactive.State) error {
 	}
 	var speakers api.Speakers
 	spErr := error(nil)
-	if s.Has(Leader) {
+	if c.facts.leader {
 		// The pods' addresses only: asking every speaker for its report
 		// would send each a token on every hook.
 		spErr = c.get("/v1/speakers?reports=none", &speakers)
@@ -89,14 +88,14 @@ func (c *Charm) publishScrape(s *reactive.State) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range c.metricsRels {
+	for _, id := range c.facts.metricsRels {
 		if addr != "" {
 			if err := goops.SetUnitRelationData(id, map[string]string{
 				"prometheus_scrape_unit_address": addr, "prometheus_scrape_unit_name": env.UnitName}); err != nil {
 				return fmt.Errorf("metrics-endpoint %s: %w", id, err)
 			}
 		}
-		if !s.Has(Leader) {
+		if !c.facts.leader {
 			continue
 		}
 		if spErr != nil {
