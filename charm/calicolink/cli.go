@@ -87,23 +87,33 @@ type run struct {
 	controller, model, app, calicoApp, calicoModel string
 }
 
-func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
+// credentials are the client store's for the controller: its password, or
+// the macaroons `juju login` left.
+func (r *run) credentials() (StoreController, Credentials, error) {
 	ctrl, err := r.store.Controller(r.controller)
 	if err != nil {
-		return 0, err
+		return ctrl, Credentials{}, err
 	}
 	user, password, err := r.store.Account(ctrl.Name)
 	if err != nil {
-		return 0, err
+		return ctrl, Credentials{}, err
 	}
 	creds := Credentials{Addresses: ctrl.Addresses, CACert: ctrl.CACert, Username: user, Password: password}
 	if password == "" {
 		// Logged in with `juju login`: the controller's macaroons.
 		jar, err := loginCookies(r.store.CookieFile(ctrl.Name))
 		if err != nil {
-			return 0, err
+			return ctrl, Credentials{}, err
 		}
 		creds.Jar = jar
+	}
+	return ctrl, creds, nil
+}
+
+func (r *run) do(ctx context.Context, cmd string, dry bool) (int, error) {
+	ctrl, creds, err := r.credentials()
+	if err != nil {
+		return 0, err
 	}
 	lbModel, lbName, err := r.store.Model(ctrl.Name, r.model)
 	if err != nil {

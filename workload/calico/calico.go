@@ -105,52 +105,8 @@ func Parse(values map[string]any) (*Config, error) {
 	p := parser{values: values}
 	c := &Config{GlobalAS: defaultCalicoGlobal, Mesh: true, ServiceIPs: map[string][]string{},
 		SubnetAS: map[netip.Prefix]uint32{}, UnitAS: map[int]uint32{}, RouteReflectors: map[int]string{}}
-
-	var global []rawPeer
-	p.yaml(OptGlobalPeers, &global)
-	c.GlobalPeers = p.peers(OptGlobalPeers, global)
-
-	var subnet map[string][]rawPeer
-	p.yaml(OptSubnetPeers, &subnet)
-	for s, ps := range subnet {
-		if pfx, ok := p.prefix(OptSubnetPeers, s); ok {
-			c.SubnetPeers = append(c.SubnetPeers, SubnetPeers{Subnet: pfx, Peers: p.peers(OptSubnetPeers+"["+s+"]", ps)})
-		}
-	}
-	sort.Slice(c.SubnetPeers, func(i, j int) bool { return c.SubnetPeers[i].Subnet.String() < c.SubnetPeers[j].Subnet.String() })
-
-	var unit map[string][]rawPeer
-	p.yaml(OptUnitPeers, &unit)
-	for u, ps := range unit {
-		if n, ok := p.unit(OptUnitPeers, u); ok {
-			c.UnitPeers = append(c.UnitPeers, UnitPeers{Unit: n, Peers: p.peers(fmt.Sprintf("%s[%d]", OptUnitPeers, n), ps)})
-		}
-	}
-	sort.Slice(c.UnitPeers, func(i, j int) bool { return c.UnitPeers[i].Unit < c.UnitPeers[j].Unit })
-
-	if v, ok := values[OptGlobalAS]; ok {
-		if as, ok := p.as(OptGlobalAS, v); ok {
-			c.GlobalAS = as
-		}
-	}
-	var subnetAS map[string]any
-	p.yaml(OptSubnetAS, &subnetAS)
-	for s, v := range subnetAS {
-		pfx, ok1 := p.prefix(OptSubnetAS, s)
-		as, ok2 := p.as(OptSubnetAS+"["+s+"]", v)
-		if ok1 && ok2 {
-			c.SubnetAS[pfx] = as
-		}
-	}
-	var unitAS map[string]any
-	p.yaml(OptUnitAS, &unitAS)
-	for u, v := range unitAS {
-		n, ok1 := p.unit(OptUnitAS, u)
-		as, ok2 := p.as(fmt.Sprintf("%s[%s]", OptUnitAS, u), v)
-		if ok1 && ok2 {
-			c.UnitAS[n] = as
-		}
-	}
+	p.parsePeers(c)
+	p.parseAS(c)
 	if v, ok := values[OptMesh]; ok {
 		b, isBool := v.(bool)
 		if !isBool {
@@ -191,6 +147,58 @@ func Parse(values map[string]any) (*Config, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	return c, nil
+}
+
+// parsePeers reads the global, per-subnet and per-unit BGP peers.
+func (p *parser) parsePeers(c *Config) {
+	var global []rawPeer
+	p.yaml(OptGlobalPeers, &global)
+	c.GlobalPeers = p.peers(OptGlobalPeers, global)
+
+	var subnet map[string][]rawPeer
+	p.yaml(OptSubnetPeers, &subnet)
+	for s, ps := range subnet {
+		if pfx, ok := p.prefix(OptSubnetPeers, s); ok {
+			c.SubnetPeers = append(c.SubnetPeers, SubnetPeers{Subnet: pfx, Peers: p.peers(OptSubnetPeers+"["+s+"]", ps)})
+		}
+	}
+	sort.Slice(c.SubnetPeers, func(i, j int) bool { return c.SubnetPeers[i].Subnet.String() < c.SubnetPeers[j].Subnet.String() })
+
+	var unit map[string][]rawPeer
+	p.yaml(OptUnitPeers, &unit)
+	for u, ps := range unit {
+		if n, ok := p.unit(OptUnitPeers, u); ok {
+			c.UnitPeers = append(c.UnitPeers, UnitPeers{Unit: n, Peers: p.peers(fmt.Sprintf("%s[%d]", OptUnitPeers, n), ps)})
+		}
+	}
+	sort.Slice(c.UnitPeers, func(i, j int) bool { return c.UnitPeers[i].Unit < c.UnitPeers[j].Unit })
+}
+
+// parseAS reads the global, per-subnet and per-unit AS numbers.
+func (p *parser) parseAS(c *Config) {
+	if v, ok := p.values[OptGlobalAS]; ok {
+		if as, ok := p.as(OptGlobalAS, v); ok {
+			c.GlobalAS = as
+		}
+	}
+	var subnetAS map[string]any
+	p.yaml(OptSubnetAS, &subnetAS)
+	for s, v := range subnetAS {
+		pfx, ok1 := p.prefix(OptSubnetAS, s)
+		as, ok2 := p.as(OptSubnetAS+"["+s+"]", v)
+		if ok1 && ok2 {
+			c.SubnetAS[pfx] = as
+		}
+	}
+	var unitAS map[string]any
+	p.yaml(OptUnitAS, &unitAS)
+	for u, v := range unitAS {
+		n, ok1 := p.unit(OptUnitAS, u)
+		as, ok2 := p.as(fmt.Sprintf("%s[%s]", OptUnitAS, u), v)
+		if ok1 && ok2 {
+			c.UnitAS[n] = as
+		}
+	}
 }
 
 type rawPeer struct {

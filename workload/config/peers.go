@@ -45,6 +45,40 @@ func (d *decoder) peers(n *yaml.Node, path string) []Peer {
 
 var secretKey = regexp.MustCompile(`^[a-z](?:-?[a-z0-9]){2,}$`)
 
+// checkPeer checks what only the whole peer shows (fields missing, or
+// at odds with each other), and derives the keepalive when none is given.
+func (d *decoder) checkPeer(p *Peer, present map[string]bool, path string, n *yaml.Node) {
+	if !present["address"] {
+		d.errorf(path, n, "peer has no address; add address: <router IP>")
+	}
+	if !present["as-number"] {
+		d.errorf(path, n, "peer has no as-number; add as-number: <the router's AS>")
+	}
+	if !present["keepalive"] {
+		p.Keepalive = p.HoldTime / 3
+	}
+	switch {
+	case p.HoldTime == 0 && p.Keepalive != 0:
+		d.errorf(join(path, "keepalive"), n, "must be 0 when hold-time is 0 (no keepalives at all)")
+	case p.HoldTime > 0 && p.Keepalive == 0:
+		d.errorf(join(path, "keepalive"), n, "must be at least 1 s with a hold time of %d s (usually a third of it: %d)", p.HoldTime, max(1, p.HoldTime/3))
+	case p.HoldTime > 0 && p.Keepalive >= p.HoldTime:
+		d.errorf(join(path, "keepalive"), n, "%d s must be below hold-time %d s (usually a third of it: %d)", p.Keepalive, p.HoldTime, max(1, p.HoldTime/3))
+	}
+	if !p.BFD && (present["bfd-interval"] || present["bfd-multiplier"]) {
+		d.errorf(path, n, "bfd-interval and bfd-multiplier need bfd: true")
+	}
+	if p.SourceAddress.IsValid() && p.Address.IsValid() && p.SourceAddress.Is4() != p.Address.Is4() {
+		d.errorf(join(path, "source-address"), n, "%s and peer address %s are of different IP families", p.SourceAddress, p.Address)
+	}
+	if d.options && p.SourceAddress.IsValid() {
+		// spine-peers and subnet-spine-peers apply to every speaker (in
+		// the subnet): each would bind this one address, and all but the
+		// node that has it would fail to dial.
+		d.errorf(join(path, "source-address"), n, "%s would be the source of every speaker's session, and only the node that has it could dial; leave source-address out: each speaker dials from its own node's address on the route to the peer", p.SourceAddress)
+	}
+}
+
 func (d *decoder) peer(n *yaml.Node, path string) (Peer, bool) {
 	p := Peer{HoldTime: DefaultHoldTime, BFDInterval: DefaultBFDInterval, BFDMultiplier: DefaultBFDMultiplier, MaxPrefixes: DefaultMaxPrefixes}
 	before := len(d.errs)
@@ -112,35 +146,7 @@ func (d *decoder) peer(n *yaml.Node, path string) (Peer, bool) {
 	if n.Kind != yaml.MappingNode {
 		return p, false
 	}
-	if !present["address"] {
-		d.errorf(path, n, "peer has no address; add address: <router IP>")
-	}
-	if !present["as-number"] {
-		d.errorf(path, n, "peer has no as-number; add as-number: <the router's AS>")
-	}
-	if !present["keepalive"] {
-		p.Keepalive = p.HoldTime / 3
-	}
-	switch {
-	case p.HoldTime == 0 && p.Keepalive != 0:
-		d.errorf(join(path, "keepalive"), n, "must be 0 when hold-time is 0 (no keepalives at all)")
-	case p.HoldTime > 0 && p.Keepalive == 0:
-		d.errorf(join(path, "keepalive"), n, "must be at least 1 s with a hold time of %d s (usually a third of it: %d)", p.HoldTime, max(1, p.HoldTime/3))
-	case p.HoldTime > 0 && p.Keepalive >= p.HoldTime:
-		d.errorf(join(path, "keepalive"), n, "%d s must be below hold-time %d s (usually a third of it: %d)", p.Keepalive, p.HoldTime, max(1, p.HoldTime/3))
-	}
-	if !p.BFD && (present["bfd-interval"] || present["bfd-multiplier"]) {
-		d.errorf(path, n, "bfd-interval and bfd-multiplier need bfd: true")
-	}
-	if p.SourceAddress.IsValid() && p.Address.IsValid() && p.SourceAddress.Is4() != p.Address.Is4() {
-		d.errorf(join(path, "source-address"), n, "%s and peer address %s are of different IP families", p.SourceAddress, p.Address)
-	}
-	if d.options && p.SourceAddress.IsValid() {
-		// spine-peers and subnet-spine-peers apply to every speaker (in
-		// the subnet): each would bind this one address, and all but the
-		// node that has it would fail to dial.
-		d.errorf(join(path, "source-address"), n, "%s would be the source of every speaker's session, and only the node that has it could dial; leave source-address out: each speaker dials from its own node's address on the route to the peer", p.SourceAddress)
-	}
+	d.checkPeer(&p, present, path, n)
 	return p, len(d.errs) == before
 }
 

@@ -118,28 +118,11 @@ func (r *failoverRun) run() {
 
 func (r *failoverRun) test(ctx context.Context) (string, string) {
 	target := r.report.Target
-	var (
-		pr      probe.Client
-		started probe.Started
-	)
-	if r.req.Probe != "" {
-		pr = probe.Client{Base: r.req.Probe, Token: r.req.ProbeToken}
-		hostport := net.JoinHostPort(r.vip.String(), strconv.Itoa(int(r.port)))
-		r.step("probe %s: TCP connections to %s every 10 ms", r.req.Probe, hostport)
-		var err error
-		started, err = pr.Start(ctx, probe.Request{Target: hostport, IntervalMs: 10, TimeoutMs: 500, ForMs: int((r.timeout() + time.Minute).Milliseconds())})
-		if err != nil {
-			return failover.Failed, "the probe could not start: " + err.Error()
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, _ = pr.Stop(sctx, started.ID)
-		}()
-		if err := r.baseline(ctx, pr, started.ID); err != nil {
-			return failover.Failed, err.Error()
-		}
+	pr, why := r.startProbe(ctx)
+	if why != "" {
+		return failover.Failed, why
 	}
+	defer pr.stop()
 	ew, err := r.c.watchEndpoints(ctx, r.ns, r.name, r.record)
 	if err != nil {
 		return failover.Failed, "watch the Service's EndpointSlices: " + err.Error()
@@ -164,39 +147,7 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 		return failover.Failed, err.Error()
 	}
 
-	// Wait until the Service has recovered, or the timeout.
-	r.step("waiting (up to %s after the fault) for the VIP to be attracted elsewhere%s", r.timeout(), map[bool]string{true: " and to answer the probe again", false: ""}[r.req.Probe != ""])
-	deadline := t0.Add(r.timeout())
-	var waiting []string
-	for {
-		now := failover.Now{Mode: r.req.Mode, Target: target, Policy: r.policy(), ReadyBefore: readyBefore, Removed: f.removed, Ready: map[string]string{}}
-		for pod, st := range ew.pods() {
-			if st.ready {
-				now.Ready[pod] = st.node
-			}
-		}
-		now.Attracting = r.attracting(ctx, now.Policy, now.Ready)
-		if r.req.Probe != "" {
-			if rep, err := pr.Get(ctx, started.ID); err == nil {
-				now.Probe = &rep.Summary
-			} else {
-				now.Probe = &probe.Summary{}
-			}
-		}
-		r.mu.Lock()
-		r.report.AttractingAfter = now.Attracting
-		r.mu.Unlock()
-		if waiting = failover.Waiting(now); len(waiting) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	waiting := r.waitRecovery(ctx, f, ew, readyBefore, pr, t0)
 	recovered := time.Since(t0)
 	recoveredMs := recovered.Milliseconds()
 	r.mu.Lock()
@@ -207,27 +158,7 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 	} else {
 		r.step("timed out after %s, still waiting: %s", r.timeout(), failover.Summary(waiting))
 	}
-
-	// What the probe saw, final.
-	if r.req.Probe != "" {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rep, err := pr.Stop(sctx, started.ID)
-		cancel()
-		if err == nil {
-			outage, open, evs := failover.Outage(t0, started, rep.Summary)
-			for _, e := range evs {
-				r.record(e)
-			}
-			if !open {
-				ms := outage.Milliseconds()
-				r.mu.Lock()
-				r.report.OutageMs = &ms
-				r.mu.Unlock()
-			}
-		} else {
-			r.step("the probe's last report could not be read: %v", err)
-		}
-	}
+	r.probeOutage(pr, t0)
 	f.restore()
 	r.gatherJournals(t0, t0.Add(recovered))
 	r.mu.Lock()
@@ -237,6 +168,108 @@ func (r *failoverRun) test(ctx context.Context) (string, string) {
 		return failover.Failed, "timed out after " + r.timeout().String() + ": " + failover.Summary(waiting)
 	}
 	return failover.Passed, ""
+}
+
+// waitRecovery waits until the Service has recovered from the fault
+// injected at t0, or the timeout, and returns what it still waits for.
+func (r *failoverRun) waitRecovery(ctx context.Context, f *faults, ew *endpointWatch, readyBefore int, pr *probeRun, t0 time.Time) []string {
+	r.step("waiting (up to %s after the fault) for the VIP to be attracted elsewhere%s", r.timeout(), map[bool]string{true: " and to answer the probe again", false: ""}[pr != nil])
+	deadline := t0.Add(r.timeout())
+	for {
+		now := failover.Now{Mode: r.req.Mode, Target: f.target, Policy: r.policy(), ReadyBefore: readyBefore, Removed: f.removed, Ready: map[string]string{}}
+		for pod, st := range ew.pods() {
+			if st.ready {
+				now.Ready[pod] = st.node
+			}
+		}
+		now.Attracting = r.attracting(ctx, now.Policy, now.Ready)
+		now.Probe = pr.summary(ctx)
+		r.mu.Lock()
+		r.report.AttractingAfter = now.Attracting
+		r.mu.Unlock()
+		waiting := failover.Waiting(now)
+		if len(waiting) == 0 || time.Now().After(deadline) {
+			return waiting
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// probeRun is the probe agent's run for one test.
+type probeRun struct {
+	client  probe.Client
+	started probe.Started
+}
+
+// startProbe starts the probe agent's run and takes its baseline: nil
+// without a probe, or why it could not.
+func (r *failoverRun) startProbe(ctx context.Context) (*probeRun, string) {
+	if r.req.Probe == "" {
+		return nil, ""
+	}
+	pr := &probeRun{client: probe.Client{Base: r.req.Probe, Token: r.req.ProbeToken}}
+	hostport := net.JoinHostPort(r.vip.String(), strconv.Itoa(int(r.port)))
+	r.step("probe %s: TCP connections to %s every 10 ms", r.req.Probe, hostport)
+	var err error
+	pr.started, err = pr.client.Start(ctx, probe.Request{Target: hostport, IntervalMs: 10, TimeoutMs: 500, ForMs: int((r.timeout() + time.Minute).Milliseconds())})
+	if err != nil {
+		return nil, "the probe could not start: " + err.Error()
+	}
+	if err := r.baseline(ctx, pr.client, pr.started.ID); err != nil {
+		pr.stop()
+		return nil, err.Error()
+	}
+	return pr, ""
+}
+
+// stop ends the run (again: the agent answers a stopped run as it was).
+func (pr *probeRun) stop() {
+	if pr == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = pr.client.Stop(ctx, pr.started.ID)
+}
+
+// summary is what the probe saw so far (empty if it cannot say); nil
+// without a probe.
+func (pr *probeRun) summary(ctx context.Context) *probe.Summary {
+	if pr == nil {
+		return nil
+	}
+	if rep, err := pr.client.Get(ctx, pr.started.ID); err == nil {
+		return &rep.Summary
+	}
+	return &probe.Summary{}
+}
+
+// probeOutage records what the probe saw, final: its events and the
+// outage since the fault at t0.
+func (r *failoverRun) probeOutage(pr *probeRun, t0 time.Time) {
+	if pr == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	rep, err := pr.client.Stop(ctx, pr.started.ID)
+	cancel()
+	if err != nil {
+		r.step("the probe's last report could not be read: %v", err)
+		return
+	}
+	outage, open, evs := failover.Outage(t0, pr.started, rep.Summary)
+	for _, e := range evs {
+		r.record(e)
+	}
+	if !open {
+		ms := outage.Milliseconds()
+		r.mu.Lock()
+		r.report.OutageMs = &ms
+		r.mu.Unlock()
+	}
 }
 
 // ends says where the Service ended up: Kubernetes places its pods, and

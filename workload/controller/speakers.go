@@ -269,13 +269,6 @@ func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 // read those through the API, so that changing them rolls no pod (a roll
 // resets every BGP session and moves every L2 owner).
 func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*appsv1.DaemonSet, error) {
-	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
-	user, group, nonRoot := ptr(int64(rock.UID)), ptr(int64(rock.UID)), ptr(true)
-	if cfg.Mode == config.ModeL2 {
-		caps.Add = []corev1.Capability{"NET_RAW"}
-		user, group, nonRoot = nil, nil, nil
-	}
-	no, yes := false, true
 	affinity, err := nodeAffinity(cfg.Speakers.NodeSelector)
 	if err != nil {
 		return nil, err
@@ -302,47 +295,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*a
 						{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 						{Key: "node-role.kubernetes.io/master", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 					},
-					Containers: []corev1.Container{{
-						Name:            "speaker",
-						Image:           s.image.Image,
-						ImagePullPolicy: s.image.PullPolicy,
-						// The image's entrypoint is Pebble (the rock convention);
-						// it runs and health-checks the speaker from the layer
-						// in the ConfigMap, as the charm's Pebble does for the
-						// controller. --verbose puts the speaker's own output
-						// on Pebble's stdout, which is what `kubectl logs`
-						// shows; without it only Pebble's lines appear.
-						Command: SpeakerCommand,
-						// Declared so that the scheduler knows the node port
-						// is taken, and Prometheus can find it.
-						Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},
-						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
-							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
-							{Name: "PEBBLE", Value: speakerPebbleDir},
-							// The status API listens on the node's address only.
-							{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
-							// Go collects harder as it nears the limit rather
-							// than being killed at it.
-							{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
-								Resource: "limits.memory", Divisor: resource.MustParse("1")}}}},
-						Resources: SpeakerResources,
-						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-							Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
-						SecurityContext: &corev1.SecurityContext{
-							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-							Capabilities:             caps,
-							RunAsUser:                user,
-							RunAsGroup:               group,
-							RunAsNonRoot:             nonRoot,
-							AllowPrivilegeEscalation: &no,
-							ReadOnlyRootFilesystem:   &yes,
-						},
-						VolumeMounts: []corev1.VolumeMount{
-							// Pebble's state is written; the root file system is not.
-							{Name: "pebble", MountPath: speakerPebbleDir},
-							{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
-						},
-					}},
+					Containers: []corev1.Container{s.container(cfg.Mode)},
 					Volumes: []corev1.Volume{
 						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: SpeakerConfigName}}}},
 						{Name: "pebble", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
@@ -361,6 +314,62 @@ func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*a
 	sum := sha256.Sum256(layer)
 	ds.Spec.Template.Annotations = map[string]string{speakerLayerHashKey: hex.EncodeToString(sum[:8])}
 	return ds, nil
+}
+
+// container is the speaker container of the DaemonSet's pods.
+func (s speakerObjects) container(mode config.Mode) corev1.Container {
+	return corev1.Container{
+		Name:            "speaker",
+		Image:           s.image.Image,
+		ImagePullPolicy: s.image.PullPolicy,
+		// The image's entrypoint is Pebble (the rock convention);
+		// it runs and health-checks the speaker from the layer
+		// in the ConfigMap, as the charm's Pebble does for the
+		// controller. --verbose puts the speaker's own output
+		// on Pebble's stdout, which is what `kubectl logs`
+		// shows; without it only Pebble's lines appear.
+		Command: SpeakerCommand,
+		// Declared so that the scheduler knows the node port
+		// is taken, and Prometheus can find it.
+		Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: int32(s.port), HostPort: int32(s.port), Protocol: corev1.ProtocolTCP}},
+		Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "PEBBLE", Value: speakerPebbleDir},
+			// The status API listens on the node's address only.
+			{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+			// Go collects harder as it nears the limit rather
+			// than being killed at it.
+			{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+				Resource: "limits.memory", Divisor: resource.MustParse("1")}}}},
+		Resources: SpeakerResources,
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/readyz", Port: intstr.FromInt32(int32(s.port))}}, PeriodSeconds: 5},
+		SecurityContext: speakerSecurity(mode),
+		VolumeMounts: []corev1.VolumeMount{
+			// Pebble's state is written; the root file system is not.
+			{Name: "pebble", MountPath: speakerPebbleDir},
+			{Name: "config", MountPath: speakerPebbleDir + "/layers/001-speaker.yaml", SubPath: speakerLayerKey, ReadOnly: true},
+		},
+	}
+}
+
+// speakerSecurity is the speaker container's security context: see
+// daemonSet for why it differs between spine and l2 mode.
+func speakerSecurity(mode config.Mode) *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		RunAsUser:                ptr(int64(rock.UID)),
+		RunAsGroup:               ptr(int64(rock.UID)),
+		RunAsNonRoot:             ptr(true),
+		AllowPrivilegeEscalation: ptr(false),
+		ReadOnlyRootFilesystem:   ptr(true),
+	}
+	if mode == config.ModeL2 {
+		sc.Capabilities.Add = []corev1.Capability{"NET_RAW"}
+		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = nil, nil, nil
+	}
+	return sc
 }
 
 func ptr[T any](v T) *T { return &v }

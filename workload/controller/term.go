@@ -171,17 +171,7 @@ func (t *term) process(ctx context.Context, key string) {
 	sk := allocator.ServiceKey{Namespace: ns, Name: name}
 	svc, err := t.c.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		if asg, held := t.alloc.Get(sk); held && t.alloc.Release(sk) {
-			t.c.metrics.allocations.WithLabelValues("released").Inc()
-			t.c.log.Info("released", "service", key, "reason", "deleted")
-			t.recordRelease(nil, sk, asg, "the Service was deleted")
-			t.retryWaiting()
-		}
-		delete(t.outside, sk)
-		t.forgetWarnings(key)
-		delete(t.waiting, key)
-		t.trackPending(nil, sk)
-		t.forget(key)
+		t.deleted(key, sk)
 		return
 	}
 	if err != nil {
@@ -214,32 +204,59 @@ func (t *term) process(ctx context.Context, key string) {
 	t.c.metrics.decide.Observe(time.Since(start).Seconds())
 	t.moveEvicted(svc)
 	if aerr != nil {
-		var ae *allocator.Error
-		reason, why := "AllocationFailed", "AllocationFailed"
-		if errors.As(aerr, &ae) {
-			why = string(ae.Reason)
-		}
-		// A decision, not a retry: counted once until the request, the
-		// pools or the answer change (the message says all three).
-		if t.warned[key] != aerr.Error() {
-			t.c.metrics.allocations.WithLabelValues(why).Inc()
-		}
-		t.warn(svc, key, reason, aerr.Error())
-		t.waiting[key] = why
+		t.refused(svc, key, aerr)
 	} else {
-		delete(t.warned, key)
-		delete(t.waiting, key)
-		if asg.IPs != before.IPs {
-			t.c.metrics.allocations.WithLabelValues("allocated").Inc()
-			t.c.events.post(svc, corev1.EventTypeNormal, "IPAllocated", "", "Assigned %s from pool %s", joinIPs(asg.List()), strings.Join(uniq(asg.Pools()), ","))
-			if misses := t.alloc.SharingMisses(&req.Request, asg); len(misses) > 0 {
-				t.c.events.post(svc, corev1.EventTypeWarning, "SharingNotPossible", "", "allow-shared-ip %q: joined no address shared under the key, so %s is this Service's own: %s",
-					req.SharingKey, joinIPs(asg.List()), strings.Join(misses, "; "))
-			}
-		}
+		t.allocated(svc, key, req, before, asg)
 	}
 	t.trackPending(svc, sk)
 	handedOff = t.sync(key, svc, asg.List())
+}
+
+// deleted forgets a Service that is gone, and frees its addresses.
+func (t *term) deleted(key string, sk allocator.ServiceKey) {
+	if asg, held := t.alloc.Get(sk); held && t.alloc.Release(sk) {
+		t.c.metrics.allocations.WithLabelValues("released").Inc()
+		t.c.log.Info("released", "service", key, "reason", "deleted")
+		t.recordRelease(nil, sk, asg, "the Service was deleted")
+		t.retryWaiting()
+	}
+	delete(t.outside, sk)
+	t.forgetWarnings(key)
+	delete(t.waiting, key)
+	t.trackPending(nil, sk)
+	t.forget(key)
+}
+
+// refused records and reports why the allocator refused the Service.
+func (t *term) refused(svc *corev1.Service, key string, aerr error) {
+	var ae *allocator.Error
+	reason, why := "AllocationFailed", "AllocationFailed"
+	if errors.As(aerr, &ae) {
+		why = string(ae.Reason)
+	}
+	// A decision, not a retry: counted once until the request, the
+	// pools or the answer change (the message says all three).
+	if t.warned[key] != aerr.Error() {
+		t.c.metrics.allocations.WithLabelValues(why).Inc()
+	}
+	t.warn(svc, key, reason, aerr.Error())
+	t.waiting[key] = why
+}
+
+// allocated records an answer: an Event when the addresses changed, and
+// why a sharing key joined nothing, if it did not.
+func (t *term) allocated(svc *corev1.Service, key string, req Request, before, asg allocator.Assignment) {
+	delete(t.warned, key)
+	delete(t.waiting, key)
+	if asg.IPs == before.IPs {
+		return
+	}
+	t.c.metrics.allocations.WithLabelValues("allocated").Inc()
+	t.c.events.post(svc, corev1.EventTypeNormal, "IPAllocated", "", "Assigned %s from pool %s", joinIPs(asg.List()), strings.Join(uniq(asg.Pools()), ","))
+	if misses := t.alloc.SharingMisses(&req.Request, asg); len(misses) > 0 {
+		t.c.events.post(svc, corev1.EventTypeWarning, "SharingNotPossible", "", "allow-shared-ip %q: joined no address shared under the key, so %s is this Service's own: %s",
+			req.SharingKey, joinIPs(asg.List()), strings.Join(misses, "; "))
+	}
 }
 
 // unmanage releases a Service that left calico-lb's care (type or class

@@ -14,6 +14,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -130,55 +132,22 @@ func (s *Speaker) kick() {
 // one it stops gracefully returns ErrStopped after withdrawing.
 func (s *Speaker) Run(ctx context.Context) error {
 	s.opts.Files.Start(ctx)
-	if until := s.hold.Until(time.Now()); !until.IsZero() {
-		s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)
-		s.journal.Record("held", "", until.UTC().Format(time.RFC3339Nano))
-		if err := s.hold.Wait(ctx); err != nil {
-			return nil
-		}
-		s.log.Info("the failover test's hold ended: starting")
-		s.journal.Record("resumed", "", "")
+	if !s.waitHold(ctx) {
+		return nil
 	}
-	all := informers.NewSharedInformerFactory(s.opts.Client, 0)
-	svcs := all.Core().V1().Services()
-	eps := all.Discovery().V1().EndpointSlices()
-	// All Nodes: L2 mode needs the other speakers' addresses and labels.
-	nodes := all.Core().V1().Nodes()
-	for inf, slim := range map[cache.SharedIndexInformer]cache.TransformFunc{svcs.Informer(): slimService, eps.Informer(): slimEndpointSlice, nodes.Informer(): slimNode} {
-		if err := inf.SetTransform(slim); err != nil {
-			return err
-		}
-	}
-	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { s.kick() }, UpdateFunc: func(_, _ any) { s.kick() }, DeleteFunc: func(any) { s.kick() }}
-	for _, inf := range []cache.SharedIndexInformer{svcs.Informer(), eps.Informer(), nodes.Informer()} {
-		if _, err := inf.AddEventHandler(h); err != nil {
-			return err
-		}
-	}
-	if err := eps.Informer().AddIndexers(cache.Indexers{"service": func(obj any) ([]string, error) {
-		es := obj.(*discoveryv1.EndpointSlice)
-		return []string{es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]}, nil
-	}}); err != nil {
+	c, err := s.startCaches(ctx)
+	if err != nil {
 		return err
 	}
-	all.Start(ctx.Done())
-	s.l2.ifaceProblem = s.nodeEvents(ctx, nodes.Lister().Get)
+	s.l2.ifaceProblem = s.nodeEvents(ctx, c.nodes.Lister().Get)
 	go s.watchFiles(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), c.svcs.Informer().HasSynced, c.eps.Informer().HasSynced, c.nodes.Informer().HasSynced) {
 		return ctx.Err()
 	}
 	s.mu.Lock()
 	s.synced = true
 	s.mu.Unlock()
 	s.log.Info("speaker caches synced", "node", s.opts.NodeName)
-	endpoints := func(ns, name string) []*discoveryv1.EndpointSlice {
-		objs, _ := eps.Informer().GetIndexer().ByIndex("service", ns+"/"+name)
-		out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-		for _, o := range objs {
-			out = append(out, o.(*discoveryv1.EndpointSlice))
-		}
-		return out
-	}
 	s.kick()
 	// Decide again exactly when a waiting speaker becomes eligible, so that
 	// every speaker switches at the same instant.
@@ -196,14 +165,14 @@ func (s *Speaker) Run(ctx context.Context) error {
 		case <-s.l2.changed():
 		case <-wake.C:
 		}
-		n, err := nodes.Lister().Get(s.opts.NodeName)
+		n, err := c.nodes.Lister().Get(s.opts.NodeName)
 		if err != nil {
 			s.log.Warn("own node not found", "node", s.opts.NodeName, "error", err)
 			continue
 		}
-		w := world{node: NodeFrom(n), endpoints: endpoints}
-		w.services, _ = svcs.Lister().List(labels.Everything())
-		w.nodes, _ = nodes.Lister().List(labels.Everything())
+		w := world{node: NodeFrom(n), endpoints: c.endpoints}
+		w.services, _ = c.svcs.Lister().List(labels.Everything())
+		w.nodes, _ = c.nodes.Lister().List(labels.Everything())
 		s.pass(ctx, w)
 		next := time.Hour
 		if at := s.l2.wake(time.Now()); !at.IsZero() {
@@ -211,6 +180,67 @@ func (s *Speaker) Run(ctx context.Context) error {
 		}
 		wake.Reset(next)
 	}
+}
+
+// waitHold waits out a failover test's hold, if one is on; false if ctx
+// ended first.
+func (s *Speaker) waitHold(ctx context.Context) bool {
+	until := s.hold.Until(time.Now())
+	if until.IsZero() {
+		return true
+	}
+	s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)
+	s.journal.Record("held", "", until.UTC().Format(time.RFC3339Nano))
+	if err := s.hold.Wait(ctx); err != nil {
+		return false
+	}
+	s.log.Info("the failover test's hold ended: starting")
+	s.journal.Record("resumed", "", "")
+	return true
+}
+
+// caches are the speaker's informers: what it decides from.
+type caches struct {
+	svcs  coreinformers.ServiceInformer
+	eps   discoveryinformers.EndpointSliceInformer
+	nodes coreinformers.NodeInformer
+}
+
+// endpoints are a Service's EndpointSlices.
+func (c caches) endpoints(ns, name string) []*discoveryv1.EndpointSlice {
+	objs, _ := c.eps.Informer().GetIndexer().ByIndex("service", ns+"/"+name)
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*discoveryv1.EndpointSlice))
+	}
+	return out
+}
+
+// startCaches starts the informers, keeping only the fields the speaker
+// uses, each change a kick.
+func (s *Speaker) startCaches(ctx context.Context) (caches, error) {
+	all := informers.NewSharedInformerFactory(s.opts.Client, 0)
+	// All Nodes: L2 mode needs the other speakers' addresses and labels.
+	c := caches{svcs: all.Core().V1().Services(), eps: all.Discovery().V1().EndpointSlices(), nodes: all.Core().V1().Nodes()}
+	for inf, slim := range map[cache.SharedIndexInformer]cache.TransformFunc{c.svcs.Informer(): slimService, c.eps.Informer(): slimEndpointSlice, c.nodes.Informer(): slimNode} {
+		if err := inf.SetTransform(slim); err != nil {
+			return c, err
+		}
+	}
+	h := cache.ResourceEventHandlerFuncs{AddFunc: func(any) { s.kick() }, UpdateFunc: func(_, _ any) { s.kick() }, DeleteFunc: func(any) { s.kick() }}
+	for _, inf := range []cache.SharedIndexInformer{c.svcs.Informer(), c.eps.Informer(), c.nodes.Informer()} {
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return c, err
+		}
+	}
+	if err := c.eps.Informer().AddIndexers(cache.Indexers{"service": func(obj any) ([]string, error) {
+		es := obj.(*discoveryv1.EndpointSlice)
+		return []string{es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]}, nil
+	}}); err != nil {
+		return c, err
+	}
+	all.Start(ctx.Done())
+	return c, nil
 }
 
 // pass runs every driver on the world with the config in force.

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -76,6 +77,71 @@ func main() {
 	}
 }
 
+// controllerClients are the controller's API clients: one for its work,
+// one (slower) for Events. With tokenFile they act as the controller's
+// own ServiceAccount; the kubeconfig or in-cluster config then gives only
+// the apiserver's address and CA.
+func controllerClients(kubeconfig, tokenFile string, qps float64) (client, events *kubernetes.Clientset, err error) {
+	restCfg, err := clientConfig(kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokenFile != "" {
+		// Only the address and the CA: the pod's own credentials are
+		// the charm's, far more than the controller needs.
+		restCfg = rest.AnonymousClientConfig(restCfg)
+		restCfg.BearerTokenFile = tokenFile
+	}
+	restCfg.QPS, restCfg.Burst = float32(qps), int(qps*2)
+	restCfg.UserAgent = "calico-lb-controller"
+	if client, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return nil, nil, err
+	}
+	evCfg := rest.CopyConfig(restCfg)
+	evCfg.QPS, evCfg.Burst = controller.EventQPS, controller.EventBurst
+	events, err = kubernetes.NewForConfig(evCfg)
+	return client, events, err
+}
+
+// localAPIAddress is --api-address, else the config file's, else the default.
+func localAPIAddress(flagged, cfgPath string) string {
+	if flagged != "" {
+		return flagged
+	}
+	if data, err := os.ReadFile(cfgPath); err == nil {
+		if cfg, err := config.Parse(data); err == nil {
+			return cfg.APIAddress
+		}
+	}
+	return config.DefaultAPIAddress
+}
+
+// serveLocalAPI serves the controller's local API on addr, its /v1/ paths
+// to the holder of the key in keyPath (written there if there is none).
+func serveLocalAPI(ctrl *controller.Controller, addr, keyPath string, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
+	}
+	// The local API's actions (a pool change applied, the speakers
+	// gathered) may take longer to answer than the default allows.
+	localTimeouts := api.DefaultTimeouts
+	localTimeouts.Write = 2 * time.Minute
+	key, err := controller.LoadOrCreateKey(keyPath)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := api.Server(controller.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("local API stopped", "error", err)
+		}
+	}()
+	log.Info("local API listening", "address", ln.Addr().String())
+	return srv, nil
+}
+
 func runController(args []string) error {
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
 	cfgPath := fs.String("config", config.DefaultPath, "workload config file (reloaded when it changes)")
@@ -99,36 +165,9 @@ func runController(args []string) error {
 
 	level := new(slog.LevelVar)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	restCfg, err := clientConfig(*kubeconfig)
+	client, events, err := controllerClients(*kubeconfig, *tokenFile, *qps)
 	if err != nil {
 		return err
-	}
-	if *tokenFile != "" {
-		// Only the address and the CA: the pod's own credentials are
-		// the charm's, far more than the controller needs.
-		restCfg = rest.AnonymousClientConfig(restCfg)
-		restCfg.BearerTokenFile = *tokenFile
-	}
-	restCfg.QPS, restCfg.Burst = float32(*qps), int(*qps*2)
-	restCfg.UserAgent = "calico-lb-controller"
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return err
-	}
-	evCfg := rest.CopyConfig(restCfg)
-	evCfg.QPS, evCfg.Burst = controller.EventQPS, controller.EventBurst
-	events, err := kubernetes.NewForConfig(evCfg)
-	if err != nil {
-		return err
-	}
-	addr := *apiAddr
-	if addr == "" {
-		addr = config.DefaultAPIAddress
-		if data, err := os.ReadFile(*cfgPath); err == nil {
-			if cfg, err := config.Parse(data); err == nil {
-				addr = cfg.APIAddress
-			}
-		}
 	}
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
@@ -149,29 +188,10 @@ func runController(args []string) error {
 			}
 		})
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("local API: %w", err)
-	}
-	// The local API's actions (a pool change applied, the speakers
-	// gathered) may take longer to answer than the default allows.
-	localTimeouts := api.DefaultTimeouts
-	localTimeouts.Write = 2 * time.Minute
-	keyPath := *apiKeyFile
-	if keyPath == "" {
-		keyPath = config.DefaultAPIKeyFile
-	}
-	key, err := controller.LoadOrCreateKey(keyPath)
+	srv, err := serveLocalAPI(ctrl, localAPIAddress(*apiAddr, *cfgPath), cmp.Or(*apiKeyFile, config.DefaultAPIKeyFile), log)
 	if err != nil {
 		return err
 	}
-	srv := api.Server(controller.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("local API stopped", "error", err)
-		}
-	}()
-	log.Info("local API listening", "address", ln.Addr().String())
 	if *metricsAddr != "" {
 		mln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
@@ -190,6 +210,34 @@ func runController(args []string) error {
 		return nil
 	}
 	return err
+}
+
+// serveSpeakerAPI serves the speaker's status API on addr (on NODE_IP when
+// addr has no host), and its health checks on loopback too when the API
+// is not there.
+func serveSpeakerAPI(sp *speaker.Speaker, addr string) (srv, local *http.Server, err error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" && os.Getenv("NODE_IP") != "" {
+		addr = net.JoinHostPort(os.Getenv("NODE_IP"), port)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local API: %w", err)
+	}
+	srv = api.Server(sp.Handler(), api.DefaultTimeouts)
+	go func() { _ = srv.Serve(ln) }()
+	// Pebble's readiness check asks on loopback: when the API listens on
+	// the node's address only, serve /healthz and /readyz there too, or the
+	// check fails for good and Pebble restarts a healthy speaker.
+	local = api.Server(sp.HealthHandler(), api.DefaultTimeouts)
+	if host, port, _ := net.SplitHostPort(addr); !checkReaches(host) {
+		lln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			_ = srv.Close()
+			return nil, nil, fmt.Errorf("local health API: %w", err)
+		}
+		go func() { _ = local.Serve(lln) }()
+	}
+	return srv, local, nil
 }
 
 func runSpeaker(args []string) error {
@@ -243,26 +291,9 @@ func runSpeaker(args []string) error {
 		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, Callers: callers, HoldFile: *holdFile})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	addr := *apiAddr
-	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" && os.Getenv("NODE_IP") != "" {
-		addr = net.JoinHostPort(os.Getenv("NODE_IP"), port)
-	}
-	ln, err := net.Listen("tcp", addr)
+	srv, local, err := serveSpeakerAPI(sp, *apiAddr)
 	if err != nil {
-		return fmt.Errorf("local API: %w", err)
-	}
-	srv := api.Server(sp.Handler(), api.DefaultTimeouts)
-	go func() { _ = srv.Serve(ln) }()
-	// Pebble's readiness check asks on loopback: when the API listens on
-	// the node's address only, serve /healthz and /readyz there too, or the
-	// check fails for good and Pebble restarts a healthy speaker.
-	local := api.Server(sp.HealthHandler(), api.DefaultTimeouts)
-	if host, port, _ := net.SplitHostPort(addr); !checkReaches(host) {
-		lln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
-		if err != nil {
-			return fmt.Errorf("local health API: %w", err)
-		}
-		go func() { _ = local.Serve(lln) }()
+		return err
 	}
 	err = sp.Run(ctx) // withdraws every route before it returns
 	_ = srv.Close()
