@@ -70,22 +70,9 @@ func l2(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	defer b.Close()
-	kb := b.Kubebed
-	if _, err := kb.Deploy(ctx, "lb", map[string]any{"pools": "10.214.0.100-10.214.0.120", "peering-mode": "l2"}); err != nil {
-		return err
-	}
-	if _, err := kb.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
-		return err
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "bench", Name: "web", Replicas: 3}); err != nil {
-		return err
-	}
-	vip, err := b.WaitIP("bench", "web", 30*time.Second)
+	vip, err := deploy(ctx, b, map[string]any{"pools": "10.214.0.100-10.214.0.120", "peering-mode": "l2"}, 3)
 	if err != nil {
 		return err
-	}
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := kubebed.Ask(b.Client, vip, time.Second); return err == nil }); err != nil {
-		return fmt.Errorf("VIP %s unreachable", vip)
 	}
 	time.Sleep(5 * time.Second) // hold-down and settling
 	metrics := func() map[string]float64 {
@@ -116,7 +103,6 @@ func bfd(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	defer b.Close()
-	kb := b.Kubebed
 	for i := range b.Nodes {
 		name := fmt.Sprint("node", i+1)
 		n, err := b.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -129,26 +115,14 @@ func bfd(ctx context.Context, d time.Duration) error {
 		}
 	}
 	const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}"
-	if _, err := kb.Deploy(ctx, "lb", map[string]any{"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
+	vip, err := deploy(ctx, b, map[string]any{"pools": "10.212.100.0/28", "peering-mode": "spine", "as-number": 64512.0,
 		"subnet-spine-peers":    "{10.212.1.0/24: [" + fmt.Sprintf(peer, 1) + "], 10.212.2.0/24: [" + fmt.Sprintf(peer, 2) + "]}",
-		"speaker-node-selector": "rack=bench"}); err != nil {
-		return err
-	}
-	if _, err := kb.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
-		return err
-	}
-	if _, err := kb.Echo(ctx, kubebed.App{NS: "bench", Name: "web", Replicas: 2}); err != nil {
-		return err
-	}
-	vip, err := b.WaitIP("bench", "web", 30*time.Second)
+		"speaker-node-selector": "rack=bench"}, 2)
 	if err != nil {
 		return err
 	}
 	if _, err := netns.WaitFor(ctx, time.Minute, func() bool { return bfdUp(b) == len(b.Nodes) }); err != nil {
 		return fmt.Errorf("BFD sessions up at FRR: %d of %d", bfdUp(b), len(b.Nodes))
-	}
-	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := kubebed.Ask(b.Client, vip, time.Second); return err == nil }); err != nil {
-		return fmt.Errorf("VIP %s unreachable", vip)
 	}
 	for _, flood := range []bool{false, true} {
 		before := bfdDowns(b)
@@ -160,6 +134,31 @@ func bfd(ctx context.Context, d time.Duration) error {
 			map[bool]string{false: "quiet", true: "flood"}[flood], float64(sent)/d.Seconds(), bfdDowns(b)-before, bfdUp(b), len(b.Nodes), failed, asked)
 	}
 	return nil
+}
+
+// deploy deploys calico-lb with cfg as Juju deploys it, waits for a
+// speaker on every node, and deploys the test application with replicas
+// pods behind Service bench/web; it returns the VIP once the client gets
+// answers from it.
+func deploy(ctx context.Context, b *spinebed.Bed, cfg map[string]any, replicas int) (string, error) {
+	kb := b.Kubebed
+	if _, err := kb.Deploy(ctx, "lb", cfg); err != nil {
+		return "", err
+	}
+	if _, err := kb.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
+		return "", err
+	}
+	if _, err := kb.Echo(ctx, kubebed.App{NS: "bench", Name: "web", Replicas: replicas}); err != nil {
+		return "", err
+	}
+	vip, err := b.WaitIP("bench", "web", 30*time.Second)
+	if err != nil {
+		return "", err
+	}
+	if _, err := netns.WaitFor(ctx, 30*time.Second, func() bool { _, err := kubebed.Ask(b.Client, vip, time.Second); return err == nil }); err != nil {
+		return "", fmt.Errorf("VIP %s unreachable", vip)
+	}
+	return vip, nil
 }
 
 // phase runs a client against vip for d (a request every 10 ms, each
