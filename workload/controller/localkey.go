@@ -1,15 +1,14 @@
 package controller
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 
+	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
@@ -43,16 +42,5 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 // and the open paths (health and metrics, for Pebble's checks and
 // Prometheus) to anyone.
 func RequireKey(next http.Handler, key []byte, open ...string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if slices.Contains(open, r.URL.Path) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), key) != 1 {
-			http.Error(w, "the local API wants the key in the controller's --api-key-file as a bearer token (the charm reads it through Pebble)", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return api.RequireBearer(next, key, "the local API wants the key in the controller's --api-key-file as a bearer token (the charm reads it through Pebble)", open...)
 }

@@ -3,7 +3,6 @@ package probe
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // Request starts a probe run (POST /v1/probes).
@@ -72,21 +73,9 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/probes/{id}", func(w http.ResponseWriter, r *http.Request) { a.report(w, r.PathValue("id"), false) })
 	mux.HandleFunc("DELETE /v1/probes/{id}", func(w http.ResponseWriter, r *http.Request) { a.report(w, r.PathValue("id"), true) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && !a.authorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="calico-lb probe"`)
-			http.Error(w, "this probe agent wants its token (printed or written when it started): pass the failover-test action probe-token=", http.StatusUnauthorized)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
-
-// authorized reports whether r carries the agent's token. An agent without
-// one (a programming error; the command always sets one) refuses all.
-func (a *Agent) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && a.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) == 1
+	// An agent without a token (a programming error; the command always
+	// sets one) refuses all.
+	return api.RequireBearer(mux, []byte(a.Token), "this probe agent wants its token (printed or written when it started): pass the failover-test action probe-token=", "/healthz")
 }
 
 // MinTokenLen is the shortest token an agent takes from a file.
