@@ -159,9 +159,7 @@ func newLiveness(self string, started time.Time, keys L2Keys, interval, timeout 
 }
 
 // Port is the UDP port it listens on.
-func (l *Liveness) Port() int {
-	return int(netip.MustParseAddrPort(l.conn.LocalAddr().String()).Port())
-}
+func (l *Liveness) Port() int { return l.conn.LocalAddr().(*net.UDPAddr).Port }
 
 // Changed signals when the set of live speakers may have changed.
 func (l *Liveness) Changed() <-chan struct{} { return l.kick }
@@ -420,7 +418,7 @@ func (l *Liveness) inOrder(hb heartbeat, now time.Time) bool {
 	lt, known := l.latest[hb.node]
 	started := time.Unix(0, hb.started)
 	switch {
-	case !known || !started.Equal(lt.started) && !started.Before(lt.started):
+	case !known || started.After(lt.started):
 		lt = peerOrder{started: started} // first heard, or a new life
 	case started.Before(lt.started):
 		if now.Sub(lt.at) <= replayWindow {
