@@ -26,9 +26,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +38,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/tests/promrules"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 )
 
@@ -91,7 +92,7 @@ func l2(ctx context.Context, d time.Duration) error {
 		delta := func(k string) float64 { return after[k] - before[k] }
 		fmt.Printf("flood-l2 phase=%s sent_pps=%.0f refused_source=%.0f refused_unauthentic=%.0f ownership_changes=%.0f client_failed=%d/%d\n",
 			map[bool]string{false: "quiet", true: "flood"}[flood], float64(sent)/d.Seconds(),
-			delta(`calico_lb_l2_heartbeats_rejected_total{reason="source"}`), delta(`calico_lb_l2_heartbeats_rejected_total{reason="unauthentic"}`),
+			delta(metricKey("calico_lb_l2_heartbeats_rejected_total", "source")), delta(metricKey("calico_lb_l2_heartbeats_rejected_total", "unauthentic")),
 			delta("calico_lb_l2_ownership_changes_total"), failed, asked)
 	}
 	return nil
@@ -237,8 +238,8 @@ func bfdPackets() [][]byte {
 	return out
 }
 
-// scrape reads a speaker's counters from its /metrics (open to anyone who
-// reaches the node), keyed by name and labels as the text format has them.
+// scrape reads a speaker's L2 counters from its /metrics (open to anyone
+// who reaches the node), keyed by name and, for the refusals, reason.
 func scrape(ns, nodeIP string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := netns.HTTPClient(ns, 2*time.Second).Get("http://" + net.JoinHostPort(nodeIP, "9403") + "/metrics")
@@ -246,29 +247,23 @@ func scrape(ns, nodeIP string) map[string]float64 {
 		return out
 	}
 	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return out
 	}
-	for _, l := range strings.Split(sb.String(), "\n") {
-		if !strings.HasPrefix(l, "calico_lb_l2_") {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(l[i+1:], &v); err == nil {
-			out[l[:i]] = v
-		}
+	series, _ := promrules.FromScrape(string(body), "calico_lb_l2_", nil)
+	for _, s := range series {
+		out[metricKey(s.Labels["__name__"], s.Labels["reason"])] += s.Value
 	}
 	return out
+}
+
+// metricKey names a counter and, if it has one, its reason label.
+func metricKey(name, reason string) string {
+	if reason == "" {
+		return name
+	}
+	return name + "/" + reason
 }
 
 // bfdPeers are FRR's BFD peers with their counters.
