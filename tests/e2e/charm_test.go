@@ -22,8 +22,8 @@ import (
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // The charm with real parts: the real dispatch binary run as Juju runs it
@@ -210,7 +210,7 @@ func TestCharmRealParts(t *testing.T) {
 		s.GoalUnits = map[string]string{"calico-lb/0": "dying", "calico-lb/1": "active"}
 	})
 	hook("remove")
-	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, access.ControllerAccount, metav1.GetOptions{}); err != nil {
 		t.Fatalf("a scale-down removed the controller's ServiceAccount: %v", err)
 	}
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); err != nil {
@@ -226,10 +226,10 @@ func TestCharmRealParts(t *testing.T) {
 	if _, err := kube.CoordinationV1().Leases("lb").Get(ctx, "calico-lb-controller", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Lease is still there after remove (%v); logs %v", err, j.State(t).Logs)
 	}
-	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, access.ControllerAccount, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the controller's ServiceAccount is still there after remove (%v)", err)
 	}
-	if _, err := kube.RbacV1().ClusterRoles().Get(ctx, controller.ControllerAccount+"-lb", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.RbacV1().ClusterRoles().Get(ctx, access.ControllerAccount+"-lb", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the controller's ClusterRole is still there after remove (%v)", err)
 	}
 }
@@ -239,11 +239,11 @@ func TestCharmRealParts(t *testing.T) {
 func controllerHasOwnAccount(t *testing.T, kube kubernetes.Interface, root string, pb *pebbled.Daemon) bool {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+	if _, err := kube.CoreV1().ServiceAccounts("lb").Get(ctx, access.ControllerAccount, metav1.GetOptions{}); err != nil {
 		t.Logf("ServiceAccount: %v", err)
 		return false
 	}
-	if _, err := kube.RbacV1().Roles("lb").Get(ctx, controller.ControllerAccount, metav1.GetOptions{}); err != nil {
+	if _, err := kube.RbacV1().Roles("lb").Get(ctx, access.ControllerAccount, metav1.GetOptions{}); err != nil {
 		t.Logf("Role: %v", err)
 		return false
 	}

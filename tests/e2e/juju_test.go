@@ -20,8 +20,8 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/calico"
-	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // TestJujuDeploy deploys calico-lb through a real Juju controller, as
@@ -152,7 +152,7 @@ func TestJujuDeploy(t *testing.T) {
 		out, _ := ctrl.Juju(ctx, "status", "-m", "lb")
 		t.Fatalf("calico-lb/1 not active after scale-application 2:\n%s", out)
 	}
-	leader, err := b.Kube.CoordinationV1().Leases("lb").Get(ctx, controller.DefaultLeaseName, metav1.GetOptions{})
+	leader, err := b.Kube.CoordinationV1().Leases("lb").Get(ctx, access.DefaultLeaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
-	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
 
@@ -256,7 +256,7 @@ func TestL2EndToEnd(t *testing.T) {
 func speakerJournal(t *testing.T, b *spinebed.Bed, i int, ip string, since time.Time) api.SpeakerJournal {
 	t.Helper()
 	url := fmt.Sprintf("http://%s:9403/v1/journal?ip=%s&since=%s", b.NodeIPs[i-1], ip, since.UTC().Format(time.RFC3339Nano))
-	out, err := b.Net.Exec(b.Client, "curl", "-sf", "--max-time", "5", "-H", "Authorization: Bearer "+speakerToken(t, b, controller.ControllerAccount, fmt.Sprint("node", i)), url)
+	out, err := b.Net.Exec(b.Client, "curl", "-sf", "--max-time", "5", "-H", "Authorization: Bearer "+speakerToken(t, b, access.ControllerAccount, fmt.Sprint("node", i)), url)
 	var j api.SpeakerJournal
 	if err != nil || json.Unmarshal([]byte(out), &j) != nil {
 		t.Fatalf("GET %s: %v\n%s", url, err, out)

@@ -20,13 +20,14 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // speakerUIDs maps each speaker pod's node to the pod's UID.
 func speakerUIDs(t *testing.T, b *spinebed.Bed) map[string]types.UID {
 	t.Helper()
-	pods, err := b.Kube.CoreV1().Pods("lb").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
+	pods, err := b.Kube.CoreV1().Pods("lb").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + access.SpeakerName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func extraService(t *testing.T, b *spinebed.Bed, name, pool string) {
 func speakerLogs(t *testing.T, b *spinebed.Bed, node string) string {
 	t.Helper()
 	ctx := context.Background()
-	pods, err := b.Kube.CoreV1().Pods("lb").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName, FieldSelector: "spec.nodeName=" + node})
+	pods, err := b.Kube.CoreV1().Pods("lb").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + access.SpeakerName, FieldSelector: "spec.nodeName=" + node})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("the speaker pod on %s: %v %v", node, err, pods)
 	}
@@ -260,14 +261,14 @@ func TestL2ReloadKeepsOwners(t *testing.T) {
 
 	// Rotation: the new key second (every speaker accepts it), then first.
 	secrets := b.Kube.CoreV1().Secrets("lb")
-	sec, err := secrets.Get(ctx, controller.SpeakerSecretName, metav1.GetOptions{})
+	sec, err := secrets.Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := strings.TrimSpace(string(sec.Data["l2-keys"]))
 	next := strings.Repeat("5a", 32)
 	for k, keys := range []string{old + "\n" + next + "\n", next + "\n" + old + "\n"} {
-		sec, err := secrets.Get(ctx, controller.SpeakerSecretName, metav1.GetOptions{})
+		sec, err := secrets.Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/spinebed"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
-	"github.com/calico-lb/calico-lb/workload/controller"
 )
 
 // TestStolenCredentialsStopNoSpeaker attacks the speakers' /v1/fail on
@@ -51,10 +51,10 @@ func TestStolenCredentialsStopNoSpeaker(t *testing.T) {
 		return string(b)
 	}
 	stolen := map[string]string{
-		"the controller's token for node1":  speakerToken(t, b, controller.ControllerAccount, "node1"),
-		"the speakers' own account's token": speakerToken(t, b, controller.SpeakerName, "node2"),
+		"the controller's token for node1":  speakerToken(t, b, access.ControllerAccount, "node1"),
+		"the speakers' own account's token": speakerToken(t, b, access.SpeakerName, "node2"),
 	}
-	sec, err := b.Kube.CoreV1().Secrets("lb").Get(ctx, controller.SpeakerSecretName, metav1.GetOptions{})
+	sec, err := b.Kube.CoreV1().Secrets("lb").Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestStolenCredentialsStopNoSpeaker(t *testing.T) {
 			t.Errorf("%s stopping node2's speaker: %d, want 401\n%s", what, code, out)
 		}
 	}
-	own := speakerToken(t, b, controller.ControllerAccount, "node2")
+	own := speakerToken(t, b, access.ControllerAccount, "node2")
 	if code, out := call("POST", "/v1/fail", own, failBody("any")); code != 403 {
 		t.Errorf("node2's own token without a failover test's mark on node2: %d, want 403\n%s", code, out)
 	}

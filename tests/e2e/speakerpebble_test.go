@@ -17,6 +17,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/pebbled"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/speaker"
@@ -53,11 +54,11 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: controller.SpeakerConfigName},
+	if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: access.SpeakerConfigName},
 		Data: map[string]string{"config.yaml": "mode: spine\npools:\n  p: {addresses: [10.123.0.0/28]}\nbgp:\n  as-number: 64512\n  peers: [{address: 127.0.0.9, as-number: 65000}]\n"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controller.SpeakerSecretName},
+	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: access.SpeakerSecretName},
 		Data: map[string][]byte{"l2-keys": []byte(speaker.NewKey() + "\n")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

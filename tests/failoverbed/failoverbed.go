@@ -27,7 +27,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/access"
 )
 
 // ProbePort is where the bed's probe agent listens.
@@ -341,7 +341,7 @@ func Settled(ctx context.Context, b *spinebed.Bed, vip string) error {
 		return errors.New(msg)
 	}
 	// Calico mode has no speakers.
-	if _, err := b.Kube.AppsV1().DaemonSets("lb").Get(ctx, controller.SpeakerName, metav1.GetOptions{}); err == nil {
+	if _, err := b.Kube.AppsV1().DaemonSets("lb").Get(ctx, access.SpeakerName, metav1.GetOptions{}); err == nil {
 		if _, err := b.Kubebed.WaitSpeakers(ctx, "lb", len(b.Nodes), 3*time.Minute); err != nil {
 			return err
 		}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/rock"
 )
 
@@ -25,7 +25,7 @@ import (
 func (b *Bed) WaitSpeakers(ctx context.Context, ns string, want int, limit time.Duration) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	if _, err := netns.WaitFor(ctx, limit, func() bool {
-		ds, err := b.Kube.AppsV1().DaemonSets(ns).Get(ctx, controller.SpeakerName, metav1.GetOptions{})
+		ds, err := b.Kube.AppsV1().DaemonSets(ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		if err != nil {
 			return false
 		}
@@ -34,7 +34,7 @@ func (b *Bed) WaitSpeakers(ctx context.Context, ns string, want int, limit time.
 			int(st.UpdatedNumberScheduled) != want || int(st.NumberReady) != want {
 			return false
 		}
-		l, err := b.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controller.SpeakerName})
+		l, err := b.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + access.SpeakerName})
 		if err != nil {
 			return false
 		}

@@ -36,7 +36,7 @@ const (
 const (
 	DefaultAPIAddress = "127.0.0.1:9402"
 	// DefaultAPIKeyFile is where the controller keeps the local API's key
-	// (controller.LoadOrCreateKey), beside its ServiceAccount token.
+	// (access.LoadOrCreateKey), beside its ServiceAccount token.
 	DefaultAPIKeyFile = "/var/lib/calico-lb/api-key"
 	// DefaultBinary is where the workload image has calico-lb.
 	DefaultBinary = rock.Binary

@@ -21,6 +21,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -44,7 +45,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	speakerRole := SpeakerName + "-" + e.ns
+	speakerRole := access.SpeakerName + "-" + e.ns
 	attacks := []struct {
 		what string
 		do   func(c kubernetes.Interface) error
@@ -73,7 +74,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 		{"bind itself to cluster-admin", func(c kubernetes.Interface) error {
 			_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: e.ns + "-admin"},
 				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-				Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: e.ns}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: access.ControllerAccount, Namespace: e.ns}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		}},
 		{"grant Secrets through the speakers' ClusterRole", func(c kubernetes.Interface) error {
@@ -94,12 +95,12 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 			return err
 		}},
 		{"mount another Secret into the speakers' DaemonSet", func(c kubernetes.Interface) error {
-			ds := guardProbe(e.ns, SpeakerName, []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "database"}}}})
+			ds := guardProbe(e.ns, access.SpeakerName, []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "database"}}}})
 			_, err := c.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		}},
 		{"give the speakers SYS_ADMIN", func(c kubernetes.Interface) error {
-			ds := guardProbe(e.ns, SpeakerName, nil)
+			ds := guardProbe(e.ns, access.SpeakerName, nil)
 			ds.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}
 			_, err := c.AppsV1().DaemonSets(e.ns).Create(ctx, ds, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
@@ -110,7 +111,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 			return err
 		}},
 		{"delete the speakers' Secret (to make it again as a token Secret)", func(c kubernetes.Interface) error {
-			return c.CoreV1().Secrets(e.ns).Delete(ctx, SpeakerSecretName, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+			return c.CoreV1().Secrets(e.ns).Delete(ctx, access.SpeakerSecretName, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
 		}},
 		{"bind the speakers' ClusterRole to another account", func(c kubernetes.Interface) error {
 			b, err := e.client.RbacV1().ClusterRoleBindings().Get(ctx, speakerRole, metav1.GetOptions{})
@@ -126,10 +127,10 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 			return err
 		}},
 		{"issue a token for the speakers' ServiceAccount", func(c kubernetes.Interface) error {
-			if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: SpeakerName}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: access.SpeakerName}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("setup: %w", err)
 			}
-			_, err := c.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, SpeakerName, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+			_, err := c.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, access.SpeakerName, &authnv1.TokenRequest{}, metav1.CreateOptions{})
 			return err
 		}},
 	}
@@ -150,7 +151,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 		}
 	}
 	// The speakers' own DaemonSet passes the policy.
-	ds, err := (speakerObjects{client: own, ns: e.ns, port: 9403, image: speakerImage{Image: "calico-lb:test"}}).daemonSet(&config.Config{Mode: config.ModeL2}, map[string]string{"app.kubernetes.io/name": SpeakerName})
+	ds, err := (speakerObjects{client: own, ns: e.ns, port: 9403, image: speakerImage{Image: "calico-lb:test"}}).daemonSet(&config.Config{Mode: config.ModeL2}, map[string]string{"app.kubernetes.io/name": access.SpeakerName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +164,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 // ServiceAccount and volumes: what an attack through it would write.
 func guardProbe(ns, account string, volumes []corev1.Volume) *appsv1.DaemonSet {
 	l := map[string]string{"app": "probe"}
-	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: SpeakerName, Namespace: ns},
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: access.SpeakerName, Namespace: ns},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: l}, Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: l},
 			Spec: corev1.PodSpec{ServiceAccountName: account, Volumes: volumes,
@@ -176,8 +177,8 @@ func guardProbe(ns, account string, volumes []corev1.Volume) *appsv1.DaemonSet {
 func TestControllerTokenRenewed(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	a := Access{Namespace: e.ns}
-	f := TokenFile{Path: filepath.Join(t.TempDir(), "sub", "token")}
+	a := access.Access{Namespace: e.ns}
+	f := access.TokenFile{Path: filepath.Join(t.TempDir(), "sub", "token")}
 	if err := a.Grant(ctx, e.client, f, 10*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestControllerTokenRenewed(t *testing.T) {
 	}
 	// A re-created ServiceAccount invalidates the old tokens: Grant issues
 	// one for the new account.
-	if err := e.client.CoreV1().ServiceAccounts(e.ns).Delete(ctx, ControllerAccount, metav1.DeleteOptions{}); err != nil {
+	if err := e.client.CoreV1().ServiceAccounts(e.ns).Delete(ctx, access.ControllerAccount, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Grant(ctx, e.client, f, 10*time.Minute); err != nil {
@@ -239,7 +240,7 @@ func TestTokenFreshness(t *testing.T) {
 		{"bad base64", "a.!!!.c", "", false},
 	}
 	for _, c := range cases {
-		f := TokenFile{Path: filepath.Join(dir, c.name)}
+		f := access.TokenFile{Path: filepath.Join(dir, c.name)}
 		if err := os.WriteFile(f.Path, []byte(c.token), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +248,7 @@ func TestTokenFreshness(t *testing.T) {
 			t.Errorf("%s: fresh = %v, want %v", c.name, got, c.fresh)
 		}
 	}
-	if (TokenFile{Path: filepath.Join(dir, "missing")}).Fresh(now, "") {
+	if (access.TokenFile{Path: filepath.Join(dir, "missing")}).Fresh(now, "") {
 		t.Error("a missing file is fresh")
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -71,9 +72,6 @@ type Options struct {
 	SpeakerHandOver time.Duration
 }
 
-// DefaultLeaseName is the leader-election Lease's name when none is given.
-const DefaultLeaseName = "calico-lb-controller"
-
 func (o *Options) defaults() {
 	if o.SpeakerPort == 0 {
 		o.SpeakerPort = config.DefaultSpeakerPort
@@ -92,7 +90,7 @@ func (o *Options) defaults() {
 		o.Identity = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if o.LeaseName == "" {
-		o.LeaseName = DefaultLeaseName
+		o.LeaseName = access.DefaultLeaseName
 	}
 	if o.LeaseNamespace == "" {
 		o.LeaseNamespace = "default"

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/workload/access"
 )
 
 // One control plane serves every test of the package; each test isolates
@@ -138,9 +139,9 @@ func (e *env) start(id string, mods ...func(*Options)) *running {
 // permission it lacks fails the test that needs it.
 func (e *env) controllerClient() kubernetes.Interface {
 	e.t.Helper()
-	a := Access{Namespace: e.ns, LeaseName: e.lease}
-	f := TokenFile{Path: filepath.Join(e.t.TempDir(), "token")}
-	if err := a.Grant(context.Background(), e.client, f, TokenTTL); err != nil {
+	a := access.Access{Namespace: e.ns, LeaseName: e.lease}
+	f := access.TokenFile{Path: filepath.Join(e.t.TempDir(), "token")}
+	if err := a.Grant(context.Background(), e.client, f, access.TokenTTL); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = a.Remove(context.Background(), e.client) })

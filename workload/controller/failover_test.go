@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/calico-lb/calico-lb/tests/netns"
+	"github.com/calico-lb/calico-lb/workload/access"
 )
 
 // TestFailoverFaults runs the failover test's cluster changes against the
@@ -37,14 +38,14 @@ func TestFailoverFaults(t *testing.T) {
 	t.Cleanup(func() { _ = e.client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
 	// The test's powers are the controller's only while granted (the
 	// charm grants them when the action starts): without, no cordon.
-	a := Access{Namespace: e.ns, LeaseName: e.lease}
+	a := access.Access{Namespace: e.ns, LeaseName: e.lease}
 	cordon := func() error {
 		return c.setMark(ctx, node, mark{ID: "r0", Until: time.Now().Add(time.Minute)}, true)
 	}
 	if err := cordon(); !apierrors.IsForbidden(err) {
 		t.Fatalf("a cordon without the failover test's powers: %v, want Forbidden", err)
 	}
-	if underway, err := a.FailoverUnderway(ctx, e.client); err != nil || underway {
+	if underway, err := Underway(ctx, e.client, a); err != nil || underway {
 		t.Fatalf("a test is underway before any: %v %v", underway, err)
 	}
 	if err := a.Failover(ctx, e.client, true); err != nil {
@@ -53,7 +54,7 @@ func TestFailoverFaults(t *testing.T) {
 	if _, err := netns.WaitFor(ctx, 10*time.Second, func() bool { return cordon() == nil }); err != nil {
 		t.Fatalf("the granted powers do not cordon: %v", cordon())
 	}
-	if underway, err := a.FailoverUnderway(ctx, e.client); err != nil || !underway {
+	if underway, err := Underway(ctx, e.client, a); err != nil || !underway {
 		t.Fatalf("the mark does not count as a test underway: %v %v", underway, err)
 	}
 	if err := c.clearMark(ctx, node, mark{ID: "r0", Cordoned: true}); err != nil {
@@ -195,7 +196,7 @@ func TestFailoverLeaseOneAtATime(t *testing.T) {
 	if held, err := a.takeFailoverLease(ctx, "r1", time.Minute); err != nil || held != "" {
 		t.Fatalf("the first test: %q %v", held, err)
 	}
-	if underway, err := (Access{Namespace: e.ns}).FailoverUnderway(ctx, e.client); err != nil || !underway {
+	if underway, err := Underway(ctx, e.client, access.Access{Namespace: e.ns}); err != nil || !underway {
 		t.Fatalf("a held Lease does not count as a test underway: %v %v", underway, err)
 	}
 	held, err := b.takeFailoverLease(ctx, "r2", time.Minute)

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/kubeapply"
 )
@@ -20,7 +21,7 @@ import (
 func TestBrokenL2KeysAreRestored(t *testing.T) {
 	ctx := context.Background()
 	// The ConfigMap and Secret as `calico-lb access` makes them.
-	client := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: meta("lb", SpeakerConfigName, nil)}, &corev1.Secret{ObjectMeta: meta("lb", SpeakerSecretName, nil)})
+	client := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: access.Meta("lb", access.SpeakerConfigName, nil)}, &corev1.Secret{ObjectMeta: access.Meta("lb", access.SpeakerSecretName, nil)})
 	o := config.DefaultOptions()
 	o.PeeringMode = "l2"
 	o.Pools = "10.0.0.0/24"
@@ -35,21 +36,21 @@ func TestBrokenL2KeysAreRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := func() []byte {
-		sec, err := client.CoreV1().Secrets("lb").Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+		sec, err := client.CoreV1().Secrets("lb").Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return sec.Data[l2KeysKey]
 	}
 	template := func() string {
-		ds, err := client.AppsV1().DaemonSets("lb").Get(ctx, SpeakerName, metav1.GetOptions{})
+		ds, err := client.AppsV1().DaemonSets("lb").Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ds.Spec.Template.Annotations[kubeapply.HashKey]
 	}
 	good, before := secret(), template()
-	sec, _ := client.CoreV1().Secrets("lb").Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+	sec, _ := client.CoreV1().Secrets("lb").Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 	sec.Data[l2KeysKey] = []byte("not a key\n")
 	if _, err := client.CoreV1().Secrets("lb").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

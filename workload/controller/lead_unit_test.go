@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
@@ -49,7 +50,7 @@ func TestLeaderThatCannotStartGivesUpTheLease(t *testing.T) {
 	go func() { _ = c.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		l, err := client.CoordinationV1().Leases("lb").Get(ctx, DefaultLeaseName, metav1.GetOptions{})
+		l, err := client.CoordinationV1().Leases("lb").Get(ctx, access.DefaultLeaseName, metav1.GetOptions{})
 		if tries.Load() > 0 && err == nil && (l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "") {
 			break // taken, failed, given up
 		}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
@@ -67,7 +68,7 @@ func TestNoSpeakerImageIsReported(t *testing.T) {
 	if !strings.Contains(snap.SpeakersError, "POD_NAME") || !strings.Contains(snap.SpeakersError, "--speaker-image") {
 		t.Fatalf("speakersError %q does not say how to fix it", snap.SpeakersError)
 	}
-	if _, err := e.client.AppsV1().DaemonSets(e.ns).Get(context.Background(), SpeakerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := e.client.AppsV1().DaemonSets(e.ns).Get(context.Background(), access.SpeakerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a DaemonSet without an image was made: %v", err)
 	}
 

@@ -14,12 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
 // speakerPods lists the speaker pods, on node only when node is set.
 func (c *Controller) speakerPods(ctx context.Context, node string) ([]corev1.Pod, error) {
-	opts := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + SpeakerName}
+	opts := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + access.SpeakerName}
 	if node != "" {
 		opts.FieldSelector = "spec.nodeName=" + node
 	}

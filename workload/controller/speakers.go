@@ -11,7 +11,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,18 +19,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/kubeapply"
 	"github.com/calico-lb/calico-lb/workload/pebblelayer"
 	"github.com/calico-lb/calico-lb/workload/rock"
 	"github.com/calico-lb/calico-lb/workload/speaker"
-)
-
-// Names of what the controller creates for the speakers.
-const (
-	SpeakerName       = "calico-lb-speaker"
-	SpeakerConfigName = "calico-lb-speaker-config"
-	SpeakerSecretName = "calico-lb-bgp-passwords"
 )
 
 // speakerObjects reconciles the speaker DaemonSet and what it needs, in
@@ -94,21 +87,21 @@ func (s speakerObjects) reconcile(ctx context.Context, cfg *config.Config) error
 		s.log.Error(problem)
 	}
 	s.keys.set(keys)
-	labelsSel := map[string]string{"app.kubernetes.io/name": SpeakerName}
+	labelsSel := map[string]string{"app.kubernetes.io/name": access.SpeakerName}
 	objs := []func() error{
 		func() error {
 			layer, err := SpeakerLayer(s.port, s.ns).Render()
 			if err != nil {
 				return err
 			}
-			cm := &corev1.ConfigMap{ObjectMeta: meta(s.ns, SpeakerConfigName, labelsSel), Data: map[string]string{
+			cm := &corev1.ConfigMap{ObjectMeta: access.Meta(s.ns, access.SpeakerConfigName, labelsSel), Data: map[string]string{
 				"config.yaml": string(s.configRaw), speakerLayerKey: string(layer)}}
 			return kubeapply.Update(ctx, s.client.CoreV1().ConfigMaps(s.ns), cm, func(have, want *corev1.ConfigMap) {
 				have.Data = want.Data
 			}, speakerObjectsMaker)
 		},
 		func() error {
-			sec := &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
+			sec := &corev1.Secret{ObjectMeta: access.Meta(s.ns, access.SpeakerSecretName, labelsSel), Data: map[string][]byte{bgpPasswordsKey: passwords, l2KeysKey: keys}}
 			return kubeapply.Update(ctx, s.client.CoreV1().Secrets(s.ns), sec, func(have, want *corev1.Secret) {
 				have.Data = want.Data
 			}, speakerObjectsMaker)
@@ -142,7 +135,7 @@ const (
 
 // secret returns the data of the speakers' Secret, nil when there is none.
 func (s speakerObjects) secret(ctx context.Context) (map[string][]byte, error) {
-	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+	sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		if sec.Data == nil {
@@ -170,40 +163,11 @@ func l2KeysOf(have map[string][]byte, last []byte) (keys []byte, problem string)
 	case err == nil:
 		return cur, ""
 	case present && last != nil:
-		return last, fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v): restored the last good keys; to rotate them, add the new key as a second line, and move it first once every speaker has it", SpeakerSecretName, err)
+		return last, fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v): restored the last good keys; to rotate them, add the new key as a second line, and move it first once every speaker has it", access.SpeakerSecretName, err)
 	case present:
-		return []byte(speaker.NewKey() + "\n"), fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v) and no good keys are known: made a new key, which rolls every speaker", SpeakerSecretName, err)
+		return []byte(speaker.NewKey() + "\n"), fmt.Sprintf("the speakers' Secret %s holds l2-keys that do not parse (%v) and no good keys are known: made a new key, which rolls every speaker", access.SpeakerSecretName, err)
 	}
 	return []byte(speaker.NewKey() + "\n"), ""
-}
-
-// speakerRoleName names the speakers' ClusterRole and its binding; it
-// carries the namespace, so two calico-lb applications do not share one.
-func speakerRoleName(ns string) string { return SpeakerName + "-" + ns }
-
-// speakerRules are all the speakers may do: read Services, Nodes and
-// EndpointSlices. The controller holds them too (ClusterRules), since the
-// apiserver lets it grant only what it holds.
-var speakerRules = []rbacv1.PolicyRule{
-	{APIGroups: core, Resources: []string{"services", "nodes"}, Verbs: readVerbs},
-	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
-	// Events on the speaker's Node: an L2 interface it cannot answer on.
-	{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
-	// Asking the apiserver whose a bearer token on the status API is
-	// (speaker.TokenReviews): the controller's, for this node.
-	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
-}
-
-// speakerFileRules, in the speakers' namespace only, let them watch their
-// ConfigMap and Secret by name (speaker.KubeFiles): a change reaches every
-// speaker within a second, with no new pods.
-var speakerFileRules = []rbacv1.PolicyRule{
-	{APIGroups: core, Resources: []string{"configmaps"}, Verbs: readVerbs, ResourceNames: []string{SpeakerConfigName}},
-	{APIGroups: core, Resources: []string{"secrets"}, Verbs: readVerbs, ResourceNames: []string{SpeakerSecretName}},
-}
-
-func meta(ns, name string, l map[string]string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}
 }
 
 // SpeakerResources are the speaker container's requests and limits, from
@@ -249,7 +213,7 @@ func SpeakerLayer(port int, ns string) pebblelayer.Layer {
 			Override: "replace",
 			Summary:  "calico-lb speaker: announces this node's Service IPs (BGP or ARP/NDP)",
 			Command: fmt.Sprintf("%s speaker --config %s --namespace %s --configmap %s --secret %s --api-address :%d --hold-file %s --controller-account %s/%s",
-				config.DefaultBinary, config.DefaultPath, ns, SpeakerConfigName, SpeakerSecretName, port, speakerHoldFile, ns, ControllerAccount),
+				config.DefaultBinary, config.DefaultPath, ns, access.SpeakerConfigName, access.SpeakerSecretName, port, speakerHoldFile, ns, access.ControllerAccount),
 			Startup: "enabled", OnCheckFailure: map[string]string{SpeakerCheck: "restart"}, BackoffLimit: "10s",
 		}},
 		Checks: map[string]pebblelayer.Check{SpeakerCheck: {
@@ -274,14 +238,14 @@ func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*a
 		return nil, err
 	}
 	ds := &appsv1.DaemonSet{
-		ObjectMeta: meta(s.ns, SpeakerName, sel),
+		ObjectMeta: access.Meta(s.ns, access.SpeakerName, sel),
 		Spec: appsv1.DaemonSetSpec{
 			Selector:       &metav1.LabelSelector{MatchLabels: sel},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: sel},
 				Spec: corev1.PodSpec{
-					ServiceAccountName:            SpeakerName,
+					ServiceAccountName:            access.SpeakerName,
 					ImagePullSecrets:              s.image.PullSecrets,
 					HostNetwork:                   true,
 					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
@@ -297,7 +261,7 @@ func (s speakerObjects) daemonSet(cfg *config.Config, sel map[string]string) (*a
 					},
 					Containers: []corev1.Container{s.container(cfg.Mode)},
 					Volumes: []corev1.Volume{
-						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: SpeakerConfigName}}}},
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: access.SpeakerConfigName}}}},
 						{Name: "pebble", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
@@ -403,7 +367,7 @@ func nodeAffinity(selector string) (*corev1.Affinity, error) {
 // remove deletes the speakers and what they needed.
 func (s speakerObjects) remove(ctx context.Context) error {
 	if err := kubeapply.Delete(func() error {
-		return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, SpeakerName, metav1.DeleteOptions{})
+		return s.client.AppsV1().DaemonSets(s.ns).Delete(ctx, access.SpeakerName, metav1.DeleteOptions{})
 	}); err != nil {
 		return err
 	}
@@ -411,11 +375,11 @@ func (s speakerObjects) remove(ctx context.Context) error {
 	// application); emptied, no password outlives the speakers.
 	for _, f := range []func() error{
 		func() error {
-			return kubeapply.Update(ctx, s.client.CoreV1().ConfigMaps(s.ns), &corev1.ConfigMap{ObjectMeta: meta(s.ns, SpeakerConfigName, nil)},
+			return kubeapply.Update(ctx, s.client.CoreV1().ConfigMaps(s.ns), &corev1.ConfigMap{ObjectMeta: access.Meta(s.ns, access.SpeakerConfigName, nil)},
 				func(have, want *corev1.ConfigMap) { have.Data = nil }, speakerObjectsMaker)
 		},
 		func() error {
-			return kubeapply.Update(ctx, s.client.CoreV1().Secrets(s.ns), &corev1.Secret{ObjectMeta: meta(s.ns, SpeakerSecretName, nil)},
+			return kubeapply.Update(ctx, s.client.CoreV1().Secrets(s.ns), &corev1.Secret{ObjectMeta: access.Meta(s.ns, access.SpeakerSecretName, nil)},
 				func(have, want *corev1.Secret) { have.Data = nil }, speakerObjectsMaker)
 		},
 	} {
@@ -428,28 +392,3 @@ func (s speakerObjects) remove(ctx context.Context) error {
 
 // speakerObjectsMaker is who creates the speakers' ConfigMap and Secret.
 const speakerObjectsMaker = "the charm (`calico-lb access`, run on every hook with Juju's trust)"
-
-// Cleanup deletes what calico-lb created in a's namespace: the speaker
-// DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, the
-// leader-election Lease, and the controller's own ServiceAccount and RBAC.
-// The charm runs it (`calico-lb cleanup`) when the application is removed,
-// so nothing is left behind. Objects already gone are not errors.
-func Cleanup(ctx context.Context, client kubernetes.Interface, a Access) error {
-	// The controllers' account goes first: its tokens die with it, so a
-	// standby still running in another unit (it takes the Lease the
-	// moment this unit's controller stops) cannot put back what the
-	// next steps delete.
-	if err := a.removeControllerAccount(ctx, client); err != nil {
-		return fmt.Errorf("remove the controller's ServiceAccount and RBAC: %w", err)
-	}
-	if err := client.AppsV1().DaemonSets(a.Namespace).Delete(ctx, SpeakerName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove the speakers' DaemonSet: %w", err)
-	}
-	if err := a.removeSpeakerAccess(ctx, client); err != nil {
-		return fmt.Errorf("remove the speakers' ServiceAccount, RBAC, ConfigMap and Secret: %w", err)
-	}
-	if err := client.CoordinationV1().Leases(a.Namespace).Delete(ctx, a.lease(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove Lease %s/%s: %w", a.Namespace, a.lease(), err)
-	}
-	return nil
-}

@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/rock"
@@ -38,7 +39,7 @@ func (e *env) waitDaemonSet() *appsv1.DaemonSet {
 	var ds *appsv1.DaemonSet
 	waitUntil(e.t, "the speaker DaemonSet exists", func() bool {
 		var err error
-		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(context.Background(), SpeakerName, metav1.GetOptions{})
+		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(context.Background(), access.SpeakerName, metav1.GetOptions{})
 		return err == nil
 	})
 	return ds
@@ -52,7 +53,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	ds := e.waitDaemonSet()
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
-	if !pod.HostNetwork || pod.ServiceAccountName != SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/usr/bin/pebble", "enter", "--create-dirs", "--verbose"}) ||
+	if !pod.HostNetwork || pod.ServiceAccountName != access.SpeakerName || c.Image != "example.com/calico-lb:test" || !slices.Equal(c.Command, []string{"/usr/bin/pebble", "enter", "--create-dirs", "--verbose"}) ||
 		c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" || !slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
 		len(c.SecurityContext.Capabilities.Add) != 0 || pod.Affinity != nil ||
 		len(c.Ports) != 1 || c.Ports[0].HostPort != 9403 || c.Ports[0].ContainerPort != 9403 || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9403 {
@@ -80,7 +81,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }); i < 0 || c.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
 		t.Fatalf("speaker env %+v: no GOMEMLIMIT from the memory limit", c.Env)
 	}
-	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
+	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, access.SpeakerConfigName, metav1.GetOptions{})
 	if err != nil || !strings.Contains(cm.Data["config.yaml"], "mode: spine") || !strings.Contains(cm.Data["config.yaml"], "10.0.255.1") ||
 		!strings.Contains(cm.Data["pebble-layer.yaml"], "command: /usr/bin/calico-lb speaker --config /etc/calico-lb/config.yaml --namespace "+e.ns+" --configmap calico-lb-speaker-config --secret calico-lb-bgp-passwords --api-address :9403") {
 		t.Fatalf("speaker config map: %v %v", cm, err)
@@ -100,7 +101,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 
 	// Least privilege: the speaker reads Services, EndpointSlices and
 	// Nodes, and its own ConfigMap and Secret by name, and nothing else.
-	sa := "system:serviceaccount:" + e.ns + ":" + SpeakerName
+	sa := "system:serviceaccount:" + e.ns + ":" + access.SpeakerName
 	for _, tc := range []struct {
 		group, resource, verb string
 		allowed               bool
@@ -110,9 +111,9 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		{"discovery.k8s.io", "endpointslices", "watch", true, "default", ""},
 		{"", "services", "update", false, "default", ""}, {"", "services", "update/status", false, "default", ""}, {"", "secrets", "get", false, "default", ""},
 		{"", "pods", "create", false, "default", ""}, {"", "configmaps", "list", false, "default", ""},
-		{"", "configmaps", "watch", true, e.ns, SpeakerConfigName}, {"", "secrets", "watch", true, e.ns, SpeakerSecretName},
-		{"", "secrets", "get", false, e.ns, ""}, {"", "secrets", "list", false, e.ns, ""}, {"", "secrets", "update", false, e.ns, SpeakerSecretName},
-		{"", "configmaps", "get", false, e.ns, "kube-root-ca.crt"}, {"", "secrets", "get", false, "default", SpeakerSecretName},
+		{"", "configmaps", "watch", true, e.ns, access.SpeakerConfigName}, {"", "secrets", "watch", true, e.ns, access.SpeakerSecretName},
+		{"", "secrets", "get", false, e.ns, ""}, {"", "secrets", "list", false, e.ns, ""}, {"", "secrets", "update", false, e.ns, access.SpeakerSecretName},
+		{"", "configmaps", "get", false, e.ns, "kube-root-ca.crt"}, {"", "secrets", "get", false, "default", access.SpeakerSecretName},
 	} {
 		verb, sub, _ := strings.Cut(tc.verb, "/")
 		sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{User: sa, Groups: []string{"system:serviceaccounts"},
@@ -131,7 +132,7 @@ func TestSpeakerDaemonSet(t *testing.T) {
 	e.config("mode: l2\nspeakers: {node-selector: 'rack in (a,b),!excluded'}\npools:\n  p: {addresses: [10.96.200.0/28]}\n")
 	var updated *appsv1.DaemonSet
 	waitUntil(t, "the DaemonSet follows the config", func() bool {
-		updated, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		updated, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		return err == nil && updated.Spec.Template.Spec.Affinity != nil
 	})
 	if updated.UID != ds.UID {
@@ -154,18 +155,18 @@ func TestSpeakerDaemonSet(t *testing.T) {
 		return cfg != nil && cfg.Mode == config.ModeCalico
 	})
 	time.Sleep(time.Second)
-	if _, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{}); err != nil {
+	if _, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{}); err != nil {
 		t.Fatalf("the speakers went %s after the switch to calico, inside the hand-over: %v", time.Since(switched), err)
 	}
 	waitUntil(t, "the speakers are removed", func() bool {
-		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
 	// Their ConfigMap and Secret are the charm's (calico-lb access) and
 	// stay, emptied: no password outlives the speakers.
 	waitUntil(t, "the speakers' ConfigMap and Secret are emptied", func() bool {
-		cm, err1 := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
-		sec, err2 := e.client.CoreV1().Secrets(e.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+		cm, err1 := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, access.SpeakerConfigName, metav1.GetOptions{})
+		sec, err2 := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 		return err1 == nil && err2 == nil && len(cm.Data) == 0 && len(sec.Data) == 0
 	})
 }
@@ -179,26 +180,26 @@ func TestCleanup(t *testing.T) {
 	r := e.start("a", func(o *Options) { o.SpeakerImage = "example.com/calico-lb:test" })
 	ctx := context.Background()
 	waitUntil(t, "the speaker DaemonSet exists", func() bool {
-		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		return err == nil
 	})
 	r.stop()
 	for range 2 {
-		if err := Cleanup(ctx, e.client, Access{Namespace: e.ns, LeaseName: e.lease}); err != nil {
+		if err := access.Cleanup(ctx, e.client, access.Access{Namespace: e.ns, LeaseName: e.lease}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for what, get := range map[string]func() error{
 		"DaemonSet": func() error {
-			_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+			_, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 			return err
 		},
 		"ClusterRole": func() error {
-			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, SpeakerName+"-"+e.ns, metav1.GetOptions{})
+			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, access.SpeakerName+"-"+e.ns, metav1.GetOptions{})
 			return err
 		},
 		"ServiceAccount": func() error {
-			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 			return err
 		},
 		"Lease": func() error {
@@ -206,11 +207,11 @@ func TestCleanup(t *testing.T) {
 			return err
 		},
 		"controller's ServiceAccount": func() error {
-			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, ControllerAccount, metav1.GetOptions{})
+			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, access.ControllerAccount, metav1.GetOptions{})
 			return err
 		},
 		"controller's ClusterRole": func() error {
-			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, ControllerAccount+"-"+e.ns, metav1.GetOptions{})
+			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, access.ControllerAccount+"-"+e.ns, metav1.GetOptions{})
 			return err
 		},
 	} {
@@ -293,18 +294,18 @@ func TestPodTemplateIsNoPasswordOracle(t *testing.T) {
 	ctx := context.Background()
 	var ds *appsv1.DaemonSet
 	waitUntil(t, "the Secret holds the password file", func() bool {
-		sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+		sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 		if err != nil || string(sec.Data[bgpPasswordsKey]) != "spine: s3cret\n" {
 			return false
 		}
-		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		return err == nil
 	})
 	template, err := json.Marshal(ds.Spec.Template)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
+	cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, access.SpeakerConfigName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,13 +338,13 @@ func TestConfigChangesKeepSpeakerPods(t *testing.T) {
 	}
 	cmHas := func(s string) func() bool {
 		return func() bool {
-			cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, SpeakerConfigName, metav1.GetOptions{})
+			cm, err := e.client.CoreV1().ConfigMaps(e.ns).Get(ctx, access.SpeakerConfigName, metav1.GetOptions{})
 			return err == nil && strings.Contains(cm.Data["config.yaml"], s)
 		}
 	}
 	secretHas := func(key, s string) func() bool {
 		return func() bool {
-			sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+			sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 			return err == nil && strings.Contains(string(sec.Data[key]), s)
 		}
 	}
@@ -368,7 +369,7 @@ func TestConfigChangesKeepSpeakerPods(t *testing.T) {
 			}
 		}, secretHas(bgpPasswordsKey, "second")},
 		{"the heartbeat keys", func() {
-			sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, SpeakerSecretName, metav1.GetOptions{})
+			sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -383,7 +384,7 @@ func TestConfigChangesKeepSpeakerPods(t *testing.T) {
 		s.change()
 		waitUntil(t, s.what+" reaches the speakers' objects", s.done)
 		time.Sleep(500 * time.Millisecond) // the DaemonSet is applied after them
-		ds, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, SpeakerName, metav1.GetOptions{})
+		ds, err := e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,7 +402,7 @@ func TestSpeakerPasswordsKept(t *testing.T) {
 	pwFile, cfg := e.startWithPasswords("spine: first\n")
 	e.waitDaemonSet()
 	secret := func() string {
-		s, err := e.client.CoreV1().Secrets(e.ns).Get(context.Background(), SpeakerSecretName, metav1.GetOptions{})
+		s, err := e.client.CoreV1().Secrets(e.ns).Get(context.Background(), access.SpeakerSecretName, metav1.GetOptions{})
 		if err != nil {
 			return ""
 		}

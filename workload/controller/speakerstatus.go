@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 )
@@ -33,7 +34,7 @@ func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers
 	if err != nil {
 		return nil, err
 	}
-	ds, err := c.opts.Client.AppsV1().DaemonSets(c.opts.LeaseNamespace).Get(ctx, SpeakerName, metav1.GetOptions{})
+	ds, err := c.opts.Client.AppsV1().DaemonSets(c.opts.LeaseNamespace).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		out.Desired = int(ds.Status.DesiredNumberScheduled)

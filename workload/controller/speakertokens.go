@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
@@ -52,10 +53,10 @@ func (t *speakerTokens) forNode(ctx context.Context, node string) (string, error
 		return h.token, nil
 	}
 	secs := int64(speakerTokenTTL / time.Second)
-	tr, err := t.client.CoreV1().ServiceAccounts(t.ns).CreateToken(ctx, ControllerAccount, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+	tr, err := t.client.CoreV1().ServiceAccounts(t.ns).CreateToken(ctx, access.ControllerAccount, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
 		Audiences: []string{api.SpeakerAudience(node)}, ExpirationSeconds: &secs}}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("a token for the speaker on %s (ServiceAccount %s/%s): %w", node, t.ns, ControllerAccount, err)
+		return "", fmt.Errorf("a token for the speaker on %s (ServiceAccount %s/%s): %w", node, t.ns, access.ControllerAccount, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

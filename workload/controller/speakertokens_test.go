@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 )
@@ -31,9 +32,9 @@ func TestSpeakerTokensBoundToNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	account := e.ns + "/" + ControllerAccount
+	account := e.ns + "/" + access.ControllerAccount
 	// The speakers ask with their own account, which holds tokenreviews
-	// create only because speakerRules grants it.
+	// create only because access.SpeakerRules grants it.
 	reviewer := e.speakerClient()
 	node1, err := speaker.NewTokenReviews(reviewer, "node1", account)
 	if err != nil {
@@ -53,7 +54,7 @@ func TestSpeakerTokensBoundToNode(t *testing.T) {
 	}
 	// Another account's token for node1's audience (the speakers' own,
 	// which root on any node can read).
-	other, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, SpeakerName, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+	other, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, access.SpeakerName, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
 		Audiences: []string{api.SpeakerAudience("node1")}}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestSpeakerTokensBoundToNode(t *testing.T) {
 		t.Fatal("node1's speaker accepted the speakers' own account's token")
 	}
 	// The controller's API token (the apiserver's audience).
-	apiTok, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, ControllerAccount, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	apiTok, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, access.ControllerAccount, &authnv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,21 +73,21 @@ func TestSpeakerTokensBoundToNode(t *testing.T) {
 }
 
 // speakerClient is a client with the speakers' ServiceAccount and rules
-// (speakerRules), bound here by the admin.
+// (access.SpeakerRules), bound here by the admin.
 func (e *env) speakerClient() kubernetes.Interface {
 	e.t.Helper()
 	ctx := context.Background()
-	name := SpeakerName + "-" + e.ns
-	if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: SpeakerName}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	name := access.SpeakerName + "-" + e.ns
+	if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: access.SpeakerName}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		e.t.Fatal(err)
 	}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: speakerRules}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: access.SpeakerRules()}
 	if _, err := e.client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		e.t.Fatal(err)
 	}
 	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: e.ns}}}
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: access.SpeakerName, Namespace: e.ns}}}
 	if _, err := e.client.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		e.t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func (e *env) speakerClient() kubernetes.Interface {
 		_ = e.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
 		_ = e.client.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-	tr, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, SpeakerName, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	tr, err := e.client.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, access.SpeakerName, &authnv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

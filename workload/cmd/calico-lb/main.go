@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
@@ -127,12 +128,12 @@ func serveLocalAPI(ctrl *controller.Controller, addr, keyPath string, log *slog.
 	// gathered) may take longer to answer than the default allows.
 	localTimeouts := api.DefaultTimeouts
 	localTimeouts.Write = 2 * time.Minute
-	key, err := controller.LoadOrCreateKey(keyPath)
+	key, err := access.LoadOrCreateKey(keyPath)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	srv := api.Server(controller.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
+	srv := api.Server(access.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)
@@ -181,8 +182,8 @@ func runController(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *tokenFile != "" {
-		f := controller.TokenFile{Path: *tokenFile}
-		go f.KeepToken(ctx, client, controller.Access{Namespace: *leaseNS}, controller.TokenTTL, time.Minute, func(err error) {
+		f := access.TokenFile{Path: *tokenFile}
+		go f.KeepToken(ctx, client, access.Access{Namespace: *leaseNS}, access.TokenTTL, time.Minute, func(err error) {
 			if err != nil {
 				log.Error("cannot renew the controller's token; the charm renews it on its next hook", "error", err)
 			}
@@ -324,7 +325,7 @@ func runCleanup(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := controller.Cleanup(ctx, client, controller.Access{Namespace: *ns, LeaseName: *lease}); err != nil {
+	if err := access.Cleanup(ctx, client, access.Access{Namespace: *ns, LeaseName: *lease}); err != nil {
 		return err
 	}
 	fmt.Printf("removed the speakers, their RBAC and config, the Lease, and the controller's ServiceAccount and RBAC in %s\n", *ns)
@@ -352,17 +353,17 @@ func runAccess(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	f := controller.TokenFile{Path: *tokenFile}
+	f := access.TokenFile{Path: *tokenFile}
 	if *owner >= 0 {
 		f.Owner = owner
 	}
-	a := controller.Access{Namespace: *ns, LeaseName: *lease}
-	if err := a.Grant(ctx, client, f, controller.TokenTTL); err != nil {
+	a := access.Access{Namespace: *ns, LeaseName: *lease}
+	if err := a.Grant(ctx, client, f, access.TokenTTL); err != nil {
 		return err
 	}
 	grant := *failover == "on"
 	if *failover == "auto" {
-		if grant, err = a.FailoverUnderway(ctx, client); err != nil {
+		if grant, err = controller.Underway(ctx, client, a); err != nil {
 			return err
 		}
 	}
@@ -374,7 +375,7 @@ func runAccess(args []string) error {
 func namespaceFlags(fs *flag.FlagSet) (kubeconfig, ns, lease *string) {
 	kubeconfig = fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: in-cluster config")
 	ns = fs.String("namespace", envOr("POD_NAMESPACE", "default"), "the controller's namespace")
-	lease = fs.String("lease-name", controller.DefaultLeaseName, "the leader-election Lease")
+	lease = fs.String("lease-name", access.DefaultLeaseName, "the leader-election Lease")
 	return kubeconfig, ns, lease
 }
 

@@ -1,8 +1,9 @@
-package controller
+package access
 
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,34 +32,34 @@ var speakerAccessLabels = map[string]string{"app.kubernetes.io/name": SpeakerNam
 func (a Access) ensureSpeakerAccess(ctx context.Context, client kubernetes.Interface) []accessStep {
 	ns, l := a.Namespace, speakerAccessLabels
 	sa := []rbacv1.Subject{{Kind: "ServiceAccount", Name: SpeakerName, Namespace: ns}}
-	role := speakerRoleName(ns)
+	role := SpeakerRoleName(ns)
 	return []accessStep{
 		{"ServiceAccount " + SpeakerName, func() error {
-			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(ns), &corev1.ServiceAccount{ObjectMeta: meta(ns, SpeakerName, l)}, nil)
+			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(ns), &corev1.ServiceAccount{ObjectMeta: Meta(ns, SpeakerName, l)}, nil)
 		}},
 		{"ClusterRole " + role, func() error {
-			r := &rbacv1.ClusterRole{ObjectMeta: meta("", role, l), Rules: speakerRules}
+			r := &rbacv1.ClusterRole{ObjectMeta: Meta("", role, l), Rules: speakerRules}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
 		}},
 		{"ClusterRoleBinding " + role, func() error {
-			b := &rbacv1.ClusterRoleBinding{ObjectMeta: meta("", role, l), Subjects: sa,
+			b := &rbacv1.ClusterRoleBinding{ObjectMeta: Meta("", role, l), Subjects: sa,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role}}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoleBindings(), b, func(have, want *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects })
 		}},
 		{"Role " + SpeakerName, func() error {
-			r := &rbacv1.Role{ObjectMeta: meta(ns, SpeakerName, l), Rules: speakerFileRules}
+			r := &rbacv1.Role{ObjectMeta: Meta(ns, SpeakerName, l), Rules: speakerFileRules}
 			return kubeapply.Apply(ctx, client.RbacV1().Roles(ns), r, func(have, want *rbacv1.Role) { have.Rules = want.Rules })
 		}},
 		{"RoleBinding " + SpeakerName, func() error {
-			b := &rbacv1.RoleBinding{ObjectMeta: meta(ns, SpeakerName, l), Subjects: sa,
+			b := &rbacv1.RoleBinding{ObjectMeta: Meta(ns, SpeakerName, l), Subjects: sa,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: SpeakerName}}
 			return kubeapply.Apply(ctx, client.RbacV1().RoleBindings(ns), b, func(have, want *rbacv1.RoleBinding) { have.Subjects = want.Subjects })
 		}},
 		{"ConfigMap " + SpeakerConfigName, func() error {
-			return kubeapply.Apply(ctx, client.CoreV1().ConfigMaps(ns), &corev1.ConfigMap{ObjectMeta: meta(ns, SpeakerConfigName, l)}, nil)
+			return kubeapply.Apply(ctx, client.CoreV1().ConfigMaps(ns), &corev1.ConfigMap{ObjectMeta: Meta(ns, SpeakerConfigName, l)}, nil)
 		}},
 		{"Secret " + SpeakerSecretName, func() error {
-			return kubeapply.Apply(ctx, client.CoreV1().Secrets(ns), &corev1.Secret{ObjectMeta: meta(ns, SpeakerSecretName, l), Type: corev1.SecretTypeOpaque}, nil)
+			return kubeapply.Apply(ctx, client.CoreV1().Secrets(ns), &corev1.Secret{ObjectMeta: Meta(ns, SpeakerSecretName, l), Type: corev1.SecretTypeOpaque}, nil)
 		}},
 		{"ValidatingAdmissionPolicy " + a.guardName(), func() error {
 			p := a.speakerGuard()
@@ -69,7 +70,7 @@ func (a Access) ensureSpeakerAccess(ctx context.Context, client kubernetes.Inter
 			return err
 		}},
 		{"ValidatingAdmissionPolicyBinding " + a.guardName(), func() error {
-			b := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: meta("", a.guardName(), l), Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			b := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: Meta("", a.guardName(), l), Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
 				PolicyName: a.guardName(), ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}}}
 			return kubeapply.Apply(ctx, client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings(), b, func(have, want *admissionv1.ValidatingAdmissionPolicyBinding) { have.Spec = want.Spec })
 		}},
@@ -79,7 +80,7 @@ func (a Access) ensureSpeakerAccess(ctx context.Context, client kubernetes.Inter
 // removeSpeakerAccess deletes what ensureSpeakerAccess made, the policy
 // last (what it guards is gone by then).
 func (a Access) removeSpeakerAccess(ctx context.Context, client kubernetes.Interface) error {
-	ns, role := a.Namespace, speakerRoleName(a.Namespace)
+	ns, role := a.Namespace, SpeakerRoleName(a.Namespace)
 	return kubeapply.Delete(
 		func() error { return client.CoreV1().Secrets(ns).Delete(ctx, SpeakerSecretName, deleteOpts) },
 		func() error { return client.CoreV1().ConfigMaps(ns).Delete(ctx, SpeakerConfigName, deleteOpts) },
@@ -118,7 +119,7 @@ func (a Access) speakerGuard() *admissionv1.ValidatingAdmissionPolicy {
 	}
 	spec := "object.spec.template.spec"
 	return &admissionv1.ValidatingAdmissionPolicy{
-		ObjectMeta: meta("", a.guardName(), speakerAccessLabels),
+		ObjectMeta: Meta("", a.guardName(), speakerAccessLabels),
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: &fail,
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
@@ -146,4 +147,27 @@ func (a Access) speakerGuard() *admissionv1.ValidatingAdmissionPolicy {
 type accessStep struct {
 	what string
 	do   func() error
+}
+
+// SpeakerRules are all the speakers may do: read Services, Nodes and
+// EndpointSlices. The controller holds them too (ClusterRules), since the
+// apiserver lets it grant only what it holds.
+func SpeakerRules() []rbacv1.PolicyRule { return slices.Clone(speakerRules) }
+
+var speakerRules = []rbacv1.PolicyRule{
+	{APIGroups: core, Resources: []string{"services", "nodes"}, Verbs: readVerbs},
+	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readVerbs},
+	// Events on the speaker's Node: an L2 interface it cannot answer on.
+	{APIGroups: core, Resources: []string{"events"}, Verbs: []string{"create"}},
+	// Asking the apiserver whose a bearer token on the status API is
+	// (speaker.TokenReviews): the controller's, for this node.
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+}
+
+// speakerFileRules, in the speakers' namespace only, let them watch their
+// ConfigMap and Secret by name (speaker.KubeFiles): a change reaches every
+// speaker within a second, with no new pods.
+var speakerFileRules = []rbacv1.PolicyRule{
+	{APIGroups: core, Resources: []string{"configmaps"}, Verbs: readVerbs, ResourceNames: []string{SpeakerConfigName}},
+	{APIGroups: core, Resources: []string{"secrets"}, Verbs: readVerbs, ResourceNames: []string{SpeakerSecretName}},
 }

@@ -1,4 +1,11 @@
-package controller
+// Package access is what calico-lb's parts may do in Kubernetes, and the
+// credentials they do it with: the controller's ServiceAccount, roles and
+// token file (renewed before half its life), the speakers' account and the
+// admission policy that holds their DaemonSet to its shape, the failover
+// test's powers (bound only while a test runs), the local API's key, the
+// names of every object calico-lb keeps in its namespace, and Cleanup,
+// which removes them all.
+package access
 
 import (
 	"context"
@@ -8,7 +15,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -85,34 +91,20 @@ func (a Access) failoverRole() string { return ControllerAccount + "-failover-" 
 // Failover binds FailoverRules to the controller (grant) or removes the
 // binding. The charm grants them when the failover-test action starts,
 // and on every hook removes them unless a node still carries a test's mark
-// (FailoverUnderway): the test, or the restore after a controller died in
+// (failovertest.Underway): the test, or the restore after a controller died in
 // one, needs them until then.
 func (a Access) Failover(ctx context.Context, client kubernetes.Interface, grant bool) error {
 	name := a.failoverRole()
 	if !grant {
 		return kubeapply.Delete(func() error { return client.RbacV1().ClusterRoleBindings().Delete(ctx, name, deleteOpts) })
 	}
-	b := &rbacv1.ClusterRoleBinding{ObjectMeta: meta("", name, map[string]string{"app.kubernetes.io/name": ControllerAccount}),
+	b := &rbacv1.ClusterRoleBinding{ObjectMeta: Meta("", name, map[string]string{"app.kubernetes.io/name": ControllerAccount}),
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: a.Namespace}},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}}
 	if err := kubeapply.Apply(ctx, client.RbacV1().ClusterRoleBindings(), b, func(have, want *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects }); err != nil {
 		return fmt.Errorf("ClusterRoleBinding %s: %w", name, err)
 	}
 	return nil
-}
-
-// FailoverUnderway says whether a failover test of a's controllers runs
-// (it holds the test's Lease) or a node carries a test's mark.
-func (a Access) FailoverUnderway(ctx context.Context, client kubernetes.Interface) (bool, error) {
-	l, err := client.CoordinationV1().Leases(a.Namespace).Get(ctx, FailoverLeaseName, metav1.GetOptions{})
-	switch {
-	case err == nil && !leaseExpired(l, time.Now()):
-		return true, nil
-	case err != nil && !apierrors.IsNotFound(err):
-		return false, fmt.Errorf("the failover test's Lease: %w", err)
-	}
-	marks, err := nodeMarks(ctx, client)
-	return len(marks) > 0, err
 }
 
 // NamespaceRules is what the controller does in its own namespace: leader
@@ -145,27 +137,27 @@ func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerAccount, Namespace: a.Namespace}}
 	steps := []accessStep{
 		{"ServiceAccount " + ControllerAccount, func() error {
-			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(a.Namespace), &corev1.ServiceAccount{ObjectMeta: meta(a.Namespace, ControllerAccount, l)}, nil)
+			return kubeapply.Apply(ctx, client.CoreV1().ServiceAccounts(a.Namespace), &corev1.ServiceAccount{ObjectMeta: Meta(a.Namespace, ControllerAccount, l)}, nil)
 		}},
 		{"ClusterRole " + a.clusterRole(), func() error {
-			r := &rbacv1.ClusterRole{ObjectMeta: meta("", a.clusterRole(), l), Rules: a.ClusterRules()}
+			r := &rbacv1.ClusterRole{ObjectMeta: Meta("", a.clusterRole(), l), Rules: a.ClusterRules()}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
 		}},
 		{"ClusterRoleBinding " + a.clusterRole(), func() error {
-			b := &rbacv1.ClusterRoleBinding{ObjectMeta: meta("", a.clusterRole(), l), Subjects: subject,
+			b := &rbacv1.ClusterRoleBinding{ObjectMeta: Meta("", a.clusterRole(), l), Subjects: subject,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: a.clusterRole()}}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoleBindings(), b, func(have, want *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects })
 		}},
 		{"Role " + ControllerAccount, func() error {
-			r := &rbacv1.Role{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Rules: a.NamespaceRules()}
+			r := &rbacv1.Role{ObjectMeta: Meta(a.Namespace, ControllerAccount, l), Rules: a.NamespaceRules()}
 			return kubeapply.Apply(ctx, client.RbacV1().Roles(a.Namespace), r, func(have, want *rbacv1.Role) { have.Rules = want.Rules })
 		}},
 		{"ClusterRole " + a.failoverRole(), func() error {
-			r := &rbacv1.ClusterRole{ObjectMeta: meta("", a.failoverRole(), l), Rules: FailoverRules()}
+			r := &rbacv1.ClusterRole{ObjectMeta: Meta("", a.failoverRole(), l), Rules: FailoverRules()}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
 		}},
 		{"RoleBinding " + ControllerAccount, func() error {
-			b := &rbacv1.RoleBinding{ObjectMeta: meta(a.Namespace, ControllerAccount, l), Subjects: subject,
+			b := &rbacv1.RoleBinding{ObjectMeta: Meta(a.Namespace, ControllerAccount, l), Subjects: subject,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ControllerAccount}}
 			return kubeapply.Apply(ctx, client.RbacV1().RoleBindings(a.Namespace), b, func(have, want *rbacv1.RoleBinding) { have.Subjects = want.Subjects })
 		}},
