@@ -20,7 +20,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
 	"github.com/calico-lb/calico-lb/workload/calico"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 func newRacks(t *testing.T, calico map[string]any) *spinebed.Bed {
@@ -514,8 +514,8 @@ func TestRacksModeSwitch(t *testing.T) {
 		t.Fatalf("after the switch to calico its option is %q, want %s", got, pool)
 	}
 	waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
-	if _, err := netns.WaitFor(ctx, 2*controller.DefaultSpeakerHandOver, func() bool { return len(bgpNextHops(b, vip+"/32")) == 0 }); err != nil {
-		t.Fatalf("the speakers still announce %s/32 %s after the switch to calico", vip, 2*controller.DefaultSpeakerHandOver)
+	if _, err := netns.WaitFor(ctx, 2*speakerset.DefaultSpeakerHandOver, func() bool { return len(bgpNextHops(b, vip+"/32")) == 0 }); err != nil {
+		t.Fatalf("the speakers still announce %s/32 %s after the switch to calico", vip, 2*speakerset.DefaultSpeakerHandOver)
 	}
 	gone := time.Since(toSpine)
 	time.Sleep(2 * time.Second)
@@ -624,8 +624,8 @@ func TestRacksModeSwitchL2(t *testing.T) {
 			t.Fatalf("after the switch to calico its option is %q, want %s", got, pool)
 		}
 		waitBGPNextHops(t, b, pool, "10.215.101.2", "10.215.102.2")
-		if _, err := netns.WaitFor(ctx, 2*controller.DefaultSpeakerHandOver, func() bool { return !answered() }); err != nil {
-			t.Fatalf("a speaker still answers ARP for %s %s after the switch to calico", vip, 2*controller.DefaultSpeakerHandOver)
+		if _, err := netns.WaitFor(ctx, 2*speakerset.DefaultSpeakerHandOver, func() bool { return !answered() }); err != nil {
+			t.Fatalf("a speaker still answers ARP for %s %s after the switch to calico", vip, 2*speakerset.DefaultSpeakerHandOver)
 		}
 	})
 	for name, want := range map[string]string{"web": vip, "local": lvip} {

@@ -19,8 +19,8 @@ import (
 	"github.com/calico-lb/calico-lb/tests/pebbled"
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
-	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/speaker"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // TestSpeakerUnderPebble runs the speaker pods' Pebble layer, exactly as
@@ -66,7 +66,7 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer, err := controller.SpeakerLayer(ports[0], ns).Render()
+	layer, err := speakerset.SpeakerLayer(ports[0], ns).Render()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,16 +80,16 @@ func TestSpeakerUnderPebble(t *testing.T) {
 	ready := func(what string) {
 		t.Helper()
 		if _, err := netns.WaitFor(ctx, 60*time.Second, func() bool {
-			svc, err := pb.Service(controller.SpeakerService)
+			svc, err := pb.Service(speakerset.SpeakerService)
 			if err != nil || svc.Current != client.StatusActive {
 				return false
 			}
 			// Up is where a check starts: it must have passed, and be passing.
-			checks, err := pb.Client.Checks(&client.ChecksOptions{Names: []string{controller.SpeakerCheck}})
+			checks, err := pb.Client.Checks(&client.ChecksOptions{Names: []string{speakerset.SpeakerCheck}})
 			return err == nil && len(checks) == 1 && checks[0].Status == client.CheckStatusUp &&
 				checks[0].Successes != nil && *checks[0].Successes > 0 && checks[0].Failures == 0
 		}); err != nil {
-			svc, _ := pb.Service(controller.SpeakerService)
+			svc, _ := pb.Service(speakerset.SpeakerService)
 			checks, _ := pb.Client.Checks(&client.ChecksOptions{})
 			t.Fatalf("%s: speaker %+v, checks %+v", what, svc, checks)
 		}

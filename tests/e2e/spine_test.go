@@ -20,8 +20,8 @@ import (
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/tests/spinebed"
-	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/rock"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // newBed starts a test bed with real nodes with start for one test, and
@@ -254,7 +254,7 @@ func TestSpineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit, err := kubebed.MemoryLimit(pid)
-	want := controller.SpeakerResources.Limits.Memory().Value()
+	want := speakerset.SpeakerResources.Limits.Memory().Value()
 	if err != nil || int64(limit) != want {
 		t.Fatalf("speaker container memory limit %d (%v), want %d", limit, err, want)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/fakejuju"
 	"github.com/calico-lb/calico-lb/tests/images"
 	"github.com/calico-lb/calico-lb/tests/netns"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // Unit is calico-lb deployed as Juju deploys a sidecar charm with --trust:
@@ -37,7 +37,7 @@ const (
 	app      = "calico-lb"
 	unitName = "calico-lb/0"
 	// Where Juju mounts the workload container's Pebble socket directory.
-	charmPebbleDir    = "/charm/containers/" + controller.DefaultContainer
+	charmPebbleDir    = "/charm/containers/" + speakerset.DefaultContainer
 	workloadPebbleDir = "/charm/container"
 )
 
@@ -121,7 +121,7 @@ func (b *Bed) create(ctx context.Context, model string) (*Unit, error) {
 						{Name: "charm", Image: b.Image(images.Charm),
 							Env:          []corev1.EnvVar{{Name: "JUJU_UNIT_NAME", Value: unitName}, {Name: "JUJU_MODEL_NAME", Value: model}},
 							VolumeMounts: mount(charmPebbleDir)},
-						{Name: controller.DefaultContainer, Image: b.Image(images.CalicoLB),
+						{Name: speakerset.DefaultContainer, Image: b.Image(images.CalicoLB),
 							// Juju runs its own Pebble here, held until the charm replans.
 							Command:      []string{"/usr/bin/pebble", "run", "--create-dirs", "--hold", "--verbose"},
 							Env:          []corev1.EnvVar{{Name: "PEBBLE_SOCKET", Value: workloadPebbleDir + "/pebble.socket"}},

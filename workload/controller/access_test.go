@@ -23,6 +23,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // What a compromised controller could do with the token it runs with.
@@ -151,7 +152,7 @@ func TestControllerAccountCannotEscalate(t *testing.T) {
 		}
 	}
 	// The speakers' own DaemonSet passes the policy.
-	ds, err := (speakerObjects{client: own, ns: e.ns, port: 9403, image: speakerImage{Image: "calico-lb:test"}}).daemonSet(&config.Config{Mode: config.ModeL2}, map[string]string{"app.kubernetes.io/name": access.SpeakerName})
+	ds, err := speakerset.DaemonSet(e.ns, speakerset.Image{Image: "calico-lb:test"}, 9403, &config.Config{Mode: config.ModeL2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -48,7 +47,7 @@ func (c *Controller) api() http.Handler {
 			c.notLeader(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		api.WriteJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /v1/pool-change", func(w http.ResponseWriter, r *http.Request) {
 		v, err := inLoop(r.Context(), c, func(t *term) (PoolChange, error) {
@@ -68,30 +67,28 @@ func (c *Controller) api() http.Handler {
 		case err != nil:
 			c.notLeader(w, err)
 		default:
-			writeJSON(w, http.StatusOK, v)
+			api.WriteJSON(w, http.StatusOK, v)
 		}
 	})
 	mux.HandleFunc("POST /v1/reallocate", c.serveReallocate)
-	mux.HandleFunc("GET /v1/nodes", serveJSON(c.nodes))
+	mux.HandleFunc("GET /v1/nodes", serveJSON(func(ctx context.Context) (*api.Nodes, error) { return c.speakerAPI.Nodes(ctx, c.cfg.Load()) }))
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		v, err := c.serviceFacts(r.Context(), r.URL.Query().Get("service"))
-		switch code, refused := refusal(err); {
+		v, err := c.Facts(r.Context(), r.URL.Query().Get("service"))
+		switch code, refused := api.Refusal(err); {
 		case refused:
 			http.Error(w, err.Error(), code)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		default:
-			writeJSON(w, http.StatusOK, v)
+			api.WriteJSON(w, http.StatusOK, v)
 		}
 	})
 	mux.HandleFunc("GET /v1/speakers", func(w http.ResponseWriter, r *http.Request) {
 		// reports=none: the pods alone, without asking each speaker (and
 		// sending each a token): what Prometheus' scrape jobs need.
 		ask := r.URL.Query().Get("reports") != "none"
-		serveJSON(func(ctx context.Context) (*api.Speakers, error) { return c.speakerStatus(ctx, ask) })(w, r)
+		serveJSON(func(ctx context.Context) (*api.Speakers, error) { return c.speakerAPI.Status(ctx, c.mode(), ask) })(w, r)
 	})
-	mux.HandleFunc("POST /v1/failover-test", c.serveFailoverTest)
-	mux.HandleFunc("GET /v1/failover-test", c.serveFailoverStatus)
 	return mux
 }
 
@@ -139,16 +136,8 @@ func serveJSON[T any](get func(context.Context) (T, error)) http.HandlerFunc {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		api.WriteJSON(w, http.StatusOK, v)
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 func (t *term) poolChange() PoolChange {
@@ -216,8 +205,8 @@ func (c *Controller) snapshot(ctx context.Context) (*Snapshot, error) {
 			s.RejectedConfigDigest = f.rejected
 		}
 	}
-	if e := c.speakersErr.Load(); e != nil && c.leading.Load() {
-		s.SpeakersError = *e
+	if e := c.speakers.Err(); e != "" && c.leading.Load() {
+		s.SpeakersError = e
 	}
 	return s, nil
 }

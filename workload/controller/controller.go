@@ -11,6 +11,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ import (
 
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/speakerclient"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // Options configure a Controller.
@@ -63,24 +66,21 @@ type Options struct {
 	// runs it), with that Pod's pull policy and pull secrets.
 	SpeakerImage string
 	PodName      string
-	Container    string // default DefaultContainer
+	Container    string // default speakerset.DefaultContainer
 	// SpeakerPort is the speakers' status port (default
 	// config.DefaultSpeakerPort), from which GET /v1/speakers gathers.
 	SpeakerPort int
+	// SpeakerAPI asks the speakers for their status (default: a client of
+	// its own for SpeakerPort in LeaseNamespace).
+	SpeakerAPI *speakerclient.Client
 	// SpeakerHandOver is how long the speakers keep announcing after a
-	// switch to calico mode (default DefaultSpeakerHandOver).
+	// switch to calico mode (default speakerset.DefaultSpeakerHandOver).
 	SpeakerHandOver time.Duration
 }
 
 func (o *Options) defaults() {
 	if o.SpeakerPort == 0 {
 		o.SpeakerPort = config.DefaultSpeakerPort
-	}
-	if o.SpeakerHandOver == 0 {
-		o.SpeakerHandOver = DefaultSpeakerHandOver
-	}
-	if o.Container == "" {
-		o.Container = DefaultContainer
 	}
 	if o.EventClient == nil {
 		o.EventClient = o.Client
@@ -125,8 +125,6 @@ type Controller struct {
 	cfg           atomic.Pointer[config.Config] // latest valid config from the file
 	file          atomic.Pointer[fileState]     // the file last read, and the config it gave
 	cfgErr        atomic.Pointer[string]        // why the latest file was rejected, if it was
-	speakersErr   atomic.Pointer[string]        // why the speakers are not as the config wants, if they are not
-	images        *imageFinder
 	configChanged chan struct{}
 	// reloads asks the config watcher, the one goroutine that loads the
 	// file, to load it now; it answers whether the config changed.
@@ -134,9 +132,8 @@ type Controller struct {
 	// readFile reads the config file (os.ReadFile; a test holds a read
 	// back to show that loads never overlap).
 	readFile func(string) ([]byte, error)
-	// l2Keys is the heartbeat keys last written to the speakers' Secret
-	// (speakerObjects.keys).
-	l2Keys lastKeys
+	// speakers keeps the speakers' objects while this instance leads.
+	speakers *speakerset.Keeper
 	// newTerm starts a leadership term (newTerm; a test makes it fail).
 	newTerm func(*Controller, *config.Config) (*term, error)
 	// passwordsChanged says the BGP password file changed: the speakers'
@@ -151,11 +148,8 @@ type Controller struct {
 	started   atomic.Bool             // informers started and synced
 	firstSee  sync.Map                // Service UID -> time first seen without an IP (latency metric)
 
-	// speakerTokens mints what the controller presents to the speakers.
-	speakerTokens *speakerTokens
-
-	failoverMu  sync.Mutex
-	failoverRun *failoverRun // the running or last failover test
+	// speakerAPI asks the speakers for their status.
+	speakerAPI *speakerclient.Client
 }
 
 // New creates a Controller; Run starts it.
@@ -166,9 +160,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	c := &Controller{opts: opts, log: opts.Log, configChanged: make(chan struct{}, 1), passwordsChanged: make(chan struct{}, 1),
 		reloads: make(chan chan bool), readFile: os.ReadFile, newTerm: newTerm}
-	c.images = &imageFinder{client: opts.Client, override: opts.SpeakerImage, namespace: opts.LeaseNamespace,
-		pod: opts.PodName, container: opts.Container}
-	c.speakerTokens = newSpeakerTokens(opts.Client, opts.LeaseNamespace)
+	c.speakers = speakerset.New(speakerset.Options{Client: opts.Client, Namespace: opts.LeaseNamespace, Image: opts.SpeakerImage,
+		PodName: opts.PodName, Container: opts.Container, Port: opts.SpeakerPort, HandOver: opts.SpeakerHandOver, Log: opts.Log})
+	c.speakerAPI = cmp.Or(opts.SpeakerAPI, speakerclient.New(opts.Client, opts.LeaseNamespace, opts.SpeakerPort))
 	c.metrics = newMetrics(c)
 	c.events = newOutbox(opts.EventClient, opts.Identity, c.log, c.metrics)
 	return c, nil
@@ -200,7 +194,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.started.Store(true)
 	c.log.Info("caches synced", "identity", c.opts.Identity)
-	go c.watchAbandonedFailovers(ctx)
 
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metaFor(c.opts.LeaseNamespace, c.opts.LeaseName),
@@ -348,13 +341,18 @@ func (c *Controller) Handler() http.Handler { return c.api() }
 // listener Prometheus scrapes on the pod network.
 func (c *Controller) MetricsHandler() http.Handler { return c.readOnly() }
 
-// setSpeakersErr keeps why the speakers could not be reconciled (nil: they
-// are as the config wants) for the local API.
-func (c *Controller) setSpeakersErr(err error) {
-	if err == nil {
-		c.speakersErr.Store(nil)
-		return
+// mode is the mode in force; "" before a valid config is loaded.
+func (c *Controller) mode() config.Mode {
+	if cfg := c.cfg.Load(); cfg != nil {
+		return cfg.Mode
 	}
-	msg := err.Error()
-	c.speakersErr.Store(&msg)
+	return ""
 }
+
+// Config is the config in force: the latest valid one the file gave; nil
+// before there is one.
+func (c *Controller) Config() *config.Config { return c.cfg.Load() }
+
+// Identity names this instance in the Lease (Options.Identity, or the
+// host and process when none was given).
+func (c *Controller) Identity() string { return c.opts.Identity }

@@ -18,46 +18,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
+	"github.com/calico-lb/calico-lb/tests/apienv"
 	"github.com/calico-lb/calico-lb/tests/cluster"
-	"github.com/calico-lb/calico-lb/workload/access"
 )
 
-// One control plane serves every test of the package; each test isolates
-// itself with its own load-balancer class, namespace and Lease.
-var (
-	sharedOnce sync.Once
-	shared     *cluster.Cluster
-	sharedErr  error
-)
+func TestMain(m *testing.M) { apienv.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		shared.Stop()
-	}
-	os.Exit(code)
-}
-
-func controlPlane(t *testing.T) *cluster.Cluster {
-	t.Helper()
-	cluster.SkipShort(t, "a real control plane")
-	_, errE := os.Stat(filepath.Join(cluster.BinDir(), "etcd"))
-	_, errA := os.Stat(filepath.Join(cluster.BinDir(), "kube-apiserver"))
-	if (errE != nil || errA != nil) && !cluster.E2E() {
-		t.Skip("kube-apiserver/etcd not built: run `make tools`, or set CALICO_LB_E2E=1")
-	}
-	sharedOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-		shared, sharedErr = cluster.Start(ctx, cluster.Options{})
-	})
-	if sharedErr != nil {
-		t.Fatalf("control plane: %v", sharedErr)
-	}
-	return shared
-}
+func controlPlane(t *testing.T) *cluster.Cluster { return apienv.ControlPlane(t) }
 
 type env struct {
 	t       *testing.T
@@ -71,20 +39,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	cl := controlPlane(t)
-	name := strings.ToLower(strings.NewReplacer("_", "-", "/", "-").Replace(t.Name()))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	e := &env{t: t, cl: cl, client: cl.Client(cluster.UserAdmin), ns: name, class: "test.calico-lb.io/" + name, lease: name,
+	client := cl.Client(cluster.UserAdmin)
+	name := apienv.Namespace(t, client)
+	return &env{t: t, cl: cl, client: client, ns: name, class: "test.calico-lb.io/" + name, lease: name,
 		cfgPath: filepath.Join(t.TempDir(), "config.yaml")}
-	ctx := context.Background()
-	if _, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = e.client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	return e
 }
 
 // config writes the controller's config file: the given YAML body plus this
@@ -133,22 +91,12 @@ func (e *env) start(id string, mods ...func(*Options)) *running {
 	return r
 }
 
-// controllerClient authenticates as the controller's own ServiceAccount,
-// created as the charm creates it: every test of the package thereby runs
-// the controller with exactly the RBAC the charm grants it, and a
-// permission it lacks fails the test that needs it.
+// controllerClient authenticates as the controller's own ServiceAccount
+// (apienv.ControllerClient): every test of the package runs the
+// controller with exactly the RBAC the charm grants it.
 func (e *env) controllerClient() kubernetes.Interface {
 	e.t.Helper()
-	a := access.Access{Namespace: e.ns, LeaseName: e.lease}
-	f := access.TokenFile{Path: filepath.Join(e.t.TempDir(), "token")}
-	if err := a.Grant(context.Background(), e.client, f, access.TokenTTL); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { _ = a.Remove(context.Background(), e.client) })
-	cfg := rest.AnonymousClientConfig(e.cl.Config(cluster.UserAdmin))
-	cfg.BearerTokenFile = f.Path
-	cfg.QPS, cfg.Burst = 1000, 2000
-	return kubernetes.NewForConfigOrDie(cfg)
+	return apienv.ControllerClient(e.t, e.cl, e.ns, e.lease)
 }
 
 type testWriter struct {
@@ -288,12 +236,5 @@ func httpPost(t *testing.T, r *running, path string) (int, string) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting until %s", what)
+	apienv.WaitUntil(t, what, cond)
 }

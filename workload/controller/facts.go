@@ -16,12 +16,12 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// serviceFacts gathers what verify checks: each served Service's
+// Facts gathers what verify checks: each served Service's
 // addresses, pools, issues, why it waits, its traffic policy and node
 // ports, and the nodes with ready endpoints (read from the EndpointSlices
 // now: the controller keeps no cache of them). only (ns/name) limits it
 // to one Service.
-func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.ServicesFacts, error) {
+func (c *Controller) Facts(ctx context.Context, only string) (*api.ServicesFacts, error) {
 	snap, err := c.snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -48,7 +48,7 @@ func (c *Controller) serviceFacts(ctx context.Context, only string) (*api.Servic
 	warned, _ := inLoop(ctx, c, func(t *term) (map[string]string, error) { return maps.Clone(t.warned), nil })
 	var svcs []*corev1.Service
 	if only != "" {
-		svc, err := c.servedService(only, cfg.LoadBalancerClass)
+		svc, err := c.Served(only, cfg.LoadBalancerClass)
 		if err != nil {
 			return nil, err
 		}

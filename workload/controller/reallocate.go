@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -16,43 +15,22 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// errRefused is a reallocation the Service's state does not allow; the
-// message says why and what to do instead.
-type errRefused struct{ msg string }
-
-func (e errRefused) Error() string { return e.msg }
-
-var errNoService = errors.New("no such Service")
-
-// refusal is the HTTP status for a request about a Service that cannot be
-// met (409) or names none (404).
-func refusal(err error) (int, bool) {
-	var refused errRefused
-	switch {
-	case errors.As(err, &refused):
-		return http.StatusConflict, true
-	case errors.Is(err, errNoService):
-		return http.StatusNotFound, true
-	}
-	return 0, false
-}
-
-// servedService is the Service key (namespace/name) names, if calico-lb
-// serves it; otherwise an error that says why (errRefused, errNoService).
-func (c *Controller) servedService(key, class string) (*corev1.Service, error) {
+// Served is the Service key (namespace/name) names, if calico-lb
+// serves it; otherwise an error that says why (api.Refused, api.ErrNoService).
+func (c *Controller) Served(key, class string) (*corev1.Service, error) {
 	ns, name, ok := strings.Cut(key, "/")
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return nil, errRefused{fmt.Sprintf("service %q: write it as namespace/name", key)}
+		return nil, api.Refused{Msg: fmt.Sprintf("service %q: write it as namespace/name", key)}
 	}
 	svc, err := c.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("service %s: %w", key, errNoService)
+		return nil, fmt.Errorf("service %s: %w", key, api.ErrNoService)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !Managed(svc, class) {
-		return nil, errRefused{fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", key, svc.Spec.Type, classOf(svc))}
+		return nil, api.Refused{Msg: fmt.Sprintf("service %s is not a LoadBalancer Service that calico-lb serves (type %s, class %s)", key, svc.Spec.Type, classOf(svc))}
 	}
 	return svc, nil
 }
@@ -61,13 +39,13 @@ func (c *Controller) servedService(key, class string) (*corev1.Service, error) {
 // pools and queues the status write. The old addresses are free at once,
 // but next-fit allocation hands them out again only after the pools wrap.
 func (t *term) reallocate(key string) (api.Reallocation, error) {
-	svc, err := t.c.servedService(key, t.active.LoadBalancerClass)
+	svc, err := t.c.Served(key, t.active.LoadBalancerClass)
 	if err != nil {
 		return api.Reallocation{}, err
 	}
 	sk := allocator.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
 	if _, outside := t.outside[sk]; outside {
-		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s holds addresses outside every pool while a pool change is held back; run apply-pool-change, which moves it", key)}
+		return api.Reallocation{}, api.Refused{Msg: fmt.Sprintf("service %s holds addresses outside every pool while a pool change is held back; run apply-pool-change, which moves it", key)}
 	}
 	before, held := t.alloc.Get(sk)
 	if !held {
@@ -75,15 +53,15 @@ func (t *term) reallocate(key string) (api.Reallocation, error) {
 		if w := t.warned[key]; w != "" {
 			why += ": " + w
 		}
-		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s: %s", key, why)}
+		return api.Reallocation{}, api.Refused{Msg: fmt.Sprintf("service %s: %s", key, why)}
 	}
 	req, err := RequestFor(svc)
 	if err != nil {
-		return api.Reallocation{}, errRefused{fmt.Sprintf("service %s: %v", key, err)}
+		return api.Reallocation{}, api.Refused{Msg: fmt.Sprintf("service %s: %v", key, err)}
 	}
 	asg, err := t.alloc.Reallocate(&req.Request)
 	if err != nil {
-		return api.Reallocation{}, errRefused{err.Error()}
+		return api.Reallocation{}, api.Refused{Msg: err.Error()}
 	}
 	old, now := before.List(), asg.List()
 	t.c.metrics.allocations.WithLabelValues("reallocated").Inc()
@@ -109,7 +87,7 @@ func classOf(svc *corev1.Service) string {
 func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("service")
 	res, err := inLoop(r.Context(), c, func(t *term) (api.Reallocation, error) { return t.reallocate(key) })
-	switch code, refused := refusal(err); {
+	switch code, refused := api.Refusal(err); {
 	case refused:
 		http.Error(w, err.Error(), code)
 		return
@@ -118,7 +96,7 @@ func (c *Controller) serveReallocate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.Written = c.waitIngress(r.Context(), key, res.NewIPs, 10*time.Second)
-	writeJSON(w, http.StatusOK, res)
+	api.WriteJSON(w, http.StatusOK, res)
 }
 
 // waitIngress waits until the cached Service's status lists ips.

@@ -295,7 +295,7 @@ func TestPodTemplateIsNoPasswordOracle(t *testing.T) {
 	var ds *appsv1.DaemonSet
 	waitUntil(t, "the Secret holds the password file", func() bool {
 		sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
-		if err != nil || string(sec.Data[bgpPasswordsKey]) != "spine: s3cret\n" {
+		if err != nil || string(sec.Data["bgp-passwords.yaml"]) != "spine: s3cret\n" {
 			return false
 		}
 		ds, err = e.client.AppsV1().DaemonSets(e.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
@@ -348,7 +348,7 @@ func TestConfigChangesKeepSpeakerPods(t *testing.T) {
 			return err == nil && strings.Contains(string(sec.Data[key]), s)
 		}
 	}
-	waitUntil(t, "the first Secret", secretHas(bgpPasswordsKey, "first"))
+	waitUntil(t, "the first Secret", secretHas("bgp-passwords.yaml", "first"))
 	steps := []struct {
 		what   string
 		change func()
@@ -367,18 +367,18 @@ func TestConfigChangesKeepSpeakerPods(t *testing.T) {
 			if err := os.WriteFile(pwFile, []byte("spine: second\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, secretHas(bgpPasswordsKey, "second")},
+		}, secretHas("bgp-passwords.yaml", "second")},
 		{"the heartbeat keys", func() {
 			sec, err := e.client.CoreV1().Secrets(e.ns).Get(ctx, access.SpeakerSecretName, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			sec.Data[l2KeysKey] = append(sec.Data[l2KeysKey], []byte(strings.Repeat("ab", 32)+"\n")...)
+			sec.Data["l2-keys"] = append(sec.Data["l2-keys"], []byte(strings.Repeat("ab", 32)+"\n")...)
 			if _, err := e.client.CoreV1().Secrets(e.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			e.config(cfg + "log-level: debug\n") // a pass of the controller's
-		}, func() bool { return cmHas("debug")() && secretHas(l2KeysKey, strings.Repeat("ab", 32))() }},
+		}, func() bool { return cmHas("debug")() && secretHas("l2-keys", strings.Repeat("ab", 32))() }},
 	}
 	for _, s := range steps {
 		s.change()
@@ -406,7 +406,7 @@ func TestSpeakerPasswordsKept(t *testing.T) {
 		if err != nil {
 			return ""
 		}
-		return string(s.Data[bgpPasswordsKey])
+		return string(s.Data["bgp-passwords.yaml"])
 	}
 	waitUntil(t, "the Secret has the password", func() bool { return secret() == "spine: first\n" })
 

@@ -16,6 +16,7 @@ import (
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/speaker"
+	"github.com/calico-lb/calico-lb/workload/speakerclient"
 )
 
 // The tokens the controller presents to speakers, against a real
@@ -28,7 +29,7 @@ func TestSpeakerTokensBoundToNode(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	own := e.controllerClient()
-	tok, err := newSpeakerTokens(own, e.ns).forNode(ctx, "node1")
+	tok, err := speakerclient.NewTokens(own, e.ns).ForNode(ctx, "node1")
 	if err != nil {
 		t.Fatal(err)
 	}

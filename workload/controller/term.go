@@ -98,7 +98,7 @@ func (t *term) run(ctx context.Context) {
 
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); t.keepSpeakers(ctx) }()
+	go func() { defer wg.Done(); t.c.speakers.Run(ctx, t.speakerCfg) }()
 	t.speakersChanged()
 	for range t.c.opts.Writers {
 		wg.Add(1)
@@ -302,3 +302,13 @@ func uniq(s [2]string) []string {
 }
 
 var errNotLeader = errors.New("this instance is not the leader")
+
+// speakersChanged passes the config in force to the speakers' Keeper (the
+// latest replaces one not yet taken).
+func (t *term) speakersChanged() {
+	select {
+	case <-t.speakerCfg:
+	default:
+	}
+	t.speakerCfg <- t.active
+}

@@ -14,9 +14,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/image"
 	"github.com/calico-lb/calico-lb/workload/rock"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 var meta = image.Meta{Version: "v1.2.3", Revision: "abc123", Source: "https://example.com/calico-lb", Created: time.Unix(1700000000, 0)}
@@ -70,8 +70,8 @@ func TestIndexLayoutAndConfig(t *testing.T) {
 		hdrs, data := files(t, img)
 		// The speaker DaemonSet starts what the image has: the regression
 		// for speakers that crash-looped on "stat /bin/pebble".
-		if h := hdrs[controller.SpeakerCommand[0]]; h == nil || h.Mode&0o111 == 0 || string(data[rock.Pebble]) != "pebble "+d.Platform.Architecture {
-			t.Fatalf("%s: the DaemonSet's %s is not an executable in the image", d.Platform.Architecture, controller.SpeakerCommand[0])
+		if h := hdrs[speakerset.SpeakerCommand[0]]; h == nil || h.Mode&0o111 == 0 || string(data[rock.Pebble]) != "pebble "+d.Platform.Architecture {
+			t.Fatalf("%s: the DaemonSet's %s is not an executable in the image", d.Platform.Architecture, speakerset.SpeakerCommand[0])
 		}
 		if string(data[rock.Binary]) != "calico-lb "+d.Platform.Architecture+" x" || hdrs[rock.Binary].Mode != 0o755 {
 			t.Fatalf("calico-lb: %q mode %o", data[rock.Binary], hdrs[rock.Binary].Mode)

@@ -162,7 +162,7 @@ func (a *Agent) start(w http.ResponseWriter, r *http.Request) {
 		ru.ended = time.Now()
 		a.mu.Unlock()
 	}()
-	writeJSON(w, http.StatusCreated, Report{ID: id, Target: req.Target, Started: ru.started, Summary: Summary{Windows: []Window{}}})
+	api.WriteJSON(w, http.StatusCreated, Report{ID: id, Target: req.Target, Started: ru.started, Summary: Summary{Windows: []Window{}}})
 }
 
 // report answers a run's state; stop ends it first and waits (briefly)
@@ -193,13 +193,7 @@ func (a *Agent) report(w http.ResponseWriter, id string, stop bool) {
 	if !ended.IsZero() {
 		now = ended.Sub(ru.started) + time.Nanosecond // every attempt finished
 	}
-	writeJSON(w, http.StatusOK, Report{ID: id, Target: ru.target, Started: ru.started, Ended: !ended.IsZero(), Summary: ru.rec.Summary(now)})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	api.WriteJSON(w, http.StatusOK, Report{ID: id, Target: ru.target, Started: ru.started, Ended: !ended.IsZero(), Summary: ru.rec.Summary(now)})
 }
 
 func prefixes(ps []netip.Prefix) string {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 )
 
 // fakeGoBGP records the calls the speaker makes into GoBGP, in order;
@@ -367,7 +368,7 @@ func TestUnreadablePasswordFileKeepsSessions(t *testing.T) {
 	}
 	cfg.BGP.PasswordFile = pwFile
 	node := Node{Name: "n1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
-	d := &bgpDriver{log: slog.New(slog.DiscardHandler), updates: prometheus.NewCounter(prometheus.CounterOpts{Name: "test_updates"}), journal: NewJournal()}
+	d := &bgpDriver{log: slog.New(slog.DiscardHandler), updates: prometheus.NewCounter(prometheus.CounterOpts{Name: "test_updates"}), observer: speakerhook.NewJournal()}
 	defer d.stop(context.Background())
 	w := world{cfg: cfg, node: node, files: OSFiles{}}
 	d.sync(context.Background(), w)

@@ -77,7 +77,7 @@ type BGP struct {
 	applied      map[netip.Prefix]Route // what GoBGP announces
 	routeProblem string
 	routeRetry   retry
-	journal      *Journal
+	observer     Observer
 }
 
 type peerState struct {
@@ -151,17 +151,17 @@ func StartBGP(ctx context.Context, asn uint32, routerID netip.Addr, log *slog.Lo
 func newBGP(log *slog.Logger, srv gobgp) *BGP {
 	b := &BGP{srv: srv, log: log, kick: make(chan struct{}, 1), limitRetry: LimitRetry, done: make(chan struct{}),
 		peers: map[netip.Addr]*peerState{}, routes: map[netip.Prefix]Route{}, paths: map[netip.Prefix]*apiutil.Path{},
-		applied: map[netip.Prefix]Route{}}
+		applied: map[netip.Prefix]Route{}, observer: noTest{}}
 	b.stopped, b.stop = context.WithCancel(context.Background())
 	go b.run()
 	return b
 }
 
-// SetJournal has the speaker record its session and BFD changes and its
-// announcements in j.
-func (b *BGP) SetJournal(j *Journal) {
+// SetObserver has o hear the speaker's session and BFD changes and its
+// announcements.
+func (b *BGP) SetObserver(o Observer) {
 	b.mu.Lock()
-	b.journal = j
+	b.observer = observer(o)
 	b.mu.Unlock()
 }
 
@@ -248,7 +248,7 @@ func (b *BGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if why := ev.Peer.State.DisconnectMessage; why != "" && p.state != bgp.BGP_FSM_ESTABLISHED {
 		detail += " (" + why + ")"
 	}
-	b.journal.Record("session", addr.String(), detail)
+	b.observer.Event("session", addr.String(), detail)
 	if want := p.applied.BFD && p.state == bgp.BGP_FSM_ESTABLISHED; want != p.bfdWant {
 		// GoBGP's loop is calling us: the run goroutine switches.
 		p.bfdWant = want

@@ -26,6 +26,7 @@ import (
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 )
 
 // The BGP tests run GoBGP inside a node's network namespace. A namespace
@@ -80,7 +81,7 @@ func runChild() {
 	var b *BGP
 	var sp *Speaker
 	var resp *Responder
-	journal := NewJournal()
+	journal := speakerhook.NewJournal()
 	var api *httptest.Server
 	node := Node{Name: "node", Addresses: []netip.Addr{netip.MustParseAddr("10.211.1.2")}}
 	ctx := context.Background()
@@ -94,7 +95,7 @@ func runChild() {
 			switch c.Op {
 			case "start":
 				if b, err = StartBGP(ctx, c.ASN, c.RouterID, log); err == nil {
-					b.SetJournal(journal)
+					b.SetObserver(journal)
 				}
 			case "l2start", "l2ifaces", "l2owned", "l2status":
 				resp = l2Child(ctx, log, resp, c, &reply)

@@ -15,9 +15,9 @@ import (
 // bgpDriver keeps a GoBGP speaker peered with the spine and announcing the
 // node's routes, in spine mode.
 type bgpDriver struct {
-	log     *slog.Logger
-	updates prometheus.Counter
-	journal *Journal
+	log      *slog.Logger
+	updates  prometheus.Counter
+	observer Observer
 
 	// Only the runner's goroutine changes these; the lock guards them for
 	// readers and is never held across a call into GoBGP: a teardown that
@@ -56,7 +56,7 @@ func (d *bgpDriver) sync(ctx context.Context, w world) {
 			return
 		}
 		b = nb
-		b.SetJournal(d.journal)
+		b.SetObserver(d.observer)
 		d.mu.Lock()
 		d.bgp, d.key = b, key
 		d.mu.Unlock()

@@ -173,7 +173,7 @@ func (b *BGP) peerUpdate(addr netip.Addr, p *peerState, now time.Time) (op, bool
 				p.problem = ""
 				if p.applied != nil && reflect.DeepEqual(*p.applied, cfg) {
 					p.bfdOn = on
-					b.journal.Record("bfd", addr.String(), onOff)
+					b.observer.Event("bfd", addr.String(), onOff)
 				}
 			},
 		}, true
@@ -253,7 +253,7 @@ func (b *BGP) routesOp(now time.Time) (op, bool) {
 			b.routeRetry.ok()
 			b.routeProblem = ""
 			b.applied = want
-			b.journal.Routes(added, withdrawn)
+			b.observer.Routes(added, withdrawn)
 		},
 	}, true
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,40 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/calico-lb/calico-lb/workload/api"
+	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 )
-
-func TestHold(t *testing.T) {
-	h := Hold{Path: filepath.Join(t.TempDir(), "hold")}
-	now := time.Now()
-	if !h.Until(now).IsZero() {
-		t.Fatal("held with no file")
-	}
-	until := now.Add(time.Minute).Round(time.Millisecond)
-	if err := h.Set(until); err != nil {
-		t.Fatal(err)
-	}
-	if got := h.Until(now); !got.Equal(until) {
-		t.Fatalf("Until %v, want %v", got, until)
-	}
-	if !h.Until(until.Add(time.Second)).IsZero() {
-		t.Fatal("still held after its time")
-	}
-	if err := os.WriteFile(h.Path, []byte("tomorrow\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if !h.Until(now).IsZero() {
-		t.Fatal("held by a file that does not parse")
-	}
-	if err := h.Clear(); err != nil || !h.Until(now).IsZero() {
-		t.Fatalf("Clear: %v", err)
-	}
-	if err := h.Clear(); err != nil {
-		t.Fatalf("Clear without a file: %v", err)
-	}
-	if err := (Hold{}).Set(until); err == nil {
-		t.Fatal("a speaker without --hold-file can be held")
-	}
-}
 
 // tokenIs accepts one token: the logic of the API, apart from how a
 // token is checked (TokenReviews, tested against a real apiserver).
@@ -74,9 +41,9 @@ func TestFailAPI(t *testing.T) {
 	m, _ := json.Marshal(api.FailoverMark{ID: "t1", Service: "shop/web", Until: until})
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Annotations: map[string]string{api.FailoverMarkAnnotation: string(m)}}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node2"}})
-	sp := NewSpeaker(Options{Client: client, NodeName: "node1", Callers: tokenIs("s3cret"), HoldFile: filepath.Join(dir, "hold")})
 	crashes := make(chan struct{}, 4)
-	sp.crash = func() { crashes <- struct{}{} }
+	test := speakerhook.New(speakerhook.Options{Client: client, NodeName: "node1", HoldFile: filepath.Join(dir, "hold"), Crash: func() { crashes <- struct{}{} }})
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", Callers: tokenIs("s3cret"), Test: test})
 	// The answer goes out before the crash, so count after the call returns
 	// (the handler has finished by the time a second request is served).
 	crashed := 0
@@ -136,8 +103,8 @@ func TestFailAPI(t *testing.T) {
 	if st := sp.status(); st.Error == "" {
 		t.Fatal("/v1/bgp does not say the speaker is held down")
 	}
-	if r := post("/v1/resume", "s3cret", nil); r.StatusCode != http.StatusOK || !sp.heldUntil().IsZero() {
-		t.Fatalf("resume: %d, held until %v", r.StatusCode, sp.heldUntil())
+	if r := post("/v1/resume", "s3cret", nil); r.StatusCode != http.StatusOK || !test.HeldUntil(time.Now()).IsZero() {
+		t.Fatalf("resume: %d, held until %v", r.StatusCode, test.HeldUntil(time.Now()))
 	}
 
 	// Graceful: Run withdraws and returns ErrStopped; no crash.
@@ -145,7 +112,7 @@ func TestFailAPI(t *testing.T) {
 		t.Fatalf("graceful fail: %d, crashed %d", r.StatusCode, crashed)
 	}
 	select {
-	case <-sp.fail:
+	case <-test.Stopped():
 	default:
 		t.Fatal("a graceful fail did not stop Run")
 	}
@@ -158,12 +125,13 @@ func TestFailAPI(t *testing.T) {
 // TestRunWaitsWhileHeld: a speaker started while held announces nothing
 // (it does not even start its informers) until the hold is cleared.
 func TestRunWaitsWhileHeld(t *testing.T) {
-	h := Hold{Path: filepath.Join(t.TempDir(), "hold")}
+	h := speakerhook.Hold{Path: filepath.Join(t.TempDir(), "hold")}
 	if err := h.Set(time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	client := fake.NewClientset()
-	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: filepath.Join(t.TempDir(), "none"), HoldFile: h.Path})
+	test := speakerhook.New(speakerhook.Options{Client: client, NodeName: "node1", HoldFile: h.Path})
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: filepath.Join(t.TempDir(), "none"), Test: test})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sp.Run(ctx) }()
@@ -192,28 +160,10 @@ func TestRunWaitsWhileHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := map[string]bool{}
-	for _, e := range sp.journal.Since(time.Time{}, netip.Addr{}).Events {
+	for _, e := range test.Since(time.Time{}, netip.Addr{}).Events {
 		kinds[e.Kind] = true
 	}
 	if !kinds["held"] || !kinds["resumed"] {
 		t.Fatalf("journal: %v", kinds)
-	}
-}
-
-// A node without a mark, or whose mark ended, refuses (checkMark).
-func TestCheckMark(t *testing.T) {
-	now := time.Now()
-	m, _ := json.Marshal(api.FailoverMark{ID: "t1", Until: now.Add(time.Minute)})
-	ok := api.SpeakerFail{Test: "t1", Until: now.Add(time.Minute)}
-	if err := checkMark(string(m), ok, now); err != nil {
-		t.Fatalf("the marked node refused its test: %v", err)
-	}
-	for name, c := range map[string]struct {
-		value string
-		at    time.Time
-	}{"no mark": {"", now}, "unreadable": {"{", now}, "ended": {string(m), now.Add(2 * time.Minute)}} {
-		if err := checkMark(c.value, ok, c.at); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
 	}
 }

@@ -3,7 +3,6 @@ package speaker
 import (
 	"encoding/json"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -34,7 +33,7 @@ func (s *Speaker) status() Status {
 	if st.Error == "" {
 		st.Error = v.peerErr
 	}
-	if until := s.heldUntil(); !until.IsZero() {
+	if until := s.test.HeldUntil(time.Now()); !until.IsZero() {
 		st.Error = "held down by a failover test until " + until.UTC().Format(time.RFC3339)
 	}
 	return st
@@ -59,32 +58,7 @@ func (s *Speaker) Handler() http.Handler {
 	s.health(mux)
 	// Anyone who reaches the node may scrape: at most two scrapes at once.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 2}))
-	// What the speaker did and saw since a time (RFC 3339), with the last
-	// announce and withdraw of ip's route: the failover test's timeline.
-	mux.HandleFunc("GET /v1/journal", authorized(func(w http.ResponseWriter, r *http.Request) {
-		var since time.Time
-		if v := r.URL.Query().Get("since"); v != "" {
-			var err error
-			if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				http.Error(w, "since: want an RFC 3339 time such as 2026-12-05T10:00:00.5Z", http.StatusBadRequest)
-				return
-			}
-		}
-		var ip netip.Addr
-		if v := r.URL.Query().Get("ip"); v != "" {
-			var err error
-			if ip, err = netip.ParseAddr(v); err != nil {
-				http.Error(w, "ip: not an IP address", http.StatusBadRequest)
-				return
-			}
-		}
-		j := s.journal.Since(since, ip)
-		j.Node = s.opts.NodeName
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(j)
-	}))
-	mux.HandleFunc("POST /v1/fail", authorized(s.serveFail))
-	mux.HandleFunc("POST /v1/resume", authorized(s.serveResume))
+	s.test.Register(mux, authorized)
 	mux.HandleFunc("GET /v1/l2", authorized(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.l2.status())
@@ -112,8 +86,8 @@ func (s *Speaker) health(mux *http.ServeMux) {
 		s.mu.Lock()
 		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
 		switch {
-		case !s.heldUntil().IsZero():
-			ok, why = false, "held down by a failover test until "+s.heldUntil().UTC().Format(time.RFC3339)
+		case !s.test.HeldUntil(time.Now()).IsZero():
+			ok, why = false, "held down by a failover test until "+s.test.HeldUntil(time.Now()).UTC().Format(time.RFC3339)
 		case !s.synced:
 			why = "caches not synced yet"
 		case s.cfg == nil:

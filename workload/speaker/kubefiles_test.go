@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/calico-lb/calico-lb/workload/config"
+	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 )
 
 func speakerConfig(t *testing.T, pools string) string {
@@ -146,11 +147,12 @@ func TestHeldSpeakerAnswersResume(t *testing.T) {
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "cfg"}, Data: map[string]string{"config.yaml": speakerConfig(t, "10.0.0.0/28")}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "lb", Name: "sec"}, Data: map[string][]byte{"l2-keys": []byte(NewKey() + "\n")}},
 	)
-	hold := Hold{Path: filepath.Join(t.TempDir(), "hold")}
+	hold := speakerhook.Hold{Path: filepath.Join(t.TempDir(), "hold")}
 	if err := hold.Set(time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: config.DefaultPath, HoldFile: hold.Path,
+	test := speakerhook.New(speakerhook.Options{Client: client, NodeName: "node1", HoldFile: hold.Path})
+	sp := NewSpeaker(Options{Client: client, NodeName: "node1", ConfigPath: config.DefaultPath, Test: test,
 		Files: NewKubeFiles(client, "lb", "cfg", "sec"), Callers: tokenIs("tok")})
 	go func() { _ = sp.Run(ctx) }()
 	srv := httptest.NewServer(sp.Handler())

@@ -41,7 +41,7 @@ type Responder struct {
 	changes    int
 	garps      int
 	lastChange time.Time
-	journal    *Journal // nil: none kept
+	observer   Observer
 	// problem is told when an interface goes missing or comes back ("" ),
 	// e.g. to post a Node Event; nil: nobody is told.
 	problem func(iface, why string)
@@ -93,7 +93,7 @@ func StartResponder(ctx context.Context, names []string, log *slog.Logger) *Resp
 }
 
 func newResponder(ctx context.Context, log *slog.Logger, open func(context.Context, string) (*l2iface, error)) *Responder {
-	r := &Responder{log: log, ctx: ctx, open: open, present: sameDevice, ifaces: map[string]*l2iface{}, missing: map[string]string{},
+	r := &Responder{observer: noTest{}, log: log, ctx: ctx, open: open, present: sameDevice, ifaces: map[string]*l2iface{}, missing: map[string]string{},
 		owned: map[netip.Addr]bool{}, groups: map[netip.Addr]int{}}
 	go func() {
 		<-ctx.Done()
@@ -113,11 +113,11 @@ func (r *Responder) isOwned(ip netip.Addr) bool {
 	return r.owned[ip]
 }
 
-// SetJournal has the responder record ownership changes and the
-// announcements it sends in j.
-func (r *Responder) SetJournal(j *Journal) {
+// SetObserver has o hear the responder's ownership changes and the
+// announcements it sends.
+func (r *Responder) SetObserver(o Observer) {
 	r.mu.Lock()
-	r.journal = j
+	r.observer = observer(o)
 	r.mu.Unlock()
 }
 
@@ -154,12 +154,12 @@ func (r *Responder) SetOwned(ctx context.Context, ips []netip.Addr) {
 		r.lastChange = time.Now()
 	}
 	for _, ip := range lost {
-		r.journal.Record("owner", ip.String(), "released")
+		r.observer.Event("owner", ip.String(), "released")
 		r.log.Info("L2: released", "ip", ip)
 		r.unref(ip)
 	}
 	for _, ip := range gained {
-		r.journal.Record("owner", ip.String(), "taken")
+		r.observer.Event("owner", ip.String(), "taken")
 		r.log.Info("L2: took over", "ip", ip)
 		r.ref(ip)
 	}
@@ -229,7 +229,7 @@ func (r *Responder) announce(ctx context.Context, ips []netip.Addr) {
 				if err := li.advertise(ip); err == nil {
 					r.mu.Lock()
 					r.garps++
-					r.journal.Record("garp", ip.String(), "on "+li.ifi.Name)
+					r.observer.Event("garp", ip.String(), "on "+li.ifi.Name)
 					r.mu.Unlock()
 				}
 			}

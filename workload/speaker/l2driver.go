@@ -23,7 +23,7 @@ type l2Driver struct {
 	holdDown time.Duration
 	keyFile  string
 	keys     string // the key file as the heartbeats use it; the runner's goroutine only
-	journal  *Journal
+	observer Observer
 	// ifaceProblem is told when an interface cannot be answered on (or
 	// can again, why ""); nil: nobody is.
 	ifaceProblem func(iface, why string)
@@ -129,7 +129,7 @@ func (d *l2Driver) start(ctx context.Context, w world) (*Liveness, *Responder, e
 	}
 	if resp == nil {
 		resp = StartResponder(ctx, ifaces, d.log)
-		resp.SetJournal(d.journal)
+		resp.SetObserver(d.observer)
 		if d.ifaceProblem != nil {
 			resp.OnInterfaceProblem(d.ifaceProblem)
 		}

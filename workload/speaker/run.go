@@ -41,9 +41,9 @@ type Options struct {
 	// Callers says who may use the status API's /v1/ paths (default:
 	// nobody).
 	Callers Callers
-	// HoldFile is where the failover test holds the speaker down (see
-	// Hold); empty: it cannot.
-	HoldFile string
+	// Test is the failover test's part in the speaker; nil: none (the
+	// speaker cannot be failed, held or read by a test).
+	Test TestHook
 	// Files is where the config, passwords and keys are read
 	// (default OSFiles).
 	Files Files
@@ -70,14 +70,7 @@ type Speaker struct {
 	collectors []prometheus.Collector
 	bgp        *bgpDriver
 	l2         *l2Driver
-	journal    *Journal
-
-	hold Hold
-	// fail ends Run for a graceful stop the failover test asked for;
-	// crash ends the process for one that is not.
-	fail     chan struct{}
-	stopOnce sync.Once
-	crash    func()
+	test       TestHook
 }
 
 // NewSpeaker returns a Speaker; Run starts it.
@@ -104,11 +97,12 @@ func NewSpeaker(opts Options) *Speaker {
 		opts.Files = OSFiles{}
 	}
 	updates := prometheus.NewCounter(prometheus.CounterOpts{Name: "calico_lb_bgp_route_updates_total", Help: "Route sets applied to the BGP speaker."})
-	j := NewJournal()
-	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(), journal: j,
-		hold: Hold{Path: opts.HoldFile}, fail: make(chan struct{}), crash: killSelf,
-		bgp: &bgpDriver{log: opts.Log, updates: updates, journal: j},
-		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile, journal: j}}
+	if opts.Test == nil {
+		opts.Test = noTest{}
+	}
+	s := &Speaker{opts: opts, log: opts.Log, trigger: make(chan struct{}, 1), reg: prometheus.NewRegistry(), test: opts.Test,
+		bgp: &bgpDriver{log: opts.Log, updates: updates, observer: opts.Test},
+		l2:  &l2Driver{log: opts.Log, port: opts.L2Port, holdDown: opts.HoldDown, keyFile: opts.L2KeyFile, observer: opts.Test}}
 	s.collectors = []prometheus.Collector{updates, &collector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	s.reg.MustRegister(s.collectors...)
 	return s
@@ -132,7 +126,7 @@ func (s *Speaker) kick() {
 // one it stops gracefully returns ErrStopped after withdrawing.
 func (s *Speaker) Run(ctx context.Context) error {
 	s.opts.Files.Start(ctx)
-	if !s.waitHold(ctx) {
+	if s.test.WaitHold(ctx) != nil {
 		return nil
 	}
 	c, err := s.startCaches(ctx)
@@ -158,7 +152,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			s.shutdown()
 			return nil
-		case <-s.fail:
+		case <-s.test.Stopped():
 			s.shutdown()
 			return ErrStopped
 		case <-s.trigger:
@@ -180,23 +174,6 @@ func (s *Speaker) Run(ctx context.Context) error {
 		}
 		wake.Reset(next)
 	}
-}
-
-// waitHold waits out a failover test's hold, if one is on; false if ctx
-// ended first.
-func (s *Speaker) waitHold(ctx context.Context) bool {
-	until := s.hold.Until(time.Now())
-	if until.IsZero() {
-		return true
-	}
-	s.log.Warn("held down by a failover test: announcing nothing until it ends", "until", until)
-	s.journal.Record("held", "", until.UTC().Format(time.RFC3339Nano))
-	if err := s.hold.Wait(ctx); err != nil {
-		return false
-	}
-	s.log.Info("the failover test's hold ended: starting")
-	s.journal.Record("resumed", "", "")
-	return true
 }
 
 // caches are the speaker's informers: what it decides from.

@@ -25,7 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calico-lb/calico-lb/tests/cluster"
-	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 func main() {
@@ -83,7 +83,7 @@ func run(binary string, n, kib int) error {
 	sp.Stdout, sp.Stderr = logf, logf
 	sp.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// The limit the DaemonSet gives it, as GOMEMLIMIT, as in its pod.
-	limit := controller.SpeakerResources.Limits.Memory().Value()
+	limit := speakerset.SpeakerResources.Limits.Memory().Value()
 	sp.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
 	if err := sp.Start(); err != nil {
 		return fmt.Errorf("start the speaker (run `make build`): %w", err)

@@ -25,7 +25,11 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
+	"github.com/calico-lb/calico-lb/workload/failovertest"
+	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 	"github.com/calico-lb/calico-lb/workload/speaker"
+	"github.com/calico-lb/calico-lb/workload/speakerclient"
+	"github.com/calico-lb/calico-lb/workload/speakerset"
 )
 
 // version is set by the image build (-X main.version=...).
@@ -117,9 +121,10 @@ func localAPIAddress(flagged, cfgPath string) string {
 	return config.DefaultAPIAddress
 }
 
-// serveLocalAPI serves the controller's local API on addr, its /v1/ paths
-// to the holder of the key in keyPath (written there if there is none).
-func serveLocalAPI(ctrl *controller.Controller, addr, keyPath string, log *slog.Logger) (*http.Server, error) {
+// serveLocalAPI serves the controller's local API (h) on addr, its /v1/
+// paths to the holder of the key in keyPath (written there if there is
+// none).
+func serveLocalAPI(h http.Handler, addr, keyPath string, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("local API: %w", err)
@@ -133,7 +138,7 @@ func serveLocalAPI(ctrl *controller.Controller, addr, keyPath string, log *slog.
 		ln.Close()
 		return nil, err
 	}
-	srv := api.Server(access.RequireKey(ctrl.Handler(), key, "/healthz", "/readyz", "/metrics"), localTimeouts)
+	srv := api.Server(access.RequireKey(h, key, "/healthz", "/readyz", "/metrics"), localTimeouts)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("local API stopped", "error", err)
@@ -157,7 +162,7 @@ func runController(args []string) error {
 	writers := fs.Int("writers", 8, "goroutines writing Service status")
 	speakerImage := fs.String("speaker-image", os.Getenv("CALICO_LB_IMAGE"), "image of the speaker DaemonSet (spine and l2 mode); empty: the image of --container in the controller's own Pod")
 	podName := fs.String("pod-name", os.Getenv("POD_NAME"), "the controller's own Pod in --lease-namespace, whose image, pull policy and pull secrets the speakers get")
-	container := fs.String("container", controller.DefaultContainer, "the controller's container in its own Pod")
+	container := fs.String("container", speakerset.DefaultContainer, "the controller's container in its own Pod")
 	qps := fs.Float64("kube-qps", 500, "API requests per second for status writes")
 	lease := fs.Duration("lease-duration", 5*time.Second, "a standby takes over at most this long after the leader dies")
 	renew := fs.Duration("renew-deadline", 3*time.Second, "the leader gives up leading if it cannot renew within this")
@@ -170,15 +175,24 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
+	speakers := speakerclient.New(client, *leaseNS, *speakerPort)
 	ctrl, err := controller.New(controller.Options{
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
 		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage, SpeakerPort: *speakerPort,
-		PodName: *podName, Container: *container,
+		PodName: *podName, Container: *container, SpeakerAPI: speakers,
 	})
 	if err != nil {
 		return err
 	}
+	// The failover test is a part of its own beside the controller: it
+	// reads the Services through the controller's caches and is served on
+	// the same local API, behind the same key.
+	failover := failovertest.New(failovertest.Options{Client: client, Namespace: *leaseNS, Identity: ctrl.Identity(), PodName: *podName,
+		Config: ctrl.Config, Services: ctrl, Speakers: speakers, Log: log})
+	local := http.NewServeMux()
+	local.Handle("/", ctrl.Handler())
+	failover.Register(local)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *tokenFile != "" {
@@ -189,7 +203,8 @@ func runController(args []string) error {
 			}
 		})
 	}
-	srv, err := serveLocalAPI(ctrl, localAPIAddress(*apiAddr, *cfgPath), cmp.Or(*apiKeyFile, config.DefaultAPIKeyFile), log)
+	go failover.WatchAbandoned(ctx)
+	srv, err := serveLocalAPI(local, localAPIAddress(*apiAddr, *cfgPath), cmp.Or(*apiKeyFile, config.DefaultAPIKeyFile), log)
 	if err != nil {
 		return err
 	}
@@ -288,8 +303,11 @@ func runSpeaker(args []string) error {
 			return fmt.Errorf("speaker: %w", err)
 		}
 	}
+	// The failover test's part: its journal, its hold (in --hold-file) and
+	// its paths on the status API.
+	test := speakerhook.New(speakerhook.Options{Client: client, NodeName: *nodeName, HoldFile: *holdFile, Log: log})
 	sp := speaker.NewSpeaker(speaker.Options{Client: client, NodeName: *nodeName, ConfigPath: *cfgPath, Log: log, Files: files,
-		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, Callers: callers, HoldFile: *holdFile})
+		L2Port: *l2Port, HoldDown: *holdDown, L2KeyFile: *l2Keys, Callers: callers, Test: test})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, local, err := serveSpeakerAPI(sp, *apiAddr)
@@ -363,7 +381,7 @@ func runAccess(args []string) error {
 	}
 	grant := *failover == "on"
 	if *failover == "auto" {
-		if grant, err = controller.Underway(ctx, client, a); err != nil {
+		if grant, err = failovertest.Underway(ctx, client, a); err != nil {
 			return err
 		}
 	}

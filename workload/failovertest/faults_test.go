@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -12,7 +12,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/calico-lb/calico-lb/tests/apienv"
+	"github.com/calico-lb/calico-lb/tests/cluster"
 	"github.com/calico-lb/calico-lb/tests/netns"
 	"github.com/calico-lb/calico-lb/workload/access"
 )
@@ -24,13 +27,9 @@ import (
 // mirror and finished pods and honours a PodDisruptionBudget.
 func TestFailoverFaults(t *testing.T) {
 	e := newEnv(t)
-	e.config("pools:\n  p: {addresses: [10.209.0.0/28]}\n")
 	ctx := context.Background()
 	own := e.controllerClient()
-	c, err := New(Options{Client: own, ConfigPath: e.cfgPath, LeaseNamespace: e.ns, LeaseName: e.lease, Identity: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := New(Options{Client: own, Namespace: e.ns, Identity: "t"})
 	node := e.ns + "-n1"
 	if _, err := e.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -38,7 +37,7 @@ func TestFailoverFaults(t *testing.T) {
 	t.Cleanup(func() { _ = e.client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
 	// The test's powers are the controller's only while granted (the
 	// charm grants them when the action starts): without, no cordon.
-	a := access.Access{Namespace: e.ns, LeaseName: e.lease}
+	a := access.Access{Namespace: e.ns, LeaseName: e.ns}
 	cordon := func() error {
 		return c.setMark(ctx, node, mark{ID: "r0", Until: time.Now().Add(time.Minute)}, true)
 	}
@@ -93,8 +92,12 @@ func TestFailoverFaults(t *testing.T) {
 	if err := c.setMark(ctx, node, m, true); err != nil {
 		t.Fatal(err)
 	}
-	e.start("c1")
-	waitUntil(t, "the abandoned test's node restored", func() bool {
+	// What a controller that starts does (cmd/calico-lb starts it beside
+	// the controller).
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go New(Options{Client: own, Namespace: e.ns, Identity: "c1"}).WatchAbandoned(watchCtx)
+	apienv.WaitUntil(t, "the abandoned test's node restored", func() bool {
 		n := getNode()
 		return !n.Spec.Unschedulable && n.Annotations[failoverMark] == ""
 	})
@@ -182,16 +185,9 @@ func TestFailoverFaults(t *testing.T) {
 // taken over once its time is up.
 func TestFailoverLeaseOneAtATime(t *testing.T) {
 	e := newEnv(t)
-	e.config("pools:\n  p: {addresses: [10.209.1.0/28]}\n")
 	ctx := context.Background()
 	own := e.controllerClient()
-	mk := func(id string) *Controller {
-		c, err := New(Options{Client: own, ConfigPath: e.cfgPath, LeaseNamespace: e.ns, LeaseName: e.lease, Identity: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	mk := func(id string) *Runner { return New(Options{Client: own, Namespace: e.ns, Identity: id}) }
 	a, b := mk("unit-0"), mk("unit-1")
 	if held, err := a.takeFailoverLease(ctx, "r1", time.Minute); err != nil || held != "" {
 		t.Fatalf("the first test: %q %v", held, err)
@@ -220,4 +216,25 @@ func TestFailoverLeaseOneAtATime(t *testing.T) {
 	if held, err := a.takeFailoverLease(ctx, "r3", time.Minute); err != nil || held != "" {
 		t.Fatalf("an expired Lease was not taken over: %q %v", held, err)
 	}
+}
+
+func TestMain(m *testing.M) { apienv.Main(m) }
+
+// env is one test's namespace on the package's control plane.
+type env struct {
+	t      *testing.T
+	cl     *cluster.Cluster
+	client kubernetes.Interface // the admin's
+	ns     string
+}
+
+func newEnv(t *testing.T) *env {
+	cl := apienv.ControlPlane(t)
+	client := cl.Client(cluster.UserAdmin)
+	return &env{t: t, cl: cl, client: client, ns: apienv.Namespace(t, client)}
+}
+
+// controllerClient is the controller's own account, as the charm makes it.
+func (e *env) controllerClient() kubernetes.Interface {
+	return apienv.ControllerClient(e.t, e.cl, e.ns, e.ns)
 }

@@ -1,4 +1,4 @@
-package speaker
+package speakerhook
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,19 +13,10 @@ import (
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// ErrStopped is what Run returns when the failover test stopped the
-// speaker gracefully: it withdrew everything, and the process ends so
-// that, started again, it finds itself held down.
-var ErrStopped = errors.New("stopped by the failover test")
-
-// killSelf ends the process the way a crash does: no deferred function,
-// no withdrawal, no Cease to the peers; the kernel closes its sockets.
-func killSelf() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
-
 // serveFail is POST /v1/fail: hold the speaker down until the body's
 // time, then stop (gracefully, withdrawing first, or as a crash). It
 // answers before it stops, with the time on this node's clock.
-func (s *Speaker) serveFail(w http.ResponseWriter, r *http.Request) {
+func (h *Hook) serveFail(w http.ResponseWriter, r *http.Request) {
 	var req api.SpeakerFail
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
 		http.Error(w, "the body is not a fail request: "+err.Error(), http.StatusBadRequest)
@@ -37,11 +26,11 @@ func (s *Speaker) serveFail(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "until: want a time within the next hour, when the hold ends by itself", http.StatusBadRequest)
 		return
 	}
-	if err := s.underTest(r.Context(), req); err != nil {
+	if err := h.underTest(r.Context(), req); err != nil {
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
-	if err := s.hold.Set(req.Until); err != nil {
+	if err := h.hold.Set(req.Until); err != nil {
 		http.Error(w, err.Error(), http.StatusNotImplemented)
 		return
 	}
@@ -49,18 +38,18 @@ func (s *Speaker) serveFail(w http.ResponseWriter, r *http.Request) {
 	if req.Graceful {
 		how = "graceful"
 	}
-	s.log.Warn("the failover test stops this speaker", "how", how, "until", req.Until)
+	h.opts.Log.Warn("the failover test stops this speaker", "how", how, "until", req.Until)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(api.SpeakerFailed{At: time.Now(), Node: s.opts.NodeName})
+	_ = json.NewEncoder(w).Encode(api.SpeakerFailed{At: time.Now(), Node: h.opts.NodeName})
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
 	if req.Graceful {
-		s.stopOnce.Do(func() { close(s.fail) })
+		h.stopOnce.Do(func() { close(h.stop) })
 		return
 	}
-	s.crash()
+	h.opts.Crash()
 }
 
 // markSlack is how far past its node's mark a fail request may hold the
@@ -72,15 +61,15 @@ const markSlack = 5 * time.Second
 // taken on the wire cannot stop a speaker outside the test it was for.
 // It reads the Node from the apiserver, not the cache, which may not have
 // the mark the controller wrote a moment ago.
-func (s *Speaker) underTest(ctx context.Context, req api.SpeakerFail) error {
+func (h *Hook) underTest(ctx context.Context, req api.SpeakerFail) error {
 	if req.Test == "" {
 		return errors.New("test: the failover test's id is needed")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	n, err := s.opts.Client.CoreV1().Nodes().Get(ctx, s.opts.NodeName, metav1.GetOptions{})
+	n, err := h.opts.Client.CoreV1().Nodes().Get(ctx, h.opts.NodeName, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("cannot read node %s for the failover test's mark: %w", s.opts.NodeName, err)
+		return fmt.Errorf("cannot read node %s for the failover test's mark: %w", h.opts.NodeName, err)
 	}
 	return checkMark(n.Annotations[api.FailoverMarkAnnotation], req, time.Now())
 }
@@ -108,13 +97,10 @@ func checkMark(value string, req api.SpeakerFail, now time.Time) error {
 
 // serveResume is POST /v1/resume: end the hold, so that the speaker
 // (waiting in Run, or started again by Pebble) starts announcing.
-func (s *Speaker) serveResume(w http.ResponseWriter, _ *http.Request) {
-	if err := s.hold.Clear(); err != nil {
+func (h *Hook) serveResume(w http.ResponseWriter, _ *http.Request) {
+	if err := h.hold.Clear(); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }
-
-// heldUntil is when the hold on this speaker ends, or zero.
-func (s *Speaker) heldUntil() time.Time { return s.hold.Until(time.Now()) }

@@ -1,4 +1,4 @@
-package controller
+package speakerset
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 // Pod: Juju names a sidecar charm's containers after metadata.yaml.
 const DefaultContainer = "calico-lb"
 
-// speakerImage is what the speaker pods run and how the kubelet gets it.
-type speakerImage struct {
+// Image is what the speaker pods run and how the kubelet gets it.
+type Image struct {
 	Image       string
 	PullPolicy  corev1.PullPolicy
 	PullSecrets []corev1.LocalObjectReference
@@ -41,15 +41,15 @@ type imageFinder struct {
 	container string
 
 	mu    sync.Mutex
-	found *speakerImage
+	found *Image
 }
 
 // errNoImageSource says how to give the controller an image source.
 var errNoImageSource = errors.New("no speaker image: the controller knows neither its own Pod (POD_NAME, set by the charm) nor --speaker-image; speakers not deployed")
 
-func (f *imageFinder) find(ctx context.Context) (speakerImage, error) {
+func (f *imageFinder) find(ctx context.Context) (Image, error) {
 	if f.override != "" {
-		return speakerImage{Image: f.override, PullPolicy: corev1.PullIfNotPresent}, nil
+		return Image{Image: f.override, PullPolicy: corev1.PullIfNotPresent}, nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -57,45 +57,45 @@ func (f *imageFinder) find(ctx context.Context) (speakerImage, error) {
 		return *f.found, nil
 	}
 	if f.pod == "" {
-		return speakerImage{}, errNoImageSource
+		return Image{}, errNoImageSource
 	}
 	img, err := podImage(ctx, f.client, f.namespace, f.pod, f.container)
 	if err != nil {
-		return speakerImage{}, fmt.Errorf("no speaker image: %w; speakers not deployed", err)
+		return Image{}, fmt.Errorf("no speaker image: %w; speakers not deployed", err)
 	}
 	f.found = &img
 	return img, nil
 }
 
 // podImage reads the image of container in Pod namespace/name.
-func podImage(ctx context.Context, client kubernetes.Interface, namespace, name, container string) (speakerImage, error) {
+func podImage(ctx context.Context, client kubernetes.Interface, namespace, name, container string) (Image, error) {
 	pod, err := client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsForbidden(err):
-		return speakerImage{}, fmt.Errorf("cannot read the controller's own Pod %s/%s (deploy with --trust, or run `juju trust calico-lb --scope=cluster`): %w", namespace, name, err)
+		return Image{}, fmt.Errorf("cannot read the controller's own Pod %s/%s (deploy with --trust, or run `juju trust calico-lb --scope=cluster`): %w", namespace, name, err)
 	case err != nil:
-		return speakerImage{}, fmt.Errorf("read the controller's own Pod %s/%s: %w", namespace, name, err)
+		return Image{}, fmt.Errorf("read the controller's own Pod %s/%s: %w", namespace, name, err)
 	}
 	return imageOf(pod, container)
 }
 
 // imageOf is the image of container in pod, with its pull policy and the
 // pod's pull secrets.
-func imageOf(pod *corev1.Pod, container string) (speakerImage, error) {
+func imageOf(pod *corev1.Pod, container string) (Image, error) {
 	namespace, name := pod.Namespace, pod.Name
 	var names []string
 	for _, c := range pod.Spec.Containers {
 		if c.Name == container {
 			if c.Image == "" {
-				return speakerImage{}, fmt.Errorf("container %q of Pod %s/%s has no image", container, namespace, name)
+				return Image{}, fmt.Errorf("container %q of Pod %s/%s has no image", container, namespace, name)
 			}
 			policy := c.ImagePullPolicy
 			if policy == "" {
 				policy = corev1.PullIfNotPresent
 			}
-			return speakerImage{Image: c.Image, PullPolicy: policy, PullSecrets: pod.Spec.ImagePullSecrets}, nil
+			return Image{Image: c.Image, PullPolicy: policy, PullSecrets: pod.Spec.ImagePullSecrets}, nil
 		}
 		names = append(names, c.Name)
 	}
-	return speakerImage{}, fmt.Errorf("pod %s/%s has no container %q (it has %s); set --container or --speaker-image", namespace, name, container, strings.Join(names, ", "))
+	return Image{}, fmt.Errorf("pod %s/%s has no container %q (it has %s); set --container or --speaker-image", namespace, name, container, strings.Join(names, ", "))
 }

@@ -1,4 +1,4 @@
-package controller
+package speakerclient
 
 import (
 	"context"
@@ -20,21 +20,19 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 )
 
-// speakerStatus lists the speaker pods and, with ask, gathers each one's
+// Status lists the speaker pods and, with ask, gathers each one's
 // own report (GET /v1/bgp, and /v1/l2 in l2 mode) over the node network.
 // The speakers' APIs are the source of truth: the controller holds no
 // copy that could go stale. A speaker that cannot be reached is listed
 // with the reason, not left out.
-func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers, error) {
-	out := &api.Speakers{Speakers: []api.SpeakerView{}}
-	if cfg := c.cfg.Load(); cfg != nil {
-		out.Mode = cfg.Mode
-	}
-	pods, err := c.speakerPods(ctx, "")
+// mode is the mode in force ("" before a config is loaded).
+func (c *Client) Status(ctx context.Context, mode config.Mode, ask bool) (*api.Speakers, error) {
+	out := &api.Speakers{Speakers: []api.SpeakerView{}, Mode: mode}
+	pods, err := c.Pods(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	ds, err := c.opts.Client.AppsV1().DaemonSets(c.opts.LeaseNamespace).Get(ctx, access.SpeakerName, metav1.GetOptions{})
+	ds, err := c.k8s.AppsV1().DaemonSets(c.ns).Get(ctx, access.SpeakerName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		out.Desired = int(ds.Status.DesiredNumberScheduled)
@@ -42,7 +40,6 @@ func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers
 		return nil, fmt.Errorf("read the speakers' DaemonSet: %w", err)
 	}
 	out.Speakers = make([]api.SpeakerView, len(pods))
-	sp := c.speakerAPI()
 	var asked []int
 	for i := range pods {
 		p := &pods[i]
@@ -62,14 +59,14 @@ func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers
 	concurrently(asked, func(i int) {
 		v := &out.Speakers[i]
 		var bgp api.BGPStatus
-		if err := sp.get(ctx, &pods[i], "/v1/bgp", &bgp); err != nil {
+		if err := c.Get(ctx, &pods[i], "/v1/bgp", &bgp); err != nil {
 			v.Error = err.Error()
 			return
 		}
 		v.BGP = &bgp
 		if out.Mode == config.ModeL2 {
 			var l2 api.L2Status
-			if err := sp.get(ctx, &pods[i], "/v1/l2", &l2); err != nil {
+			if err := c.Get(ctx, &pods[i], "/v1/l2", &l2); err != nil {
 				v.Error = err.Error()
 				return
 			}
@@ -86,15 +83,14 @@ func (c *Controller) speakerStatus(ctx context.Context, ask bool) (*api.Speakers
 	return out, nil
 }
 
-// speakerJournals reads every speaker's journal since a time, with ip's
+// Journals reads every speaker's journal since a time, with ip's
 // route announcements (GET /v1/journal). Speakers that cannot be reached
 // are left out: the timeline says what the others saw.
-func (c *Controller) speakerJournals(ctx context.Context, since time.Time, ip netip.Addr) ([]api.SpeakerJournal, error) {
-	pods, err := c.speakerPods(ctx, "")
+func (c *Client) Journals(ctx context.Context, since time.Time, ip netip.Addr) ([]api.SpeakerJournal, error) {
+	pods, err := c.Pods(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	sp := c.speakerAPI()
 	path := "/v1/journal?" + url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "ip": {ip.String()}}.Encode()
 	var asked []int
 	for i, p := range pods {
@@ -110,7 +106,7 @@ func (c *Controller) speakerJournals(ctx context.Context, since time.Time, ip ne
 	concurrently(asked, func(i int) {
 		p := &pods[i]
 		var j api.SpeakerJournal
-		err := sp.get(ctx, p, path, &j)
+		err := c.Get(ctx, p, path, &j)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -134,10 +130,9 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// nodes lists the cluster's nodes with their InternalIPs, marking those
-// the speakers run on (speaker-node-selector in the config in force).
-func (c *Controller) nodes(ctx context.Context) (*api.Nodes, error) {
-	cfg := c.cfg.Load()
+// Nodes lists the cluster's nodes with their InternalIPs, marking those
+// the speakers run on (speaker-node-selector in cfg, the config in force).
+func (c *Client) Nodes(ctx context.Context, cfg *config.Config) (*api.Nodes, error) {
 	if cfg == nil {
 		return nil, errors.New("no valid config loaded yet: which nodes run speakers is not known")
 	}
@@ -148,7 +143,7 @@ func (c *Controller) nodes(ctx context.Context) (*api.Nodes, error) {
 			return nil, fmt.Errorf("speaker-node-selector: %w", err)
 		}
 	}
-	list, err := c.opts.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	list, err := c.k8s.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}

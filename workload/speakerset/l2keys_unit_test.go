@@ -1,4 +1,4 @@
-package controller
+package speakerset
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func TestBrokenL2KeysAreRestored(t *testing.T) {
 	}
 	cfg.BGP.PasswordFile = t.TempDir() + "/none"
 	var keys lastKeys
-	so := speakerObjects{client: client, ns: "lb", configRaw: []byte("x"), port: 9403, keys: &keys, log: slog.New(slog.DiscardHandler)}
+	so := speakerObjects{spec: spec{ns: "lb", port: 9403}, client: client, configRaw: []byte("x"), keys: &keys, log: slog.New(slog.DiscardHandler)}
 	if err := so.reconcile(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

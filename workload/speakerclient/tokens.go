@@ -1,4 +1,4 @@
-package controller
+package speakerclient
 
 import (
 	"context"
@@ -18,13 +18,13 @@ import (
 // speaker lives: the shortest the apiserver issues.
 const speakerTokenTTL = 10 * time.Minute
 
-// speakerTokens mints the bearer tokens the controller presents to the
+// Tokens mints the bearer tokens the controller presents to the
 // speakers: its own ServiceAccount's, each for one node's audience
 // (api.SpeakerAudience) and ten minutes. A token taken on the wire to one
 // node, or on that node, works on no other node and not on the apiserver,
 // and is soon useless; the speakers ask the apiserver (TokenReview) whose
 // it is. Tokens are reused for half their life.
-type speakerTokens struct {
+type Tokens struct {
 	client kubernetes.Interface
 	ns     string
 	now    func() time.Time
@@ -39,12 +39,13 @@ type heldToken struct {
 	renew time.Time
 }
 
-func newSpeakerTokens(client kubernetes.Interface, ns string) *speakerTokens {
-	return &speakerTokens{client: client, ns: ns, now: time.Now, held: map[string]heldToken{}, limit: 4096}
+// NewTokens mints tokens of the controller's ServiceAccount in ns.
+func NewTokens(client kubernetes.Interface, ns string) *Tokens {
+	return &Tokens{client: client, ns: ns, now: time.Now, held: map[string]heldToken{}, limit: 4096}
 }
 
-// forNode returns a token node's speaker accepts.
-func (t *speakerTokens) forNode(ctx context.Context, node string) (string, error) {
+// ForNode returns a token node's speaker accepts.
+func (t *Tokens) ForNode(ctx context.Context, node string) (string, error) {
 	now := t.now()
 	t.mu.Lock()
 	h, ok := t.held[node]

@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type endpointWatch struct {
 }
 
 // watchEndpoints starts following ns/name's EndpointSlices until ctx ends.
-func (c *Controller) watchEndpoints(ctx context.Context, ns, name string, record func(failover.Event)) (*endpointWatch, error) {
+func (c *Runner) watchEndpoints(ctx context.Context, ns, name string, record func(failover.Event)) (*endpointWatch, error) {
 	ew := &endpointWatch{slices: map[string]map[string]endpointState{}, record: record}
 	opts := metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name}
 	list, err := c.opts.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, opts)

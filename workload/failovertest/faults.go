@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -22,7 +22,7 @@ const failoverMark = api.FailoverMarkAnnotation
 type mark = api.FailoverMark
 
 // setMark annotates the node and, when cordon, cordons it, in one patch.
-func (c *Controller) setMark(ctx context.Context, node string, m mark, cordon bool) error {
+func (c *Runner) setMark(ctx context.Context, node string, m mark, cordon bool) error {
 	v, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func (c *Controller) setMark(ctx context.Context, node string, m mark, cordon bo
 
 // clearMark removes the annotation and, when the test cordoned the node,
 // uncordons it.
-func (c *Controller) clearMark(ctx context.Context, node string, m mark) error {
+func (c *Runner) clearMark(ctx context.Context, node string, m mark) error {
 	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{failoverMark: nil}}}
 	if m.Cordoned {
 		patch["spec"] = map[string]any{"unschedulable": false}
@@ -44,7 +44,7 @@ func (c *Controller) clearMark(ctx context.Context, node string, m mark) error {
 	return c.patchNode(ctx, node, patch)
 }
 
-func (c *Controller) patchNode(ctx context.Context, node string, patch map[string]any) error {
+func (c *Runner) patchNode(ctx context.Context, node string, patch map[string]any) error {
 	b, err := json.Marshal(patch)
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func (c *Controller) patchNode(ctx context.Context, node string, patch map[strin
 }
 
 // marks lists the nodes a failover test holds.
-func (c *Controller) marks(ctx context.Context) (map[string]mark, error) {
+func (c *Runner) marks(ctx context.Context) (map[string]mark, error) {
 	return nodeMarks(ctx, c.opts.Client)
 }
 
@@ -84,7 +84,7 @@ func nodeMarks(ctx context.Context, client kubernetes.Interface) (map[string]mar
 // restoreAbandoned puts back the nodes of failover tests whose time is
 // up (their controller died, or its restore failed), and returns the
 // ones still running and what it restored.
-func (c *Controller) restoreAbandoned(ctx context.Context) (running map[string]mark, restored []string, err error) {
+func (c *Runner) restoreAbandoned(ctx context.Context) (running map[string]mark, restored []string, err error) {
 	ms, err := c.marks(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -108,14 +108,14 @@ func (c *Controller) restoreAbandoned(ctx context.Context) (running map[string]m
 	return running, restored, nil
 }
 
-// watchAbandonedFailovers puts back, once their time is up, the nodes of
+// WatchAbandoned puts back, once their time is up, the nodes of
 // failover tests that were running when this controller started: their
 // controller died (a test this one starts later restores its own).
 //
 // An API error is retried with backoff (1 s doubling to 30 s) until the
 // check works: giving up would leave a crashed controller's test node
 // cordoned for good.
-func (c *Controller) watchAbandonedFailovers(ctx context.Context) {
+func (c *Runner) WatchAbandoned(ctx context.Context) {
 	backoff := time.Duration(0)
 	for {
 		running, _, err := c.restoreAbandoned(ctx)
@@ -149,7 +149,7 @@ func (c *Controller) watchAbandonedFailovers(ctx context.Context) {
 
 // servicePodsOn returns the names of the Service's pods on node, from its
 // EndpointSlices (the pods that back it, ready or not).
-func (c *Controller) servicePodsOn(ctx context.Context, ns, name, node string) ([]string, error) {
+func (c *Runner) servicePodsOn(ctx context.Context, ns, name, node string) ([]string, error) {
 	slices, err := c.opts.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
 	if err != nil {
 		return nil, fmt.Errorf("endpointslices of %s/%s: %w", ns, name, err)
@@ -172,7 +172,7 @@ func (c *Controller) servicePodsOn(ctx context.Context, ns, name, node string) (
 // pods (their controller would put them straight back, and the speaker
 // is stopped on its own), mirror pods (the kubelet owns them) and pods
 // that have finished.
-func (c *Controller) drainable(ctx context.Context, node string) ([]corev1.Pod, error) {
+func (c *Runner) drainable(ctx context.Context, node string) ([]corev1.Pod, error) {
 	list, err := c.opts.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 	if err != nil {
 		return nil, fmt.Errorf("pods on %s: %w", node, err)
@@ -213,7 +213,7 @@ func evictionRisks(pods []corev1.Pod) []string {
 
 // evict asks the apiserver to evict a pod, honouring its
 // PodDisruptionBudgets: errBudget when one forbids it now.
-func (c *Controller) evict(ctx context.Context, p corev1.Pod) error {
+func (c *Runner) evict(ctx context.Context, p corev1.Pod) error {
 	err := c.opts.Client.CoreV1().Pods(p.Namespace).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}})
 	switch {
 	case err == nil, apierrors.IsNotFound(err):
@@ -226,43 +226,24 @@ func (c *Controller) evict(ctx context.Context, p corev1.Pod) error {
 
 var errBudget = errors.New("a PodDisruptionBudget forbids the eviction now")
 
-// speakerOn finds the running speaker pod on node, and a client for its
-// API.
-func (c *Controller) speakerOn(ctx context.Context, node string) (*corev1.Pod, *speakerAPIClient, error) {
-	pods, err := c.speakerPods(ctx, node)
-	if err != nil {
-		return nil, nil, err
-	}
-	var pod *corev1.Pod
-	for i := range pods {
-		if p := &pods[i]; p.DeletionTimestamp == nil && p.Status.PodIP != "" {
-			pod = p
-		}
-	}
-	if pod == nil {
-		return nil, nil, fmt.Errorf("no running speaker pod on %s", node)
-	}
-	return pod, c.speakerAPI(), nil
-}
-
 // failSpeaker stops the speaker on node (a crash, or gracefully) and holds
 // it down until until.
-func (c *Controller) failSpeaker(ctx context.Context, node, test string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
+func (c *Runner) failSpeaker(ctx context.Context, node, test string, graceful bool, until time.Time) (api.SpeakerFailed, error) {
 	var out api.SpeakerFailed
-	pod, sp, err := c.speakerOn(ctx, node)
+	pod, err := c.opts.Speakers.On(ctx, node)
 	if err != nil {
 		return out, err
 	}
-	return out, sp.post(ctx, pod, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until, Test: test}, &out)
+	return out, c.opts.Speakers.Post(ctx, pod, "/v1/fail", api.SpeakerFail{Graceful: graceful, Until: until, Test: test}, &out)
 }
 
 // resumeSpeaker ends the hold on node's speaker, trying until ctx ends:
 // the process may be between Pebble's restarts.
-func (c *Controller) resumeSpeaker(ctx context.Context, node string) error {
+func (c *Runner) resumeSpeaker(ctx context.Context, node string) error {
 	for {
-		pod, sp, err := c.speakerOn(ctx, node)
+		pod, err := c.opts.Speakers.On(ctx, node)
 		if err == nil {
-			if err = sp.post(ctx, pod, "/v1/resume", struct{}{}, nil); err == nil {
+			if err = c.opts.Speakers.Post(ctx, pod, "/v1/resume", struct{}{}, nil); err == nil {
 				return nil
 			}
 		}

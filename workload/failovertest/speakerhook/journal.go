@@ -1,4 +1,4 @@
-package speaker
+package speakerhook
 
 import (
 	"net/netip"
@@ -31,12 +31,12 @@ type routeTimes struct{ announced, withdrawn time.Time }
 // NewJournal starts a journal, its first event the speaker's start.
 func NewJournal() *Journal {
 	j := &Journal{started: time.Now(), routes: map[netip.Prefix]routeTimes{}}
-	j.Record("started", "", "")
+	j.Event("started", "", "")
 	return j
 }
 
-// Record adds an event at the current time.
-func (j *Journal) Record(kind, subject, detail string) {
+// Event adds an event at the current time.
+func (j *Journal) Event(kind, subject, detail string) {
 	if j == nil {
 		return
 	}

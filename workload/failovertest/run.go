@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -25,7 +25,7 @@ import (
 // its own goroutine, not the request's, so that an interrupted action
 // still ends with everything restored.
 type failoverRun struct {
-	c    *Controller
+	c    *Runner
 	req  api.FailoverRequest
 	cfg  *config.Config
 	vip  netip.Addr
@@ -298,7 +298,7 @@ func (r *failoverRun) ends(ew *endpointWatch) string {
 }
 
 func (r *failoverRun) policy() string {
-	if s, err := r.c.servedService(r.req.Service, r.cfg.LoadBalancerClass); err == nil {
+	if s, err := r.c.opts.Services.Served(r.req.Service, r.cfg.LoadBalancerClass); err == nil {
 		return string(s.Spec.ExternalTrafficPolicy)
 	}
 	return ""
@@ -342,12 +342,12 @@ func (r *failoverRun) attracting(ctx context.Context, policy string, ready map[s
 	var speakers *api.Speakers
 	var all []string
 	if r.cfg.Mode != config.ModeCalico {
-		s, err := r.c.speakerStatus(ctx, true)
+		s, err := r.c.opts.Speakers.Status(ctx, r.c.mode(), true)
 		if err != nil {
 			return nil
 		}
 		speakers = s
-	} else if nodes, err := r.c.nodes(ctx); err == nil {
+	} else if nodes, err := r.c.opts.Speakers.Nodes(ctx, r.c.opts.Config()); err == nil {
 		for _, n := range nodes.Nodes {
 			all = append(all, n.Name)
 		}
@@ -365,7 +365,7 @@ func (r *failoverRun) gatherJournals(t0, recovered time.Time) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	journals, err := r.c.speakerJournals(ctx, t0.Add(-2*time.Second), r.vip)
+	journals, err := r.c.opts.Speakers.Journals(ctx, t0.Add(-2*time.Second), r.vip)
 	if err != nil {
 		r.step("the speakers' journals could not be read: %v", err)
 	}

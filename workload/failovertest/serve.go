@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -20,20 +20,20 @@ import (
 // of a Service (what it would fail and what that disrupts, or why it
 // refuses), and unless it is a dry run starts it and answers at once
 // (202) with the report so far; GET /v1/failover-test follows it.
-func (c *Controller) serveFailoverTest(w http.ResponseWriter, r *http.Request) {
+func (c *Runner) serveFailoverTest(w http.ResponseWriter, r *http.Request) {
 	var req api.FailoverRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
 		http.Error(w, "failover-test: the body is not a request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	cfg := c.cfg.Load()
+	cfg := c.opts.Config()
 	if cfg == nil {
 		http.Error(w, "no valid config loaded yet", http.StatusServiceUnavailable)
 		return
 	}
-	svc, err := c.servedService(req.Service, cfg.LoadBalancerClass)
+	svc, err := c.opts.Services.Served(req.Service, cfg.LoadBalancerClass)
 	if err != nil {
-		code, refused := refusal(err)
+		code, refused := api.Refusal(err)
 		if !refused {
 			code = http.StatusServiceUnavailable
 		}
@@ -48,47 +48,47 @@ func (c *Controller) serveFailoverTest(w http.ResponseWriter, r *http.Request) {
 	report := failover.Plan(req, world)
 	report.Probe = probeNote(req)
 	if report.Result != failover.Planned {
-		writeJSON(w, http.StatusOK, report)
+		api.WriteJSON(w, http.StatusOK, report)
 		return
 	}
 	port, why := probePort(svc, req.Port)
 	if why != "" && (req.Probe != "" || req.Port != 0) {
 		report.Result, report.Reason = failover.Refused, why
-		writeJSON(w, http.StatusOK, report)
+		api.WriteJSON(w, http.StatusOK, report)
 		return
 	}
 	if req.DryRun {
-		writeJSON(w, http.StatusOK, report)
+		api.WriteJSON(w, http.StatusOK, report)
 		return
 	}
 	run, refused := c.startFailover(r.Context(), req, cfg, report, port)
 	if refused != "" {
 		report.Result, report.Reason = failover.Refused, refused
-		writeJSON(w, http.StatusOK, report)
+		api.WriteJSON(w, http.StatusOK, report)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, run.snapshot())
+	api.WriteJSON(w, http.StatusAccepted, run.snapshot())
 }
 
 // serveFailoverStatus is GET /v1/failover-test: the running test's report
 // so far, or the last one's.
-func (c *Controller) serveFailoverStatus(w http.ResponseWriter, _ *http.Request) {
-	c.failoverMu.Lock()
-	run := c.failoverRun
-	c.failoverMu.Unlock()
+func (c *Runner) serveFailoverStatus(w http.ResponseWriter, _ *http.Request) {
+	c.mu.Lock()
+	run := c.current
+	c.mu.Unlock()
 	if run == nil {
 		http.Error(w, "no failover test has run since the controller started", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, run.snapshot())
+	api.WriteJSON(w, http.StatusOK, run.snapshot())
 }
 
 // startFailover starts a run, or says why not: one runs already, here or
 // (by the mark on its node) from another controller.
-func (c *Controller) startFailover(ctx context.Context, req api.FailoverRequest, cfg *config.Config, plan api.FailoverReport, port int32) (*failoverRun, string) {
-	c.failoverMu.Lock()
-	defer c.failoverMu.Unlock()
-	if cur := c.failoverRun; cur != nil {
+func (c *Runner) startFailover(ctx context.Context, req api.FailoverRequest, cfg *config.Config, plan api.FailoverReport, port int32) (*failoverRun, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.current; cur != nil {
 		select {
 		case <-cur.done:
 		default:
@@ -114,7 +114,7 @@ func (c *Controller) startFailover(ctx context.Context, req api.FailoverRequest,
 		return nil, held
 	}
 	run.report.Restored = restored
-	c.failoverRun = run
+	c.current = run
 	go run.run()
 	return run, ""
 }
@@ -148,9 +148,9 @@ func probeNote(req api.FailoverRequest) string {
 // failoverWorld gathers what the plan looks at: every Service's facts
 // (the one under test, and the others the fault would touch), the
 // speakers' reports, the nodes.
-func (c *Controller) failoverWorld(r *http.Request, cfg *config.Config, key string) (failover.World, error) {
+func (c *Runner) failoverWorld(r *http.Request, cfg *config.Config, key string) (failover.World, error) {
 	w := failover.World{Mode: cfg.Mode}
-	facts, err := c.serviceFacts(r.Context(), "")
+	facts, err := c.opts.Services.Facts(r.Context(), "")
 	if err != nil {
 		return w, err
 	}
@@ -164,11 +164,11 @@ func (c *Controller) failoverWorld(r *http.Request, cfg *config.Config, key stri
 		return w, fmt.Errorf("%s is not among the Services calico-lb serves", key)
 	}
 	if cfg.Mode != config.ModeCalico {
-		if w.Speakers, err = c.speakerStatus(r.Context(), true); err != nil {
+		if w.Speakers, err = c.opts.Speakers.Status(r.Context(), c.mode(), true); err != nil {
 			return w, fmt.Errorf("the speakers' reports: %w", err)
 		}
 	}
-	nodes, err := c.nodes(r.Context())
+	nodes, err := c.opts.Speakers.Nodes(r.Context(), c.opts.Config())
 	if err != nil {
 		return w, err
 	}

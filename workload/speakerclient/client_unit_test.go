@@ -1,4 +1,4 @@
-package controller
+package speakerclient
 
 import (
 	"context"
@@ -26,17 +26,13 @@ func TestSpeakerClientFollowsNoRedirect(t *testing.T) {
 	defer hostile.Close()
 	host, port, _ := net.SplitHostPort(hostile.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
-	c, err := New(Options{Client: fake.NewClientset(), ConfigPath: "/nonexistent", SpeakerPort: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := c.speakerAPI()
+	sc := New(fake.NewClientset(), "lb", p)
 	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: host}, Spec: corev1.PodSpec{NodeName: "node1"}}
 	var v map[string]any
-	if err := sc.get(context.Background(), pod, "/v1/bgp", &v); err == nil {
+	if err := sc.Get(context.Background(), pod, "/v1/bgp", &v); err == nil {
 		t.Fatal("a redirect was taken for an answer")
 	}
-	if err := sc.post(context.Background(), pod, "/v1/fail", map[string]any{}, nil); err == nil {
+	if err := sc.Post(context.Background(), pod, "/v1/fail", map[string]any{}, nil); err == nil {
 		t.Fatal("a redirect was taken for an answer")
 	}
 	if n := reallocated.Load(); n != 0 {

@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -15,12 +15,12 @@ import (
 // takeFailoverLease creates the test's Lease for run id, for d; one whose
 // time is up (its controller died) is taken over. It says who holds it
 // when it cannot.
-func (c *Controller) takeFailoverLease(ctx context.Context, id string, d time.Duration) (string, error) {
-	leases := c.opts.Client.CoordinationV1().Leases(c.opts.LeaseNamespace)
+func (c *Runner) takeFailoverLease(ctx context.Context, id string, d time.Duration) (string, error) {
+	leases := c.opts.Client.CoordinationV1().Leases(c.opts.Namespace)
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(d / time.Second)
 	holder := c.opts.Identity + " " + id
-	want := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: access.FailoverLeaseName, Namespace: c.opts.LeaseNamespace},
+	want := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: access.FailoverLeaseName, Namespace: c.opts.Namespace},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now}}
 	for range 3 {
 		_, err := leases.Create(ctx, want, metav1.CreateOptions{})
@@ -42,7 +42,7 @@ func (c *Controller) takeFailoverLease(ctx context.Context, id string, d time.Du
 			if have.Spec.HolderIdentity != nil {
 				who = *have.Spec.HolderIdentity
 			}
-			return fmt.Sprintf("a failover test (%s) holds the Lease %s/%s: one at a time", who, c.opts.LeaseNamespace, access.FailoverLeaseName), nil
+			return fmt.Sprintf("a failover test (%s) holds the Lease %s/%s: one at a time", who, c.opts.Namespace, access.FailoverLeaseName), nil
 		}
 		// Its controller died mid-test: take it, unless someone else did.
 		rv := have.ResourceVersion
@@ -54,8 +54,8 @@ func (c *Controller) takeFailoverLease(ctx context.Context, id string, d time.Du
 }
 
 // releaseFailoverLease gives the test's Lease up, if run id still holds it.
-func (c *Controller) releaseFailoverLease(ctx context.Context, id string) error {
-	leases := c.opts.Client.CoordinationV1().Leases(c.opts.LeaseNamespace)
+func (c *Runner) releaseFailoverLease(ctx context.Context, id string) error {
+	leases := c.opts.Client.CoordinationV1().Leases(c.opts.Namespace)
 	have, err := leases.Get(ctx, access.FailoverLeaseName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil

@@ -1,4 +1,7 @@
-package controller
+// Package speakerclient is the leading controller's client for the
+// speakers: their pods, and their status API on the node network, called
+// with a token for one node's audience at a time.
+package speakerclient
 
 import (
 	"bytes"
@@ -13,40 +16,63 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/api"
 )
 
-// speakerPods lists the speaker pods, on node only when node is set.
-func (c *Controller) speakerPods(ctx context.Context, node string) ([]corev1.Pod, error) {
+// Client asks the speakers, on their pods' addresses, with a token for
+// each one's node: their status (for the local API, verify and the
+// failover test), their journals, and what the failover test asks of one.
+type Client struct {
+	k8s    kubernetes.Interface
+	ns     string
+	hc     *http.Client
+	tokens *Tokens
+	port   int
+}
+
+// New returns a client for the speakers in namespace ns, whose status API
+// listens on port.
+func New(client kubernetes.Interface, ns string, port int) *Client {
+	return &Client{k8s: client, ns: ns, hc: api.HTTPClient(3 * time.Second), tokens: NewTokens(client, ns), port: port}
+}
+
+// Pods lists the speaker pods, on node only when node is set.
+func (s *Client) Pods(ctx context.Context, node string) ([]corev1.Pod, error) {
 	opts := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + access.SpeakerName}
 	if node != "" {
 		opts.FieldSelector = "spec.nodeName=" + node
 	}
-	pods, err := c.opts.Client.CoreV1().Pods(c.opts.LeaseNamespace).List(ctx, opts)
+	pods, err := s.k8s.CoreV1().Pods(s.ns).List(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("list speaker pods in %s: %w", c.opts.LeaseNamespace, err)
+		return nil, fmt.Errorf("list speaker pods in %s: %w", s.ns, err)
 	}
 	return pods.Items, nil
 }
 
-// speakerAPIClient asks speakers' /v1/ API on their pods' addresses, with
-// a token for each one's node.
-type speakerAPIClient struct {
-	hc     *http.Client
-	tokens *speakerTokens
-	port   int
-}
-
-// speakerAPI is a client for the speakers' API.
-func (c *Controller) speakerAPI() *speakerAPIClient {
-	return &speakerAPIClient{hc: api.HTTPClient(3 * time.Second), tokens: c.speakerTokens, port: c.opts.SpeakerPort}
+// On finds the running speaker pod on node.
+func (s *Client) On(ctx context.Context, node string) (*corev1.Pod, error) {
+	pods, err := s.Pods(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	var pod *corev1.Pod
+	for i := range pods {
+		if p := &pods[i]; p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			pod = p
+		}
+	}
+	if pod == nil {
+		return nil, fmt.Errorf("no running speaker pod on %s", node)
+	}
+	return pod, nil
 }
 
 // authorize puts pod's node's token on req.
-func (s *speakerAPIClient) authorize(req *http.Request, pod *corev1.Pod) error {
-	token, err := s.tokens.forNode(req.Context(), pod.Spec.NodeName)
+func (s *Client) authorize(req *http.Request, pod *corev1.Pod) error {
+	token, err := s.tokens.ForNode(req.Context(), pod.Spec.NodeName)
 	if err != nil {
 		return err
 	}
@@ -54,12 +80,12 @@ func (s *speakerAPIClient) authorize(req *http.Request, pod *corev1.Pod) error {
 	return nil
 }
 
-func (s *speakerAPIClient) url(pod *corev1.Pod, path string) string {
+func (s *Client) url(pod *corev1.Pod, path string) string {
 	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(s.port)) + path
 }
 
-// get GETs path (with its query) from pod's speaker into v.
-func (s *speakerAPIClient) get(ctx context.Context, pod *corev1.Pod, path string, v any) error {
+// Get GETs path (with its query) from pod's speaker into v.
+func (s *Client) Get(ctx context.Context, pod *corev1.Pod, path string, v any) error {
 	url := s.url(pod, path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -82,9 +108,9 @@ func (s *speakerAPIClient) get(ctx context.Context, pod *corev1.Pod, path string
 	return nil
 }
 
-// post POSTs body as JSON to path on pod's speaker, and decodes the
+// Post POSTs body as JSON to path on pod's speaker, and decodes the
 // answer into out unless it is nil.
-func (s *speakerAPIClient) post(ctx context.Context, pod *corev1.Pod, path string, body, out any) error {
+func (s *Client) Post(ctx context.Context, pod *corev1.Pod, path string, body, out any) error {
 	rd, err := api.Body(body)
 	if err != nil {
 		return err

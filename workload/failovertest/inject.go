@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -85,7 +85,7 @@ func (f *faults) drain(ctx context.Context) error {
 	// The test runs in calico-lb's own pod: evicting it would end the
 	// test before it restores anything.
 	own := f.r.c.opts.PodName
-	if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Namespace == f.r.c.opts.LeaseNamespace && p.Name == own }); own != "" && i >= 0 {
+	if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Namespace == f.r.c.opts.Namespace && p.Name == own }); own != "" && i >= 0 {
 		pods = slices.Delete(pods, i, i+1)
 		f.r.step("leaving calico-lb's own pod %s on %s: the test runs in it", own, f.target)
 	}
@@ -190,7 +190,7 @@ func (f *faults) restore() {
 func (f *faults) speakerBack(ctx context.Context) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < 30*time.Second {
-		if st, err := f.r.c.speakerStatus(ctx, true); err == nil {
+		if st, err := f.r.c.opts.Speakers.Status(ctx, f.r.c.mode(), true); err == nil {
 			i := slices.IndexFunc(st.Speakers, func(v api.SpeakerView) bool { return v.Node == f.target })
 			if i >= 0 && speakerWorking(st.Mode, st.Speakers[i]) {
 				return time.Since(start), true

@@ -1,4 +1,4 @@
-package controller
+package failovertest
 
 import (
 	"context"
@@ -30,14 +30,11 @@ func TestAbandonedFailoverWatchRetries(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	c, err := New(Options{Client: client, ConfigPath: "/nonexistent"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := New(Options{Client: client, Namespace: "lb"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan struct{})
-	go func() { defer close(done); c.watchAbandonedFailovers(ctx) }()
+	go func() { defer close(done); c.WatchAbandoned(ctx) }()
 	restored := func() bool {
 		n, err := client.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
 		return err == nil && !n.Spec.Unschedulable && n.Annotations[failoverMark] == ""
