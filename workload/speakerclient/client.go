@@ -87,11 +87,8 @@ func (s *Client) url(pod *corev1.Pod, path string) string {
 // Get GETs path (with its query) from pod's speaker into v.
 func (s *Client) Get(ctx context.Context, pod *corev1.Pod, path string, v any) error {
 	url := s.url(pod, path)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := s.request(ctx, http.MethodGet, pod, path, nil)
 	if err != nil {
-		return err
-	}
-	if err := s.authorize(req, pod); err != nil {
 		return err
 	}
 	resp, err := s.hc.Do(req)
@@ -108,6 +105,18 @@ func (s *Client) Get(ctx context.Context, pod *corev1.Pod, path string, v any) e
 	return nil
 }
 
+// request is a request to pod's speaker with its node's token.
+func (s *Client) request(ctx context.Context, method string, pod *corev1.Pod, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.url(pod, path), body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(req, pod); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
 // Post POSTs body as JSON to path on pod's speaker, and decodes the
 // answer into out unless it is nil.
 func (s *Client) Post(ctx context.Context, pod *corev1.Pod, path string, body, out any) error {
@@ -115,11 +124,8 @@ func (s *Client) Post(ctx context.Context, pod *corev1.Pod, path string, body, o
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url(pod, path), rd)
+	req, err := s.request(ctx, http.MethodPost, pod, path, rd)
 	if err != nil {
-		return err
-	}
-	if err := s.authorize(req, pod); err != nil {
 		return err
 	}
 	resp, err := s.hc.Do(req)
