@@ -182,10 +182,12 @@ bench-flood: tools deps
 bench-failover: tools deps
 	$(GO) run ./tests/bench/failover --runs 10
 
-# The real dispatch binary's wall time for config-changed with the fake hook
-# tools and a live Pebble, median of 20; the last line is the summary.
+# The real dispatch binary's wall time for config-changed and update-status
+# (with `calico-lb access` not due, and due), with the real workload binary
+# under a live Pebble against a real kube-apiserver and the fake hook tools,
+# medians of 20; the last line is the summary.
 bench-charm: tools
-	$(GO) test -run '^$$' -bench DispatchConfigChanged -benchtime 20x -count 1 ./tests/bench/charm/ | tee $(CACHE)/bench-charm.txt
+	$(GO) test -run '^$$' -bench Dispatch -benchtime 20x -count 1 ./tests/bench/charm/ | tee $(CACHE)/bench-charm.txt
 	@grep '^charm-dispatch' $(CACHE)/bench-charm.txt | tail -1
 
 # The charm without charmcraft: dispatch built as charmcraft.yaml builds

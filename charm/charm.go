@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -251,40 +250,6 @@ func (c *Charm) push() error {
 	}
 	c.planned = true
 	return nil
-}
-
-// grantAccess has the workload create the controller's own ServiceAccount
-// and RBAC and keep its token (`calico-lb access`), with the pod's
-// credentials, which are cluster-admin under --trust; the controller then
-// runs with only what it uses. Every hook runs it: it writes nothing when
-// all is as it should be, and renews the token past half its life.
-func (c *Charm) grantAccess() {
-	c.accessErr = c.access("auto")
-}
-
-// access runs `calico-lb access` in the workload container with the
-// pod's credentials (Juju's trust): the controller's ServiceAccount, its
-// token and RBAC, the speakers', and the failover test's powers as
-// failover says (on, off, or auto: while a node carries a test's mark).
-func (c *Charm) access(failover string) error {
-	root, bin, env := c.containerLayout()
-	cmd := []string{bin, "access", "--namespace", goops.ReadEnv().ModelName, "--token-file", root + plan.TokenFile, "--failover-test", failover}
-	if root == "" {
-		cmd = append(cmd, "--owner", strconv.Itoa(rock.UID))
-	}
-	var stderr strings.Builder
-	err := c.Exec(c.pebbleClient(), &client.ExecOptions{Command: cmd, Environment: env, Timeout: time.Minute, Stderr: &stderr})
-	if err == nil {
-		return nil
-	}
-	why := strings.TrimSpace(stderr.String())
-	if why == "" {
-		why = err.Error()
-	}
-	if strings.Contains(why, "forbidden") {
-		return fmt.Errorf("calico-lb needs trust to give its controller a ServiceAccount: run `juju trust calico-lb --scope=cluster` (%s)", why)
-	}
-	return fmt.Errorf("cannot give the controller its own ServiceAccount: %s", why)
 }
 
 // containerLayout is where things are in the workload container: the

@@ -222,7 +222,7 @@ func TestControllerAccess(t *testing.T) {
 	if ctx.CharmErr != nil || out.UnitStatus.Name != "active" {
 		t.Fatalf("status %+v, %v", out.UnitStatus, ctx.CharmErr)
 	}
-	want := "/usr/bin/calico-lb access --namespace " + goops.ReadEnv().ModelName + " --token-file " + plan.TokenFile + " --failover-test auto --owner 584792"
+	want := "/usr/bin/calico-lb access --namespace " + goops.ReadEnv().ModelName + " --token-file " + plan.TokenFile + " --failover-test auto --receipt-file " + plan.AccessReceiptFile + " --owner 584792"
 	if len(ran) != 1 || strings.Join(ran[0], " ") != want {
 		t.Fatalf("ran %q, want %q", ran, want)
 	}
@@ -240,6 +240,63 @@ func TestControllerAccess(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(src, config.DefaultPath)); err == nil {
 		t.Fatal("the config was pushed without access")
 	}
+}
+
+// `calico-lb access` runs only when it may have something to do: its
+// last run's receipt says when that is. A hook that finds a current
+// receipt skips it; an old one, none, an unreadable one, powers of the
+// failover test still bound, or a hook of a new unit, charm or container
+// runs it.
+func TestAccessRunsWhenDue(t *testing.T) {
+	base := workloadAPI(t, api.Snapshot{Mode: config.ModeCalico, Pools: []api.PoolView{{Name: "default", Capacity: "254"}}}, api.PoolChange{}, "")
+	now := time.Now()
+	for _, c := range []struct {
+		name, hook string
+		receipt    string // the file's content; "" for none
+		runs       bool
+	}{
+		{"current", "update-status", receiptJSON(t, api.AccessReceipt{At: now, Next: now.Add(5 * time.Minute)}), false},
+		{"current, config-changed", "config-changed", receiptJSON(t, api.AccessReceipt{At: now, Next: now.Add(5 * time.Minute)}), false},
+		{"due", "update-status", receiptJSON(t, api.AccessReceipt{At: now.Add(-11 * time.Minute), Next: now.Add(-time.Minute)}), true},
+		{"none", "update-status", "", true},
+		{"unreadable", "update-status", "{", true},
+		{"failover powers bound", "update-status", receiptJSON(t, api.AccessReceipt{At: now, Next: now.Add(5 * time.Minute), FailoverBound: true}), true},
+		{"a new container", Container + "-pebble-ready", receiptJSON(t, api.AccessReceipt{At: now, Next: now.Add(5 * time.Minute)}), true},
+		{"a new charm", "upgrade-charm", receiptJSON(t, api.AccessReceipt{At: now, Next: now.Add(5 * time.Minute)}), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctr, _ := container(t, true)
+			if c.receipt != "" {
+				dir := t.TempDir()
+				path := filepath.Join(dir, plan.AccessReceiptFile)
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(c.receipt), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				ctr.Mounts["receipt"] = goopstest.Mount{Location: plan.AccessReceiptFile, Source: dir}
+			}
+			st := goopstest.State{Leader: true, Config: withDefaults(t, map[string]any{"pools": "10.0.0.0/24", "peering-mode": "calico"}), Containers: []goopstest.Container{ctr}}
+			var ran [][]string
+			_, ctx := runWith(t, base, c.hook, st, fakeExec(&ran, ""))
+			if ctx.CharmErr != nil {
+				t.Fatal(ctx.CharmErr)
+			}
+			if got := len(ran) == 1 && slices.Contains(ran[0], "access"); got != c.runs || len(ran) > 1 {
+				t.Fatalf("ran %q, want access run: %v", ran, c.runs)
+			}
+		})
+	}
+}
+
+func receiptJSON(t *testing.T, r api.AccessReceipt) string {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func runAction(t *testing.T, apiBase, name string, params map[string]any) *goopstest.Context {

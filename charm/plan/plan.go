@@ -27,6 +27,11 @@ const DefaultBinary = config.DefaultBinary
 // it; the controller renews it too).
 const TokenFile = "/var/lib/calico-lb/token"
 
+// AccessReceiptFile is where `calico-lb access` leaves, after it
+// succeeded, when it may next have something to do (api.AccessReceipt):
+// root's, beside the config, out of the controller's reach.
+const AccessReceiptFile = "/etc/calico-lb/access-receipt.json"
+
 // APIKeyFile is where the controller keeps the local API's key, which the
 // charm reads through Pebble and presents on every call.
 const APIKeyFile = config.DefaultAPIKeyFile

@@ -52,9 +52,27 @@ func TestCharmRealParts(t *testing.T) {
 	}
 	// The workload comes up; update-status then reports active with the summary.
 	waitHTTP(t, "http://"+apiAddr+"/readyz")
+	// `calico-lb access` ran in the hooks above and left its receipt: an
+	// update-status before the receipt's time skips it (the receipt stays
+	// as it was), and one that finds none runs it (a new receipt).
+	receipt := filepath.Join(root, plan.AccessReceiptFile)
+	receiptBefore, err := os.ReadFile(receipt)
+	if err != nil {
+		t.Fatalf("no access receipt after the first hooks: %v", err)
+	}
 	hook("update-status")
 	if st := j.State(t).UnitStatus; st.Name != "active" || st.Message != "calico mode; 1 pool, 0/254 in use"+noLink("10.0.0.0/24") {
 		t.Fatalf("status %+v", st)
+	}
+	if after, err := os.ReadFile(receipt); err != nil || string(after) != string(receiptBefore) {
+		t.Fatalf("update-status ran calico-lb access before it was due: receipt %q, was %q (%v)", after, receiptBefore, err)
+	}
+	if err := os.Remove(receipt); err != nil {
+		t.Fatal(err)
+	}
+	hook("update-status")
+	if _, err := os.ReadFile(receipt); err != nil {
+		t.Fatalf("update-status without a receipt did not run calico-lb access: %v", err)
 	}
 
 	// metrics-endpoint: the unit's address and the controller's job (calico

@@ -44,16 +44,30 @@ type TokenFile struct {
 // Fresh says whether the file holds a token with more than half its life
 // left at now, issued to the ServiceAccount with UID uid ("" for any).
 func (f TokenFile) Fresh(now time.Time, uid string) bool {
-	data, err := os.ReadFile(f.Path)
-	if err != nil {
-		return false
-	}
-	c, err := readClaims(string(data))
+	half, c, err := f.halfLife()
 	if err != nil || (uid != "" && c.K8s.ServiceAccount.UID != uid) {
 		return false
 	}
-	half := time.Unix(c.IssuedAt+(c.Expires-c.IssuedAt)/2, 0)
 	return now.Before(half)
+}
+
+// RenewAt is when the token in the file is past half its life and due
+// for renewal.
+func (f TokenFile) RenewAt() (time.Time, error) {
+	half, _, err := f.halfLife()
+	return half, err
+}
+
+func (f TokenFile) halfLife() (time.Time, api.TokenClaims, error) {
+	data, err := os.ReadFile(f.Path)
+	if err != nil {
+		return time.Time{}, api.TokenClaims{}, err
+	}
+	c, err := readClaims(string(data))
+	if err != nil {
+		return time.Time{}, c, err
+	}
+	return time.Unix(c.IssuedAt+(c.Expires-c.IssuedAt)/2, 0), c, nil
 }
 
 // Renew asks the apiserver for a new token of the controller's

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -219,38 +218,6 @@ func TestControllerTokenRenewed(t *testing.T) {
 	}
 	if _, err := own.CoreV1().Services("default").List(ctx, metav1.ListOptions{}); err != nil {
 		t.Fatalf("the renewed token does not work: %v", err)
-	}
-}
-
-func TestTokenFreshness(t *testing.T) {
-	jwt := func(payload string) string {
-		return "e30." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + ".sig"
-	}
-	dir := t.TempDir()
-	now := time.Unix(1_800_000_000, 0)
-	cases := []struct {
-		name, token, uid string
-		fresh            bool
-	}{
-		{"young", jwt(fmt.Sprintf(`{"iat":%d,"exp":%d,"kubernetes.io":{"serviceaccount":{"uid":"u1"}}}`, now.Unix()-100, now.Unix()+3500)), "u1", true},
-		{"any account", jwt(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now.Unix()-100, now.Unix()+3500)), "", true},
-		{"past half-life", jwt(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now.Unix()-1900, now.Unix()+1700)), "", false},
-		{"another account", jwt(fmt.Sprintf(`{"iat":%d,"exp":%d,"kubernetes.io":{"serviceaccount":{"uid":"u0"}}}`, now.Unix()-100, now.Unix()+3500)), "u1", false},
-		{"no lifetime", jwt(`{}`), "", false},
-		{"garbage", "not a token", "", false},
-		{"bad base64", "a.!!!.c", "", false},
-	}
-	for _, c := range cases {
-		f := access.TokenFile{Path: filepath.Join(dir, c.name)}
-		if err := os.WriteFile(f.Path, []byte(c.token), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if got := f.Fresh(now, c.uid); got != c.fresh {
-			t.Errorf("%s: fresh = %v, want %v", c.name, got, c.fresh)
-		}
-	}
-	if (access.TokenFile{Path: filepath.Join(dir, "missing")}).Fresh(now, "") {
-		t.Error("a missing file is fresh")
 	}
 }
 

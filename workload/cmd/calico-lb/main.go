@@ -358,6 +358,7 @@ func runAccess(args []string) error {
 	tokenFile := fs.String("token-file", "", "where to keep the controller's token (required)")
 	owner := fs.Int("owner", -1, "user and group that own the token file and its directory (the controller's); -1: leave them")
 	failover := fs.String("failover-test", "auto", "the failover test's powers (cordon, evict, delete pods): on (a test starts), off, or auto (on while a node carries a test's mark, else off)")
+	receipt := fs.String("receipt-file", "", "after success, write here when the command may next have something to do (the charm skips it until then); removed first, so a failed run leaves none; empty: none")
 	_ = fs.Parse(args)
 	if *tokenFile == "" {
 		return errors.New("access: --token-file is required")
@@ -368,6 +369,11 @@ func runAccess(args []string) error {
 	client, err := clientFor(*kubeconfig)
 	if err != nil {
 		return err
+	}
+	if *receipt != "" {
+		if err := access.ClearReceipt(*receipt); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -385,7 +391,13 @@ func runAccess(args []string) error {
 			return err
 		}
 	}
-	return a.Failover(ctx, client, grant)
+	if err := a.Failover(ctx, client, grant); err != nil {
+		return err
+	}
+	if *receipt == "" {
+		return nil
+	}
+	return access.WriteReceipt(*receipt, access.Receipt(time.Now(), f, grant))
 }
 
 // namespaceFlags are the flags of the commands that act on the

@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/calico-lb/calico-lb/tests/fakejuju"
+	"github.com/calico-lb/calico-lb/tests/fakejuju/jujustate"
 )
 
 // usage errors exit 2, run errors 1, as Juju's cmd package does.
@@ -29,7 +29,7 @@ func main() {
 		out []byte
 		e   *exitErr
 	)
-	err := fakejuju.Update(path, func(st *fakejuju.State) error {
+	err := jujustate.Update(path, func(st *jujustate.State) error {
 		st.Calls = append(st.Calls, append([]string{tool}, os.Args[1:]...))
 		out, e = run(st, tool, os.Args[1:])
 		return nil
@@ -47,7 +47,7 @@ func main() {
 
 // running is the action this tool runs in (JUJU_ACTION_UUID), as the
 // action tools need one.
-func running(st *fakejuju.State) (*fakejuju.Action, *exitErr) {
+func running(st *jujustate.State) (*jujustate.Action, *exitErr) {
 	a := st.Actions[os.Getenv("JUJU_ACTION_UUID")]
 	if a == nil || a.Done {
 		return nil, &exitErr{1, "not running an action"}
@@ -106,7 +106,7 @@ var (
 	keyRe    = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
 )
 
-func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
+func run(st *jujustate.State, tool string, args []string) ([]byte, *exitErr) {
 	fl, pos := flags(args)
 	switch tool {
 	case "config-get":
@@ -135,7 +135,7 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 		if !slices.Contains(statuses, pos[0]) {
 			return nil, &exitErr{2, fmt.Sprintf("invalid status %q, expected one of %v", pos[0], statuses)}
 		}
-		s := fakejuju.Status{Name: pos[0]}
+		s := jujustate.Status{Name: pos[0]}
 		if len(pos) == 2 {
 			s.Message = pos[1]
 		}
@@ -237,7 +237,7 @@ func run(st *fakejuju.State, tool string, args []string) ([]byte, *exitErr) {
 // relationTool fakes relation-ids, relation-get and relation-set for our
 // own side of a relation, relation-list and relation-get for the remote
 // units, and network-get.
-func relationTool(st *fakejuju.State, tool string, fl map[string]string, pos []string) ([]byte, *exitErr) {
+func relationTool(st *jujustate.State, tool string, fl map[string]string, pos []string) ([]byte, *exitErr) {
 	if tool == "relation-ids" {
 		if len(pos) != 1 {
 			return nil, &exitErr{2, "no endpoint name specified"}
