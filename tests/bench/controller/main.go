@@ -37,14 +37,15 @@ func main() {
 	n := flag.Int("services", 5000, "Services to create")
 	clients := flag.Int("clients", 8, "concurrent creating clients")
 	noController := flag.Bool("no-controller", false, "only time the creates (the apiserver's own rate)")
+	takeoverToo := flag.Bool("takeover", false, "then kill -9 the leader beside two warm standbys, twice, timing each kill to a new Service's IP")
 	flag.Parse()
-	if err := run(*binary, *n, *clients, *noController); err != nil {
+	if err := run(*binary, *n, *clients, *noController, *takeoverToo); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-controller:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binary string, n, clients int, noController bool) error {
+func run(binary string, n, clients int, noController, takeoverToo bool) error {
 	ctx := context.Background()
 	cl, err := cluster.Start(ctx, cluster.Options{Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
@@ -209,6 +210,23 @@ func run(binary string, n, clients int, noController bool) error {
 	fmt.Printf("controller CPU %.1fs in all, %.2f ms per Service\n", cpu, cpu*1000/float64(n))
 	fmt.Printf("controller-burst services=%d create_s=%.1f lag_ms=%d p50_ms=%.0f p99_ms=%.0f rss_mib=%.0f\n",
 		n, lastCreate.Sub(start).Seconds(), lag.Milliseconds(), pct(0.50), pct(0.99), rss)
+	if !takeoverToo {
+		return nil
+	}
+	mu.Unlock()
+	err = takeover(ctx, client, ipWatch{mu: &mu, gotIP: gotIP}, &controllerProc{cmd: ctrl, api: api}, binary, cfg, kc, dir, ns, n)
+	mu.Lock()
+	if err != nil {
+		return err
+	}
+	owners = map[string]bool{}
+	for _, ip := range ipOf {
+		owners[ip] = true
+	}
+	if len(owners) != len(ipOf) || changed != 0 {
+		return fmt.Errorf("after the takeovers: %d distinct IPs for %d Services, %d changed", len(owners), len(ipOf), changed)
+	}
+	fmt.Printf("after the takeovers all %d Services have distinct IPs, none changed\n", len(ipOf))
 	return nil
 }
 
