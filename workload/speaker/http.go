@@ -83,11 +83,14 @@ func (s *Speaker) HealthHandler() http.Handler {
 func (s *Speaker) health(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// The hold is a file: read before the lock, which the speaker's
+		// own passes take.
+		held := s.test.HeldUntil(time.Now())
 		s.mu.Lock()
 		ok, why := s.synced && s.cfg != nil && s.node != nil, ""
 		switch {
-		case !s.test.HeldUntil(time.Now()).IsZero():
-			ok, why = false, "held down by a failover test until "+s.test.HeldUntil(time.Now()).UTC().Format(time.RFC3339)
+		case !held.IsZero():
+			ok, why = false, "held down by a failover test until "+held.UTC().Format(time.RFC3339)
 		case !s.synced:
 			why = "caches not synced yet"
 		case s.cfg == nil:
