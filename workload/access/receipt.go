@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/calico-lb/calico-lb/workload/api"
@@ -44,25 +43,8 @@ func WriteReceipt(path string, r api.AccessReceipt) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := writeAtomic(path, append(b, '\n'), 0o755, 0o644, nil); err != nil {
 		return fmt.Errorf("access receipt: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("access receipt: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("access receipt: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("access receipt: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("access receipt: %w", err)
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }

@@ -84,30 +84,41 @@ func (f TokenFile) Renew(ctx context.Context, client kubernetes.Interface, a Acc
 }
 
 func (f TokenFile) write(token []byte) error {
-	dir := filepath.Dir(f.Path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	return writeAtomic(f.Path, token, 0o700, 0o600, f.Owner)
+}
+
+// writeAtomic writes data to path through a temporary file renamed over
+// it, so that no reader ever sees half of it: the file gets fileMode, a
+// missing directory dirMode, and both owner when it is set.
+func writeAtomic(path string, data []byte, dirMode, fileMode os.FileMode, owner *int) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+"-*")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(token); err != nil {
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(fileMode); err != nil {
 		tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if f.Owner != nil {
+	if owner != nil {
 		for _, p := range []string{dir, tmp.Name()} {
-			if err := os.Chown(p, *f.Owner, *f.Owner); err != nil {
+			if err := os.Chown(p, *owner, *owner); err != nil {
 				return err
 			}
 		}
 	}
-	return os.Rename(tmp.Name(), f.Path)
+	return os.Rename(tmp.Name(), path)
 }
 
 // KeepToken renews the token whenever it is past half its life, until ctx
