@@ -87,7 +87,7 @@ func (c *Controller) api() http.Handler {
 		// reports=none: the pods alone, without asking each speaker (and
 		// sending each a token): what Prometheus' scrape jobs need.
 		ask := r.URL.Query().Get("reports") != "none"
-		serveJSON(func(ctx context.Context) (*api.Speakers, error) { return c.speakerAPI.Status(ctx, c.mode(), ask) })(w, r)
+		serveJSON(func(ctx context.Context) (*api.Speakers, error) { return c.speakerAPI.Status(ctx, c.cfg.Load(), ask) })(w, r)
 	})
 	return mux
 }

@@ -11,7 +11,6 @@
 package controller
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -162,7 +161,10 @@ func New(opts Options) (*Controller, error) {
 		reloads: make(chan chan bool), readFile: os.ReadFile, newTerm: newTerm}
 	c.speakers = speakerset.New(speakerset.Options{Client: opts.Client, Namespace: opts.LeaseNamespace, Image: opts.SpeakerImage,
 		PodName: opts.PodName, Container: opts.Container, Port: opts.SpeakerPort, HandOver: opts.SpeakerHandOver, Log: opts.Log})
-	c.speakerAPI = cmp.Or(opts.SpeakerAPI, speakerclient.New(opts.Client, opts.LeaseNamespace, opts.SpeakerPort))
+	c.speakerAPI = opts.SpeakerAPI
+	if c.speakerAPI == nil {
+		c.speakerAPI = speakerclient.New(opts.Client, opts.LeaseNamespace, opts.SpeakerPort)
+	}
 	c.metrics = newMetrics(c)
 	c.events = newOutbox(opts.EventClient, opts.Identity, c.log, c.metrics)
 	return c, nil
@@ -340,14 +342,6 @@ func (c *Controller) Handler() http.Handler { return c.api() }
 // MetricsHandler serves only /metrics, /healthz and /readyz, for the
 // listener Prometheus scrapes on the pod network.
 func (c *Controller) MetricsHandler() http.Handler { return c.readOnly() }
-
-// mode is the mode in force; "" before a valid config is loaded.
-func (c *Controller) mode() config.Mode {
-	if cfg := c.cfg.Load(); cfg != nil {
-		return cfg.Mode
-	}
-	return ""
-}
 
 // Config is the config in force: the latest valid one the file gave; nil
 // before there is one.

@@ -190,7 +190,7 @@ func (f *faults) restore() {
 func (f *faults) speakerBack(ctx context.Context) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < 30*time.Second {
-		if st, err := f.r.c.opts.Speakers.Status(ctx, f.r.c.mode(), true); err == nil {
+		if st, err := f.r.c.opts.Speakers.Status(ctx, f.r.c.opts.Config(), true); err == nil {
 			i := slices.IndexFunc(st.Speakers, func(v api.SpeakerView) bool { return v.Node == f.target })
 			if i >= 0 && speakerWorking(st.Mode, st.Speakers[i]) {
 				return time.Since(start), true

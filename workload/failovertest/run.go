@@ -342,7 +342,7 @@ func (r *failoverRun) attracting(ctx context.Context, policy string, ready map[s
 	var speakers *api.Speakers
 	var all []string
 	if r.cfg.Mode != config.ModeCalico {
-		s, err := r.c.opts.Speakers.Status(ctx, r.c.mode(), true)
+		s, err := r.c.opts.Speakers.Status(ctx, r.c.opts.Config(), true)
 		if err != nil {
 			return nil
 		}

@@ -74,11 +74,3 @@ func (c *Runner) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/failover-test", c.serveFailoverTest)
 	mux.HandleFunc("GET /v1/failover-test", c.serveFailoverStatus)
 }
-
-// mode is the mode in force; "" before a valid config is loaded.
-func (c *Runner) mode() config.Mode {
-	if cfg := c.opts.Config(); cfg != nil {
-		return cfg.Mode
-	}
-	return ""
-}

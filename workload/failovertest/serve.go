@@ -164,11 +164,11 @@ func (c *Runner) failoverWorld(r *http.Request, cfg *config.Config, key string) 
 		return w, fmt.Errorf("%s is not among the Services calico-lb serves", key)
 	}
 	if cfg.Mode != config.ModeCalico {
-		if w.Speakers, err = c.opts.Speakers.Status(r.Context(), c.mode(), true); err != nil {
+		if w.Speakers, err = c.opts.Speakers.Status(r.Context(), cfg, true); err != nil {
 			return w, fmt.Errorf("the speakers' reports: %w", err)
 		}
 	}
-	nodes, err := c.opts.Speakers.Nodes(r.Context(), c.opts.Config())
+	nodes, err := c.opts.Speakers.Nodes(r.Context(), cfg)
 	if err != nil {
 		return w, err
 	}

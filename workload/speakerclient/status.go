@@ -25,9 +25,12 @@ import (
 // The speakers' APIs are the source of truth: the controller holds no
 // copy that could go stale. A speaker that cannot be reached is listed
 // with the reason, not left out.
-// mode is the mode in force ("" before a config is loaded).
-func (c *Client) Status(ctx context.Context, mode config.Mode, ask bool) (*api.Speakers, error) {
-	out := &api.Speakers{Speakers: []api.SpeakerView{}, Mode: mode}
+// cfg is the config in force (nil before one is loaded).
+func (c *Client) Status(ctx context.Context, cfg *config.Config, ask bool) (*api.Speakers, error) {
+	out := &api.Speakers{Speakers: []api.SpeakerView{}}
+	if cfg != nil {
+		out.Mode = cfg.Mode
+	}
 	pods, err := c.Pods(ctx, "")
 	if err != nil {
 		return nil, err
