@@ -1,7 +1,6 @@
 package charm
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -43,13 +42,12 @@ func (c *Charm) accessDue(now time.Time) bool {
 	if slices.Contains(accessHooks, goops.ReadEnv().HookName) {
 		return true
 	}
-	root, _, _ := c.containerLayout()
-	var b bytes.Buffer
-	if err := c.pebbleClient().Pull(&client.PullOptions{Path: root + plan.AccessReceiptFile, Target: &b}); err != nil {
+	b, err := c.pull(plan.AccessReceiptFile)
+	if err != nil {
 		return true
 	}
 	var r api.AccessReceipt
-	if err := json.Unmarshal(b.Bytes(), &r); err != nil {
+	if err := json.Unmarshal(b, &r); err != nil {
 		return true
 	}
 	return r.Due(now)

@@ -76,13 +76,17 @@ func (c *Charm) apiKey() string {
 	if c.localKey != "" {
 		return c.localKey
 	}
-	path := plan.APIKeyFile
-	if root, _, _ := c.containerLayout(); root != "" {
-		path = root + plan.APIKeyFile
-	}
-	var b bytes.Buffer
-	if err := c.pebbleClient().Pull(&client.PullOptions{Path: path, Target: &b}); err == nil {
-		c.localKey = strings.TrimSpace(b.String())
+	if b, err := c.pull(plan.APIKeyFile); err == nil {
+		c.localKey = strings.TrimSpace(string(b))
 	}
 	return c.localKey
+}
+
+// pull reads a file of the workload container through Pebble (path is
+// the container's; under Layout.ContainerRoot on a host).
+func (c *Charm) pull(path string) ([]byte, error) {
+	root, _, _ := c.containerLayout()
+	var b bytes.Buffer
+	err := c.pebbleClient().Pull(&client.PullOptions{Path: root + path, Target: &b})
+	return b.Bytes(), err
 }
