@@ -5,9 +5,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -43,8 +46,9 @@ func TestMain(m *testing.M) {
 
 // controllerProc is one calico-lb controller process.
 type controllerProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd     *exec.Cmd
+	done    chan struct{}
+	metrics string // its metrics listener, host:port
 }
 
 func startController(t *testing.T, cl *cluster.Cluster, cfgPath, ns, id string) *controllerProc {
@@ -57,14 +61,15 @@ func startController(t *testing.T, cl *cluster.Cluster, cfgPath, ns, id string) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	metrics := freeAddress(t)
 	cmd := exec.Command(binary, "controller", "--config", cfgPath, "--kubeconfig", kc,
-		"--identity", id, "--lease-namespace", ns, "--api-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0")
+		"--identity", id, "--lease-namespace", ns, "--api-address", "127.0.0.1:0", "--metrics-address", metrics)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &controllerProc{cmd: cmd, done: make(chan struct{})}
+	p := &controllerProc{cmd: cmd, done: make(chan struct{}), metrics: metrics}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -83,6 +88,22 @@ func startController(t *testing.T, cl *cluster.Cluster, cfgPath, ns, id string) 
 		}
 	})
 	return p
+}
+
+// metric is the value of an unlabelled metric p exports ("" when absent).
+func (p *controllerProc) metric(name string) string {
+	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func (p *controllerProc) kill9() {
@@ -155,7 +176,8 @@ func TestKillDuringBurst(t *testing.T) {
 	leader := startController(t, cl, cfg, ns, "a")
 	waitFor(t, 30*time.Second, "a leads", func() bool { return leaseHolder(client, ns) == "a" })
 	standby := startController(t, cl, cfg, ns, "b")
-	_ = standby
+	// b has reached a's published address: it will see a's death at once.
+	waitFor(t, 30*time.Second, "b reaches a", func() bool { return standby.metric("calico_lb_leader_probe_reached") == "1" })
 
 	// 8 clients create the Services; the leader is killed with SIGKILL part
 	// way through.
@@ -183,7 +205,14 @@ func TestKillDuringBurst(t *testing.T) {
 	leader.kill9()
 	t.Logf("killed the leader with %d Services assigned", watch.count())
 	waitFor(t, 30*time.Second, "b takes over", func() bool { return leaseHolder(client, ns) == "b" })
-	t.Logf("standby took over %s after SIGKILL of the leader", time.Since(killedAt).Round(time.Millisecond))
+	took := time.Since(killedAt)
+	t.Logf("standby took over %s after SIGKILL of the leader", took.Round(time.Millisecond))
+	// Waiting out the Lease (5 s from a's last renewal, at most 1.1 s
+	// before the kill) would take at least 3.9 s: under 3 s, b saw a's
+	// process gone.
+	if took > 3*time.Second {
+		t.Fatalf("b took over %s after the kill: it waited out the Lease instead of seeing a's address refuse", took.Round(time.Millisecond))
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -28,8 +28,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/calico-lb/calico-lb/workload/access"
 	"github.com/calico-lb/calico-lb/workload/config"
@@ -72,6 +70,14 @@ type Options struct {
 	// SpeakerAPI asks the speakers for their status (default: a client of
 	// its own for SpeakerPort in LeaseNamespace).
 	SpeakerAPI *speakerclient.Client
+	// ProbeAddress is where other instances reach this one's metrics
+	// listener (host:port). The leader publishes it beside the Lease, and
+	// a standby that finds it refusing connections takes over at once
+	// instead of when the Lease runs out. Empty: standbys wait it out.
+	ProbeAddress string
+	// ProbeEvery is how often a standby probes the leader (default
+	// leadership.DefaultProbeEvery).
+	ProbeEvery time.Duration
 	// SpeakerHandOver is how long the speakers keep announcing after a
 	// switch to calico mode (default speakerset.DefaultSpeakerHandOver).
 	SpeakerHandOver time.Duration
@@ -197,58 +203,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.started.Store(true)
 	c.log.Info("caches synced", "identity", c.opts.Identity)
 
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metaFor(c.opts.LeaseNamespace, c.opts.LeaseName),
-		Client:     c.opts.Client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: c.opts.Identity},
-	}
-	for ctx.Err() == nil {
-		// A term that cannot start gives the Lease up at once (cancelling
-		// the elector releases it), so that a standby leads instead of a
-		// leader that does nothing; this one then waits a Lease's length
-		// before it contends again.
-		leCtx, cancelLE := context.WithCancel(ctx)
-		var failed atomic.Bool
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			LeaseDuration:   c.opts.LeaseDuration,
-			RenewDeadline:   c.opts.RenewDeadline,
-			RetryPeriod:     c.opts.RetryPeriod,
-			ReleaseOnCancel: true,
-			Name:            c.opts.LeaseName,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(lctx context.Context) {
-					if err := c.lead(lctx); err != nil {
-						c.log.Error("cannot lead: giving the Lease up so that a standby leads", "error", err)
-						failed.Store(true)
-						cancelLE()
-					}
-				},
-				OnStoppedLeading: func() {
-					c.leading.Store(false)
-					c.metrics.leader.Set(0)
-					c.log.Info("stopped leading", "identity", c.opts.Identity)
-				},
-				OnNewLeader: func(id string) {
-					c.leader.Store(&id)
-					c.log.Info("leader", "identity", id)
-				},
-			},
-		})
-		if err != nil {
-			cancelLE()
-			return err
-		}
-		le.Run(leCtx) // returns when leadership is lost, given up, or ctx ends
-		cancelLE()
-		if failed.Load() {
-			select {
-			case <-ctx.Done():
-			case <-time.After(c.opts.LeaseDuration):
-			}
-		}
-	}
-	return nil
+	return c.elect(ctx)
 }
 
 // lead runs one leadership term: wait for a valid config, adopt every

@@ -22,6 +22,7 @@ type metrics struct {
 	decide       prometheus.Histogram
 	heldBack     prometheus.Gauge
 	leader       prometheus.Gauge
+	probeArmed   prometheus.Gauge
 	events       *prometheus.CounterVec
 	eventsQueued prometheus.Gauge
 }
@@ -63,6 +64,10 @@ func newMetrics(c *Controller) *metrics {
 			Name: "calico_lb_leader",
 			Help: "1 while this instance is the leader that allocates.",
 		}),
+		probeArmed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calico_lb_leader_probe_reached",
+			Help: "1 while this standby reaches the leader's published address, so that it takes over as soon as the leader's process is gone rather than when its Lease runs out.",
+		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "calico_lb_events_total",
 			Help: "Kubernetes Events by fate: sent, replaced (a later Event on the same matter went instead), dropped (queue full or refused).",
@@ -72,7 +77,7 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Events waiting to be sent.",
 		}),
 	}
-	m.collectors = []prometheus.Collector{m.allocations, m.writes, m.reloads, m.configOK, m.latency, m.decide, m.heldBack, m.leader, m.events, m.eventsQueued,
+	m.collectors = []prometheus.Collector{m.allocations, m.writes, m.reloads, m.configOK, m.latency, m.decide, m.heldBack, m.leader, m.probeArmed, m.events, m.eventsQueued,
 		&poolCollector{c: c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	m.reg.MustRegister(m.collectors...)

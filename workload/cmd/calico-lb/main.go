@@ -26,6 +26,7 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/failovertest"
+	"github.com/calico-lb/calico-lb/workload/leadership"
 	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 	"github.com/calico-lb/calico-lb/workload/speakerclient"
@@ -175,8 +176,15 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The metrics listener opens first: the leader publishes its address
+	// so that standbys see at once when its process is gone.
+	mln, probeAddr, err := metricsListener(*metricsAddr, client, *leaseNS, *podName, log)
+	if err != nil {
+		return err
+	}
 	speakers := speakerclient.New(client, *leaseNS, *speakerPort)
 	ctrl, err := controller.New(controller.Options{
+		ProbeAddress: probeAddr,
 		Client: client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
 		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage, SpeakerPort: *speakerPort,
@@ -208,15 +216,11 @@ func runController(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *metricsAddr != "" {
-		mln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics listener (--metrics-address): %w", err)
-		}
+	if mln != nil {
 		msrv := api.Server(ctrl.MetricsHandler(), api.DefaultTimeouts)
 		go func() { _ = msrv.Serve(mln) }()
 		defer msrv.Close()
-		log.Info("metrics listening", "address", mln.Addr().String())
+		log.Info("metrics listening", "address", mln.Addr().String(), "published-to-standbys", probeAddr)
 	}
 	err = ctrl.Run(ctx)
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -226,6 +230,27 @@ func runController(args []string) error {
 		return nil
 	}
 	return err
+}
+
+// metricsListener opens the controller's metrics listener on addr (none
+// when addr is ""), and says where other instances reach it: addr itself
+// when bound to one address, else the Pod's IP; "" when unknown, which
+// leaves standbys to wait out the Lease.
+func metricsListener(addr string, client kubernetes.Interface, ns, pod string, log *slog.Logger) (net.Listener, string, error) {
+	if addr == "" {
+		return nil, "", nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("metrics listener (--metrics-address): %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	published, err := leadership.Address(ln.Addr().String(), func() (string, error) { return leadership.PodIP(ctx, client, ns, pod) })
+	if err != nil {
+		log.Warn("standbys will wait out the Lease if this instance dies while leading", "error", err)
+	}
+	return ln, published, nil
 }
 
 // serveSpeakerAPI serves the speaker's status API on addr (on NODE_IP when
