@@ -22,7 +22,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -288,8 +287,6 @@ func (c *Controller) Ready() (bool, string) {
 	}
 	return true, ""
 }
-
-func metaFor(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: name} }
 
 // Handler is the local HTTP API (see api.go).
 func (c *Controller) Handler() http.Handler { return c.api() }

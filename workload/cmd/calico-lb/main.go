@@ -26,8 +26,8 @@ import (
 	"github.com/calico-lb/calico-lb/workload/config"
 	"github.com/calico-lb/calico-lb/workload/controller"
 	"github.com/calico-lb/calico-lb/workload/failovertest"
-	"github.com/calico-lb/calico-lb/workload/leadership"
 	"github.com/calico-lb/calico-lb/workload/failovertest/speakerhook"
+	"github.com/calico-lb/calico-lb/workload/leadership"
 	"github.com/calico-lb/calico-lb/workload/speaker"
 	"github.com/calico-lb/calico-lb/workload/speakerclient"
 	"github.com/calico-lb/calico-lb/workload/speakerset"
@@ -185,7 +185,7 @@ func runController(args []string) error {
 	speakers := speakerclient.New(client, *leaseNS, *speakerPort)
 	ctrl, err := controller.New(controller.Options{
 		ProbeAddress: probeAddr,
-		Client: client, EventClient: events, ConfigPath: *cfgPath,
+		Client:       client, EventClient: events, ConfigPath: *cfgPath,
 		Identity: *identity, LeaseNamespace: *leaseNS, Writers: *writers, Log: log,
 		LeaseDuration: *lease, RenewDeadline: *renew, RetryPeriod: *retry, LogLevel: level, SpeakerImage: *speakerImage, SpeakerPort: *speakerPort,
 		PodName: *podName, Container: *container, SpeakerAPI: speakers,
