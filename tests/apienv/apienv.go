@@ -83,6 +83,13 @@ func Namespace(t *testing.T, client kubernetes.Interface) string {
 // test that needs it.
 func ControllerClient(t *testing.T, cl *cluster.Cluster, ns, lease string) kubernetes.Interface {
 	t.Helper()
+	return kubernetes.NewForConfigOrDie(ControllerConfig(t, cl, ns, lease))
+}
+
+// ControllerConfig is ControllerClient's config, for a test that wraps
+// its transport.
+func ControllerConfig(t *testing.T, cl *cluster.Cluster, ns, lease string) *rest.Config {
+	t.Helper()
 	admin := cl.Client(cluster.UserAdmin)
 	a := access.Access{Namespace: ns, LeaseName: lease}
 	f := access.TokenFile{Path: filepath.Join(t.TempDir(), "token")}
@@ -93,7 +100,7 @@ func ControllerClient(t *testing.T, cl *cluster.Cluster, ns, lease string) kuber
 	cfg := rest.AnonymousClientConfig(cl.Config(cluster.UserAdmin))
 	cfg.BearerTokenFile = f.Path
 	cfg.QPS, cfg.Burst = 1000, 2000
-	return kubernetes.NewForConfigOrDie(cfg)
+	return cfg
 }
 
 // WaitUntil polls cond every 50 ms for up to 20 s, and fails the test

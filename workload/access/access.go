@@ -156,6 +156,9 @@ func (a Access) Ensure(ctx context.Context, client kubernetes.Interface) error {
 			r := &rbacv1.ClusterRole{ObjectMeta: Meta("", a.failoverRole(), l), Rules: FailoverRules()}
 			return kubeapply.Apply(ctx, client.RbacV1().ClusterRoles(), r, func(have, want *rbacv1.ClusterRole) { have.Rules = want.Rules })
 		}},
+		{"Service " + FenceName, func() error {
+			return kubeapply.Apply(ctx, client.CoreV1().Services(a.Namespace), FenceService(a.Namespace), nil)
+		}},
 		{"RoleBinding " + ControllerAccount, func() error {
 			b := &rbacv1.RoleBinding{ObjectMeta: Meta(a.Namespace, ControllerAccount, l), Subjects: subject,
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ControllerAccount}}
@@ -194,6 +197,7 @@ func (a Access) removeControllerAccount(ctx context.Context, client kubernetes.I
 		func() error {
 			return client.CoreV1().ServiceAccounts(a.Namespace).Delete(ctx, ControllerAccount, deleteOpts)
 		},
+		func() error { return client.CoreV1().Services(a.Namespace).Delete(ctx, FenceName, deleteOpts) },
 	)
 }
 

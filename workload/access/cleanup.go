@@ -11,7 +11,8 @@ import (
 
 // Cleanup deletes what calico-lb created in a's namespace: the speaker
 // DaemonSet with its ServiceAccount, RBAC, ConfigMap and Secret, the
-// leader-election Lease, and the controller's own ServiceAccount and RBAC.
+// leader-election Lease, and the controller's own ServiceAccount, RBAC
+// and fence Service.
 // The charm runs it (`calico-lb cleanup`) when the application is removed,
 // so nothing is left behind. Objects already gone are not errors.
 func Cleanup(ctx context.Context, client kubernetes.Interface, a Access) error {

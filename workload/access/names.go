@@ -1,6 +1,7 @@
 package access
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -17,6 +18,17 @@ const (
 // the other is refused, where the nodes' marks, read then written, would
 // let both through.
 const FailoverLeaseName = "calico-lb-failover-test"
+
+// FenceName is the Service a new leader writes, and waits to see in its
+// cache, before it adopts the Services' addresses (controller.fence).
+const FenceName = "calico-lb-fence"
+
+// FenceService is the fence: headless, with no selector and no ports, so
+// no proxy, DNS record or load balancer serves it.
+func FenceService(ns string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: Meta(ns, FenceName, map[string]string{"app.kubernetes.io/name": ControllerAccount}),
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: corev1.ClusterIPNone}}
+}
 
 // DefaultLeaseName is the leader-election Lease's name when none is given.
 const DefaultLeaseName = "calico-lb-controller"

@@ -210,6 +210,10 @@ func TestCleanup(t *testing.T) {
 			_, err := e.client.CoreV1().ServiceAccounts(e.ns).Get(ctx, access.ControllerAccount, metav1.GetOptions{})
 			return err
 		},
+		"fence Service": func() error {
+			_, err := e.client.CoreV1().Services(e.ns).Get(ctx, access.FenceName, metav1.GetOptions{})
+			return err
+		},
 		"controller's ClusterRole": func() error {
 			_, err := e.client.RbacV1().ClusterRoles().Get(ctx, access.ControllerAccount+"-"+e.ns, metav1.GetOptions{})
 			return err

@@ -218,7 +218,14 @@ func runController(args []string) error {
 	}
 	if mln != nil {
 		msrv := api.Server(ctrl.MetricsHandler(), api.DefaultTimeouts)
-		go func() { _ = msrv.Serve(mln) }()
+		go func() {
+			// Standbys take this address refusing for this process gone
+			// (leadership.Prober), so the process must not outlive it.
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("the metrics listener stopped: exiting, as standbys would take its refusals for this process's death", "error", err)
+				os.Exit(1)
+			}
+		}()
 		defer msrv.Close()
 		log.Info("metrics listening", "address", mln.Addr().String(), "published-to-standbys", probeAddr)
 	}
