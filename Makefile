@@ -172,9 +172,10 @@ bench-speaker-memory: build tools
 
 # L2-mode failover as a client sees it on three real nodes: 20 speaker
 # SIGKILLs (in their pods) and 20 owner link-downs on one segment, in network
-# namespaces (root); the last line is the summary README quotes.
+# namespaces (root), then 10 minutes with both cores saturated, counting
+# false failovers; `l2-failover` is the summary README quotes.
 bench-l2: tools deps
-	$(GO) run ./tests/bench/l2 --trials 20
+	$(GO) run ./tests/bench/l2 --trials 20 --soak 10m
 
 # A UDP flood from a host that is not a speaker at the l2 heartbeat port
 # and the BFD port: false failovers, BFD downs and the client's failures,

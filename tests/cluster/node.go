@@ -248,13 +248,29 @@ func (n *Node) run(name string, args ...string) (*proc, error) {
 // before it runs anything (a shell joins the cgroup, then execs), so that
 // nothing it starts escapes the cleanup.
 func (n *Node) spawn(name string, args ...string) (*proc, error) {
+	return n.spawnIn("system", name, args...)
+}
+
+// Load starts a busy loop in the node's pods cgroup, beside its pods (the
+// speaker among them), as a CPU-hungry workload on the node would run;
+// stop ends it, and so does the node's Stop.
+func (n *Node) Load(name string) (stop func(), err error) {
+	p, err := n.spawnIn("pods", name, "sh", "-c", "while :; do :; done")
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = p.cmd.Process.Kill(); <-p.done }, nil
+}
+
+// spawnIn is spawn into the node's cgroup sub (system or pods).
+func (n *Node) spawnIn(sub, name string, args ...string) (*proc, error) {
 	logf, err := os.Create(n.file(name + ".log"))
 	if err != nil {
 		return nil, err
 	}
 	var join strings.Builder
 	for _, h := range cgroupHierarchies {
-		fmt.Fprintf(&join, "echo $$ > %s && ", filepath.Join(cgroupFS, h, n.cg, "system", "cgroup.procs"))
+		fmt.Fprintf(&join, "echo $$ > %s && ", filepath.Join(cgroupFS, h, n.cg, sub, "cgroup.procs"))
 	}
 	cmd := exec.Command("sh", append([]string{"-c", join.String() + `exec "$@"`, "sh"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf

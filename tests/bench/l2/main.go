@@ -20,9 +20,12 @@
 //     request's 100 ms limit spaces.
 //
 // After each trial the fault is repaired and ownership left to settle
-// (hold-down included). The last line is the summary:
+// (hold-down included). The summary:
 //
 //	l2-failover trials=40 p50_ms=… p99_ms=… max_ms=…
+//
+// Then, with --soak, both cores are saturated (soak.go) and false
+// failovers counted.
 package main
 
 import (
@@ -44,12 +47,13 @@ import (
 
 func main() {
 	trials := flag.Int("trials", 20, "trials of each fault (SIGKILL, link down)")
+	soakFor := flag.Duration("soak", 0, "then saturate both cores this long while the client requests the VIP every 10 ms, counting false failovers (0: no soak)")
 	flag.Parse()
 	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-l2 needs:", m, "(run as root after `make deps`)")
 		os.Exit(1)
 	}
-	if err := run(*trials); err != nil {
+	if err := run(*trials, *soakFor); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-l2:", err)
 		os.Exit(1)
 	}
@@ -57,7 +61,7 @@ func main() {
 
 const settle = 5 * time.Second // hold-down (3 s) and the move back, with margin
 
-func run(trials int) error {
+func run(trials int, soakFor time.Duration) error {
 	ctx := context.Background()
 	b, err := spinebed.StartL2(ctx, spinebed.Options{Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
@@ -183,6 +187,11 @@ func run(trials int) error {
 		d := slices.Sorted(slices.Values(r.d))
 		fmt.Printf("%s trials=%d p50_ms=%s p99_ms=%s max_ms=%s\n", r.name, len(d),
 			stats.MS(stats.Percentile(d, 50)), stats.MS(stats.Percentile(d, 99)), stats.MS(d[len(d)-1]))
+	}
+	if soakFor > 0 {
+		if err := soak(ctx, b, vip, owner, soakFor); err != nil {
+			return fail(err)
+		}
 	}
 	return nil
 }
