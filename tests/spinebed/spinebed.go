@@ -12,6 +12,7 @@
 package spinebed
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,8 +33,11 @@ import (
 // Options shape the bed.
 type Options struct {
 	Nodes int  // default 2 (spine), 3 (L2)
-	BFD   bool // FRR runs bfdd, peers use BFD 100 ms x 3
-	Log   func(string)
+	BFD   bool // FRR runs bfdd, peers use BFD at BFDInterval x 3
+	// BFDInterval is FRR's BFD transmit and receive interval (default
+	// 100 ms).
+	BFDInterval time.Duration
+	Log         func(string)
 }
 
 // Bed is a running spine topology.
@@ -144,7 +148,8 @@ func Start(ctx context.Context, opts Options) (b *Bed, err error) {
 	}
 	bfd := ""
 	if opts.BFD {
-		bfd = "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n"
+		ms := cmp.Or(opts.BFDInterval, 100*time.Millisecond).Milliseconds()
+		bfd = fmt.Sprintf("bfd\n profile fast\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier 3\n exit\nexit\n", ms, ms)
 	}
 	if b.FRR, err = nb.StartFRR(b.Spine, opts.BFD, "frr defaults traditional\n"+bfd+`router bgp 64500
  bgp router-id 10.212.0.1

@@ -8,7 +8,8 @@
 //	bgp-local-move ms=…          the Local pod Ready on its new node -> route moved at FRR (median)
 //	bgp-withdraw-pod-delete ms=… speaker pod deleted -> its route gone at FRR (median)
 //	bgp-withdraw-graceful ms=…   speaker process SIGTERM -> its route gone at FRR (median)
-//	bgp-bfd-failover ms=…        node black-holed, BFD 100 ms x 3 -> route gone at FRR (median)
+//	bgp-bfd-failover ms=…        node black-holed, BFD --bfd-interval x 3 -> route gone at FRR (median)
+//	bgp-soak …                   with --soak: BFD sessions down and requests failed with both cores saturated
 //	bgp-announce routes=10000 s=…  speaker pod started -> FRR has every route
 //	bgp-speaker-usage routes=10000 received=80000 mem_mib=… peak_mib=… anon_mib=… cpu_s=…
 //	                             the speaker container's cgroup after the
@@ -44,23 +45,25 @@ import (
 func main() {
 	routes := flag.Int("routes", 10000, "Service IPs to announce in the announce run")
 	trials := flag.Int("trials", 5, "trials of each failover measurement")
+	bfdInterval := flag.Duration("bfd-interval", 100*time.Millisecond, "BFD interval of the speakers and the spine (detect multiplier 3)")
+	soakFor := flag.Duration("soak", 0, "at the end, saturate both cores this long while a client requests a Service every 10 ms, counting BFD sessions down and next-hop changes (0: no soak)")
 	received := flag.Int("received", 80000, "routes the spine sends each speaker in the usage run, besides the speakers' own it sends back (together below max-prefixes, 100000 by default)")
 	flag.Parse()
 	if m := append(netns.Missing(), cluster.MissingForNodes()...); len(m) > 0 {
 		fmt.Fprintln(os.Stderr, "bench-bgp needs:", m, "(run as root after `make deps`)")
 		os.Exit(1)
 	}
-	if err := run(*routes, *trials, *received); err != nil {
+	if err := run(*routes, *trials, *received, *bfdInterval, *soakFor); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-bgp:", err)
 		os.Exit(1)
 	}
 }
 
-const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: 100, bfd-multiplier: 3}"
+const peer = "{address: 10.212.%d.1, as-number: 64500, hold-time: 9, bfd: true, bfd-interval: %d, bfd-multiplier: 3}"
 
-func run(nRoutes, trials, nReceived int) error {
+func run(nRoutes, trials, nReceived int, bfdInterval, soakFor time.Duration) error {
 	ctx := context.Background()
-	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, Log: func(s string) { fmt.Println(s) }})
+	b, err := spinebed.Start(ctx, spinebed.Options{BFD: true, BFDInterval: bfdInterval, Log: func(s string) { fmt.Println(s) }})
 	if err != nil {
 		return err
 	}
@@ -83,7 +86,7 @@ func run(nRoutes, trials, nReceived int) error {
 	}
 	// The bench pool is a /16 so that the announce run fits; peers use BFD.
 	if _, err := kb.Deploy(ctx, "lb", map[string]any{"pools": "10.120.0.0/16", "peering-mode": "spine", "as-number": 64512.0,
-		"subnet-spine-peers":    "{10.212.1.0/24: [" + fmt.Sprintf(peer, 1) + "], 10.212.2.0/24: [" + fmt.Sprintf(peer, 2) + "]}",
+		"subnet-spine-peers":    "{10.212.1.0/24: [" + fmt.Sprintf(peer, 1, bfdInterval.Milliseconds()) + "], 10.212.2.0/24: [" + fmt.Sprintf(peer, 2, bfdInterval.Milliseconds()) + "]}",
 		"speaker-node-selector": "rack=bench"}); err != nil {
 		return err
 	}
@@ -206,6 +209,11 @@ func run(nRoutes, trials, nReceived int) error {
 		time.Sleep(3 * time.Second) // BFD back up
 	}
 	fmt.Printf("BFD failover: %v\n", bfds)
+	if soakFor > 0 {
+		if err := soak(b, vip, bfdInterval, soakFor); err != nil {
+			return fail(err)
+		}
+	}
 
 	// The speaker's usage with the bench's few Services, against which the
 	// announce run's is compared.

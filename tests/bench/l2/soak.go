@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/calico-lb/calico-lb/tests/bench/load"
 	"github.com/calico-lb/calico-lb/tests/bench/stats"
 	"github.com/calico-lb/calico-lb/tests/kubebed"
 	"github.com/calico-lb/calico-lb/tests/netns"
@@ -28,30 +27,12 @@ func soak(ctx context.Context, b *spinebed.Bed, vip string, owner func() int, d 
 	if err != nil {
 		return err
 	}
-	var stops []func()
-	defer func() {
-		for _, stop := range stops {
-			stop()
-		}
-	}()
-	for name, n := range b.Kubebed.Nodes {
-		stop, err := n.Load("soak-load")
-		if err != nil {
-			return fmt.Errorf("load on %s: %w", name, err)
-		}
-		stops = append(stops, stop)
+	l, err := load.Start(b.Kubebed.Nodes, 2)
+	if err != nil {
+		return err
 	}
-	const outside = 2
-	for range outside {
-		cmd := exec.Command("sh", "-c", "while :; do :; done")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		stops = append(stops, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	}
-	loops := len(stops)
-	fmt.Printf("soak: %d busy loops (%d in the nodes' pods cgroups, %d outside) for %s; requesting %s every 10 ms\n", loops, loops-outside, outside, d, vip)
+	defer l.Stop()
+	fmt.Printf("soak: %s for %s; requesting %s every 10 ms\n", l, d, vip)
 
 	start, last := time.Now(), owner()
 	var took []time.Duration
@@ -74,10 +55,7 @@ func soak(ctx context.Context, b *spinebed.Bed, vip string, owner func() int, d 
 		}
 		time.Sleep(time.Until(attempt.Add(10 * time.Millisecond)))
 	}
-	for _, stop := range stops {
-		stop()
-	}
-	stops = nil
+	l.Stop()
 	after, err := ownershipChanges(b)
 	if err != nil {
 		return err
@@ -86,7 +64,7 @@ func soak(ctx context.Context, b *spinebed.Bed, vip string, owner func() int, d 
 		return fmt.Errorf("the speakers' ownership changes fell from %d to %d: a speaker restarted during the soak", before, after)
 	}
 	fmt.Printf("l2-soak minutes=%.0f busy_loops=%d requests=%d failed=%d p99_ms=%s owner_changes=%d ownership_changes_metric=%d\n",
-		d.Minutes(), loops, len(took), failed, stats.MS(stats.Percentile(slices.Sorted(slices.Values(took)), 99)), changes, after-before)
+		d.Minutes(), l.Inside+l.Outside, len(took), failed, stats.MS(stats.Percentile(slices.Sorted(slices.Values(took)), 99)), changes, after-before)
 	return nil
 }
 
