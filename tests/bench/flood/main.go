@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -126,13 +125,17 @@ func bfd(ctx context.Context, d time.Duration) error {
 		return fmt.Errorf("BFD sessions up at FRR: %d of %d", bfdUp(b), len(b.Nodes))
 	}
 	for _, flood := range []bool{false, true} {
-		before := bfdDowns(b)
-		if before < 0 {
-			return errors.New("FRR's show bfd peers counters json has no session-down counter")
+		before, err := b.BFDDowns()
+		if err != nil {
+			return err
 		}
 		sent, failed, asked := phase(ctx, b.Client, vip, b.NodeIPs, 3784, bfdPackets(), flood, d)
+		after, err := b.BFDDowns()
+		if err != nil {
+			return err
+		}
 		fmt.Printf("flood-bfd phase=%s sent_pps=%.0f bfd_downs=%d bfd_up=%d/%d client_failed=%d/%d\n",
-			map[bool]string{false: "quiet", true: "flood"}[flood], float64(sent)/d.Seconds(), bfdDowns(b)-before, bfdUp(b), len(b.Nodes), failed, asked)
+			map[bool]string{false: "quiet", true: "flood"}[flood], float64(sent)/d.Seconds(), after-before, bfdUp(b), len(b.Nodes), failed, asked)
 	}
 	return nil
 }
@@ -264,32 +267,6 @@ func metricKey(name, reason string) string {
 		return name
 	}
 	return name + "/" + reason
-}
-
-// bfdPeers are FRR's BFD peers with their counters.
-func bfdPeers(b *spinebed.Bed) []map[string]any {
-	out, err := b.FRR.Vtysh("-c", "show bfd peers counters json")
-	if err != nil {
-		return nil
-	}
-	var peers []map[string]any
-	_ = json.Unmarshal([]byte(out), &peers)
-	return peers
-}
-
-// bfdDowns sums FRR's session-down counters; -1 if FRR reports none, so
-// that a field FRR does not have can never read as "no flap".
-func bfdDowns(b *spinebed.Bed) int {
-	n, seen := 0, false
-	for _, p := range bfdPeers(b) {
-		if v, ok := p["session-down"].(float64); ok {
-			n, seen = n+int(v), true
-		}
-	}
-	if !seen {
-		return -1
-	}
-	return n
 }
 
 func bfdUp(b *spinebed.Bed) int {
