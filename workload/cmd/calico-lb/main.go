@@ -217,17 +217,7 @@ func runController(args []string) error {
 		return err
 	}
 	if mln != nil {
-		msrv := api.Server(ctrl.MetricsHandler(), api.DefaultTimeouts)
-		go func() {
-			// Standbys take this address refusing for this process gone
-			// (leadership.Prober), so the process must not outlive it.
-			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("the metrics listener stopped: exiting, as standbys would take its refusals for this process's death", "error", err)
-				os.Exit(1)
-			}
-		}()
-		defer msrv.Close()
-		log.Info("metrics listening", "address", mln.Addr().String(), "published-to-standbys", probeAddr)
+		defer serveMetrics(mln, ctrl.MetricsHandler(), probeAddr, log).Close()
 	}
 	err = ctrl.Run(ctx)
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -258,6 +248,21 @@ func metricsListener(addr string, client kubernetes.Interface, ns, pod string, l
 		log.Warn("standbys will wait out the Lease if this instance dies while leading", "error", err)
 	}
 	return ln, published, nil
+}
+
+// serveMetrics serves h on ln, the listener whose address standbys probe.
+func serveMetrics(ln net.Listener, h http.Handler, published string, log *slog.Logger) *http.Server {
+	srv := api.Server(h, api.DefaultTimeouts)
+	go func() {
+		// Standbys take this address refusing for this process gone
+		// (leadership.Prober), so the process must not outlive it.
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the metrics listener stopped: exiting, as standbys would take its refusals for this process's death", "error", err)
+			os.Exit(1)
+		}
+	}()
+	log.Info("metrics listening", "address", ln.Addr().String(), "published-to-standbys", published)
+	return srv
 }
 
 // serveSpeakerAPI serves the speaker's status API on addr (on NODE_IP when
