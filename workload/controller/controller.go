@@ -219,15 +219,9 @@ func (c *Controller) lead(ctx context.Context) error {
 		case <-c.configChanged:
 		}
 	}
-	if err := c.fence(ctx); err != nil {
-		// The Lease's length is what a leader that died had to wait
-		// before: the cache has had that long to catch up.
-		c.log.Warn("cannot fence the Service cache: waiting a Lease's length before adopting", "error", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(c.opts.LeaseDuration):
-		}
+	c.fenceOrWait(ctx)
+	if ctx.Err() != nil {
+		return nil
 	}
 	t, err := c.newTerm(c, c.cfg.Load())
 	if err != nil {

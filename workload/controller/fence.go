@@ -15,9 +15,6 @@ import (
 // started.
 const AnnotationFence = "calico-lb.io/fence"
 
-// fenceWait bounds the wait for the fence to show in the cache.
-const fenceWait = 10 * time.Second
-
 // fence makes sure the Service cache holds every Service write made before
 // this term began, the last leader's included: one write to the fence
 // Service, then a wait until the cache shows it. A watch delivers in
@@ -44,18 +41,40 @@ func (c *Controller) fence(ctx context.Context) error {
 	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{FieldManager: c.opts.Identity}); err != nil {
 		return fmt.Errorf("write the fence Service %s/%s: %w", c.opts.LeaseNamespace, access.FenceName, err)
 	}
-	deadline := time.Now().Add(fenceWait)
 	for {
 		if got, err := c.services.Services(c.opts.LeaseNamespace).Get(access.FenceName); err == nil && got.Annotations[AnnotationFence] == token {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the fence Service's write did not show in the cache within %s", fenceWait)
-		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("the fence Service's write has not shown in the cache: %w", ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// fenceOrWait fences the cache, giving it at most a Lease's length; if
+// that fails, it waits out the rest of the Lease's length from its start,
+// what a new leader had to wait before there was a fence, so that an
+// apiserver that does not answer delays a term by that much and no more.
+func (c *Controller) fenceOrWait(ctx context.Context) {
+	start := time.Now()
+	fctx, cancel := context.WithTimeout(ctx, c.opts.LeaseDuration)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.fence(fctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-fctx.Done(): // a client that ignores its context still ends the wait
+		err = fctx.Err()
+	}
+	if err == nil {
+		return
+	}
+	c.log.Warn("cannot fence the Service cache: waiting a Lease's length before adopting", "error", err)
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(start.Add(c.opts.LeaseDuration))):
 	}
 }
